@@ -1,0 +1,67 @@
+# meshproof front door. `make conformance` and `make test` do all the set-up they need on a fresh
+# Debian 12 machine (root): apt packages, the .venv with the project, and Allure 3 from npm.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ALLURE_VERSION := 3.18.0
+ALLURE := reports/node_modules/.bin/allure
+OUT := reports/out
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps test conformance chaos report bench lint clean doctor
+
+setup: system-deps $(STAMP)
+
+# Installs only what is missing, so a second run costs a few `command -v` calls.
+system-deps:
+	@missing=""; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	command -v tcpdump  >/dev/null || missing="$$missing tcpdump"; \
+	command -v curl     >/dev/null || missing="$$missing curl"; \
+	command -v ip       >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+$(ALLURE):
+	cd reports && npm install --no-audit --no-fund --silent allure@$(ALLURE_VERSION)
+
+# Self-tests of meshproof's own code (oracle, API validation, local mesh, capture, reports).
+# pytest's exit 5 (no tests collected) is a failure here.
+test: setup
+	@$(BIN)/pytest tests -n 2 $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+# The full conformance matrix (and chaos suites) on the default mesh, then the HTML report.
+conformance: setup $(ALLURE)
+	@rm -rf $(OUT)/allure-results; mkdir -p $(OUT); \
+	$(BIN)/pytest suites $(PYTEST_ARGS); rc=$$?; \
+	$(MAKE) --no-print-directory report; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+chaos: setup $(ALLURE)
+	@$(BIN)/pytest suites/chaos $(PYTEST_ARGS); rc=$$?; $(MAKE) --no-print-directory report; exit $$rc
+
+report: $(ALLURE)
+	$(BIN)/python -m reports.build --results $(OUT)/allure-results --out $(OUT) --allure $(ALLURE)
+
+bench: setup
+	$(BIN)/python -m reports.bench --out $(OUT)/bench.json
+
+lint: setup
+	$(BIN)/ruff check .
+
+doctor: setup
+	$(BIN)/meshproof doctor --mesh local
+
+clean:
+	-$(BIN)/meshproof clean
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,1 @@
+"""Mesh targets behind one interface: `local` (the reference mesh on this machine) and `kube` (real Istio)."""

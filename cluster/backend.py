@@ -1,0 +1,84 @@
+"""The interface every mesh target implements, and the probe result all of them return.
+
+Suites talk only to `MeshBackend`; `cluster.local` and `cluster.kube` are the two implementations.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from meshproof.scenario import Scenario
+
+OUTCOMES = ("mtls", "plaintext", "503", "reset")
+
+
+@dataclass
+class ProbeResult:
+    """What one request sleep -> httpbin's Service port did, as observed (never as configured)."""
+
+    outcome: str  # one of OUTCOMES, or "error" when the harness itself failed
+    http_status: int | None
+    curl_exit: int
+    peer_identity: str | None  # the client SPIFFE ID httpbin saw in X-Forwarded-Client-Cert
+    failure_detail: str | None = None  # Envoy response flags / stats / curl error when not 200
+    wire: dict[str, Any] | None = None  # probes.verdict: verdict, sni, alpn, tls_version, ...
+    canary: str = ""
+    elapsed_ms: float = 0.0
+    command: str = ""  # reproduces the probe by hand
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def outcome_of(http_status: int | None, curl_exit: int, wire_verdict: str | None,
+               peer_identity: str | None) -> str:
+    """Map an observation to the oracle's vocabulary. A 200 is `mtls` only if the wire (or, without a
+    capture, the identity the app saw) says so; a connection the client never got an answer on is `reset`."""
+    if http_status is None or http_status == 0:
+        return "reset"
+    if http_status == 503:
+        return "503"
+    if http_status != 200:
+        return str(http_status)
+    if wire_verdict is not None:
+        return {"mtls": "mtls", "plaintext": "plaintext"}.get(wire_verdict, f"200-{wire_verdict}")
+    return "mtls" if peer_identity else "plaintext"
+
+
+class MeshBackend(ABC):
+    """A mesh the suites can deploy workloads into, configure with Istio manifests and probe."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def start(self) -> None:
+        """Bring the mesh up (or connect to it) and clean what a crashed run left."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Remove everything this run created. Safe to call twice and after a partial start."""
+
+    @abstractmethod
+    def deploy(self, scenario: Scenario) -> Any:
+        """Create the scenario's client and server workloads and apply its manifests in order.
+        Returns a handle for probe/apply/teardown. Raises ManifestError before creating anything
+        if a manifest is invalid."""
+
+    @abstractmethod
+    def apply(self, handle: Any, manifests: list[dict]) -> None:
+        """Replace the Istio manifests of a deployed scenario; returns once the mesh has converged."""
+
+    @abstractmethod
+    def probe(self, handle: Any, capture: bool = True) -> ProbeResult:
+        """Send one request sleep -> httpbin.<ns>:<service_port>/headers with a fresh canary marker."""
+
+    @abstractmethod
+    def teardown(self, handle: Any) -> None:
+        """Remove one deployed scenario."""
+
+    def environment(self) -> dict[str, str]:
+        """Facts for the report's environment.properties (mesh kind, versions)."""
+        return {"mesh": self.name}

@@ -1,0 +1,1 @@
+"""The kube backend: any cluster with Istio installed, through the official kubernetes client."""

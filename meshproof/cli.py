@@ -1,0 +1,132 @@
+"""`meshproof` command line: expect, probe, clean, doctor, diff.
+
+Exit codes: 0 the command ran (whatever the mesh did), 2 bad input or a missing prerequisite, 1 a
+comparison found a difference (diff, upgrade-check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from meshproof.istio_api import ManifestError
+
+EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input or a missing prerequisite: printed as one line, exit 2."""
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mesh", choices=("local", "kube"), default="local", help="mesh target (default: local)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file for --mesh kube (default: usual resolution)")
+    parser.add_argument("--context", help="kubeconfig context for --mesh kube")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshproof", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    expect = sub.add_parser("expect", help="print what Istio does for a scenario (the oracle)")
+    expect.add_argument("scenario", nargs="?", help="scenario YAML file")
+    expect.add_argument("--matrix", action="store_true", help="print the default matrix with predictions")
+    expect.add_argument("--istio-version", help="override the scenario's istio_version")
+
+    probe = sub.add_parser("probe", help="deploy a scenario on a mesh, send one request, print what happened")
+    probe.add_argument("scenario", help="scenario YAML file")
+    probe.add_argument("--no-capture", dest="capture", action="store_false", help="skip the wire capture")
+    _add_cluster_options(probe)
+
+    clean = sub.add_parser("clean", help="remove what an interrupted run left behind")
+    _add_cluster_options(clean)
+
+    doctor = sub.add_parser("doctor", help="check the prerequisites of a mesh target")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    _add_cluster_options(doctor)
+
+    diff = sub.add_parser("diff", help="cell-by-cell difference of two result sets")
+    diff.add_argument("results_a")
+    diff.add_argument("results_b")
+    diff.add_argument("--out", help="write markdown (.md) or HTML (.html) here too")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ManifestError, UsageError) as err:
+        print(f"meshproof {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"meshproof {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _expect(args) -> int:
+    from meshproof.scenario import load_scenario
+    from suites import expectations
+
+    if args.matrix:
+        print(json.dumps(expectations.matrix_predictions(args.istio_version), indent=1))
+        return EXIT_OK
+    if not args.scenario:
+        raise UsageError("give a scenario file or --matrix")
+    scenario = load_scenario(args.scenario)
+    if args.istio_version:
+        from dataclasses import replace
+        scenario = replace(scenario, istio_version=args.istio_version)
+    print(json.dumps(expectations.expect(scenario).to_json()))
+    return EXIT_OK
+
+
+def _probe(args) -> int:
+    from cluster.factory import open_backend
+    from meshproof.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)  # bad input fails before anything is created
+    with open_backend(args) as backend:
+        handle = backend.deploy(scenario)
+        try:
+            result = backend.probe(handle, capture=args.capture)
+        finally:
+            backend.teardown(handle)
+    print(json.dumps(result.to_json()))
+    return EXIT_OK
+
+
+def _clean(args) -> int:
+    from cluster.factory import clean_leftovers
+
+    removed = clean_leftovers(args)
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print("nothing to clean")
+    return EXIT_OK
+
+
+def _doctor(args) -> int:
+    from cluster.factory import run_doctor
+
+    checks = run_doctor(args)
+    if args.json:
+        print(json.dumps([c.to_json() for c in checks], indent=1))
+    else:
+        for check in checks:
+            print(check.line())
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_USAGE
+
+
+def _diff(args) -> int:
+    from reports import diff
+
+    return diff.main(args)
+
+
+COMMANDS = {"expect": _expect, "probe": _probe, "clean": _clean, "doctor": _doctor, "diff": _diff}
+
+if __name__ == "__main__":
+    sys.exit(main())

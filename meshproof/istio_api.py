@@ -1,0 +1,301 @@
+"""Parse and validate the Istio API objects meshproof uses: PeerAuthentication and DestinationRule.
+
+This module only reads manifests into plain records and refuses what Istio's validating webhook (or the
+CRD's OpenAPI schema) refuses. It decides nothing about what the objects *mean*: the oracle
+(`suites/expectations.py`) and the local control plane (`cluster/local/controlplane.py`) each interpret
+them on their own, so a shared misreading cannot hide itself.
+
+Sources: istio/api security/v1/peer_authentication.proto, networking/v1/destination_rule.proto;
+istio/istio pkg/config/validation/validation.go (ValidatePeerAuthentication, ValidateDestinationRule,
+validateTLS, validateExportTo, validateWorkloadSelector).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+PA_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
+DR_TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
+API_VERSIONS = {
+    "PeerAuthentication": ("security.istio.io/v1", "security.istio.io/v1beta1"),
+    "DestinationRule": ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"),
+}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_KEY_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
+
+
+class ManifestError(ValueError):
+    """A manifest Istio would refuse. The message names the file, the resource, the field and what is allowed."""
+
+    def __init__(self, source: str, resource: str, field_path: str, problem: str):
+        self.source, self.resource, self.field_path, self.problem = source, resource, field_path, problem
+        super().__init__(f"{source}: {resource}: {field_path}: {problem}")
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """DestinationRule ClientTLSSettings (the fields meshproof acts on)."""
+
+    mode: str  # one of DR_TLS_MODES
+    client_certificate: str = ""
+    private_key: str = ""
+    ca_certificates: str = ""
+    credential_name: str = ""
+    sni: str = ""
+    subject_alt_names: tuple[str, ...] = ()
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True)
+class PeerAuthentication:
+    name: str
+    namespace: str
+    order: int  # creation order in the scenario; Istio lets the oldest object win a tie
+    selector: dict[str, str] | None = None  # None or empty: namespace (or mesh) wide
+    mode: str | None = None  # None when spec.mtls is absent; else one of PA_MODES
+    port_level: dict[int, str] = field(default_factory=dict)  # target port -> mode
+
+
+@dataclass(frozen=True)
+class DestinationRule:
+    name: str
+    namespace: str
+    order: int
+    host: str
+    export_to: tuple[str, ...] = ()  # empty: exported to all namespaces
+    workload_selector: dict[str, str] | None = None
+    tls: ClientTLS | None = None  # trafficPolicy.tls
+    port_tls: dict[int, ClientTLS | None] = field(default_factory=dict)  # portLevelSettings[].tls by port
+    subsets: tuple[str, ...] = ()
+
+
+Resource = PeerAuthentication | DestinationRule
+
+
+def parse_resources(docs: list[Any], source: str = "<resources>") -> list[Resource]:
+    """Parse manifests in creation order; raise ManifestError on the first one Istio would refuse."""
+    if not isinstance(docs, list):
+        raise ManifestError(source, "resources", "resources", "must be a list of Istio manifests")
+    parsed: list[Resource] = []
+    seen: set[tuple[str, str, str]] = set()
+    for index, doc in enumerate(docs):
+        resource = parse_resource(doc, source, index)
+        key = (type(resource).__name__, resource.namespace, resource.name)
+        if key in seen:
+            raise ManifestError(source, _label(doc, index), "metadata.name",
+                                "already exists in this namespace (names must be unique per kind and namespace)")
+        seen.add(key)
+        parsed.append(resource)
+    return parsed
+
+
+def parse_resource(doc: Any, source: str, index: int) -> Resource:
+    where = _label(doc, index)
+    if not isinstance(doc, dict):
+        raise ManifestError(source, where, "", "a manifest must be a mapping with apiVersion, kind, metadata, spec")
+    kind = doc.get("kind")
+    if kind not in API_VERSIONS:
+        raise ManifestError(source, where, "kind", f"{kind!r} is not supported; allowed: {', '.join(API_VERSIONS)}")
+    if doc.get("apiVersion") not in API_VERSIONS[kind]:
+        raise ManifestError(source, where, "apiVersion",
+                            f"{doc.get('apiVersion')!r} is not a {kind} API; allowed: {', '.join(API_VERSIONS[kind])}")
+    metadata = doc.get("metadata")
+    if not isinstance(metadata, dict):
+        raise ManifestError(source, where, "metadata", "required mapping with name and namespace")
+    name, namespace = metadata.get("name"), metadata.get("namespace")
+    if not isinstance(name, str) or not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        raise ManifestError(source, where, "metadata.name", f"{name!r} is not a DNS-1123 subdomain")
+    if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63:
+        raise ManifestError(source, where, "metadata.namespace",
+                            f"{namespace!r}: required, a DNS-1123 label (meshproof never guesses a namespace)")
+    spec = doc.get("spec", {})
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, dict):
+        raise ManifestError(source, where, "spec", "must be a mapping")
+    _reject_unknown(spec, _KNOWN_SPEC_FIELDS[kind], source, where, "spec")
+    if kind == "PeerAuthentication":
+        return _peer_authentication(spec, name, namespace, index, source, where)
+    return _destination_rule(spec, name, namespace, index, source, where)
+
+
+_KNOWN_SPEC_FIELDS = {
+    "PeerAuthentication": ("selector", "mtls", "portLevelMtls"),
+    "DestinationRule": ("host", "trafficPolicy", "subsets", "exportTo", "workloadSelector"),
+}
+
+
+def _peer_authentication(spec, name, namespace, index, source, where) -> PeerAuthentication:
+    selector = _selector(spec.get("selector"), source, where, "spec.selector")
+    mode = _pa_mode(spec.get("mtls"), source, where, "spec.mtls")
+    port_level: dict[int, str] = {}
+    raw_ports = spec.get("portLevelMtls") or {}
+    if not isinstance(raw_ports, dict):
+        raise ManifestError(source, where, "spec.portLevelMtls", "must be a mapping of port number to {mode: ...}")
+    for raw_port, raw_mtls in raw_ports.items():
+        port = _port(raw_port, source, where, f"spec.portLevelMtls[{raw_port}]")
+        port_mode = _pa_mode(raw_mtls, source, where, f"spec.portLevelMtls[{raw_port}]")
+        port_level[port] = port_mode or "UNSET"
+    if port_level and not selector:
+        # validation.go ValidatePeerAuthentication: "portLevelMtls requires selector"
+        raise ManifestError(source, where, "spec.portLevelMtls",
+                            "portLevelMtls requires a workload selector (spec.selector.matchLabels)")
+    return PeerAuthentication(name, namespace, index, selector, mode, port_level)
+
+
+def _pa_mode(mtls: Any, source: str, where: str, path: str) -> str | None:
+    if mtls is None:
+        return None
+    if not isinstance(mtls, dict):
+        raise ManifestError(source, where, path, "must be a mapping like {mode: STRICT}")
+    _reject_unknown(mtls, ("mode",), source, where, path)
+    mode = mtls.get("mode", "UNSET")
+    if mode not in PA_MODES:
+        raise ManifestError(source, where, f"{path}.mode", f"{mode!r} is not a mode; allowed: {', '.join(PA_MODES)}")
+    return mode
+
+
+def _destination_rule(spec, name, namespace, index, source, where) -> DestinationRule:
+    host = spec.get("host")
+    if not isinstance(host, str) or not host or not _HOST.match(host):
+        raise ManifestError(source, where, "spec.host",
+                            f"{host!r}: required, a service host name such as httpbin.ns.svc.cluster.local")
+    export_to = _export_to(spec.get("exportTo"), source, where)
+    workload_selector = _selector(spec.get("workloadSelector"), source, where, "spec.workloadSelector")
+    policy = spec.get("trafficPolicy") or {}
+    if not isinstance(policy, dict):
+        raise ManifestError(source, where, "spec.trafficPolicy", "must be a mapping")
+    tls, port_tls = _traffic_policy_tls(policy, source, where, "spec.trafficPolicy")
+    subsets = []
+    for i, subset in enumerate(spec.get("subsets") or []):
+        path = f"spec.subsets[{i}]"
+        if not isinstance(subset, dict) or not isinstance(subset.get("name"), str) or not subset["name"]:
+            raise ManifestError(source, where, f"{path}.name", "every subset needs a name")
+        if subset["name"] in subsets:
+            raise ManifestError(source, where, f"{path}.name", f"duplicate subset name {subset['name']!r}")
+        _traffic_policy_tls(subset.get("trafficPolicy") or {}, source, where, f"{path}.trafficPolicy")
+        subsets.append(subset["name"])
+    return DestinationRule(name, namespace, index, host, export_to, workload_selector, tls, port_tls, tuple(subsets))
+
+
+def _traffic_policy_tls(policy, source, where, path):
+    tls = _client_tls(policy.get("tls"), source, where, f"{path}.tls")
+    port_tls: dict[int, ClientTLS | None] = {}
+    for i, setting in enumerate(policy.get("portLevelSettings") or []):
+        item = f"{path}.portLevelSettings[{i}]"
+        if not isinstance(setting, dict) or not isinstance(setting.get("port"), dict) \
+                or "number" not in setting["port"]:
+            # validation.go validateTrafficPolicy: "portTrafficPolicy must have valid port"
+            raise ManifestError(source, where, f"{item}.port", "required: {number: <1-65535>}")
+        port = _port(setting["port"]["number"], source, where, f"{item}.port.number")
+        if port in port_tls:
+            raise ManifestError(source, where, f"{item}.port.number", f"port {port} is listed twice")
+        port_tls[port] = _client_tls(setting.get("tls"), source, where, f"{item}.tls")
+    return tls, port_tls
+
+
+_TLS_FIELDS = ("mode", "clientCertificate", "privateKey", "caCertificates", "credentialName", "sni",
+               "subjectAltNames", "insecureSkipVerify", "caCrl")
+
+
+def _client_tls(tls: Any, source: str, where: str, path: str) -> ClientTLS | None:
+    if tls is None:
+        return None
+    if not isinstance(tls, dict):
+        raise ManifestError(source, where, path, "must be a mapping like {mode: ISTIO_MUTUAL}")
+    _reject_unknown(tls, _TLS_FIELDS, source, where, path)
+    mode = tls.get("mode", "DISABLE")  # proto3 default enum value
+    if mode not in DR_TLS_MODES:
+        raise ManifestError(source, where, f"{path}.mode",
+                            f"{mode!r} is not a TLS mode; allowed: {', '.join(DR_TLS_MODES)}")
+    settings = ClientTLS(
+        mode=mode,
+        client_certificate=str(tls.get("clientCertificate", "")),
+        private_key=str(tls.get("privateKey", "")),
+        ca_certificates=str(tls.get("caCertificates", "")),
+        credential_name=str(tls.get("credentialName", "")),
+        sni=str(tls.get("sni", "")),
+        subject_alt_names=tuple(tls.get("subjectAltNames") or ()),
+        insecure_skip_verify=bool(tls.get("insecureSkipVerify", False)),
+    )
+    file_certs = settings.client_certificate or settings.private_key or settings.ca_certificates or tls.get("caCrl")
+    # validation.go validateTLS
+    if settings.insecure_skip_verify and settings.ca_certificates:
+        raise ManifestError(source, where, f"{path}.insecureSkipVerify",
+                            "cannot be combined with caCertificates")
+    if mode in ("SIMPLE", "MUTUAL") and settings.credential_name:
+        if file_certs:
+            raise ManifestError(source, where, f"{path}.credentialName",
+                                "cannot be combined with clientCertificate, privateKey, caCertificates or caCrl")
+        return settings
+    if mode == "MUTUAL":
+        for attr, name in (("client_certificate", "clientCertificate"), ("private_key", "privateKey")):
+            if not getattr(settings, attr):
+                raise ManifestError(source, where, f"{path}.{name}",
+                                    "required for mode MUTUAL (or set credentialName instead)")
+    return settings
+
+
+def _export_to(value: Any, source: str, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ManifestError(source, where, "spec.exportTo", "must be a list of namespaces, '.' or '*'")
+    for v in value:
+        if v not in (".", "*", "~") and not _DNS_LABEL.match(v):
+            raise ManifestError(source, where, "spec.exportTo",
+                                f"{v!r}: allowed values are '.', '*', '~' or a namespace name")
+    # validation.go validateExportTo: '*' and '~' stand alone
+    if ("*" in value or "~" in value) and len(set(value)) > 1:
+        raise ManifestError(source, where, "spec.exportTo", "'*' and '~' cannot be combined with other values")
+    if len(set(value)) != len(value):
+        raise ManifestError(source, where, "spec.exportTo", "duplicate entries")
+    return tuple(value)
+
+
+def _selector(value: Any, source: str, where: str, path: str) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ManifestError(source, where, path, "must be a mapping {matchLabels: {key: value}}")
+    _reject_unknown(value, ("matchLabels",), source, where, path)
+    labels = value.get("matchLabels") or {}
+    if not isinstance(labels, dict):
+        raise ManifestError(source, where, f"{path}.matchLabels", "must be a mapping of label key to value")
+    for key, val in labels.items():
+        key_name = str(key).rsplit("/", 1)[-1]
+        if not _LABEL_KEY_NAME.match(key_name) or len(key_name) > 63:
+            raise ManifestError(source, where, f"{path}.matchLabels", f"{key!r} is not a valid label key")
+        if not isinstance(val, str) or not _LABEL_VALUE.match(val) or len(val) > 63:
+            raise ManifestError(source, where, f"{path}.matchLabels.{key}", f"{val!r} is not a valid label value")
+    return dict(labels)
+
+
+def _port(value: Any, source: str, where: str, path: str) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        port = 0
+    if isinstance(value, bool) or not 1 <= port <= 65535:
+        raise ManifestError(source, where, path, f"{value!r} is not a port number (1-65535)")
+    return port
+
+
+def _reject_unknown(mapping: dict, allowed: tuple[str, ...], source: str, where: str, path: str) -> None:
+    # The CRDs are structural schemas with pruning off for spec fields Istio does not know; the
+    # webhook rejects them ("unknown field"), so a typo never silently means "no policy".
+    for key in mapping:
+        if key not in allowed:
+            raise ManifestError(source, where, f"{path}.{key}", f"unknown field; allowed: {', '.join(allowed)}")
+
+
+def _label(doc: Any, index: int) -> str:
+    if isinstance(doc, dict):
+        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        return f"resources[{index}] {doc.get('kind', '?')} {meta.get('namespace', '?')}/{meta.get('name', '?')}"
+    return f"resources[{index}]"

@@ -1,0 +1,1 @@
+"""Wire proof: packet capture and TLS/plaintext classification, backend-neutral (a pcap in, a verdict out)."""

@@ -1,0 +1,1 @@
+"""Allure results, the matrix picture, JUnit, run diffs and the benchmark."""

@@ -1,0 +1,1 @@
+"""Conformance and chaos suites, and the oracle of Istio semantics they check against."""

@@ -1,0 +1,48 @@
+"""pytest plugin for meshproof: the options, the per-worker mesh fixture and the cell runner's fixtures.
+
+One mesh backend per pytest(-xdist) worker, started once per session and stopped by a finalizer that runs
+even when a test fails; the backend itself also cleans up on Ctrl-C or a killed worker.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("meshproof", "meshproof mesh target")
+    group.addoption("--mesh", choices=("local", "kube"), default="local", help="mesh target (default: local)")
+    group.addoption("--kubeconfig", default=None, help="kubeconfig for --mesh kube (default: usual resolution)")
+    group.addoption("--context", default=None, help="kubeconfig context for --mesh kube")
+    group.addoption("--istio-version", default=None,
+                    help="Istio minor the oracle predicts for (1.28, 1.29, 1.30; kube: detected when not given)")
+    group.addoption("--istio-revision", default=None, help="kube: the istio.io/rev to inject workloads with")
+    group.addoption("--capture", dest="meshproof_capture", action="store_true", default=True,
+                    help="prove every probe on the wire (default)")
+    group.addoption("--no-capture", dest="meshproof_capture", action="store_false",
+                    help="skip the wire capture (outcomes then rest on the identity the app saw)")
+    group.addoption("--allow-mesh-wide", action="store_true", default=False,
+                    help="kube: allow root-namespace (mesh-wide) policies; the local mesh isolates them itself")
+
+
+def mesh_options(config: pytest.Config) -> SimpleNamespace:
+    get = config.getoption
+    return SimpleNamespace(mesh=get("--mesh"), kubeconfig=get("--kubeconfig"), context=get("--context"),
+                           istio_version=get("--istio-version"), istio_revision=get("--istio-revision"),
+                           capture=get("meshproof_capture"), allow_mesh_wide=get("--allow-mesh-wide"))
+
+
+@pytest.fixture(scope="session")
+def mesh_options_fixture(pytestconfig: pytest.Config) -> SimpleNamespace:
+    return mesh_options(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def mesh(mesh_options_fixture):
+    """The mesh backend of this worker, up for the whole session."""
+    from cluster.factory import open_backend
+
+    with open_backend(mesh_options_fixture) as backend:
+        yield backend

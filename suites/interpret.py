@@ -1,0 +1,53 @@
+"""Compare what the oracle predicted with what a probe observed, and say what differed in one line.
+
+The first word of a failure message is a category the report groups by (reports/categories.py):
+PLAINTEXT LEAK beats UNEXPECTED OUTCOME beats a wire or identity mismatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HARNESS_ERROR = "HARNESS ERROR:"
+PLAINTEXT_LEAK = "PLAINTEXT LEAK:"
+UNEXPECTED_OUTCOME = "UNEXPECTED OUTCOME:"
+
+ENCRYPTED = ("mtls", "app-tls")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    category: str  # "" when passed
+    message: str  # one line a person reads
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+def compare(prediction, result, captured: bool) -> Verdict:
+    """prediction: suites.expectations.Prediction; result: cluster.backend.ProbeResult."""
+    wire = result.wire or {}
+    observed_wire = wire.get("verdict") if captured else None
+    summary = (f"expected {prediction.outcome} (wire {prediction.wire}, peer {prediction.peer_identity}) by rule "
+               f"{prediction.rule}; observed {result.outcome} (http {result.http_status}, curl {result.curl_exit}, "
+               f"wire {observed_wire}, peer {result.peer_identity})")
+    detail = f"; envoy: {result.failure_detail}" if result.failure_detail else ""
+
+    if result.outcome == "error" or (captured and not wire):
+        return Verdict(False, HARNESS_ERROR, f"{HARNESS_ERROR} {summary}{detail}")
+    if captured and wire.get("canary_in_clear") and prediction.wire in ENCRYPTED:
+        return Verdict(False, PLAINTEXT_LEAK,
+                       f"{PLAINTEXT_LEAK} canary seen in cleartext where policy says {prediction.wire}; {summary}{detail}")
+    problems = []
+    if result.outcome != prediction.outcome:
+        problems.append("outcome")
+    if captured and prediction.outcome in ("mtls", "plaintext") and observed_wire != prediction.wire:
+        # For a 200 the wire is the proof; for failures the wire is recorded, not judged.
+        problems.append("wire")
+    if result.peer_identity != prediction.peer_identity:
+        problems.append("identity")
+    if problems:
+        return Verdict(False, UNEXPECTED_OUTCOME,
+                       f"{UNEXPECTED_OUTCOME} {'+'.join(problems)} differ: {summary}{detail}")
+    return Verdict(True, "", f"as expected: {summary}")

@@ -1,0 +1,17 @@
+"""The mTLS matrix: client sidecar x server sidecar x PeerAuthentication mode (server namespace) x
+DestinationRule tls mode (client namespace), 100 cells. Each cell asserts the oracle's outcome, the wire
+verdict (Istio mTLS where the oracle says mTLS, the canary never in clear there) and the peer identity the
+app saw. Cells are independent: each deploys its own scenario and can run alone, in any order, under xdist.
+"""
+
+import pytest
+
+from suites.matrix import matrix_scenarios
+from suites.runner import cell_marks, run_cell
+
+CELLS = matrix_scenarios()
+
+
+@pytest.mark.parametrize("cell_id,scenario", [pytest.param(c, s, id=c, marks=cell_marks(s)) for c, s in CELLS])
+def test_matrix(mesh, mesh_options_fixture, cell_id, scenario):
+    run_cell(mesh, mesh_options_fixture, cell_id, scenario, tags=tuple(cell_id.split("/")))

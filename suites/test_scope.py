@@ -1,0 +1,18 @@
+"""Scope and precedence: mesh vs namespace vs workload vs port-level PeerAuthentication, UNSET inheritance,
+conflicting policies at one level (oldest wins), selector policies in the root namespace (ignored),
+DestinationRules in the client / server / root namespace and exportTo, port-level DestinationRule settings,
+Service port vs target port. Cells with root-namespace objects are marked `mesh_wide`: on a shared kube
+cluster they need --allow-mesh-wide and run on their own (the local mesh gives every worker its own mesh).
+"""
+
+import pytest
+
+from suites.matrix import scope_scenarios
+from suites.runner import cell_marks, run_cell
+
+CELLS = scope_scenarios()
+
+
+@pytest.mark.parametrize("cell_id,scenario", [pytest.param(c, s, id=c, marks=cell_marks(s)) for c, s in CELLS])
+def test_scope(mesh, mesh_options_fixture, cell_id, scenario):
+    run_cell(mesh, mesh_options_fixture, cell_id, scenario, tags=("scope",) + tuple(scenario.get("tags", ())))

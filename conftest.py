@@ -19,9 +19,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--istio-version", default=None,
                     help="Istio minor the oracle predicts for (1.28, 1.29, 1.30; kube: detected when not given)")
     group.addoption("--istio-revision", default=None, help="kube: the istio.io/rev to inject workloads with")
-    group.addoption("--capture", dest="meshproof_capture", action="store_true", default=True,
-                    help="prove every probe on the wire (default)")
-    group.addoption("--no-capture", dest="meshproof_capture", action="store_false",
+    # pytest owns --capture (its output capturing), so the wire capture is --wire-capture; --no-capture is
+    # kept as the short way to turn it off.
+    group.addoption("--wire-capture", dest="meshproof_capture", action="store_true", default=True,
+                    help="prove every probe on the wire with a packet capture (default)")
+    group.addoption("--no-wire-capture", "--no-capture", dest="meshproof_capture", action="store_false",
                     help="skip the wire capture (outcomes then rest on the identity the app saw)")
     group.addoption("--allow-mesh-wide", action="store_true", default=False,
                     help="kube: allow root-namespace (mesh-wide) policies; the local mesh isolates them itself")
@@ -46,3 +48,13 @@ def mesh(mesh_options_fixture):
 
     with open_backend(mesh_options_fixture) as backend:
         yield backend
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # On a shared cluster a root-namespace policy changes every workload in the mesh: opt-in only.
+    if config.getoption("--mesh") != "kube" or config.getoption("--allow-mesh-wide"):
+        return
+    refuse = pytest.mark.skip(reason="mesh-wide cell: needs --allow-mesh-wide on --mesh kube (changes the whole mesh)")
+    for item in items:
+        if item.get_closest_marker("mesh_wide"):
+            item.add_marker(refuse)

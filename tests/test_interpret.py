@@ -1,0 +1,50 @@
+"""The interpreter that turns prediction vs observation into a pass or a one-line, categorised failure."""
+
+from types import SimpleNamespace
+
+from cluster.backend import ProbeResult
+from suites.interpret import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME, compare
+
+PEER = "spiffe://cluster.local/ns/sleep/sa/sleep"
+
+
+def prediction(outcome="mtls", wire="mtls", peer=PEER):
+    return SimpleNamespace(outcome=outcome, wire=wire, peer_identity=peer, rule="r", reason="why", source="src")
+
+
+def observed(outcome="mtls", wire="mtls", peer=PEER, canary_in_clear=False, status=200):
+    return ProbeResult(outcome=outcome, http_status=status, curl_exit=0, peer_identity=peer,
+                       wire={"verdict": wire, "canary_in_clear": canary_in_clear})
+
+
+def test_match_passes():
+    assert compare(prediction(), observed(), captured=True).passed
+
+
+def test_canary_in_clear_under_mtls_policy_is_a_leak_even_when_status_matches():
+    verdict = compare(prediction(), observed(canary_in_clear=True), captured=True)
+    assert not verdict.passed and verdict.message.startswith(PLAINTEXT_LEAK)
+
+
+def test_plaintext_200_where_mtls_expected_is_unexpected_outcome():
+    verdict = compare(prediction(), observed(outcome="plaintext", wire="plaintext", peer=None), captured=True)
+    assert not verdict.passed and verdict.category == UNEXPECTED_OUTCOME
+    assert "outcome+wire+identity" in verdict.message and "rule r" in verdict.message
+
+
+def test_wire_is_judged_for_200s_only():
+    reset_expected = prediction(outcome="reset", wire="plaintext", peer=None)
+    reset_seen = observed(outcome="reset", wire="none", peer=None, status=None)
+    assert compare(reset_expected, reset_seen, captured=True).passed
+
+
+def test_missing_capture_is_a_harness_error_not_a_pass():
+    result = observed()
+    result.wire = None
+    verdict = compare(prediction(), result, captured=True)
+    assert not verdict.passed and verdict.category == HARNESS_ERROR
+
+
+def test_without_capture_identity_still_checked():
+    verdict = compare(prediction(), observed(peer="spiffe://cluster.local/ns/evil/sa/x"), captured=False)
+    assert not verdict.passed and "identity" in verdict.message

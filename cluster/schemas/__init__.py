@@ -1,0 +1,1 @@
+"""Pinned upstream schemas (Kubernetes API definitions, Istio CRDs) and a validator over them."""

@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-ALLURE_VERSION := 3.18.0
 ALLURE := reports/node_modules/.bin/allure
 OUT := reports/out
 PYTEST_ARGS ?=
@@ -31,8 +30,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
+# The Allure version is pinned in reports/package.json and package-lock.json; `npm ci` installs exactly that.
 $(ALLURE):
-	cd reports && npm install --no-audit --no-fund --silent allure@$(ALLURE_VERSION)
+	cd reports && npm ci --no-audit --no-fund --silent
 
 # Self-tests of meshproof's own code (oracle, API validation, local mesh, capture, reports).
 # pytest's exit 5 (no tests collected) is a failure here.

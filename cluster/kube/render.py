@@ -1,0 +1,176 @@
+"""Turn a scenario into the Kubernetes objects the kube backend creates, without talking to a cluster.
+
+Workloads come from the YAML templates in cluster/manifests/ (Istio's sleep and httpbin sample shapes);
+the scenario's Istio manifests are copied into the run's namespaces. Everything here is pure so that it is
+tested, and schema-validated, without a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+import yaml
+
+from meshproof.istio_api import ManifestError
+from meshproof.scenario import Scenario, Workload
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+SESSION_LABEL = "meshproof.io/session"
+RUN_LABEL = "meshproof.io/run"
+ROLE_LABEL = "meshproof.io/role"
+INJECT_LABEL = "sidecar.istio.io/inject"
+REV_LABEL = "istio.io/rev"
+_RUN_ID = re.compile(r"^[a-z0-9]{1,20}$")
+
+
+@dataclass(frozen=True)
+class Images:
+    """Pinned images; override them for a registry mirror. Tags as in Istio's samples."""
+
+    sleep: str = "docker.io/curlimages/curl:8.16.0"
+    httpbin: str = "docker.io/mccutchen/go-httpbin:v2.15.0"
+    capture: str = "docker.io/nicolaka/netshoot:v0.14"
+
+
+@dataclass(frozen=True)
+class Revisions:
+    """Which control plane injects each side: None = the default injection label (istio-injection)."""
+
+    client: str | None = None
+    server: str | None = None
+
+    @classmethod
+    def both(cls, revision: str | None) -> Revisions:
+        return cls(revision, revision)
+
+
+def render_template(name: str, **values: object) -> list[dict]:
+    """Fill one template of cluster/manifests/; a placeholder without a value is an error, never blank."""
+    path = MANIFESTS / name
+    try:
+        text = Template(path.read_text()).substitute({k: str(v) for k, v in values.items()})
+    except KeyError as err:
+        raise ValueError(f"{path}: placeholder ${{{err.args[0]}}} has no value") from None
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def run_namespace(scenario_namespace: str, run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"run id {run_id!r}: allowed: 1-20 lowercase letters and digits")
+    name = f"{scenario_namespace}-{run_id}"
+    if len(name) > 63:
+        raise ManifestError("scenario", "namespace", scenario_namespace,
+                            f"{name!r} is longer than 63 characters; use a shorter namespace name")
+    return name
+
+
+def namespace_map(scenario: Scenario, run_id: str) -> dict[str, str]:
+    """Scenario namespace -> run namespace, for the workloads and every non-root manifest namespace."""
+    names = {scenario.client.namespace, scenario.server.namespace}
+    names |= {r.namespace for r in scenario.resources if r.namespace != scenario.root_namespace}
+    return {ns: run_namespace(ns, run_id) for ns in sorted(names)}
+
+
+def namespace_docs(scenario: Scenario, run_id: str, session: str, revisions: Revisions) -> list[dict]:
+    docs = []
+    for scenario_ns, name in namespace_map(scenario, run_id).items():
+        doc = render_template("namespace.yaml", namespace=name, session=session, run_id=run_id,
+                              scenario_namespace=scenario_ns)[0]
+        doc["metadata"]["labels"].update(_namespace_injection(scenario, scenario_ns, revisions))
+        docs.append(doc)
+    return docs
+
+
+def _namespace_injection(scenario: Scenario, scenario_ns: str, revisions: Revisions) -> dict[str, str]:
+    # Injection is decided per pod (sidecar.istio.io/inject, istio.io/rev); the namespace label only turns
+    # the namespace webhook on. With two revisions in one namespace, pods alone carry istio.io/rev: Istio's
+    # object-selector webhook only fires when the namespace has neither injection label.
+    revs = {rev for workload, rev in ((scenario.client, revisions.client), (scenario.server, revisions.server))
+            if workload.namespace == scenario_ns and workload.sidecar}
+    if len(revs) > 1:
+        return {}
+    rev = next(iter(revs), revisions.server if scenario.server.namespace == scenario_ns else revisions.client)
+    return {REV_LABEL: rev} if rev else {"istio-injection": "enabled"}
+
+
+def workload_docs(scenario: Scenario, run_id: str, images: Images, revisions: Revisions) -> list[dict]:
+    """ServiceAccounts, Services and Deployments of sleep and httpbin, deduplicated by kind/namespace/name."""
+    names = namespace_map(scenario, run_id)
+    client, server = scenario.client, scenario.server
+    docs = render_template("sleep.yaml", namespace=names[client.namespace], run_id=run_id,
+                           service_account=client.service_account, sleep_image=images.sleep)
+    docs += render_template("httpbin.yaml", namespace=names[server.namespace], run_id=run_id,
+                            service_account=server.service_account, httpbin_image=images.httpbin,
+                            service_port=server.service_port, target_port=server.target_port)
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            workload, rev = (client, revisions.client) if doc["metadata"]["name"] == "sleep" \
+                else (server, revisions.server)
+            doc["spec"]["template"]["metadata"]["labels"].update(pod_labels(workload, rev))
+    unique: dict[tuple[str, str, str], dict] = {}
+    for doc in docs:
+        unique.setdefault((doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"]), doc)
+    return list(unique.values())
+
+
+def pod_labels(workload: Workload, revision: str | None) -> dict[str, str]:
+    labels = dict(workload.labels)
+    labels[INJECT_LABEL] = "true" if workload.sidecar else "false"
+    if workload.sidecar and revision:
+        labels[REV_LABEL] = revision
+    return labels
+
+
+def policy_docs(scenario: Scenario, run_id: str, allow_mesh_wide: bool) -> list[dict]:
+    """The scenario's Istio manifests in creation order, moved into the run namespaces and labelled.
+
+    A manifest in the root namespace changes policy for every workload of the mesh, so it is refused
+    unless allow_mesh_wide; when allowed it stays in the root namespace, labelled for cleanup."""
+    names = namespace_map(scenario, run_id)
+    out = []
+    for index, manifest in enumerate(scenario.manifests):
+        doc = copy.deepcopy(manifest)
+        meta = doc["metadata"]
+        where = f"resources[{index}] {doc['kind']} {meta['namespace']}/{meta['name']}"
+        if meta["namespace"] == scenario.root_namespace:
+            if not allow_mesh_wide:
+                raise ManifestError(scenario.name or "scenario", where, "metadata.namespace",
+                                    f"{scenario.root_namespace!r} is the root namespace: this policy would apply "
+                                    "to every workload of the cluster's mesh; refused unless --allow-mesh-wide")
+        else:
+            meta["namespace"] = names[meta["namespace"]]
+        meta.setdefault("labels", {})[RUN_LABEL] = run_id
+        spec = doc.get("spec") or {}
+        if doc["kind"] == "DestinationRule":
+            spec["host"] = rewrite_host(spec["host"], names)
+            if "exportTo" in spec:
+                spec["exportTo"] = [names.get(ns, ns) for ns in spec["exportTo"]]
+        out.append(doc)
+    return out
+
+
+def rewrite_host(host: str, names: dict[str, str]) -> str:
+    """httpbin.<ns>[.svc.cluster.local] (or *.<ns>...) names a scenario namespace in its second label."""
+    parts = host.split(".")
+    if len(parts) >= 2 and parts[1] in names:
+        parts[1] = names[parts[1]]
+    return ".".join(parts)
+
+
+def capture_container(name: str, images: Images) -> dict:
+    return render_template("capture.yaml", name=name, capture_image=images.capture)[0]
+
+
+def leftover_selector(session: str | None = None) -> str:
+    """Label selector of meshproof's namespaces: all of them, or those of sessions other than `session`."""
+    selector = f"{MANAGED_BY}=meshproof"
+    return f"{selector},{SESSION_LABEL}!={session}" if session else selector
+
+
+def run_selector(run_id: str) -> str:
+    return f"{RUN_LABEL}={run_id}"

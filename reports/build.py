@@ -1,0 +1,116 @@
+"""Build the run's report: environment and categories into the Allure results, the matrix picture from the
+cell records, and the Allure 3 HTML report with the picture attached to every page.
+
+    python -m reports.build --results reports/out/allure-results --out reports/out \
+        --allure reports/node_modules/.bin/allure
+
+Exit 0 when the report was built, 1 when Allure failed, 2 on bad input or a missing Allure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from reports.allure_env import environment_facts, write_allure_config, write_categories, write_environment
+from reports.cells import CellsError, cell_files, cells_dir, read_cells
+from reports.matrix import write_matrix
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_ALLURE = Path(__file__).resolve().parent / "node_modules" / ".bin" / "allure"
+ALLURE_TIMEOUT_S = 300
+
+
+class BuildError(Exception):
+    """Bad input or a missing prerequisite: one line, exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", required=True, help="allure-pytest results directory of the run")
+    parser.add_argument("--out", required=True, help="where matrix.* and allure-report/ go")
+    parser.add_argument("--allure", default=str(DEFAULT_ALLURE), help="Allure 3 command (default: %(default)s)")
+    parser.add_argument("--cells", help=f"cell records of the run (default: {cells_dir()})")
+    parser.add_argument("--name", default="meshproof conformance", help="report title")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = build(Path(args.results), Path(args.out), args.allure, args.cells, args.name)
+    except (BuildError, CellsError) as err:
+        print(f"reports.build: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except subprocess.CalledProcessError as err:
+        print(f"reports.build: Allure failed (exit {err.returncode}): {' '.join(map(str, err.cmd))}\n"
+              f"{err.stderr or ''}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"report: {report}")
+    return EXIT_OK
+
+
+def build(results: Path, out: Path, allure: str, cells: str | None, name: str) -> Path:
+    """Everything is checked before anything is written, so bad input leaves no half-built report."""
+    allure_cmd = _allure_command(allure)
+    if not results.is_dir():
+        raise BuildError(f"--results {results}: no such directory (run the suites with --alluredir first)")
+    if not any(results.glob("*-result.json")):
+        raise BuildError(f"--results {results}: no *-result.json files in it (did the suites run?)")
+    records = read_cells(cells) if cells else _default_records()
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_environment(results, environment_facts(records))
+    write_categories(results)
+    pictures = write_matrix(records, out)
+    config = write_allure_config(out / "allurerc.json", name, [pictures["html"], pictures["png"]])
+    _append_job_summary(pictures["md"])
+
+    report_dir = out / "allure-report"
+    if report_dir.exists():
+        shutil.rmtree(report_dir)  # ours: a report never mixes two runs
+    subprocess.run([*allure_cmd, "generate", str(results.resolve()), "-o", str(report_dir.resolve()),
+                    "-c", str(config.resolve())], check=True, capture_output=True, text=True,
+                   timeout=ALLURE_TIMEOUT_S)
+    index = report_dir / "index.html"
+    if not index.exists():
+        raise BuildError(f"Allure finished but wrote no {index}")
+    return index
+
+
+def _allure_command(allure: str) -> list[str]:
+    path = shutil.which(allure) or (allure if Path(allure).is_file() else None)
+    if path is None:
+        raise BuildError(f"--allure {allure}: not found; install Allure 3 with `make report` or `cd reports && npm ci`")
+    version = subprocess.run([path, "--version"], check=False, capture_output=True, text=True, timeout=60)
+    if version.returncode != 0 or not version.stdout.strip().startswith("3."):
+        raise BuildError(f"--allure {allure}: want Allure 3.x (npm package `allure`), got "
+                         f"{(version.stdout or version.stderr).strip()[:80]!r}")
+    return [path]
+
+
+def _default_records():
+    """The run's cells; a run without cell records still gets a report (the picture says 'not run')."""
+    path = cells_dir()
+    try:
+        cell_files(path)
+    except CellsError:
+        print(f"reports.build: note: no cell records in {path}; the matrix picture will be empty", file=sys.stderr)
+        return []
+    return read_cells(path)
+
+
+def _append_job_summary(markdown: Path) -> None:
+    """In GitHub Actions the matrix also goes to the job summary page."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as out:
+            out.write(markdown.read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

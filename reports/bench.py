@@ -1,0 +1,202 @@
+"""`make bench`: time the full mTLS matrix with wire capture on, and measure the memory of everything it ran.
+
+    python -m reports.bench --out reports/out/bench.json [-n 4]
+
+Runs `pytest suites -k matrix -n N` as a subprocess (capture on, as in a normal run), samples every process
+of the run (its process tree and its session, so a daemonised sidecar still counts) every ~100 ms, and
+writes cells, wall_s (mesh start-up included), median_cell_ms, p95_cell_ms (from the cell records),
+peak_memory_mb and a `limits` note built from what was measured. Adds the JSON of `python -m
+cluster.local.bench` and `python -m probes.bench` when those modules exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from reports.cells import CELLS_DIR_ENV, CellsError, read_cells
+
+SAMPLE_INTERVAL_S = 0.1
+GOAL = {"wall_s": 20.0, "peak_memory_mb": 1024.0, "cells": 100}
+SECTION_MODULES = ("cluster.local.bench", "probes.bench")
+SECTION_TIMEOUT_S = 600
+
+
+class MemorySampler(threading.Thread):
+    """Samples the summed RSS of a process's tree and of every process in its session."""
+
+    def __init__(self, pid: int, interval_s: float = SAMPLE_INTERVAL_S):
+        super().__init__(daemon=True)
+        self.pid, self.interval_s = pid, interval_s
+        self.session = os.getsid(pid)
+        self.peak_bytes = 0
+        self.peak_processes = 0
+        self.samples = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.sample()
+            self._done.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+    def members(self) -> list[psutil.Process]:
+        found: dict[int, psutil.Process] = {}
+        try:
+            root = psutil.Process(self.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                found[proc.pid] = proc
+        except psutil.Error:
+            pass
+        for pid in psutil.pids():
+            try:
+                if pid not in found and os.getsid(pid) == self.session:
+                    found[pid] = psutil.Process(pid)
+            except (OSError, psutil.Error):
+                continue  # exited between the listing and the look-up
+        return list(found.values())
+
+    def sample(self) -> int:
+        total, count = 0, 0
+        for proc in self.members():
+            try:
+                total += proc.memory_info().rss
+                count += 1
+            except psutil.Error:
+                continue
+        self.samples += 1
+        if total > self.peak_bytes:
+            self.peak_bytes, self.peak_processes = total, count
+        return total
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile: a value that was actually measured."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))  # ceil
+    return ordered[int(rank) - 1]
+
+
+def run_measured(command: list[str], env: dict[str, str]) -> dict:
+    """Run command in its own session; returns exit code, wall time, peak memory and CPU use."""
+    cpu_before = psutil.cpu_times()
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    sampler = MemorySampler(proc.pid)
+    sampler.start()
+    output, _ = proc.communicate()
+    wall_s = time.perf_counter() - started
+    sampler.stop()
+    cpu_after = psutil.cpu_times()
+    busy = sum(cpu_after) - sum(cpu_before) - (cpu_after.idle - cpu_before.idle)
+    total = sum(cpu_after) - sum(cpu_before)
+    return {"exit_code": proc.returncode, "wall_s": round(wall_s, 2), "output": output,
+            "peak_memory_mb": round(sampler.peak_bytes / 2**20, 1), "peak_processes": sampler.peak_processes,
+            "memory_samples": sampler.samples, "cpu_busy_pct": round(100 * busy / total, 1) if total else 0.0}
+
+
+def limits_note(result: dict, cores: int) -> str:
+    """Say what bounded this run, from the numbers of this run."""
+    cpu = result["cpu_busy_pct"]
+    bound = ("the CPU was the limit (all cores busy most of the run)" if cpu >= 80 else
+             "the CPU was not saturated, so waits (process start-up, xDS propagation, capture settle time) "
+             "bounded the run")
+    return (f"{cores} cores {cpu:.0f}% busy on average: {bound}. Peak memory is the sum of RSS over "
+            f"{result['peak_processes']} processes (shared pages such as the Envoy binary count once per process, "
+            f"so it overstates real use). Capture is on for every cell and no probe is shared.")
+
+
+def run_section(module: str) -> dict:
+    """Another component's benchmark JSON, or why there is none."""
+    try:
+        found = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        found = None
+    if found is None:
+        return {"skipped": f"{module} does not exist"}
+    try:
+        done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True,
+                              timeout=SECTION_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"{module} took longer than {SECTION_TIMEOUT_S} s"}
+    if done.returncode != 0:
+        return {"error": f"{module} exited {done.returncode}: {done.stderr.strip()[-300:]}"}
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return {"error": f"{module} printed no JSON: {done.stdout.strip()[-300:]}"}
+
+
+def bench(workers: str, pytest_args: list[str], cells_dir: Path) -> tuple[dict, int]:
+    env = {**os.environ, CELLS_DIR_ENV: str(cells_dir)}
+    command = [sys.executable, "-m", "pytest", "suites", "-k", "matrix", "-n", workers, "-q", "-p",
+               "no:cacheprovider", *pytest_args]
+    result = run_measured(command, env)
+    try:
+        records = read_cells(cells_dir)
+    except CellsError:
+        records = []
+    durations = [r.duration_ms for r in records]
+    cores = len(os.sched_getaffinity(0))
+    report = {
+        "cells": len(records),
+        "cells_passed": sum(r.passed for r in records),
+        "wall_s": result["wall_s"],
+        "median_cell_ms": round(statistics.median(durations), 1) if durations else None,
+        "p95_cell_ms": round(percentile(durations, 95), 1) if durations else None,
+        "peak_memory_mb": result["peak_memory_mb"],
+        "cores": cores,
+        "workers": workers,
+        "cpu_busy_pct": result["cpu_busy_pct"],
+        "memory_samples": result["memory_samples"],
+        "pytest_exit_code": result["exit_code"],
+        "command": " ".join(command),
+        "goal": {**GOAL, "met": bool(len(records) >= GOAL["cells"] and result["wall_s"] < GOAL["wall_s"]
+                                     and result["peak_memory_mb"] < GOAL["peak_memory_mb"])},
+        "limits": limits_note(result, cores),
+    }
+    if result["exit_code"] != 0 or not records:
+        report["pytest_tail"] = result["output"].strip().splitlines()[-15:]
+    return report, result["exit_code"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reports.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="where to write the JSON")
+    parser.add_argument("-n", "--workers", default="4", help="pytest-xdist workers (default: %(default)s)")
+    parser.add_argument("--skip-sections", action="store_true",
+                        help=f"do not run {' and '.join(SECTION_MODULES)}")
+    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="meshproof-bench-") as cells_dir:
+        report, code = bench(args.workers, args.pytest_args, Path(cells_dir))
+    if not args.skip_sections:
+        report["sections"] = {module: run_section(module) for module in SECTION_MODULES}
+    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps({k: v for k, v in report.items() if k not in ("sections", "pytest_tail")}, indent=1))
+    if code != 0:
+        print(f"reports.bench: the matrix run exited {code}; numbers are written but describe a failing run",
+              file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -72,6 +72,9 @@ class DestinationRule:
     tls: ClientTLS | None = None  # trafficPolicy.tls
     port_tls: dict[int, ClientTLS | None] = field(default_factory=dict)  # portLevelSettings[].tls by port
     subsets: tuple[str, ...] = ()
+    # spec.trafficPolicy is present (even without tls): merging DRs for one host keeps the oldest
+    # rule's whole trafficPolicy (pilot/pkg/model/destination_rule.go mergeDestinationRule).
+    has_traffic_policy: bool = False
 
 
 Resource = PeerAuthentication | DestinationRule
@@ -134,9 +137,14 @@ def _peer_authentication(spec, name, namespace, index, source, where) -> PeerAut
     selector = _selector(spec.get("selector"), source, where, "spec.selector")
     mode = _pa_mode(spec.get("mtls"), source, where, "spec.mtls")
     port_level: dict[int, str] = {}
-    raw_ports = spec.get("portLevelMtls") or {}
-    if not isinstance(raw_ports, dict):
+    raw_ports = spec.get("portLevelMtls")
+    if raw_ports is None:
+        raw_ports = {}
+    elif not isinstance(raw_ports, dict):
         raise ManifestError(source, where, "spec.portLevelMtls", "must be a mapping of port number to {mode: ...}")
+    elif not raw_ports:
+        # validation.go ValidatePeerAuthentication: "port level mTLS, if defined, must have at least one element"
+        raise ManifestError(source, where, "spec.portLevelMtls", "if present, must list at least one port")
     for raw_port, raw_mtls in raw_ports.items():
         port = _port(raw_port, source, where, f"spec.portLevelMtls[{raw_port}]")
         port_mode = _pa_mode(raw_mtls, source, where, f"spec.portLevelMtls[{raw_port}]")
@@ -165,12 +173,11 @@ def _destination_rule(spec, name, namespace, index, source, where) -> Destinatio
     if not isinstance(host, str) or not host or not _HOST.match(host):
         raise ManifestError(source, where, "spec.host",
                             f"{host!r}: required, a service host name such as httpbin.ns.svc.cluster.local")
-    export_to = _export_to(spec.get("exportTo"), source, where)
     workload_selector = _selector(spec.get("workloadSelector"), source, where, "spec.workloadSelector")
-    policy = spec.get("trafficPolicy") or {}
-    if not isinstance(policy, dict):
-        raise ManifestError(source, where, "spec.trafficPolicy", "must be a mapping")
-    tls, port_tls = _traffic_policy_tls(policy, source, where, "spec.trafficPolicy")
+    export_to = _export_to(spec.get("exportTo"), source, where, namespace, workload_selector is not None)
+    policy = spec.get("trafficPolicy")
+    tls, port_tls = _traffic_policy_tls(policy, source, where, "spec.trafficPolicy") if policy is not None \
+        else (None, {})
     subsets = []
     for i, subset in enumerate(spec.get("subsets") or []):
         path = f"spec.subsets[{i}]"
@@ -178,20 +185,41 @@ def _destination_rule(spec, name, namespace, index, source, where) -> Destinatio
             raise ManifestError(source, where, f"{path}.name", "every subset needs a name")
         if subset["name"] in subsets:
             raise ManifestError(source, where, f"{path}.name", f"duplicate subset name {subset['name']!r}")
-        _traffic_policy_tls(subset.get("trafficPolicy") or {}, source, where, f"{path}.trafficPolicy")
+        if subset.get("trafficPolicy") is not None:
+            _traffic_policy_tls(subset["trafficPolicy"], source, where, f"{path}.trafficPolicy")
         subsets.append(subset["name"])
-    return DestinationRule(name, namespace, index, host, export_to, workload_selector, tls, port_tls, tuple(subsets))
+    return DestinationRule(name, namespace, index, host, export_to, workload_selector, tls, port_tls, tuple(subsets),
+                           has_traffic_policy=policy is not None)
+
+
+_TRAFFIC_POLICY_FIELDS = ("connectionPool", "loadBalancer", "outlierDetection", "tls", "portLevelSettings", "tunnel",
+                          "proxyProtocol", "retryBudget")
+_PORT_POLICY_FIELDS = ("port", "connectionPool", "loadBalancer", "outlierDetection", "tls")
 
 
 def _traffic_policy_tls(policy, source, where, path):
+    if not isinstance(policy, dict):
+        raise ManifestError(source, where, path, "must be a mapping")
+    _reject_unknown(policy, _TRAFFIC_POLICY_FIELDS, source, where, path)
+    if not policy:
+        # validation.go validateTrafficPolicy: "traffic policy must have at least one field"
+        raise ManifestError(source, where, path, f"must set at least one of: {', '.join(_TRAFFIC_POLICY_FIELDS)}")
     tls = _client_tls(policy.get("tls"), source, where, f"{path}.tls")
     port_tls: dict[int, ClientTLS | None] = {}
-    for i, setting in enumerate(policy.get("portLevelSettings") or []):
+    settings = policy.get("portLevelSettings") or []
+    if not isinstance(settings, list):
+        raise ManifestError(source, where, f"{path}.portLevelSettings", "must be a list of {port: {number: N}, ...}")
+    for i, setting in enumerate(settings):
         item = f"{path}.portLevelSettings[{i}]"
         if not isinstance(setting, dict) or not isinstance(setting.get("port"), dict) \
                 or "number" not in setting["port"]:
             # validation.go validateTrafficPolicy: "portTrafficPolicy must have valid port"
             raise ManifestError(source, where, f"{item}.port", "required: {number: <1-65535>}")
+        _reject_unknown(setting, _PORT_POLICY_FIELDS, source, where, item)
+        if len(setting) == 1:
+            # validation.go validatePortTrafficPolicies: "port traffic policy must have at least one field"
+            raise ManifestError(source, where, item,
+                                f"must set at least one of: {', '.join(_PORT_POLICY_FIELDS[1:])} besides port")
         port = _port(setting["port"]["number"], source, where, f"{item}.port.number")
         if port in port_tls:
             raise ManifestError(source, where, f"{item}.port.number", f"port {port} is listed twice")
@@ -224,10 +252,15 @@ def _client_tls(tls: Any, source: str, where: str, path: str) -> ClientTLS | Non
         insecure_skip_verify=bool(tls.get("insecureSkipVerify", False)),
     )
     file_certs = settings.client_certificate or settings.private_key or settings.ca_certificates or tls.get("caCrl")
-    # validation.go validateTLS
-    if settings.insecure_skip_verify and settings.ca_certificates:
+    # validation/agent/validation.go ValidateTLS; the insecureSkipVerify checks apply to SIMPLE and MUTUAL only
+    if settings.insecure_skip_verify and mode == "SIMPLE" and (
+            settings.ca_certificates or settings.credential_name or "subjectAltNames" in tls):
         raise ManifestError(source, where, f"{path}.insecureSkipVerify",
-                            "cannot be combined with caCertificates")
+                            "with mode SIMPLE cannot be combined with caCertificates, credentialName or subjectAltNames")
+    if settings.insecure_skip_verify and mode == "MUTUAL" and (
+            settings.ca_certificates or "subjectAltNames" in tls):
+        raise ManifestError(source, where, f"{path}.insecureSkipVerify",
+                            "with mode MUTUAL cannot be combined with caCertificates or subjectAltNames")
     if mode in ("SIMPLE", "MUTUAL") and settings.credential_name:
         if file_certs:
             raise ManifestError(source, where, f"{path}.credentialName",
@@ -241,20 +274,26 @@ def _client_tls(tls: Any, source: str, where: str, path: str) -> ClientTLS | Non
     return settings
 
 
-def _export_to(value: Any, source: str, where: str) -> tuple[str, ...]:
+def _export_to(value: Any, source: str, where: str, namespace: str, has_selector: bool) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ManifestError(source, where, "spec.exportTo", "must be a list of namespaces, '.' or '*'")
     for v in value:
-        if v not in (".", "*", "~") and not _DNS_LABEL.match(v):
+        # visibility.go Instance.Validate: '~' (none) is only for ServiceEntry
+        if v not in (".", "*") and not _DNS_LABEL.match(v):
             raise ManifestError(source, where, "spec.exportTo",
-                                f"{v!r}: allowed values are '.', '*', '~' or a namespace name")
-    # validation.go validateExportTo: '*' and '~' stand alone
-    if ("*" in value or "~" in value) and len(set(value)) > 1:
-        raise ManifestError(source, where, "spec.exportTo", "'*' and '~' cannot be combined with other values")
-    if len(set(value)) != len(value):
-        raise ManifestError(source, where, "spec.exportTo", "duplicate entries")
+                                f"{v!r}: allowed values are '.', '*' or a namespace name")
+    # validation.go validateExportTo: '.' stands for the own namespace, so '.' plus its name is a duplicate
+    keys = [namespace if v == "." else v for v in value]
+    if len(set(keys)) != len(keys):
+        raise ManifestError(source, where, "spec.exportTo",
+                            f"duplicate entries ('.' and {namespace!r} name the same namespace)")
+    if "*" in value and len(value) > 1:
+        raise ManifestError(source, where, "spec.exportTo", "'*' cannot be combined with other values")
+    if has_selector and value and keys != [namespace]:
+        raise ManifestError(source, where, "spec.exportTo",
+                            f"a DestinationRule with workloadSelector may only be exported to '.' ({namespace})")
     return tuple(value)
 
 

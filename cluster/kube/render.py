@@ -21,6 +21,7 @@ from meshproof.scenario import Scenario, Workload
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 SESSION_LABEL = "meshproof.io/session"
+OWNER_LABEL = "meshproof.io/owner"
 RUN_LABEL = "meshproof.io/run"
 ROLE_LABEL = "meshproof.io/role"
 INJECT_LABEL = "sidecar.istio.io/inject"
@@ -76,10 +77,15 @@ def namespace_map(scenario: Scenario, run_id: str) -> dict[str, str]:
     return {ns: run_namespace(ns, run_id) for ns in sorted(names)}
 
 
-def namespace_docs(scenario: Scenario, run_id: str, session: str, revisions: Revisions) -> list[dict]:
+def run_labels(session: str, owner: str, run_id: str) -> dict[str, str]:
+    """Labels on everything a deploy creates: cleanup selects by run, by owner (one backend) or by session."""
+    return {MANAGED_BY: "meshproof", SESSION_LABEL: session, OWNER_LABEL: owner, RUN_LABEL: run_id}
+
+
+def namespace_docs(scenario: Scenario, run_id: str, session: str, owner: str, revisions: Revisions) -> list[dict]:
     docs = []
     for scenario_ns, name in namespace_map(scenario, run_id).items():
-        doc = render_template("namespace.yaml", namespace=name, session=session, run_id=run_id,
+        doc = render_template("namespace.yaml", namespace=name, session=session, owner=owner, run_id=run_id,
                               scenario_namespace=scenario_ns)[0]
         doc["metadata"]["labels"].update(_namespace_injection(scenario, scenario_ns, revisions))
         docs.append(doc)
@@ -126,7 +132,8 @@ def pod_labels(workload: Workload, revision: str | None) -> dict[str, str]:
     return labels
 
 
-def policy_docs(scenario: Scenario, run_id: str, allow_mesh_wide: bool) -> list[dict]:
+def policy_docs(scenario: Scenario, run_id: str, allow_mesh_wide: bool,
+                labels: dict[str, str] | None = None) -> list[dict]:
     """The scenario's Istio manifests in creation order, moved into the run namespaces and labelled.
 
     A manifest in the root namespace changes policy for every workload of the mesh, so it is refused
@@ -144,7 +151,7 @@ def policy_docs(scenario: Scenario, run_id: str, allow_mesh_wide: bool) -> list[
                                     "to every workload of the cluster's mesh; refused unless --allow-mesh-wide")
         else:
             meta["namespace"] = names[meta["namespace"]]
-        meta.setdefault("labels", {})[RUN_LABEL] = run_id
+        meta.setdefault("labels", {}).update(labels or {RUN_LABEL: run_id})
         spec = doc.get("spec") or {}
         if doc["kind"] == "DestinationRule":
             spec["host"] = rewrite_host(spec["host"], names)

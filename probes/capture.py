@@ -1,0 +1,169 @@
+"""Packet capture around one probe: a live sniffer on an interface, written to a pcap when the flow settles.
+
+    with Capture("pm-srv-h", "tcp port 8000", Path("probe.pcap")) as cap:
+        ...send the probe...
+    cap.packets  # frames written to probe.pcap
+
+scapy is imported once, with this module; a long-lived process pays its import cost (about 0.5 s) once.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Self
+
+from scapy.arch.common import compile_filter, free_filter
+from scapy.arch.linux import L2ListenSocket
+from scapy.data import DLT_EN10MB, ETH_P_ALL, SO_ATTACH_FILTER
+from scapy.error import Scapy_Exception
+from scapy.layers.inet import TCP
+from scapy.layers.l2 import Ether
+from scapy.libs.structures import sock_fprog
+from scapy.sendrecv import AsyncSniffer
+from scapy.utils import PcapWriter
+
+from probes import netns as netns_mod
+from probes.errors import CaptureError
+
+SETTLE_QUIET_S = 0.030  # silence that ends a capture whose flows did not all close (pooled connections)
+CLOSED_GRACE_S = 0.001  # after every flow saw FIN both ways or RST: room for the last ACK
+MAX_SETTLE_S = 0.5  # a flow that keeps talking after the probe returned does not hold the capture forever
+START_TIMEOUT_S = 2.0
+
+
+class _ListenSocket(L2ListenSocket):
+    """scapy's L2ListenSocket, opened without its per-socket cost: scapy creates the packet socket with
+    ETH_P_ALL and then binds it, and that re-bind waits for an RCU grace period (8-25 ms here). A socket
+    created with protocol 0 registers with the kernel only once, at bind, and never sees unfiltered frames."""
+
+    def __init__(self, iface: str, bpf: str):  # replaces the parent's __init__ on purpose
+        self.iface, self.type, self.promisc = iface, ETH_P_ALL, False
+        self.outs = None
+        self.ins = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            program = compile_filter(bpf, linktype=DLT_EN10MB)
+            try:
+                fprog = sock_fprog(program.bf_len, program.bf_insns)
+                self.ins.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            finally:
+                free_filter(program)
+            self.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self.ins.bind((iface, ETH_P_ALL))
+            self.ins.setsockopt(263, 8, 1)  # SOL_PACKET, PACKET_AUXDATA: VLAN tags, as scapy expects
+            self.ins.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS: kernel receive time per frame
+        except BaseException:
+            self.ins.close()
+            raise
+        self.auxdata_available = True
+        self.LL, self.lvl = Ether, 2
+
+
+class Capture:
+    """Sniff `bpf` on `iface` (inside `ip netns` namespace `netns`, or in this process's namespace) while the
+    block runs; on exit wait until the flows settled, then write every frame to `pcap_path`.
+
+    Settled means: every TCP flow seen has closed (FIN both ways, or RST), or nothing arrived for
+    SETTLE_QUIET_S, whichever comes first, and never longer than MAX_SETTLE_S.
+    """
+
+    def __init__(self, iface: str, bpf: str, pcap_path: Path, netns: str | None = None):
+        self.iface, self.bpf, self.pcap_path, self.netns = iface, bpf, Path(pcap_path), netns
+        self.packets = 0
+        self.timings_ms: dict[str, float] = {}
+        self._flows: dict[tuple, dict] = {}
+        self._last_frame = 0.0
+        self._socket: _ListenSocket | None = None
+        self._sniffer: AsyncSniffer | None = None
+
+    def _where(self) -> str:
+        return f"interface {self.iface!r}" + (f" in network namespace {self.netns!r}" if self.netns else "")
+
+    def __enter__(self) -> Self:
+        started = time.perf_counter()
+        if not self.pcap_path.parent.is_dir():
+            raise CaptureError(f"{self.pcap_path}: the directory for the pcap does not exist")
+        try:
+            with netns_mod.entered(self.netns):
+                self._socket = _ListenSocket(self.iface, self.bpf)
+        except ValueError as err:  # unknown namespace
+            raise CaptureError(f"cannot capture on {self._where()}: {err}") from None
+        except Scapy_Exception as err:
+            raise CaptureError(f"capture filter {self.bpf!r} is not valid BPF: {err}") from None
+        except OSError as err:
+            raise CaptureError(f"cannot capture on {self._where()}: {err.strerror or err}") from None
+        ready = threading.Event()
+        self._sniffer = AsyncSniffer(opened_socket=self._socket, prn=self._track, store=True,
+                                     started_callback=ready.set)
+        self._sniffer.start()
+        if not ready.wait(START_TIMEOUT_S):
+            self._stop()
+            raise CaptureError(f"the sniffer on {self._where()} did not start within {START_TIMEOUT_S} s")
+        self._last_frame = time.monotonic()
+        self.timings_ms["start"] = (time.perf_counter() - started) * 1e3
+        return self
+
+    def _track(self, frame) -> None:
+        """Runs in the sniffer thread for each frame: remember when it came and how its TCP flow stands."""
+        self._last_frame = time.monotonic()
+        tcp = frame.getlayer(TCP)
+        if tcp is None:
+            return
+        ip = tcp.underlayer
+        src, dst = (ip.src, tcp.sport), (ip.dst, tcp.dport)
+        state = self._flows.setdefault((min(src, dst), max(src, dst)), {"fin": set(), "rst": False})
+        if tcp.flags.R:
+            state["rst"] = True
+        if tcp.flags.F:
+            state["fin"].add(src)
+
+    def _settled(self) -> bool:
+        assert self._socket is not None
+        if select.select([self._socket.ins], [], [], 0)[0]:
+            return False  # frames still queued for the sniffer thread
+        quiet = time.monotonic() - self._last_frame
+        flows = list(self._flows.values())
+        if flows and all(f["rst"] or len(f["fin"]) == 2 for f in flows):
+            return quiet >= CLOSED_GRACE_S
+        return quiet >= SETTLE_QUIET_S
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        began = time.perf_counter()
+        deadline = time.monotonic() + MAX_SETTLE_S
+        while not self._settled() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        self.timings_ms["settle"] = (time.perf_counter() - began) * 1e3
+        frames = self._stop()
+        began = time.perf_counter()
+        self._write(frames)
+        self.timings_ms["write"] = (time.perf_counter() - began) * 1e3
+        self.packets = len(frames)
+        failure = self._sniffer.exception if self._sniffer else None
+        if failure is not None and exc_type is None:
+            raise CaptureError(f"the sniffer on {self._where()} failed: {failure}")
+
+    def _stop(self) -> list:
+        frames = []
+        if self._sniffer is not None and self._sniffer.running:
+            frames = list(self._sniffer.stop() or [])
+        if self._socket is not None:
+            # Closing a packet socket waits for an RCU grace period (8-25 ms); nobody needs to wait for it.
+            threading.Thread(target=self._socket.close, name="capture-close", daemon=True).start()
+        return frames
+
+    def _write(self, frames: list) -> None:
+        """Write the pcap under a temporary name and rename it, so a pcap_path is always a whole file."""
+        partial = self.pcap_path.with_name(self.pcap_path.name + ".partial")
+        try:
+            with PcapWriter(str(partial), linktype=DLT_EN10MB, sync=False) as writer:
+                writer.write_header(None)
+                for frame in frames:
+                    writer.write(frame)
+            os.replace(partial, self.pcap_path)
+        except OSError as err:
+            partial.unlink(missing_ok=True)
+            raise CaptureError(f"{self.pcap_path}: cannot write the pcap: {err.strerror or err}") from None

@@ -1,0 +1,177 @@
+"""The wire verdict of one probe: a pcap in, a JSON-able dict out.
+
+    judge(pcap, canary, server_ip, server_port) -> {"verdict": "mtls"|"app-tls"|"plaintext"|"none", ...}
+
+Per TCP flow and direction the bytes are TLS records or cleartext. A flow is
+- "mtls" when it is TLS whose ClientHello offers a mesh ALPN (istio-peer-exchange, istio, istio-http/...,
+  istio-h2) and carries an `outbound_.<port>_.<subset>_.<fqdn>` SNI, and no byte of it is cleartext;
+- "app-tls" when it is TLS without those marks (an application's own TLS, tunnelled or not);
+- "plaintext" when any of its payload, in either direction, is not TLS;
+- "none" when it carried no payload (refused, reset, or closed before a byte was sent).
+The probe's verdict is the worst flow's (plaintext > app-tls > mtls > none). The probe's canary in the
+clear anywhere in the capture makes the verdict "plaintext" whatever the flows looked like: the canary
+is unique to the probe, so its bytes crossed the wire readable.
+
+A capture that saw no packets, missed the probe's flow, or saw only a reused connection whose handshake
+happened before the capture cannot prove anything: CaptureError, never a verdict.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from probes import tls
+from probes.errors import CaptureError
+from probes.flows import Direction, Flow, read_flows
+
+__all__ = ["CaptureError", "is_mesh_alpn", "is_mesh_sni", "judge"]
+
+MESH_ALPN = ("istio-peer-exchange", "istio", "istio-h2")
+MESH_ALPN_PREFIX = "istio-http/"
+_MESH_SNI = re.compile(r"^outbound_\.(\d+)_\.([^_]*)_\.(.+)$")
+_REQUEST_LINE = re.compile(rb"^([A-Z]{3,10}) (\S+) (HTTP/\d(?:\.\d)?)\r?\n")
+_STATUS_LINE = re.compile(rb"^(HTTP/\d(?:\.\d)?) (\d{3})(?: ([^\r\n]*))?\r?\n")
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_RANK = {"none": 0, "mtls": 1, "app-tls": 2, "plaintext": 3}
+
+
+def is_mesh_alpn(alpn: list[str]) -> bool:
+    return any(p in MESH_ALPN or p.startswith(MESH_ALPN_PREFIX) for p in alpn)
+
+
+def is_mesh_sni(sni: str | None) -> bool:
+    return bool(sni and _MESH_SNI.match(sni))
+
+
+def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
+          server_port: int | None = None) -> dict[str, Any]:
+    """Classify the capture of one probe. `server_ip`/`server_port` pick the probe's flows (the flows
+    whose server end is that address); without them every TCP flow in the capture is the probe's."""
+    if not isinstance(canary, str) or not canary:
+        raise ValueError("judge: canary must be the probe's non-empty canary token (see probes.canary)")
+    pcap = Path(pcap_path)
+    frames, flows = read_flows(pcap)
+    if frames == 0:
+        raise CaptureError(f"{pcap}: the capture saw no packets; the sniffer was not on the probe's path")
+    picked = [f for f in flows if (server_ip is None or f.server[0] == server_ip)
+              and (server_port is None or f.server[1] == server_port)]
+    target = f"{server_ip or '*'}:{server_port or '*'}"
+    if not picked:
+        seen = ", ".join(f"{f.client[0]}:{f.client[1]}->{f.server[0]}:{f.server[1]}" for f in flows) or "none"
+        raise CaptureError(f"{pcap}: {frames} packets but no TCP flow to {target} (flows seen: {seen}); "
+                           "the capture missed the probe's flow")
+
+    summaries = [_summarize(flow, canary) for flow in flows]
+    probe = [s for s, f in zip(summaries, flows, strict=True) if f in picked]
+    canary_in_clear = any(s["canary_in_clear"] for s in summaries)
+    known = [s for s in probe if s["verdict"] != "unproven"]
+    worst = max(known, key=lambda s: _RANK[s["verdict"]], default=None)
+    if worst is None or (worst["verdict"] in ("mtls", "none") and len(known) < len(probe) and not canary_in_clear):
+        raise CaptureError(f"{pcap}: the flow to {target} reused a TLS connection opened before the capture; "
+                           "its handshake is not on the wire, so nothing can be proven (open a new connection "
+                           "per probe)")
+    verdict, reason = worst["verdict"], worst["reason"]
+    if canary_in_clear and verdict != "plaintext":
+        verdict, reason = "plaintext", f"the canary is readable on the wire although the flow looked {verdict}"
+    deciding = worst if worst["tls"] or verdict == "plaintext" else next((s for s in probe if s["tls"]), worst)
+    hello = deciding["tls"].get("client_hello") or {} if deciding["tls"] else {}
+    server_hello = deciding["tls"].get("server_hello") or {} if deciding["tls"] else {}
+    certificates = [c for s in probe for c in s["certificates"]]
+    return {
+        "verdict": verdict,
+        "reason": reason,
+        "sni": hello.get("sni"),
+        "alpn": hello.get("alpn"),
+        "offered_versions": hello.get("offered_versions"),
+        "tls_version": server_hello.get("version"),
+        "cipher": server_hello.get("cipher"),
+        "certificates_visible": any(c["chain"] for c in certificates),
+        "certificate_uris": sorted({uri for c in certificates for cert in c["chain"] for uri in cert["uris"]}),
+        "canary_in_clear": canary_in_clear,
+        "request_in_clear": any(s["to_server"]["kind"] == "cleartext" for s in probe),
+        "response_in_clear": any(s["to_client"]["kind"] == "cleartext" for s in probe),
+        "http_request_line": next((s["to_server"]["http_request_line"] for s in probe
+                                   if s["to_server"].get("http_request_line")), None),
+        "http_status_on_wire": next((s["to_client"]["http_status"] for s in probe
+                                     if s["to_client"].get("http_status") is not None), None),
+        "request": deciding["to_server"]["kind"],
+        "response": deciding["to_client"]["kind"],
+        "packets": frames,
+        "pcap": str(pcap),
+        "flows": summaries,
+    }
+
+
+def _summarize(flow: Flow, canary: str) -> dict[str, Any]:
+    """Per-flow facts plus the flow's own verdict ("unproven" for a TLS flow seen without its handshake)."""
+    tls13 = tls.negotiated_tls13(flow.to_client.data) if tls.starts_like_tls(flow.to_client.data) else False
+    up, down = _direction(flow.to_server, tls13), _direction(flow.to_client, tls13)
+    marker = canary.encode()
+    in_clear = [name for name, d in (("to_server", flow.to_server), ("to_client", flow.to_client))
+                if any(marker in run for run in d.runs)]
+    hello = up.get("client_hello")
+    certificates = [dict(c, sent_by=side) for side, d in (("client", up), ("server", down))
+                    for c in d.get("certificates", [])]
+    if "cleartext" in (up["kind"], down["kind"]):
+        side = "client" if up["kind"] == "cleartext" else "server"
+        verdict, reason = "plaintext", f"the {side} sent bytes that are not TLS"
+    elif up["kind"] == "tls" and hello:
+        mesh_alpn, mesh_sni = is_mesh_alpn(hello["alpn"]), is_mesh_sni(hello["sni"])
+        if mesh_alpn and mesh_sni:
+            verdict, reason = "mtls", "TLS with the mesh ALPN and an outbound_ SNI"
+        else:
+            missing = [m for m, ok in (("mesh ALPN", mesh_alpn), ("outbound_ SNI", mesh_sni)) if not ok]
+            verdict, reason = "app-tls", f"TLS without the {' and '.join(missing)}"
+    elif "tls" in (up["kind"], down["kind"]):
+        verdict, reason = "unproven", "TLS records without a ClientHello: the handshake predates the capture"
+    else:
+        verdict, reason = "none", "no payload in either direction"
+    return {
+        "client": f"{flow.client[0]}:{flow.client[1]}",
+        "server": f"{flow.server[0]}:{flow.server[1]}",
+        "verdict": verdict,
+        "reason": reason,
+        "syn_seen": flow.syn_seen,
+        "ended": "rst" if flow.to_server.rst or flow.to_client.rst else "fin" if flow.closed else "open",
+        "canary_in_clear": bool(in_clear),
+        "canary_directions": in_clear,
+        "tls": {"client_hello": hello, "server_hello": down.get("server_hello"),
+                "hello_retry": down.get("hello_retry", False)} if "tls" in (up["kind"], down["kind"]) else None,
+        "certificates": certificates,
+        "to_server": up,
+        "to_client": down,
+    }
+
+
+def _direction(direction: Direction, tls13: bool) -> dict[str, Any]:
+    summary: dict[str, Any] = {"frames": direction.frames, "bytes": direction.payload_bytes,
+                               "holes": direction.holes, "conflicting_bytes": direction.conflicting_bytes}
+    if not direction.runs:
+        return {"kind": "none", **summary}
+    data = direction.runs[0]
+    if not tls.starts_like_tls(data):
+        return {"kind": "cleartext", **summary, **_http(data), "head": data[:80].decode("latin-1")}
+    walked = tls.walk(data, tls13)
+    summary.update({
+        "records": walked.records, "truncated": walked.truncated,
+        "client_hello": walked.client_hello, "server_hello": walked.server_hello,
+        "hello_retry": walked.hello_retry, "certificate_request": walked.certificate_request,
+        "certificates": walked.certificates, "handshake_errors": walked.handshake_errors,
+    })
+    if walked.trailing:
+        # TLS that turns into something else: the tail is readable, so the direction is cleartext.
+        return {**summary, "kind": "cleartext", "cleartext_after_tls": len(walked.trailing),
+                **_http(walked.trailing), "head": walked.trailing[:80].decode("latin-1")}
+    return {"kind": "tls", **summary}
+
+
+def _http(data: bytes) -> dict[str, Any]:
+    if data.startswith(_H2_PREFACE):
+        return {"http_request_line": "PRI * HTTP/2.0"}
+    if match := _REQUEST_LINE.match(data):
+        return {"http_request_line": match.group(0).strip().decode("latin-1")}
+    if match := _STATUS_LINE.match(data):
+        return {"http_status_line": match.group(0).strip().decode("latin-1"), "http_status": int(match.group(2))}
+    return {}

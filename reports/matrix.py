@@ -4,7 +4,7 @@ Rows are client sidecar x server sidecar x PeerAuthentication mode, columns the 
 Like the Kubernetes NetworkPolicy truth tables, a cell shows '.' when the mesh did what the oracle said and
 'X' when it did not. A matrix cell is found by its tags (the suites tag cells with the cell id's parts):
 
-    client-sidecar | client-no-sidecar      server-sidecar | server-no-sidecar
+    client-sidecar | client-no-sidecar      server-sidecar | server-no-sidecar   ("naked-client" works too)
     pa-none | pa-unset | pa-disable | pa-permissive | pa-strict
     dr-none | dr-disable | dr-simple | dr-mutual | dr-istio-mutual
 
@@ -39,15 +39,28 @@ class Position:
         return (self.client, self.server, self.pa)
 
 
+_SIDE_ALIASES = {"sidecar": "sidecar", "no-sidecar": "no-sidecar", "nosidecar": "no-sidecar", "naked": "no-sidecar",
+                 "plain": "no-sidecar"}
+_NONE_ALIASES = {"no": "none", "absent": "none", "missing": "none"}
+
+
+def _axis_of(tag: str) -> tuple[str, str] | None:
+    """(axis, value) a tag names, e.g. "dr-istio-mutual" -> ("dr", "istio-mutual"); "naked-client" works too."""
+    for side in ("client", "server"):
+        for value in (tag.removeprefix(f"{side}-"), tag.removesuffix(f"-{side}")):
+            if value != tag and value in _SIDE_ALIASES:
+                return side, _SIDE_ALIASES[value]
+    for axis, allowed in (("pa", PA_MODES), ("dr", DR_MODES)):
+        value = tag.removeprefix(f"{axis}-")
+        value = _NONE_ALIASES.get(value, value)
+        if tag.startswith(f"{axis}-") and value in allowed:
+            return axis, value
+    return None
+
+
 def position_of(tags: list[str]) -> Position | None:
     """Where a cell sits in the matrix, or None when its tags do not name all four axes."""
-    found: dict[str, str] = {}
-    for tag in (t.lower().replace("_", "-") for t in tags):
-        for axis, prefix, allowed in (("client", "client-", CLIENTS), ("server", "server-", SERVERS),
-                                      ("pa", "pa-", PA_MODES), ("dr", "dr-", DR_MODES)):
-            value = tag.removeprefix(prefix)
-            if tag.startswith(prefix) and value in allowed:
-                found[axis] = value
+    found = dict(filter(None, (_axis_of(t.lower().replace("_", "-")) for t in tags)))
     return Position(**found) if len(found) == 4 else None
 
 

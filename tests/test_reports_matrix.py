@@ -6,7 +6,7 @@ import pytest
 from matplotlib.image import imread
 
 from reports.cells import CellsError, read_cells, record_cell
-from reports.matrix import build_matrix, position_of, to_html, to_markdown, write_matrix
+from reports.matrix import Position, build_matrix, position_of, to_html, to_markdown, write_matrix
 
 MTLS = {"outcome": "mtls", "wire": "mtls", "peer_identity": "spiffe://cluster.local/ns/sleep/sa/sleep"}
 STRICT_ISTIO_MUTUAL = "client-sidecar/server-sidecar/pa-strict/dr-istio-mutual"
@@ -30,6 +30,8 @@ def two_cells(tmp_path):
 def test_position_of_reads_the_four_axes_from_tags():
     assert position_of(STRICT_ISTIO_MUTUAL.split("/")).row == ("sidecar", "sidecar", "strict")
     assert position_of(["client-no-sidecar", "server-sidecar", "pa-none", "dr-none"]).dr == "none"
+    aliased = position_of(["naked-client", "server-sidecar", "pa-UNSET", "dr-ISTIO_MUTUAL"])
+    assert aliased == Position("no-sidecar", "sidecar", "unset", "istio-mutual")
     assert position_of(["client-sidecar", "server-sidecar", "pa-strict"]) is None  # no DR axis
     assert position_of(["client-sidecar", "server-sidecar", "pa-bogus", "dr-none"]) is None
 

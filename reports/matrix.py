@@ -199,7 +199,7 @@ def to_png(matrix: Matrix, path: Path, title: str = "mTLS conformance matrix") -
 
     # 0 different, 1 as expected, 2 not run
     grid = [[2 if (r := matrix.cells.get((row, dr))) is None else int(r.passed) for dr in DR_MODES] for row in ROWS]
-    fig, ax = plt.subplots(figsize=(9, 11))
+    fig, ax = plt.subplots(figsize=(11, 11))
     ax.imshow(grid, cmap=ListedColormap([RED, GREEN, GREY]), vmin=0, vmax=2, aspect="auto")
     for y, row in enumerate(ROWS):
         for x, dr in enumerate(DR_MODES):

@@ -50,9 +50,9 @@ class Revisions:
         return cls(revision, revision)
 
 
-def render_template(name: str, **values: object) -> list[dict]:
+def render_template(template: str, /, **values: object) -> list[dict]:
     """Fill one template of cluster/manifests/; a placeholder without a value is an error, never blank."""
-    path = MANIFESTS / name
+    path = MANIFESTS / template
     try:
         text = Template(path.read_text()).substitute({k: str(v) for k, v in values.items()})
     except KeyError as err:

@@ -30,12 +30,14 @@ def supported_kinds() -> tuple[str, ...]:
     return tuple(_kubernetes()["kinds"]) + tuple(ISTIO_FILES)
 
 
-def errors(doc: Any) -> list[str]:
-    """Every schema violation of one manifest as 'field.path: message' (empty when valid)."""
+def errors(doc: Any, as_kind: str | None = None) -> list[str]:
+    """Every schema violation of one manifest as 'field.path: message' (empty when valid).
+
+    `as_kind` validates a part that has no apiVersion/kind of its own, e.g. an EphemeralContainer."""
     if not isinstance(doc, dict):
         return ["<document>: a manifest must be a mapping"]
     doc = json.loads(json.dumps(doc))  # what the API server receives: YAML int keys become strings
-    kind, api_version = doc.get("kind"), doc.get("apiVersion")
+    kind, api_version = as_kind or doc.get("kind"), doc.get("apiVersion")
     validator = _validator(kind, api_version)
     found = []
     for err in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):

@@ -1,0 +1,231 @@
+"""The kube backend's objects, rendered without a cluster and validated against the pinned schemas
+(Kubernetes v1.34 definitions, Istio v1.30.3 CRDs in cluster/schemas/)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from cluster.kube.render import (
+    INJECT_LABEL,
+    REV_LABEL,
+    RUN_LABEL,
+    Images,
+    Revisions,
+    capture_container,
+    leftover_selector,
+    namespace_docs,
+    namespace_map,
+    policy_docs,
+    render_template,
+    rewrite_host,
+    run_labels,
+    run_namespace,
+    run_selector,
+    workload_docs,
+)
+from cluster.schemas.validate import SchemaError, errors, validate
+from meshproof.istio_api import ManifestError
+from meshproof.scenario import scenario_from_dict
+
+RUN = "kab12c1"
+PA_STRICT = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+             "metadata": {"name": "default", "namespace": "httpbin"}, "spec": {"mtls": {"mode": "STRICT"}}}
+DR_MUTUAL = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+             "metadata": {"name": "httpbin", "namespace": "sleep"},
+             "spec": {"host": "httpbin.httpbin.svc.cluster.local", "exportTo": ["sleep"],
+                      "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}}
+MESH_WIDE = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+             "metadata": {"name": "default", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "STRICT"}}}
+
+
+def scenario(resources=(), client=None, server=None):
+    return scenario_from_dict({"client": client or {"namespace": "sleep", "sidecar": True},
+                               "server": server or {"namespace": "httpbin", "sidecar": True},
+                               "resources": [copy.deepcopy(r) for r in resources]}, "test")
+
+
+def all_docs(scn, revisions=None, allow_mesh_wide=False):
+    revisions = revisions or Revisions()
+    labels = run_labels("sess1", "kab12c", RUN)
+    return (namespace_docs(scn, RUN, "sess1", "kab12c", revisions) + workload_docs(scn, RUN, Images(), revisions)
+            + policy_docs(scn, RUN, allow_mesh_wide, labels))
+
+
+@pytest.mark.parametrize("client_sidecar", [True, False])
+@pytest.mark.parametrize("server_sidecar", [True, False])
+@pytest.mark.parametrize("revisions", [Revisions(), Revisions.both("1-30-3"), Revisions("1-29-6", "1-30-3")])
+def test_every_rendered_object_is_valid(client_sidecar, server_sidecar, revisions):
+    scn = scenario([PA_STRICT, DR_MUTUAL], {"namespace": "sleep", "sidecar": client_sidecar},
+                   {"namespace": "httpbin", "sidecar": server_sidecar, "service_port": 8000, "target_port": 9080})
+    docs = all_docs(scn, revisions)
+    assert sorted(d["kind"] for d in docs) == sorted(["Namespace"] * 2 + ["ServiceAccount", "Service", "Deployment"] * 2
+                                                    + ["PeerAuthentication", "DestinationRule"])
+    for doc in docs:
+        assert errors(doc) == [], doc
+
+
+def test_capture_container_is_a_valid_ephemeral_container():
+    container = capture_container("meshproof-capture", Images())
+    assert errors(container, as_kind="EphemeralContainer") == []
+    assert set(container["securityContext"]["capabilities"]["add"]) >= {"NET_RAW"}
+    container["securityContext"]["capabilities"]["add"] = "NET_RAW"  # a string, not a list: must go red
+    assert errors(container, as_kind="EphemeralContainer")
+
+
+def test_httpbin_matches_istio_sample_shape_and_scenario_ports():
+    scn = scenario(server={"namespace": "httpbin", "sidecar": True, "service_port": 8000, "target_port": 9080})
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in workload_docs(scn, RUN, Images(), Revisions())}
+    service = docs[("Service", "httpbin")]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": 9080}]
+    pod = docs[("Deployment", "httpbin")]["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == "httpbin"
+    container = pod["spec"]["containers"][0]
+    assert container["ports"] == [{"containerPort": 9080}]
+    assert {"name": "PORT", "value": "9080"} in container["env"]
+    assert pod["metadata"]["labels"]["app"] == "httpbin"  # scenario labels reach the pod (PA selectors match them)
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+
+def test_sidecar_and_revision_labels():
+    scn = scenario(client={"namespace": "shared", "sidecar": False}, server={"namespace": "shared", "sidecar": True})
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+            for d in workload_docs(scn, RUN, Images(), Revisions.both("canary")) if d["kind"] == "Deployment"}
+    assert pods["sleep"][INJECT_LABEL] == "false" and REV_LABEL not in pods["sleep"]
+    assert pods["httpbin"][INJECT_LABEL] == "true" and pods["httpbin"][REV_LABEL] == "canary"
+    [ns] = namespace_docs(scn, RUN, "s", "o", Revisions.both("canary"))
+    assert ns["metadata"]["labels"][REV_LABEL] == "canary" and "istio-injection" not in ns["metadata"]["labels"]
+    [ns] = namespace_docs(scn, RUN, "s", "o", Revisions())
+    assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
+
+
+def test_mixed_revisions_in_one_namespace_leave_injection_to_the_pods():
+    scn = scenario(client={"namespace": "shared", "sidecar": True}, server={"namespace": "shared", "sidecar": True})
+    [ns] = namespace_docs(scn, RUN, "s", "o", Revisions("old", "new"))
+    # Istio's object-selector webhook fires only when the namespace has neither injection label.
+    assert REV_LABEL not in ns["metadata"]["labels"] and "istio-injection" not in ns["metadata"]["labels"]
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+            for d in workload_docs(scn, RUN, Images(), Revisions("old", "new")) if d["kind"] == "Deployment"}
+    assert (pods["sleep"][REV_LABEL], pods["httpbin"][REV_LABEL]) == ("old", "new")
+
+
+def test_policies_move_into_run_namespaces_and_keep_order():
+    scn = scenario([PA_STRICT, DR_MUTUAL])
+    docs = policy_docs(scn, RUN, False, run_labels("s", "o", RUN))
+    assert [d["kind"] for d in docs] == ["PeerAuthentication", "DestinationRule"]
+    assert docs[0]["metadata"]["namespace"] == f"httpbin-{RUN}"
+    assert docs[1]["metadata"]["namespace"] == f"sleep-{RUN}"
+    assert docs[1]["spec"]["host"] == f"httpbin.httpbin-{RUN}.svc.cluster.local"
+    assert docs[1]["spec"]["exportTo"] == [f"sleep-{RUN}"]
+    assert all(d["metadata"]["labels"][RUN_LABEL] == RUN for d in docs)
+    assert scn.manifests[0]["metadata"]["namespace"] == "httpbin"  # the scenario itself is untouched
+
+
+@pytest.mark.parametrize("host,expected", [
+    ("httpbin.httpbin.svc.cluster.local", f"httpbin.httpbin-{RUN}.svc.cluster.local"),
+    ("httpbin.httpbin", f"httpbin.httpbin-{RUN}"),
+    ("*.httpbin.svc.cluster.local", f"*.httpbin-{RUN}.svc.cluster.local"),
+    ("httpbin", "httpbin"),  # short name: relative to the rule's own (rewritten) namespace
+    ("*", "*"),
+    ("other.elsewhere.svc.cluster.local", "other.elsewhere.svc.cluster.local"),
+])
+def test_rewrite_host(host, expected):
+    assert rewrite_host(host, {"httpbin": f"httpbin-{RUN}", "sleep": f"sleep-{RUN}"}) == expected
+
+
+def test_extra_manifest_namespaces_get_run_namespaces_but_the_root_does_not():
+    third = copy.deepcopy(DR_MUTUAL)
+    third["metadata"]["namespace"] = "other"
+    assert namespace_map(scenario([third, MESH_WIDE]), RUN) == {
+        "httpbin": f"httpbin-{RUN}", "other": f"other-{RUN}", "sleep": f"sleep-{RUN}"}
+
+
+def test_mesh_wide_policy_is_refused_by_default():
+    with pytest.raises(ManifestError) as err:
+        policy_docs(scenario([PA_STRICT, MESH_WIDE]), RUN, allow_mesh_wide=False)
+    assert err.value.field_path == "metadata.namespace"
+    assert "root namespace" in str(err.value) and "--allow-mesh-wide" in str(err.value)
+    assert "resources[1] PeerAuthentication istio-system/default" in str(err.value)
+
+
+def test_mesh_wide_policy_when_allowed_stays_in_root_and_is_labelled_for_cleanup():
+    docs = policy_docs(scenario([MESH_WIDE]), RUN, True, run_labels("s", "o", RUN))
+    assert docs[0]["metadata"]["namespace"] == "istio-system"
+    assert docs[0]["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "meshproof"
+    assert docs[0]["metadata"]["labels"][RUN_LABEL] == RUN
+
+
+def test_namespace_names_and_run_ids_are_checked():
+    assert run_namespace("httpbin", RUN) == f"httpbin-{RUN}"
+    with pytest.raises(ValueError, match="run id"):
+        run_namespace("httpbin", "Bad_Id")
+    with pytest.raises(ManifestError, match="longer than 63"):
+        run_namespace("n" * 60, RUN)
+
+
+def test_template_placeholder_without_value_is_an_error():
+    with pytest.raises(ValueError, match=r"namespace.yaml: placeholder \$\{owner\} has no value"):
+        render_template("namespace.yaml", namespace="x", session="s", run_id="r", scenario_namespace="x")
+
+
+def test_cleanup_selectors():
+    assert leftover_selector() == "app.kubernetes.io/managed-by=meshproof"
+    assert leftover_selector("abc") == "app.kubernetes.io/managed-by=meshproof,meshproof.io/session!=abc"
+    assert run_selector(RUN) == f"meshproof.io/run={RUN}"
+    # Every object kind the backend creates carries the labels the selectors use.
+    for doc in all_docs(scenario([PA_STRICT])):
+        labels = doc["metadata"].get("labels", {})
+        assert labels.get(RUN_LABEL) == RUN, doc["kind"]
+        if doc["kind"] in ("Namespace", "PeerAuthentication"):
+            assert labels["app.kubernetes.io/managed-by"] == "meshproof"
+
+
+# --- the schemas can go red ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("break_it,expected", [
+    (lambda d: d["spec"].update(replicas="one"), "replicas"),
+    (lambda d: d["spec"]["template"]["spec"]["containers"][0]["ports"][0].update(containerPort="8080"),
+     "containerPort"),
+    (lambda d: d["spec"]["template"]["spec"].update(serviceAcountName="typo"), "serviceAcountName"),
+    (lambda d: d["spec"].pop("selector"), "selector"),
+])
+def test_kubernetes_schema_rejects_broken_deployments(break_it, expected):
+    [deployment] = [d for d in workload_docs(scenario(), RUN, Images(), Revisions())
+                    if d["kind"] == "Deployment" and d["metadata"]["name"] == "httpbin"]
+    break_it(deployment)
+    with pytest.raises(SchemaError, match=expected):
+        validate(deployment, "broken")
+
+
+@pytest.mark.parametrize("case_id", ["pa-unknown-mode", "pa-typo-field", "dr-unknown-tls-mode"])
+def test_istio_crd_schema_rejects_what_the_suites_call_invalid(case_id):
+    from suites.invalid import INVALID_MANIFESTS
+
+    manifest = next(m for c, m, _ in INVALID_MANIFESTS if c == case_id)
+    assert errors(manifest), f"{case_id} passed the pinned CRD schema"
+
+
+def test_unknown_kind_and_api_version_are_named():
+    with pytest.raises(SchemaError, match="allowed: .*PeerAuthentication"):
+        errors({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
+    with pytest.raises(SchemaError, match="allowed: security.istio.io/v1"):
+        errors({**PA_STRICT, "apiVersion": "security.istio.io/v2"})
+
+
+# --- the suites' manifests ------------------------------------------------------------------------
+
+def _suite_cells():
+    matrix = pytest.importorskip("suites.matrix", reason="suites.matrix is not in this tree yet")
+    cells = list(matrix.matrix_scenarios())
+    cells += list(getattr(matrix, "scope_scenarios", list)())
+    return cells
+
+
+def test_every_suite_cell_renders_to_valid_objects():
+    cells = _suite_cells()
+    assert len(cells) >= 100
+    for cell_id, raw in cells:
+        scn = scenario_from_dict(copy.deepcopy(raw), cell_id)
+        for doc in all_docs(scn, allow_mesh_wide=True):
+            assert errors(doc) == [], f"{cell_id}: {doc['kind']} {doc['metadata']['name']}: {errors(doc)}"

@@ -142,9 +142,9 @@ def run_section(module: str) -> dict:
         return {"error": f"{module} printed no JSON: {done.stdout.strip()[-300:]}"}
 
 
-def bench(workers: str, pytest_args: list[str], cells_dir: Path) -> tuple[dict, int]:
+def bench(workers: str, pytest_args: list[str], cells_dir: Path, path: str = "suites") -> tuple[dict, int]:
     env = {**os.environ, CELLS_DIR_ENV: str(cells_dir)}
-    command = [sys.executable, "-m", "pytest", "suites", "-k", "matrix", "-n", workers, "-q", "-p",
+    command = [sys.executable, "-m", "pytest", path, "-k", "matrix", "-n", workers, "-q", "-p",
                "no:cacheprovider", *pytest_args]
     result = run_measured(command, env)
     try:
@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="where to write the JSON")
     parser.add_argument("-n", "--workers", default="4", help="pytest-xdist workers (default: %(default)s)")
+    parser.add_argument("--path", default="suites", help="where the matrix suite is (default: %(default)s)")
     parser.add_argument("--skip-sections", action="store_true",
                         help=f"do not run {' and '.join(SECTION_MODULES)}")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="meshproof-bench-") as cells_dir:
-        report, code = bench(args.workers, args.pytest_args, Path(cells_dir))
+        report, code = bench(args.workers, args.pytest_args, Path(cells_dir), args.path)
     if not args.skip_sections:
         report["sections"] = {module: run_section(module) for module in SECTION_MODULES}
     out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -1,10 +1,11 @@
 """The benchmark's own measuring: memory of a whole process session, percentiles, and its limits note.
 The full 100-cell run itself is `make bench`; it needs the local mesh and takes tens of seconds."""
 
+import json
 import os
 import sys
 
-from reports.bench import limits_note, percentile, run_measured, run_section
+from reports.bench import limits_note, main, percentile, run_measured, run_section
 
 ALLOC_MB = 200
 # A grandchild that detaches from its parent (double fork) and holds ALLOC_MB: it must still be counted.
@@ -47,3 +48,34 @@ def test_limits_note_follows_the_measured_cpu():
 def test_missing_section_module_is_reported_as_skipped():
     assert run_section("probes.no_such_bench") == {"skipped": "probes.no_such_bench does not exist"}
     assert "skipped" in run_section("no_such_package.bench")
+
+
+TINY_MATRIX = '''
+import time
+import pytest
+from reports.cells import record_cell
+
+@pytest.mark.parametrize("ms", [10, 20, 30, 400])
+def test_matrix(ms):
+    time.sleep(ms / 1000)
+    proof = {"outcome": "mtls", "wire": "mtls", "peer_identity": None}
+    record_cell(cell=f"cell-{ms}", passed=True, expected=proof, observed=proof, duration_ms=float(ms))
+
+def test_not_selected():
+    raise AssertionError("-k matrix must not select this")
+'''
+
+
+def test_bench_end_to_end_on_a_tiny_suite(tmp_path):
+    """The whole `python -m reports.bench` path with real pytest-xdist workers writing cell records."""
+    (tmp_path / "test_tiny.py").write_text(TINY_MATRIX)
+    out = tmp_path / "bench.json"
+    code = main(["--out", str(out), "-n", "2", "--path", str(tmp_path / "test_tiny.py"), "--skip-sections",
+                 "--", "-c", "/dev/null", "--rootdir", str(tmp_path)])
+    report = json.loads(out.read_text())
+    assert code == 0 and report["pytest_exit_code"] == 0
+    assert report["cells"] == 4 and report["cells_passed"] == 4
+    assert report["median_cell_ms"] == 25.0 and report["p95_cell_ms"] == 400.0
+    assert report["wall_s"] >= 0.4 and report["peak_memory_mb"] > 30  # three Python processes at least
+    assert report["cores"] >= 1 and "busy on average" in report["limits"]
+    assert report["goal"]["met"] is False  # 4 cells are not the 100-cell matrix

@@ -106,10 +106,10 @@ def test_results_dir_with_cells_subdir_is_read(tmp_path):
 
 
 def test_malformed_cell_line_names_file_line_and_field(tmp_path):
-    record(tmp_path, STRICT_DISABLE)
-    with (tmp_path / "main.jsonl").open("a") as out:
+    path = record(tmp_path, STRICT_DISABLE)
+    with path.open("a") as out:
         out.write(json.dumps({"cell": "x", "passed": "yes", "expected": {}, "observed": {}}) + "\n")
-    with pytest.raises(CellsError, match=r"main\.jsonl:2: field 'passed' must be bool, got str"):
+    with pytest.raises(CellsError, match=rf"{path.name}:2: field 'passed' must be bool, got str"):
         read_cells(tmp_path)
 
 

@@ -155,7 +155,6 @@ class KubeBackend(MeshBackend):
     # --- scenarios ---------------------------------------------------------------------------------
 
     def deploy(self, scenario: Scenario) -> KubeHandle:
-        cluster = self._cluster()
         if scenario.root_namespace != self.root_ns:
             raise KubeUnavailable(f"scenario root_namespace {scenario.root_namespace!r} differs from the cluster's "
                                   f"meshConfig.rootNamespace {self.root_ns!r}")
@@ -167,6 +166,7 @@ class KubeBackend(MeshBackend):
         workloads = workload_docs(scenario, run_id, self.images, self.revisions)
         for doc in namespaces + workloads + policies:
             validate(doc, f"kube run {run_id}")
+        cluster = self._cluster()  # everything above refuses bad input before any API call
         names = {d["metadata"]["labels"]["meshproof.io/scenario-namespace"]: d["metadata"]["name"]
                  for d in namespaces}
         handle = KubeHandle(scenario, run_id, names, ("", ""), ("", "", ""))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream
@@ -78,6 +79,11 @@ def connect(kubeconfig: str | None = None, context: str | None = None,
                                     persist_config=False)
         except ConfigException as err:
             raise KubeUnavailable(f"kubeconfig {path}: {err}") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise KubeUnavailable(f"kubeconfig {path}: not valid YAML{where}: "
+                                  f"{getattr(err, 'problem', err)}") from None
         context_name = context or (active or {}).get("name", "")
     configuration.retries = 0  # fail fast; the backend retries where waiting makes sense
     api = client.ApiClient(configuration)

@@ -136,8 +136,36 @@ def answer_large(conn: socket.socket, size: int = 200_000) -> None:
 
 def answer_400(conn: socket.socket) -> None:
     _read_head(conn)
+    answer_400_body(conn)
+
+
+def answer_400_at_once(conn: socket.socket) -> None:
+    """A plaintext HTTP server given bytes it cannot parse (e.g. a ClientHello) answers 400 at once."""
+    conn.recv(65536)
+    answer_400_body(conn)
+
+
+def answer_400_body(conn: socket.socket) -> None:
     conn.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\ncontent-type: text/plain\r\n"
                  b"connection: close\r\n\r\nBad Request")
+
+
+def answer_keepalive(conn: socket.socket) -> None:
+    """Answer requests on one connection until the client closes it (a pooled upstream connection)."""
+    while head := _read_head(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(head), head))
+
+
+def answer_upload(conn: socket.socket) -> None:
+    """Read a request with a Content-Length body, answer 200 with the body size."""
+    head = _read_head(conn)
+    headers, _, body = head.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in headers.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length and (chunk := conn.recv(65536)):
+        body += chunk
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%d"
+                 % (len(str(len(body))), len(body)))
 
 
 def answer_nothing(conn: socket.socket) -> None:
@@ -222,17 +250,32 @@ class Rig:
                  sni: str | None = None) -> Exchange:
         """Send `request` from the client namespace and read the answer until the server closes."""
         conn = self.connect(port)
+        alpn = version = None
         try:
             if tls is not None:
                 conn = tls.wrap_socket(conn, server_hostname=sni)
+                alpn, version = conn.selected_alpn_protocol(), conn.version()
             conn.sendall(request)
-            response = b""
-            while chunk := conn.recv(65536):
-                response += chunk
-            if isinstance(conn, ssl.SSLSocket):
-                return Exchange(response, conn.selected_alpn_protocol(), conn.version())
-            return Exchange(response)
+            return Exchange(read_until_close(conn), alpn, version)
         except (ConnectionResetError, ssl.SSLError) as err:
-            return Exchange(f"error: {err}".encode())
+            return Exchange(f"error: {err}".encode(), alpn, version)
         finally:
             conn.close()
+
+
+def read_until_close(conn: socket.socket) -> bytes:
+    response = b""
+    while chunk := conn.recv(65536):
+        response += chunk
+    return response
+
+
+def read_response(conn: socket.socket) -> bytes:
+    """One HTTP/1.1 response with a Content-Length, leaving the connection open."""
+    head = _read_head(conn)
+    headers, _, body = head.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in headers.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return headers + b"\r\n\r\n" + body

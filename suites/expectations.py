@@ -1,0 +1,583 @@
+"""The oracle: what Istio does with one HTTP request sleep -> httpbin's Service port, from the scenario's
+sidecars, PeerAuthentications and DestinationRules. This module is meshproof's specification.
+
+It reads as three questions, each answered the way istiod answers it, then one truth table:
+
+1. Server: which PeerAuthentication mode guards the target port?         (`server_policy`)
+2. Client: which DestinationRule does the client sidecar use for the host?  (`select_destination_rule`)
+3. Client: what does the sidecar send: Istio mTLS, app TLS or plaintext?   (`client_origination`)
+4. `OUTCOMES[(what the client sends, server mode)]` names the rule that decides the result.
+
+Every rule carries its source (istio/istio at tags 1.28.10, 1.29.6 and 1.30.3 unless noted; the files and
+functions named are the same in all three for everything modelled here, see `VERSION_NOTES`).
+
+Assumptions, as in Istio's samples/httpbin: the Service port is named `http` (protocol HTTP, so the inbound
+side builds HTTP filter chains), the server's pod carries the injector label `security.istio.io/tlsMode=istio`
+exactly when it has a sidecar, auto mTLS is on (the default), and the mesh CA's files are what a user mounts
+for DestinationRule MUTUAL (`MESH_CERT_FILES`).
+
+The oracle never imports from cluster/: the reference mesh decides the same questions on its own, and the
+suites compare the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from meshproof.istio_api import ClientTLS, DestinationRule, ManifestError, PeerAuthentication
+from meshproof.scenario import SUPPORTED_ISTIO_VERSIONS, Scenario
+
+ISTIO = "istio/istio"
+SRC_PA_COMPOSE = f"{ISTIO} pilot/pkg/security/authn/policy_applier.go ComposePeerAuthentication"
+SRC_PA_LOOKUP = f"{ISTIO} pilot/pkg/model/authentication.go getConfigsForWorkload"
+SRC_NS_MODE = (f"{ISTIO} pilot/pkg/model/push_context.go BestEffortInferServiceMTLSMode + authentication.go "
+               "addPeerAuthentication (namespace/mesh level only)")
+SRC_AUTO_MTLS = (f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go buildUpstreamTLSSettings + "
+                 "applyUpstreamTLSSettings (transport socket match on tlsMode=istio)")
+SRC_EP_MTLS = f"{ISTIO} pilot/pkg/xds/endpoints/mtls_checker.go checkMtlsEnabled"
+SRC_FCM = f"{ISTIO} pilot/pkg/networking/core/filterchain_options.go getFilterChainMatchOptions (HTTP port)"
+SRC_DR_LOOKUP = f"{ISTIO} pilot/pkg/model/push_context.go PushContext.destinationRule + setDestinationRules"
+SRC_DR_MERGE = f"{ISTIO} pilot/pkg/model/destination_rule.go mergeDestinationRule"
+SRC_DR_SELECTOR = f"{ISTIO} pilot/pkg/model/sidecar.go SidecarScope.DestinationRule"
+SRC_DR_PORT = f"{ISTIO} pilot/pkg/networking/util/util.go GetPortLevelTrafficPolicy"
+SRC_HOST = f"{ISTIO} pilot/pkg/model/config.go ResolveShortnameToFQDN + MostSpecificHostMatch"
+SRC_UPSTREAM_TLS = (f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go constructUpstreamTLS + "
+                    "setAutoSniAndAutoSanValidation; envoy default_validator.cc verifySubjectAltName")
+SRC_CREDENTIAL = f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go buildUpstreamClusterTLSContext (credentialName)"
+SRC_REACHABILITY = f"{ISTIO} tests/integration/security/reachability_test.go TestReachability"
+SRC_FILE_CERTS = f"{ISTIO} tests/integration/security/file_mounted_certs/p2p_mtls_test.go TestClientToServiceTls"
+
+# What a user of Istio's docs mounts for DestinationRule MUTUAL: the workload's own mesh-CA files
+# (the reference mesh mounts them in each sidecar; on kube via sidecar.istio.io/userVolumeMount).
+MESH_CERT_FILES = {"clientCertificate": "/etc/certs/cert-chain.pem", "privateKey": "/etc/certs/key.pem",
+                   "caCertificates": "/etc/certs/root-cert.pem"}
+
+# The modelled functions were compared between tags 1.28.10, 1.29.6 and 1.30.3; none changes a prediction.
+# A rule that starts to differ gets an entry here and a branch on scenario.istio_version.
+VERSION_NOTES = {
+    "1.28": "as 1.30 for every rule here (cluster_tls.go differs only for dynamic-forward-proxy clusters)",
+    "1.29": "as 1.30 for every rule here",
+    "1.30": "reference version of this table (tag 1.30.3)",
+}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    outcome: str  # "mtls" | "plaintext" | "503" | "reset"
+    wire: str  # what the client puts on the pod-to-pod link: "mtls" | "app-tls" | "plaintext" | "none"
+    peer_identity: str | None  # client SPIFFE ID the app sees in X-Forwarded-Client-Cert, or None
+    reason: str  # one readable sentence
+    rule: str  # short rule id, a key of RULES
+    source: str  # citation
+    client_tls: str  # "istio-mutual" | "mutual" | "simple" | "plaintext"
+    server_mode: str  # STRICT | PERMISSIVE | DISABLE | "no-sidecar"
+    istio_version: str = ""
+    details: tuple[str, ...] = field(default=())  # the decisions that led here, in order
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["details"] = list(self.details)
+        return data
+
+
+@dataclass(frozen=True)
+class Rule:
+    outcome: str
+    wire: str
+    identity: bool  # the app sees the client's SPIFFE ID
+    says: str  # the end of the reason sentence
+    source: str
+
+
+# The truth table's cells. Wire is what the client sends first: a plaintext request leaves the client even
+# when the server then closes the connection.
+RULES: dict[str, Rule] = {
+    "naked-client-to-strict-reset": Rule(
+        "reset", "plaintext", False,
+        "STRICT has only TLS filter chains, so the plaintext connection matches none and is closed",
+        f"{SRC_FCM} inboundStrictHTTPFilterChainMatchOptions; {SRC_REACHABILITY} 'mtls strict' (notFromNaked)"),
+    "plaintext-accepted": Rule(
+        "plaintext", "plaintext", False,
+        "the server side accepts plaintext, so the request arrives in cleartext",
+        f"{SRC_FCM} inboundPermissiveHTTPFilterChainMatchWithMxcOptions / inboundPlainTextHTTPFilterChainMatchOptions"),
+    "plaintext-to-naked-server": Rule(
+        "plaintext", "plaintext", False,
+        "no sidecar intercepts on the server, so httpbin answers the plaintext request",
+        f"{SRC_REACHABILITY} 'global mtls permissive' (notToNaked gets mTLS, naked gets plaintext)"),
+    "sidecar-plaintext-to-strict-503": Rule(
+        "503", "plaintext", False,
+        "STRICT closes the plaintext connection and the client sidecar answers 503",
+        f"{SRC_FCM} inboundStrictHTTPFilterChainMatchOptions; {SRC_REACHABILITY} 'migration tls disabled'"),
+    "istio-mutual-accepted": Rule(
+        "mtls", "mtls", True,
+        "the server's mTLS chain (Istio ALPN) terminates it and sets X-Forwarded-Client-Cert",
+        f"{SRC_FCM}; {SRC_REACHABILITY} 'mtls strict' / 'mtls permissive' (expectMTLS notNaked)"),
+    "istio-mutual-to-disable-503": Rule(
+        "503", "mtls", False,
+        "a DISABLE server has only plaintext filter chains, the TLS handshake fails and the client sidecar "
+        "answers 503",
+        f"{SRC_FCM} inboundPlainTextHTTPFilterChainMatchOptions"),
+    "tls-to-naked-server-503": Rule(
+        "503", "", False,
+        "httpbin without a sidecar speaks plaintext HTTP, the TLS handshake fails and the client sidecar "
+        "answers 503",
+        f"{SRC_AUTO_MTLS} (user-supplied TLS is not a transport socket match); {SRC_REACHABILITY} "
+        "'migration tls mutual' (only the sidecar subset succeeds)"),
+    "app-tls-to-permissive-503": Rule(
+        "503", "app-tls", False,
+        "PERMISSIVE on an HTTP port matches TLS only with Istio's ALPN, so TLS without it matches no chain and "
+        "the client sidecar answers 503",
+        f"{SRC_FCM} inboundPermissiveHTTPFilterChainMatchWithMxcOptions ('We do not need to handle other simple "
+        "TLS')"),
+    "app-tls-to-disable-503": Rule(
+        "503", "app-tls", False,
+        "a DISABLE server has only plaintext filter chains, so the TLS handshake fails and the client sidecar "
+        "answers 503",
+        f"{SRC_FCM} inboundPlainTextHTTPFilterChainMatchOptions"),
+    "simple-to-strict-503": Rule(
+        "503", "app-tls", False,
+        "STRICT requires a client certificate and SIMPLE sends none, so the handshake fails and the client sidecar "
+        "answers 503",
+        f"{ISTIO} pilot/pkg/security/authn/utils/utils.go BuildInboundTLS (RequireClientCertificate)"),
+    "mutual-mesh-cert-to-strict": Rule(
+        "mtls", "app-tls", True,
+        "STRICT's HTTP chain matches any TLS with a mesh-signed client certificate (no ALPN match), so the "
+        "request succeeds with the client's identity in X-Forwarded-Client-Cert, but without Istio's ALPN and "
+        "SNI on the wire",
+        f"{SRC_FCM} inboundStrictHTTPFilterChainMatchOptions; {SRC_FILE_CERTS}"),
+    "client-cert-unavailable-503": Rule(
+        "503", "none", False,
+        "nothing is sent: Envoy keeps the cluster waiting for the missing certificate secret",
+        f"{SRC_UPSTREAM_TLS} (file certificates are served over SDS: constructSdsSecretConfigFromFile)"),
+    "client-rejects-server-cert-503": Rule(
+        "503", "app-tls", False,
+        "the client sidecar cannot verify the server's certificate, so it aborts the handshake and answers 503",
+        SRC_UPSTREAM_TLS),
+}
+
+# (what the client sends, effective server mode) -> rule. "naked" is a client without a sidecar.
+OUTCOMES: dict[tuple[str, str], str] = {
+    ("naked", "STRICT"): "naked-client-to-strict-reset",
+    ("naked", "PERMISSIVE"): "plaintext-accepted",
+    ("naked", "DISABLE"): "plaintext-accepted",
+    ("naked", "no-sidecar"): "plaintext-to-naked-server",
+    ("plaintext", "STRICT"): "sidecar-plaintext-to-strict-503",
+    ("plaintext", "PERMISSIVE"): "plaintext-accepted",
+    ("plaintext", "DISABLE"): "plaintext-accepted",
+    ("plaintext", "no-sidecar"): "plaintext-to-naked-server",
+    ("istio-mutual", "STRICT"): "istio-mutual-accepted",
+    ("istio-mutual", "PERMISSIVE"): "istio-mutual-accepted",
+    ("istio-mutual", "DISABLE"): "istio-mutual-to-disable-503",
+    ("istio-mutual", "no-sidecar"): "tls-to-naked-server-503",
+    ("simple", "STRICT"): "simple-to-strict-503",
+    ("simple", "PERMISSIVE"): "app-tls-to-permissive-503",
+    ("simple", "DISABLE"): "app-tls-to-disable-503",
+    ("simple", "no-sidecar"): "tls-to-naked-server-503",
+    ("mutual", "STRICT"): "mutual-mesh-cert-to-strict",
+    ("mutual", "PERMISSIVE"): "app-tls-to-permissive-503",
+    ("mutual", "DISABLE"): "app-tls-to-disable-503",
+    ("mutual", "no-sidecar"): "tls-to-naked-server-503",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. The server: PeerAuthentication
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServerPolicy:
+    mode: str  # STRICT | PERMISSIVE | DISABLE | "no-sidecar"
+    namespace_mode: str  # what auto mTLS believes: mesh/namespace level only (never UNSET)
+    steps: tuple[str, ...]
+
+
+def _set_mode(mode: str | None) -> bool:
+    return mode not in (None, "UNSET")  # spec.mtls absent is UNSET (isMtlsModeUnset)
+
+
+def _oldest(policies: list[PeerAuthentication]) -> PeerAuthentication | None:
+    # Creation timestamps decide; the scenario creates resources in list order, >= 1 s apart.
+    return min(policies, key=lambda p: p.order) if policies else None
+
+
+def server_policy(scenario: Scenario) -> ServerPolicy:
+    """The effective PeerAuthentication mode on the server's target port, and the namespace-level mode that
+    the client's auto mTLS sees. Sources: SRC_PA_LOOKUP, SRC_PA_COMPOSE, SRC_NS_MODE."""
+    server, root = scenario.server, scenario.root_namespace
+    pas = [r for r in scenario.resources if isinstance(r, PeerAuthentication)]
+    steps: list[str] = []
+
+    # getConfigsForWorkload: only the workload's own namespace and the root namespace are looked at.
+    for pa in pas:
+        if pa.namespace not in (server.namespace, root):
+            steps.append(f"PeerAuthentication {pa.namespace}/{pa.name} is ignored: it is neither in the server's "
+                         f"namespace nor in the root namespace {root}")
+    mesh_level = [p for p in pas if p.namespace == root and not p.selector]
+    ns_level = [p for p in pas if p.namespace == server.namespace != root and not p.selector]
+    workload_level = [p for p in pas if p.namespace == server.namespace != root and p.selector
+                      and _selects(p.selector, server.labels)]
+    for p in pas:
+        if p.namespace == root and p.selector:
+            steps.append(f"PeerAuthentication {p.namespace}/{p.name} is ignored: a selector policy in the root "
+                         "namespace is never a workload policy (ComposePeerAuthentication)")
+        elif p.namespace == server.namespace != root and p.selector and not _selects(p.selector, server.labels):
+            steps.append(f"PeerAuthentication {p.namespace}/{p.name} does not select the server "
+                         f"(labels {server.labels})")
+    chosen = {}
+    for level, candidates in (("mesh", mesh_level), ("namespace", ns_level), ("workload", workload_level)):
+        oldest = _oldest(candidates)
+        chosen[level] = oldest
+        for p in candidates:
+            if p is not oldest:
+                steps.append(f"{level}-level PeerAuthentication {p.namespace}/{p.name} loses to the older "
+                             f"{oldest.namespace}/{oldest.name} (the oldest wins)")
+
+    # Auto mTLS hint: namespace level, else mesh level, else PERMISSIVE; UNSET inherits.
+    mesh, namespace, workload = chosen["mesh"], chosen["namespace"], chosen["workload"]
+    mesh_mode = (mesh.mode if _set_mode(mesh.mode) else "PERMISSIVE") if mesh else None
+    if namespace is not None:
+        namespace_mode = namespace.mode if _set_mode(namespace.mode) else (mesh_mode or "PERMISSIVE")
+    else:
+        namespace_mode = mesh_mode or "PERMISSIVE"
+
+    # ComposePeerAuthentication: PERMISSIVE, overridden by mesh, namespace, workload unless UNSET.
+    mode, why = "PERMISSIVE", "no PeerAuthentication sets a mode, so the default PERMISSIVE applies"
+    for level, policy in (("mesh", mesh), ("namespace", namespace), ("workload", workload)):
+        if policy is None:
+            continue
+        if _set_mode(policy.mode):
+            mode, why = policy.mode, f"{level}-level PeerAuthentication {policy.namespace}/{policy.name} sets {mode}"
+        else:
+            steps.append(f"{level}-level PeerAuthentication {policy.namespace}/{policy.name} is UNSET and inherits "
+                         f"{mode}")
+    if workload is not None:
+        port_mode = workload.port_level.get(server.target_port)
+        if port_mode is not None:
+            if _set_mode(port_mode):
+                mode, why = port_mode, (f"portLevelMtls[{server.target_port}] of {workload.namespace}/{workload.name}"
+                                        f" sets {port_mode}")
+            else:
+                steps.append(f"portLevelMtls[{server.target_port}] is UNSET and inherits {mode}")
+        for port in workload.port_level:
+            if port != server.target_port:
+                note = " (that is the Service port: portLevelMtls is keyed by the target port)" \
+                    if port == server.service_port else ""
+                steps.append(f"portLevelMtls[{port}] does not apply to target port {server.target_port}{note}")
+    steps.append(why)
+    if not server.sidecar:
+        steps.append("the server has no sidecar, so no PeerAuthentication is enforced")
+        return ServerPolicy("no-sidecar", namespace_mode, tuple(steps))
+    return ServerPolicy(mode, namespace_mode, tuple(steps))
+
+
+def _selects(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. The client: which DestinationRule
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Consolidated:
+    """One entry of istiod's per-host DestinationRule list (several rules may merge into one)."""
+
+    first: DestinationRule  # the rule whose namespace, selector and exportTo the entry keeps
+    export_to: frozenset[str]
+    tls: ClientTLS | None
+    port_tls: dict[int, ClientTLS | None]
+    has_traffic_policy: bool
+    names: list[str]
+
+
+def _resolved_host(dr: DestinationRule) -> str:
+    if dr.host == "*" or "." in dr.host:
+        return dr.host
+    return f"{dr.host}.{dr.namespace}.svc.cluster.local"
+
+
+def _host_key(hosts: set[str], needle: str) -> str | None:
+    """MostSpecificHostMatch: the exact host, else the longest wildcard that covers it."""
+    if needle in hosts:
+        return needle
+    wildcards = [h for h in hosts if h.startswith("*") and needle.endswith(h[1:])]
+    return max(wildcards, key=len) if wildcards else None
+
+
+def _export_set(dr: DestinationRule) -> frozenset[str]:
+    return frozenset(["."]) if dr.workload_selector is not None else frozenset(dr.export_to)
+
+
+def _merge(pool: list[DestinationRule]) -> dict[str, list[_Consolidated]]:
+    """mergeDestinationRule with ENABLE_ENHANCED_DESTINATIONRULE_MERGE (default on): rules for one host with
+    equal exportTo merge, the oldest top-level trafficPolicy wins; different exportTo stay separate entries."""
+    by_host: dict[str, list[_Consolidated]] = {}
+    # sortConfigBySelectorAndCreationTime: selector rules first, then oldest first
+    for dr in sorted(pool, key=lambda d: (d.workload_selector is None, d.order)):
+        host, export = _resolved_host(dr), _export_set(dr)
+        entries = by_host.setdefault(host, [])
+        append_separately = True
+        for entry in entries:
+            if export == entry.export_to:
+                append_separately = False
+            elif entry.export_to and export >= entry.export_to:
+                append_separately = True
+            else:
+                continue
+            with_selector = (dr.workload_selector is not None, entry.first.workload_selector is not None)
+            if all(with_selector) and dr.workload_selector != entry.first.workload_selector:
+                append_separately = True
+                continue
+            if not any(with_selector) or all(with_selector):
+                append_separately = False
+            entry.names.append(f"{dr.namespace}/{dr.name}")
+            if not entry.has_traffic_policy and dr.has_traffic_policy:
+                entry.tls, entry.port_tls, entry.has_traffic_policy = dr.tls, dict(dr.port_tls), True
+        if append_separately or not entries:
+            entries.append(_Consolidated(dr, export, dr.tls, dict(dr.port_tls), dr.has_traffic_policy,
+                                         [f"{dr.namespace}/{dr.name}"]))
+    return by_host
+
+
+def _visible_locally(dr: DestinationRule) -> bool:
+    export = _export_set(dr)
+    return not export or bool(export & {"*", ".", dr.namespace})
+
+
+def _private_only(dr: DestinationRule) -> bool:
+    export = _export_set(dr)
+    return len(export) == 1 and bool(export & {".", dr.namespace})
+
+
+def _exported_to(entry: _Consolidated, client_ns: str) -> bool:
+    return not entry.export_to or "*" in entry.export_to or client_ns in entry.export_to
+
+
+@dataclass(frozen=True)
+class ChosenRule:
+    entry: _Consolidated | None
+    steps: tuple[str, ...]
+
+
+def select_destination_rule(scenario: Scenario) -> ChosenRule:
+    """The DestinationRule the client sidecar applies to the server's host. Sources: SRC_DR_LOOKUP, SRC_HOST,
+    SRC_DR_MERGE, SRC_DR_SELECTOR."""
+    client, server, root = scenario.client, scenario.server, scenario.root_namespace
+    drs = [r for r in scenario.resources if isinstance(r, DestinationRule)]
+    steps: list[str] = []
+    for dr in drs:
+        if _resolved_host(dr) != server.host and _host_key({_resolved_host(dr)}, server.host) is None:
+            steps.append(f"DestinationRule {dr.namespace}/{dr.name} host {dr.host!r} resolves to "
+                         f"{_resolved_host(dr)}, which is not {server.host}")
+
+    stages = []
+    if client.namespace != root:
+        stages.append((f"the client's namespace {client.namespace}",
+                       [d for d in drs if d.namespace == client.namespace and _visible_locally(d)], None))
+    else:
+        stages.append((f"the root namespace {root} (the client lives there)",
+                       [d for d in drs if d.namespace == root and _private_only(d)], None))
+    stages.append((f"the service's namespace {server.namespace}",
+                   [d for d in drs if d.namespace == server.namespace and not _private_only(d)], client.namespace))
+    stages.append((f"the root namespace {root}",
+                   [d for d in drs if d.namespace == root and not _private_only(d)], client.namespace))
+
+    for where, pool, exported_for in stages:
+        by_host = _merge(pool)
+        key = _host_key(set(by_host), server.host)
+        if key is None:
+            continue
+        entries = by_host[key]
+        if exported_for is not None:
+            hidden = [e for e in entries if not _exported_to(e, exported_for)]
+            for e in hidden:
+                steps.append(f"DestinationRule {', '.join(e.names)} in {where} is not exported to "
+                             f"{exported_for} (exportTo {sorted(e.export_to)})")
+            entries = [e for e in entries if _exported_to(e, exported_for)]
+            if not entries:
+                continue
+        for e in entries:
+            if len(e.names) > 1:
+                steps.append(f"DestinationRules {', '.join(e.names)} merge; the oldest trafficPolicy is kept")
+        chosen = _sidecar_pick(entries, client.namespace, client.labels, steps)
+        if chosen is None:
+            steps.append(f"no DestinationRule in {where} applies to the client (workloadSelector does not match)")
+            return ChosenRule(None, tuple(steps))
+        steps.append(f"the client uses DestinationRule {', '.join(chosen.names)} from {where} (host {key})")
+        return ChosenRule(chosen, tuple(steps))
+    steps.append("no DestinationRule applies to the client for this host")
+    return ChosenRule(None, tuple(steps))
+
+
+def _sidecar_pick(entries: list[_Consolidated], client_ns: str, labels: dict[str, str],
+                  steps: list[str]) -> _Consolidated | None:
+    """SidecarScope.DestinationRule: a matching workloadSelector rule of the client's namespace wins at once;
+    otherwise the *last* rule without a selector."""
+    catch_all = None
+    for entry in entries:
+        selector = entry.first.workload_selector
+        if selector is None:
+            if catch_all is not None:
+                steps.append(f"DestinationRule {', '.join(catch_all.names)} is shadowed by the later "
+                             f"{', '.join(entry.names)} (different exportTo, kept apart; the last one applies)")
+            catch_all = entry
+        elif entry.first.namespace == client_ns and _selects(selector, labels):
+            return entry
+        else:
+            steps.append(f"DestinationRule {', '.join(entry.names)} has a workloadSelector that does not select "
+                         "the client")
+    return catch_all
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. The client: what goes on the wire
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Origination:
+    sends: str  # "naked" | "plaintext" | "istio-mutual" | "simple" | "mutual"
+    rule: str | None  # set when the client decides the outcome on its own
+    steps: tuple[str, ...]
+    # Why the client would refuse the server sidecar's certificate; it only comes to that against STRICT,
+    # since PERMISSIVE and DISABLE refuse app TLS at filter chain match, before any certificate is sent.
+    rejects_server_cert: str | None = None
+
+
+def client_origination(scenario: Scenario, policy: ServerPolicy, chosen: ChosenRule) -> Origination:
+    """Sources: SRC_DR_PORT, SRC_AUTO_MTLS, SRC_EP_MTLS, SRC_UPSTREAM_TLS, SRC_CREDENTIAL."""
+    client, server = scenario.client, scenario.server
+    if not client.sidecar:
+        note = " (a DestinationRule has no effect without a client sidecar)" if chosen.entry else ""
+        return Origination("naked", None, (f"the client has no sidecar and sends plaintext{note}",))
+    steps: list[str] = []
+    entry = chosen.entry
+    cluster_tls = entry.tls if entry else None
+    endpoint_mode = cluster_tls.mode if cluster_tls else None
+    if entry and server.service_port in entry.port_tls:
+        # Port-level settings replace the top level wholesale for the cluster (no inheritance) ...
+        cluster_tls = entry.port_tls[server.service_port]
+        steps.append(f"portLevelSettings[{server.service_port}] replaces the top-level policy for the Service port"
+                     + ("" if cluster_tls else " and sets no tls, so the cluster falls back to auto mTLS"))
+        # ... but the endpoint check keeps the top-level tls mode when the port sets none (mtls_checker.go).
+        if cluster_tls is not None:
+            endpoint_mode = cluster_tls.mode
+    for port in (entry.port_tls if entry else {}):
+        if port != server.service_port:
+            note = " (the target port: portLevelSettings are keyed by the Service port)" \
+                if port == server.target_port else ""
+            steps.append(f"portLevelSettings[{port}] does not apply to Service port {server.service_port}{note}")
+
+    if cluster_tls is None:
+        return _auto_mtls(scenario, policy, endpoint_mode, steps)
+    mode = cluster_tls.mode
+    if mode == "DISABLE":
+        return Origination("plaintext", None, (*steps, "the DestinationRule sets tls DISABLE: plaintext"))
+    if mode == "ISTIO_MUTUAL":
+        return Origination("istio-mutual", None, (*steps, ("the DestinationRule sets ISTIO_MUTUAL: Istio mTLS to "
+                                                  "every endpoint, sidecar or not")))
+    sends = mode.lower()
+    if cluster_tls.credential_name and not entry.first.workload_selector \
+            and not cluster_tls.credential_name.startswith("configmap://"):
+        return Origination("plaintext", None, (
+            *steps, (f"{mode} with credentialName but no workloadSelector: istiod builds no TLS context for a "
+            "sidecar (buildUpstreamClusterTLSContext), so the sidecar sends plaintext")))
+    steps.append(f"the DestinationRule sets {mode}: TLS without Istio's ALPN, SNI "
+                 f"{cluster_tls.sni or 'from the Host header (auto_sni)'}")
+    missing = _missing_cert_material(cluster_tls)
+    if missing:
+        return Origination(sends, "client-cert-unavailable-503", (*steps, missing))
+    if not server.sidecar:
+        return Origination(sends, None, tuple(steps))
+    trusted, why = _verifies_server(cluster_tls, scenario)
+    return Origination(sends, None, tuple(steps), None if trusted else why)
+
+
+def _auto_mtls(scenario: Scenario, policy: ServerPolicy, endpoint_mode: str | None,
+               steps: list[str]) -> Origination:
+    server = scenario.server
+    if policy.namespace_mode == "DISABLE":
+        # buildUpstreamTLSSettings: serviceMTLSMode DISABLE -> no TLS at all; workload/port policies are unseen.
+        return Origination("plaintext", None, (*steps, (
+            "auto mTLS: the namespace/mesh-level PeerAuthentication of the service is DISABLE, so the client "
+            "sends plaintext (auto mTLS ignores workload and port-level policies)")))
+    # The endpoint check can only clear the injector's tlsMode=istio label, never add it (endpoint_builder.go
+    # buildEnvoyLbEndpoint), so a sidecar-less endpoint always gets plaintext.
+    if not server.sidecar:
+        mtls, why = False, "the endpoint has no tlsMode=istio label (no sidecar)"
+    elif endpoint_mode is not None:
+        mtls = endpoint_mode == "ISTIO_MUTUAL"
+        why = f"the DestinationRule's top-level tls mode {endpoint_mode} decides the endpoint's tlsMode label"
+    else:
+        mtls = policy.mode != "DISABLE"
+        why = f"the endpoint has a sidecar and its PeerAuthentication on port {server.target_port} is {policy.mode}"
+    sends = "istio-mutual" if mtls else "plaintext"
+    return Origination(sends, None, (*steps, (f"auto mTLS: {why}, so the client sends "
+                                     f"{'Istio mTLS' if mtls else 'plaintext'}")))
+
+
+def _missing_cert_material(tls: ClientTLS) -> str | None:
+    """Certificate files or secrets the sidecar does not have: the cluster waits for them and never connects."""
+    if tls.credential_name:
+        return (f"credentialName {tls.credential_name!r} names a secret meshproof never creates, so the cluster "
+                "has no certificates and the sidecar answers 503 without connecting")
+    for attr, name in (("client_certificate", "clientCertificate"), ("private_key", "privateKey"),
+                       ("ca_certificates", "caCertificates")):
+        path = getattr(tls, attr)
+        if path and path != MESH_CERT_FILES[name]:
+            return (f"{name} {path!r} is not a file the sidecar has (meshproof mounts {MESH_CERT_FILES[name]}), "
+                    "so the cluster has no certificates and the sidecar answers 503 without connecting")
+    return None
+
+
+def _verifies_server(tls: ClientTLS, scenario: Scenario) -> tuple[bool, str]:
+    """Does the client sidecar accept the server sidecar's mesh certificate (a SPIFFE URI SAN only)?"""
+    if tls.insecure_skip_verify:
+        return True, "insecureSkipVerify: the server certificate is not checked"
+    if not tls.ca_certificates:
+        return False, ("no caCertificates: the sidecar trusts the system CA bundle, which does not hold the mesh CA "
+                       "(constructUpstreamTLS CaCertificatePath 'system')")
+    spiffe = scenario.server.spiffe_id
+    if tls.subject_alt_names:
+        ok = spiffe in tls.subject_alt_names
+        return ok, f"subjectAltNames {list(tls.subject_alt_names)} {'include' if ok else 'do not include'} {spiffe}"
+    if tls.sni:
+        return True, "sni is set and no subjectAltNames: no SAN check (setAutoSniAndAutoSanValidation)"
+    return False, ("no sni and no subjectAltNames: istiod sets auto_san_validation, Envoy checks the Host name "
+                   f"against the server certificate's SANs, and a mesh certificate carries only {spiffe}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. The verdict
+# ---------------------------------------------------------------------------------------------------------
+
+def expect(scenario: Scenario) -> Prediction:
+    """What Istio does with one request sleep -> httpbin's Service port in this scenario."""
+    if scenario.istio_version not in SUPPORTED_ISTIO_VERSIONS:
+        raise ManifestError(scenario.name or "scenario", "scenario", "istio_version",
+                            f"{scenario.istio_version!r} is not supported; allowed: {', '.join(SUPPORTED_ISTIO_VERSIONS)}")
+    policy = server_policy(scenario)
+    chosen = select_destination_rule(scenario) if scenario.client.sidecar else ChosenRule(None, ())
+    origin = client_origination(scenario, policy, chosen)
+    rule_id = origin.rule or OUTCOMES[(origin.sends, policy.mode)]
+    if origin.rejects_server_cert and policy.mode == "STRICT":
+        # TLS 1.3: the client checks the server's certificate before it sends its own.
+        rule_id = "client-rejects-server-cert-503"
+        origin = replace(origin, steps=(*origin.steps, origin.rejects_server_cert))
+    rule = RULES[rule_id]
+    wire = rule.wire or ("mtls" if origin.sends == "istio-mutual" else "app-tls")
+    client_tls = "plaintext" if origin.sends == "naked" else origin.sends
+    identity = scenario.client.spiffe_id if rule.identity else None
+    server_text = "the server has no sidecar" if policy.mode == "no-sidecar" else \
+        f"the server's target port {scenario.server.target_port} is {policy.mode}"
+    reason = f"{origin.steps[-1][0].upper()}{origin.steps[-1][1:]}; {server_text}; {rule.says}."
+    return Prediction(outcome=rule.outcome, wire=wire, peer_identity=identity, reason=reason, rule=rule_id,
+                      source=rule.source, client_tls=client_tls, server_mode=policy.mode,
+                      istio_version=scenario.istio_version,
+                      details=policy.steps + chosen.steps + origin.steps)
+
+
+def matrix_predictions(istio_version: str | None = None) -> list[dict]:
+    """The default matrix with predictions (defined in suites.matrix, which builds on this module)."""
+    from suites import matrix
+
+    return matrix.matrix_predictions(istio_version)

@@ -1,0 +1,265 @@
+"""The conformance cells as declarative scenarios (dicts for `meshproof.scenario.scenario_from_dict`).
+
+`matrix_scenarios()`: client sidecar x server sidecar x PeerAuthentication mode in the server namespace
+(none, UNSET, DISABLE, PERMISSIVE, STRICT) x DestinationRule tls mode in the client namespace (none,
+DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL) = 100 cells, ids like `client-sidecar/server-sidecar/pa-strict/dr-istio-mutual`.
+
+What the DestinationRule cells test:
+- dr-simple: `{mode: SIMPLE}` as a user would first write it (no caCertificates): one-way TLS from the
+  client sidecar, no client certificate, no Istio ALPN; the sidecar trusts only the system CA bundle.
+- dr-mutual: `{mode: MUTUAL}` with the workload's own mesh-CA files (`MESH_CERT_FILES`: cert-chain.pem,
+  key.pem, root-cert.pem under /etc/certs), as Istio's docs show for mounted certificates. It tests that
+  user-supplied mutual TLS is *not* Istio mTLS: no Istio ALPN, SNI from the Host header, and istiod's
+  auto_san_validation checks that Host name against a certificate that carries only a SPIFFE URI.
+- For a client without a sidecar the DestinationRule has no effect (no proxy reads it); those cells prove it.
+
+`scope_scenarios()`: scope and precedence cells, same (id, dict) shape; the comment above each says what
+it pins down. Namespaces are fixed (sleep, httpbin, istio-system); a runner that shares one mesh between
+cells renames them.
+"""
+
+from __future__ import annotations
+
+from suites.expectations import MESH_CERT_FILES, expect
+
+CLIENT_NS, SERVER_NS, ROOT_NS = "sleep", "httpbin", "istio-system"
+HOST = f"httpbin.{SERVER_NS}.svc.cluster.local"
+PA_MODES = (None, "UNSET", "DISABLE", "PERMISSIVE", "STRICT")
+DR_MODES = (None, "DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
+
+
+def pa(mode: str | None, namespace: str = SERVER_NS, name: str = "default", selector: dict | None = None,
+       ports: dict[int, str | None] | None = None) -> dict:
+    """A PeerAuthentication; mode None leaves out spec.mtls, a port mode None leaves out its mode (UNSET)."""
+    spec: dict = {}
+    if selector:
+        spec["selector"] = {"matchLabels": selector}
+    if mode is not None:
+        spec["mtls"] = {"mode": mode}
+    if ports:
+        spec["portLevelMtls"] = {port: ({"mode": m} if m else {}) for port, m in ports.items()}
+    return {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def tls(mode: str, **extra) -> dict:
+    settings = {"mode": mode}
+    if mode == "MUTUAL":
+        settings.update(MESH_CERT_FILES)
+    settings.update(extra)
+    return settings
+
+
+def dr(mode: str | None, namespace: str = CLIENT_NS, name: str = "httpbin", host: str = HOST,
+       export_to: list[str] | None = None, selector: dict | None = None,
+       ports: dict[int, dict | None] | None = None, traffic_policy: dict | None = None) -> dict:
+    """A DestinationRule; `ports` maps a port number to its tls settings (None: a port entry without tls)."""
+    policy = dict(traffic_policy or {})
+    if mode is not None:
+        policy["tls"] = tls(mode)
+    if ports:
+        policy["portLevelSettings"] = [
+            {"port": {"number": port}, **({"tls": t} if t else {"connectionPool": {"tcp": {"maxConnections": 100}}})}
+            for port, t in ports.items()]
+    spec: dict = {"host": host}
+    if policy:
+        spec["trafficPolicy"] = policy
+    if export_to is not None:
+        spec["exportTo"] = export_to
+    if selector:
+        spec["workloadSelector"] = {"matchLabels": selector}
+    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def scenario(resources: list[dict], client_sidecar: bool = True, server_sidecar: bool = True,
+             description: str = "", tags: list[str] | None = None, **server) -> dict:
+    return {"client": {"namespace": CLIENT_NS, "sidecar": client_sidecar},
+            "server": {"namespace": SERVER_NS, "sidecar": server_sidecar, **server},
+            "resources": resources, "description": description, "tags": tags or []}
+
+
+def _slug(mode: str | None) -> str:
+    return "none" if mode is None else mode.lower().replace("_", "-")
+
+
+def matrix_scenarios() -> list[tuple[str, dict]]:
+    cells = []
+    for client_sidecar in (True, False):
+        for server_sidecar in (True, False):
+            for pa_mode in PA_MODES:
+                for dr_mode in DR_MODES:
+                    ids = ["client-sidecar" if client_sidecar else "client-no-sidecar",
+                           "server-sidecar" if server_sidecar else "server-no-sidecar",
+                           f"pa-{_slug(pa_mode)}", f"dr-{_slug(dr_mode)}"]
+                    resources = []
+                    if pa_mode is not None:
+                        resources.append(pa(pa_mode))
+                    if dr_mode is not None:
+                        resources.append(dr(dr_mode))
+                    text = (f"PeerAuthentication {pa_mode or 'absent'} in {SERVER_NS}, DestinationRule tls "
+                            f"{dr_mode or 'absent'} in {CLIENT_NS}")
+                    cells.append(("/".join(ids), scenario(resources, client_sidecar, server_sidecar, text, ids)))
+    return cells
+
+
+def matrix_predictions(istio_version: str | None = None) -> list[dict]:
+    """The default matrix with the oracle's prediction per cell, for `meshproof expect --matrix`."""
+    from meshproof.istio_api import ManifestError
+    from meshproof.scenario import SUPPORTED_ISTIO_VERSIONS, scenario_from_dict
+
+    if istio_version is not None and istio_version not in SUPPORTED_ISTIO_VERSIONS:
+        raise ManifestError("--istio-version", "matrix", "istio_version",
+                            f"{istio_version!r} is not supported; allowed: {', '.join(SUPPORTED_ISTIO_VERSIONS)}")
+    out = []
+    for cell, data in matrix_scenarios():
+        if istio_version is not None:
+            data = {**data, "istio_version": istio_version}
+        prediction = expect(scenario_from_dict(data, source=f"matrix cell {cell}")).to_json()
+        out.append({"cell": cell, "scenario": data, **prediction})
+    return out
+
+
+S = SERVER_NS
+APP = {"app": "httpbin"}
+
+
+def scope_scenarios() -> list[tuple[str, dict]]:
+    cells: list[tuple[str, str, list[dict], dict]] = [
+        # --- PeerAuthentication scope -----------------------------------------------------------------
+        # A mesh-wide (root namespace) policy applies when the namespace has none.
+        ("pa-mesh-strict", "mesh STRICT reaches the server", [pa("STRICT", ROOT_NS)], {"client_sidecar": False}),
+        # A namespace policy overrides the mesh one.
+        ("pa-namespace-overrides-mesh", "namespace PERMISSIVE beats mesh STRICT",
+         [pa("STRICT", ROOT_NS), pa("PERMISSIVE")], {"client_sidecar": False}),
+        # A workload policy overrides the namespace one.
+        ("pa-workload-overrides-namespace", "workload STRICT beats namespace PERMISSIVE",
+         [pa("PERMISSIVE"), pa("STRICT", name="httpbin", selector=APP)], {"client_sidecar": False}),
+        # A port-level mode on the target port overrides the workload mode.
+        ("pa-port-level-target-port", "portLevelMtls on the target port 8080 beats workload STRICT",
+         [pa("STRICT", name="httpbin", selector=APP, ports={8080: "PERMISSIVE"})], {"client_sidecar": False}),
+        # portLevelMtls keyed by the Service port does nothing: Istio keys it by the target (container) port.
+        ("pa-port-level-service-port-ignored", "portLevelMtls on the Service port 8000 does not apply",
+         [pa("STRICT", name="httpbin", selector=APP, ports={8000: "PERMISSIVE"})], {"client_sidecar": False}),
+        # Target port moved: the port-level key follows the target port.
+        ("pa-port-level-moved-target-port", "target port 9090 with portLevelMtls[9090] DISABLE",
+         [pa("STRICT", name="httpbin", selector=APP, ports={9090: "DISABLE"})],
+         {"client_sidecar": False, "target_port": 9090}),
+        # UNSET at namespace level inherits the mesh mode.
+        ("pa-unset-namespace-inherits-mesh", "namespace UNSET inherits mesh STRICT",
+         [pa("STRICT", ROOT_NS), pa("UNSET")], {"client_sidecar": False}),
+        # UNSET at mesh level means PERMISSIVE.
+        ("pa-unset-mesh-is-permissive", "mesh UNSET is PERMISSIVE", [pa("UNSET", ROOT_NS)],
+         {"client_sidecar": False}),
+        # A workload policy without spec.mtls inherits the namespace mode.
+        ("pa-workload-without-mtls-inherits", "workload without mtls inherits namespace STRICT",
+         [pa("STRICT"), pa(None, name="httpbin", selector=APP)], {"client_sidecar": False}),
+        # An UNSET port inherits the workload mode (which itself inherited from the namespace).
+        ("pa-unset-port-inherits-workload", "portLevelMtls[8080] UNSET inherits namespace STRICT",
+         [pa("STRICT"), pa("UNSET", name="httpbin", selector=APP, ports={8080: None})], {"client_sidecar": False}),
+        # Two namespace-level policies: the oldest wins, whatever the newer one says.
+        ("pa-conflict-namespace-oldest-wins", "two namespace policies, STRICT is older",
+         [pa("STRICT", name="first"), pa("PERMISSIVE", name="second")], {"client_sidecar": False}),
+        ("pa-conflict-namespace-oldest-wins-permissive", "two namespace policies, PERMISSIVE is older",
+         [pa("PERMISSIVE", name="first"), pa("STRICT", name="second")], {"client_sidecar": False}),
+        # Two workload-level policies: the oldest wins.
+        ("pa-conflict-workload-oldest-wins", "two workload policies, DISABLE is older",
+         [pa("DISABLE", name="first", selector=APP), pa("STRICT", name="second", selector=APP)],
+         {"client_sidecar": False}),
+        # Two mesh-level policies: the oldest wins even when it is UNSET.
+        ("pa-conflict-mesh-oldest-unset-wins", "two mesh policies, UNSET is older",
+         [pa("UNSET", ROOT_NS, name="first"), pa("STRICT", ROOT_NS, name="second")], {"client_sidecar": False}),
+        # A selector policy in the root namespace is ignored, even when it selects the server.
+        ("pa-root-selector-ignored", "root-namespace STRICT with a selector matching httpbin",
+         [pa("STRICT", ROOT_NS, name="httpbin", selector=APP)], {"client_sidecar": False}),
+        # A selector that does not match the server is ignored.
+        ("pa-selector-no-match", "workload STRICT selecting app=other", [pa("STRICT", name="other",
+                                                                           selector={"app": "other"})],
+         {"client_sidecar": False}),
+        # A policy in another namespace (the client's) does not guard the server.
+        ("pa-other-namespace-ignored", "STRICT in the client's namespace", [pa("STRICT", CLIENT_NS)],
+         {"client_sidecar": False}),
+        # Auto mTLS reads only namespace/mesh policies: namespace DISABLE + workload STRICT breaks the call.
+        ("auto-mtls-namespace-disable-workload-strict", "auto mTLS sees DISABLE, the workload is STRICT",
+         [pa("DISABLE"), pa("STRICT", name="httpbin", selector=APP)], {}),
+        # The endpoint check sees the workload's DISABLE: auto mTLS falls back to plaintext.
+        ("auto-mtls-endpoint-workload-disable", "namespace STRICT, workload DISABLE, no DestinationRule",
+         [pa("STRICT"), pa("DISABLE", name="httpbin", selector=APP)], {}),
+        # ... and also a port-level DISABLE on the target port.
+        ("auto-mtls-endpoint-port-disable", "namespace STRICT, portLevelMtls[8080] DISABLE, no DestinationRule",
+         [pa("STRICT"), pa(None, name="httpbin", selector=APP, ports={8080: "DISABLE"})], {}),
+        # Mesh DISABLE makes auto mTLS send plaintext.
+        ("auto-mtls-mesh-disable", "mesh DISABLE, no DestinationRule", [pa("DISABLE", ROOT_NS)], {}),
+        # --- DestinationRule selection ----------------------------------------------------------------
+        # The client's namespace wins over the service's namespace.
+        ("dr-client-ns-beats-server-ns", "client ns DISABLE vs server ns ISTIO_MUTUAL under STRICT",
+         [pa("STRICT"), dr("ISTIO_MUTUAL", S, name="server-side"), dr("DISABLE")], {}),
+        # The service namespace's rule applies when the client's namespace has none.
+        ("dr-server-ns-applies", "server ns DISABLE under STRICT", [pa("STRICT"), dr("DISABLE", S)], {}),
+        # ... unless it is exported only to its own namespace.
+        ("dr-server-ns-export-dot-hidden", "server ns DISABLE exportTo '.' under STRICT",
+         [pa("STRICT"), dr("DISABLE", S, export_to=["."])], {}),
+        # ... or exported to the client's namespace by name.
+        ("dr-server-ns-export-client-ns", "server ns DISABLE exportTo [sleep] under STRICT",
+         [pa("STRICT"), dr("DISABLE", S, export_to=[CLIENT_NS])], {}),
+        # The root namespace's rule applies last.
+        ("dr-root-ns-applies", "root ns DISABLE under STRICT", [pa("STRICT"), dr("DISABLE", ROOT_NS)], {}),
+        ("dr-server-ns-beats-root-ns", "server ns ISTIO_MUTUAL vs root ns DISABLE under STRICT",
+         [pa("STRICT"), dr("DISABLE", ROOT_NS, name="root"), dr("ISTIO_MUTUAL", S)], {}),
+        ("dr-root-ns-export-dot-hidden", "root ns DISABLE exportTo '.' under STRICT",
+         [pa("STRICT"), dr("DISABLE", ROOT_NS, export_to=["."])], {}),
+        # A client-namespace rule exported only elsewhere is not even visible in its own namespace.
+        ("dr-client-ns-exported-elsewhere", "client ns DISABLE exportTo [httpbin] under STRICT",
+         [pa("STRICT"), dr("DISABLE", export_to=[S])], {}),
+        # A short host name resolves in the rule's own namespace.
+        ("dr-short-host-in-server-ns", "host 'httpbin' in the server ns (resolves to the service)",
+         [pa("STRICT"), dr("DISABLE", S, host="httpbin")], {}),
+        ("dr-short-host-in-client-ns", "host 'httpbin' in the client ns (resolves to httpbin.sleep)",
+         [pa("STRICT"), dr("DISABLE", host="httpbin")], {}),
+        # A wildcard host in the client's namespace still beats an exact host in the server's namespace.
+        ("dr-wildcard-client-ns-beats-exact-server-ns", "'*.local' DISABLE in client ns vs exact in server ns",
+         [pa("STRICT"), dr("ISTIO_MUTUAL", S), dr("DISABLE", host="*.local", name="wild")], {}),
+        # Two rules with the same exportTo merge; the oldest trafficPolicy is kept.
+        ("dr-merge-oldest-traffic-policy", "two client ns rules: DISABLE (older) and ISTIO_MUTUAL",
+         [pa("STRICT"), dr("DISABLE", name="first"), dr("ISTIO_MUTUAL", name="second")], {}),
+        # An older rule with a trafficPolicy but no tls hides a newer rule's tls.
+        ("dr-merge-older-policy-without-tls", "older rule has only connectionPool, newer sets DISABLE",
+         [pa("STRICT"), dr(None, name="first", traffic_policy={"connectionPool": {"tcp": {"maxConnections": 10}}}),
+          dr("DISABLE", name="second")], {}),
+        # Different exportTo: the rules stay apart and the last one (newest) applies.
+        ("dr-different-export-newest-applies", "ISTIO_MUTUAL (all) older, DISABLE (exportTo '.') newer",
+         [pa("STRICT"), dr("ISTIO_MUTUAL", name="first"), dr("DISABLE", name="second", export_to=["."])], {}),
+        # A workloadSelector rule that selects the client beats the namespace-wide one.
+        ("dr-workload-selector-match", "selector DISABLE for app=sleep vs namespace-wide ISTIO_MUTUAL",
+         [pa("STRICT"), dr("ISTIO_MUTUAL", name="all"), dr("DISABLE", name="sleep", selector={"app": "sleep"},
+                                                          export_to=["."])], {}),
+        ("dr-workload-selector-no-match", "selector DISABLE for app=other only", [
+            pa("STRICT"), dr("DISABLE", name="other", selector={"app": "other"})], {}),
+        # --- DestinationRule port-level settings ------------------------------------------------------
+        ("dr-port-level-service-port", "top ISTIO_MUTUAL, portLevelSettings[8000] DISABLE, under STRICT",
+         [pa("STRICT"), dr("ISTIO_MUTUAL", ports={8000: {"mode": "DISABLE"}})], {}),
+        ("dr-port-level-target-port-ignored", "top ISTIO_MUTUAL, portLevelSettings[8080] DISABLE, under STRICT",
+         [pa("STRICT"), dr("ISTIO_MUTUAL", ports={8080: {"mode": "DISABLE"}})], {}),
+        # A port entry without tls resets tls for the cluster (no inheritance) -> auto mTLS, while the
+        # endpoint label still follows the top-level mode: DISABLE stays plaintext ...
+        ("dr-port-level-without-tls-top-disable", "top DISABLE, portLevelSettings[8000] without tls, STRICT",
+         [pa("STRICT"), dr("DISABLE", ports={8000: None})], {}),
+        # ... and a top-level ISTIO_MUTUAL no longer reaches a sidecar-less server: auto mTLS sends plaintext.
+        ("dr-port-level-without-tls-naked-server", "top ISTIO_MUTUAL, port 8000 without tls, no server sidecar",
+         [dr("ISTIO_MUTUAL", ports={8000: None})], {"server_sidecar": False}),
+        # --- TLS origination details -----------------------------------------------------------------
+        # credentialName without workloadSelector: istiod builds no TLS context for a sidecar -> plaintext.
+        ("dr-credential-name-without-selector", "SIMPLE credentialName, no workloadSelector, PERMISSIVE",
+         [dr(None, traffic_policy={"tls": {"mode": "SIMPLE", "credentialName": "httpbin-ca"}})], {}),
+        # ISTIO_MUTUAL from a DestinationRule goes to a sidecar-less server too (no auto fallback).
+        ("dr-istio-mutual-naked-server", "ISTIO_MUTUAL to a server without sidecar", [dr("ISTIO_MUTUAL")],
+         {"server_sidecar": False}),
+        # Auto mTLS falls back to plaintext for a sidecar-less server even under mesh STRICT.
+        ("auto-mtls-naked-server", "mesh STRICT, no DestinationRule, server without sidecar",
+         [pa("STRICT", ROOT_NS)], {"server_sidecar": False}),
+    ]
+    out = []
+    for cell_id, text, resources, options in cells:
+        tags = ["scope", cell_id.split("-")[0]]
+        out.append((f"scope/{cell_id}", scenario(resources, description=text, tags=tags, **options)))
+    return out

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 from reports.categories import allure_categories
-from reports.cells import CellRecord
+from reports.cells import CellRecord, CellsError, cells_dir, worker_name
 
 
 def envoy_version() -> str:
@@ -57,6 +57,31 @@ def environment_facts(records: list[CellRecord]) -> dict[str, str]:
         facts["envoy"] = envoy_version()
         facts["mesh_version"] = f"reference mesh {facts['meshproof']} on Envoy {facts['envoy']}"
     return facts
+
+
+def record_environment(facts: dict[str, str], directory: str | Path | None = None) -> Path:
+    """Called by the run with its backend's environment() (e.g. the kube control plane's real version):
+    one file per worker beside the cell records, merged by the report build."""
+    target_dir = Path(directory) if directory is not None else cells_dir()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path = target_dir / f"environment-{worker_name()}.json"
+    path.write_text(json.dumps({str(k): str(v) for k, v in facts.items()}, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def read_recorded_environment(directory: str | Path) -> dict[str, str]:
+    """The facts the run's workers recorded; a fact that differs between workers lists every value."""
+    values: dict[str, set[str]] = {}
+    for path in sorted(Path(directory).glob("environment-*.json")):
+        try:
+            facts = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise CellsError(f"{path}: not a JSON object of facts: {err}") from err
+        if not isinstance(facts, dict):
+            raise CellsError(f"{path}: want a JSON object of facts, got {type(facts).__name__}")
+        for key, value in facts.items():
+            values.setdefault(str(key), set()).add(str(value))
+    return {key: ", ".join(sorted(found)) for key, found in values.items()}
 
 
 def read_properties(path: Path) -> dict[str, str]:

@@ -16,7 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reports.allure_env import environment_facts, write_allure_config, write_categories, write_environment
+from reports.allure_env import (
+    environment_facts,
+    read_recorded_environment,
+    write_allure_config,
+    write_categories,
+    write_environment,
+)
 from reports.cells import CellsError, cell_files, cells_dir, read_cells
 from reports.matrix import write_matrix
 
@@ -61,10 +67,12 @@ def build(results: Path, out: Path, allure: str, cells: str | None, name: str) -
         raise BuildError(f"--results {results}: no such directory (run the suites with --alluredir first)")
     if not any(results.glob("*-result.json")):
         raise BuildError(f"--results {results}: no *-result.json files in it (did the suites run?)")
-    records = read_cells(cells) if cells else _default_records()
+    cells_path = Path(cells) if cells else cells_dir()
+    records = read_cells(cells_path) if cells else _default_records()
+    facts = {**environment_facts(records), **read_recorded_environment(cells_path)}
 
     out.mkdir(parents=True, exist_ok=True)
-    write_environment(results, environment_facts(records))
+    write_environment(results, facts)
     write_categories(results)
     pictures = write_matrix(records, out)
     config = write_allure_config(out / "allurerc.json", name, [pictures["html"], pictures["png"]])

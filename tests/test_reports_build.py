@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from reports import build
-from reports.allure_env import read_properties, write_environment
+from reports.allure_env import (
+    read_properties,
+    read_recorded_environment,
+    record_environment,
+    write_environment,
+)
 from reports.categories import CATEGORIES, PREFIXES, category_of
 from reports.cells import record_cell
 
@@ -54,6 +59,7 @@ def tiny_run(tmp_path):
     record_cell(cell=LEAK_CELL, tags=LEAK_CELL.split("/"), passed=False, expected=mtls,
                 observed={**mtls, "wire": "plaintext", "outcome": "plaintext"}, directory=tmp_path / "cells",
                 mesh="local", istio_version="1.30", message="PLAINTEXT LEAK: canary seen in cleartext")
+    record_environment({"kernel": "6.18.44", "iptables": "iptables v1.8.9 (nf_tables)"}, tmp_path / "cells")
     return results, tmp_path / "cells"
 
 
@@ -74,6 +80,16 @@ def test_environment_keeps_what_the_run_wrote(tmp_path):
     assert read_properties(path) == {"istio_version": "1.29.2", "envoy": "1.40.0", "note": "a=b: c"}
 
 
+def test_recorded_environment_merges_workers(tmp_path, monkeypatch):
+    for worker, plane in (("gw0", "1.29.2"), ("gw1", "1.30.3")):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        record_environment({"mesh": "kube", "istio_control_planes": plane}, tmp_path)
+    assert read_recorded_environment(tmp_path) == {"mesh": "kube", "istio_control_planes": "1.29.2, 1.30.3"}
+    (tmp_path / "environment-gw2.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"environment-gw2\.json: want a JSON object of facts, got list"):
+        read_recorded_environment(tmp_path)
+
+
 def test_build_writes_environment_categories_matrix_and_html(allure_cli, tiny_run, tmp_path):
     results, cells = tiny_run
     out = tmp_path / "out"
@@ -83,6 +99,7 @@ def test_build_writes_environment_categories_matrix_and_html(allure_cli, tiny_ru
     env = read_properties(results / "environment.properties")
     assert env["mesh"] == "local" and env["istio_version"] == "1.30" and env["cells"] == "1"
     assert re.fullmatch(r"\d+\.\d+\.\d+", env["envoy"]) and env["python"].startswith("3.11")
+    assert env["kernel"] == "6.18.44"  # recorded by the run's backend
     categories = json.loads((results / "categories.json").read_text())
     assert [c["name"] for c in categories] == [c.name for c in CATEGORIES]
     assert {"matrix.html", "matrix.png", "matrix.md"} <= {p.name for p in out.iterdir()}

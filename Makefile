@@ -65,3 +65,28 @@ doctor: setup
 clean:
 	-$(BIN)/meshproof clean
 	rm -rf $(OUT) .pytest_cache
+
+# --- real clusters (docs/kube.md): a kind cluster with Istio, the suites on it, pre-upgrade validation ---
+ISTIO_VERSION ?= 1.30
+KIND_KUBECONFIG ?= $(HOME)/.kube/meshproof-kind.yaml
+KUBE_ARGS = --mesh kube --kubeconfig $(KIND_KUBECONFIG)
+
+.PHONY: kind-up kind-conformance kind-down upgrade-check
+
+# ISTIO_VERSION may list several versions (canary): make kind-up ISTIO_VERSION="1.29 1.30"
+kind-up:
+	KIND_KUBECONFIG=$(KIND_KUBECONFIG) cluster/kind/up.sh $(ISTIO_VERSION)
+
+kind-conformance: setup $(ALLURE)
+	@rm -rf $(OUT)/allure-results; mkdir -p $(OUT); \
+	$(BIN)/pytest suites $(KUBE_ARGS) --istio-version $(firstword $(ISTIO_VERSION)) $(PYTEST_ARGS); rc=$$?; \
+	$(MAKE) --no-print-directory report; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+kind-down:
+	KIND_KUBECONFIG=$(KIND_KUBECONFIG) cluster/kind/down.sh
+
+# OLD_REVISION / NEW_REVISION: the istio.io/rev values of the current and the candidate control plane.
+upgrade-check: setup
+	$(BIN)/meshproof upgrade-check $(KUBE_ARGS) --old-revision $(OLD_REVISION) --new-revision $(NEW_REVISION) \
+	  --out $(OUT)/upgrade $(UPGRADE_ARGS)

@@ -67,14 +67,17 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
     probe = [s for s, f in zip(summaries, flows, strict=True) if f in picked]
     canary_in_clear = any(s["canary_in_clear"] for s in summaries)
     known = [s for s in probe if s["verdict"] != "unproven"]
-    worst = max(known, key=lambda s: _RANK[s["verdict"]], default=None)
-    if worst is None or (worst["verdict"] in ("mtls", "none") and len(known) < len(probe) and not canary_in_clear):
+    worst = max(known, key=lambda s: _RANK[s["verdict"]], default=probe[0])
+    if worst["verdict"] == "plaintext":
+        verdict, reason = "plaintext", worst["reason"]
+    elif canary_in_clear:
+        verdict, reason = "plaintext", "the canary is readable on the wire, outside the flows that looked encrypted"
+    elif worst["verdict"] == "unproven" or (len(known) < len(probe) and worst["verdict"] in ("mtls", "none")):
         raise CaptureError(f"{pcap}: the flow to {target} reused a TLS connection opened before the capture; "
                            "its handshake is not on the wire, so nothing can be proven (open a new connection "
                            "per probe)")
-    verdict, reason = worst["verdict"], worst["reason"]
-    if canary_in_clear and verdict != "plaintext":
-        verdict, reason = "plaintext", f"the canary is readable on the wire although the flow looked {verdict}"
+    else:
+        verdict, reason = worst["verdict"], worst["reason"]
     deciding = worst if worst["tls"] or verdict == "plaintext" else next((s for s in probe if s["tls"]), worst)
     hello = deciding["tls"].get("client_hello") or {} if deciding["tls"] else {}
     server_hello = deciding["tls"].get("server_hello") or {} if deciding["tls"] else {}

@@ -241,12 +241,15 @@ def server_policy(scenario: Scenario) -> ServerPolicy:
         namespace_mode = mesh_mode or "PERMISSIVE"
 
     # ComposePeerAuthentication: PERMISSIVE, overridden by mesh, namespace, workload unless UNSET.
-    mode, why = "PERMISSIVE", "no PeerAuthentication sets a mode, so the default PERMISSIVE applies"
+    mode = "PERMISSIVE"
+    if not (mesh or namespace or workload):
+        steps.append("no PeerAuthentication applies, so the default PERMISSIVE holds")
     for level, policy in (("mesh", mesh), ("namespace", namespace), ("workload", workload)):
         if policy is None:
             continue
         if _set_mode(policy.mode):
-            mode, why = policy.mode, f"{level}-level PeerAuthentication {policy.namespace}/{policy.name} sets {mode}"
+            mode = policy.mode
+            steps.append(f"{level}-level PeerAuthentication {policy.namespace}/{policy.name} sets {mode}")
         else:
             steps.append(f"{level}-level PeerAuthentication {policy.namespace}/{policy.name} is UNSET and inherits "
                          f"{mode}")
@@ -254,8 +257,9 @@ def server_policy(scenario: Scenario) -> ServerPolicy:
         port_mode = workload.port_level.get(server.target_port)
         if port_mode is not None:
             if _set_mode(port_mode):
-                mode, why = port_mode, (f"portLevelMtls[{server.target_port}] of {workload.namespace}/{workload.name}"
-                                        f" sets {port_mode}")
+                mode = port_mode
+                steps.append(f"portLevelMtls[{server.target_port}] of {workload.namespace}/{workload.name} sets "
+                             f"{port_mode}")
             else:
                 steps.append(f"portLevelMtls[{server.target_port}] is UNSET and inherits {mode}")
         for port in workload.port_level:
@@ -263,7 +267,6 @@ def server_policy(scenario: Scenario) -> ServerPolicy:
                 note = " (that is the Service port: portLevelMtls is keyed by the target port)" \
                     if port == server.service_port else ""
                 steps.append(f"portLevelMtls[{port}] does not apply to target port {server.target_port}{note}")
-    steps.append(why)
     if not server.sidecar:
         steps.append("the server has no sidecar, so no PeerAuthentication is enforced")
         return ServerPolicy("no-sidecar", namespace_mode, tuple(steps))

@@ -48,9 +48,13 @@ from cluster.kube.render import (
 from cluster.schemas.validate import validate
 from meshproof.istio_api import parse_resources
 from meshproof.scenario import Scenario
+from probes.canary import new_canary
+from probes.errors import CaptureError as WireCaptureError
+from probes.identity import peer_identity_from_headers
+from probes.verdict import judge
 
 SIDECAR = "istio-proxy"
-CANARY_HEADER = "X-Meshproof-Canary"
+CANARY_HEADER = "X-Meshproof-Canary"  # the header the local mesh's probe sends too
 CREATE_SPACING_S = 1.05  # creationTimestamp has 1 s resolution; Istio lets the oldest conflicting policy win
 
 
@@ -203,23 +207,26 @@ class KubeBackend(MeshBackend):
         ns, pod, ip = handle.server_pod
         if handle.capture is None:
             handle.capture = PodCapture(self._cluster(), ns, pod, handle.scenario.server.target_port, self.images)
+        canary = new_canary()
+        harness_errors = (CaptureError, WireCaptureError, TimeoutError, client.ApiException)
         try:
             handle.capture.ensure_container()
-            canary = _new_canary()
             handle.capture.start(canary)
-            result = self._probe_once(handle, canary)
+        except harness_errors as err:  # the harness failed, not the mesh: an error, never a pass
+            return ProbeResult("error", None, -1, None, f"capture did not start (harness error): {err}",
+                               canary=canary, extra=self._extra(handle))
+        result = self._probe_once(handle, canary)
+        try:
             time.sleep(0.3)  # let the last ACKs and FINs reach the capture
             pcap = self.out_dir / "pcaps" / f"{handle.run_id}-{canary}.pcap"
             pcap.parent.mkdir(parents=True, exist_ok=True)
             pcap.write_bytes(handle.capture.stop(canary))
-        except (CaptureError, TimeoutError, client.ApiException) as err:
-            return ProbeResult("error", None, -1, None, f"capture failed (harness error): {err}",
-                               extra=self._extra(handle))
-        from probes.verdict import judge
-
-        verdict = judge(pcap, canary, ip, handle.scenario.server.target_port)
-        wire = verdict.to_json() if hasattr(verdict, "to_json") else dict(verdict)
-        wire.setdefault("pcap", str(pcap))
+            wire = judge(pcap, canary, ip, handle.scenario.server.target_port)
+        except harness_errors as err:
+            result.outcome = "error"
+            result.failure_detail = (f"capture failed (harness error): {err}; the probe itself got "
+                                     f"HTTP {result.http_status}, curl exit {result.curl_exit}")
+            return result
         result.wire = wire
         result.outcome = outcome_of(result.http_status, result.curl_exit, wire.get("verdict"), result.peer_identity)
         return result
@@ -324,7 +331,7 @@ class KubeBackend(MeshBackend):
         raise WorkloadNotReady(f"{role} in {namespace} not ready after {self.ready_timeout_s:g} s: {problem}")
 
     def _probe_once(self, handle: KubeHandle, canary: str | None = None) -> ProbeResult:
-        canary = canary or _new_canary()
+        canary = canary or new_canary()
         ns, pod = handle.client_pod
         command = ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\\n%{http_code}", "-X", "GET",
                    "-H", f"{CANARY_HEADER}: {canary}", "--data-binary", f"canary={canary}", handle.url]
@@ -390,28 +397,16 @@ def _convergence_key(result: ProbeResult) -> tuple:
     return (result.outcome, result.http_status, result.peer_identity)
 
 
-def _new_canary() -> str:
-    try:
-        from probes.canary import new_canary
-    except ImportError:  # probes.canary not there yet: the same shape, a random token
-        return "mpc" + secrets.token_hex(12)
-    return new_canary()
-
-
 def _peer_identity(body: str) -> str | None:
-    """The client SPIFFE ID from httpbin's /headers echo. go-httpbin (Istio's sample) lists every header's
-    values; python httpbin gives strings: both are normalized to strings first."""
+    """The client SPIFFE ID from httpbin's /headers echo. go-httpbin (Istio's sample) lists each header's
+    values; they are joined as HTTP joins repeated headers, the shape probes.identity reads."""
     try:
         headers = json.loads(body).get("headers", {})
     except (ValueError, AttributeError):
         return None
-    flat = {k: ", ".join(v) if isinstance(v, list) else str(v) for k, v in headers.items()}
-    try:
-        from probes.identity import peer_identity_from_headers
-    except ImportError:
-        xfcc = next((v for k, v in flat.items() if k.lower() == "x-forwarded-client-cert"), "")
-        match = re.search(r"URI=(spiffe://[^;,\"]+)", xfcc)
-        return match.group(1) if match else None
+    if not isinstance(headers, dict):
+        return None
+    flat = {k: ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in headers.items()}
     return peer_identity_from_headers(json.dumps({"headers": flat}))
 
 

@@ -1,0 +1,75 @@
+"""Choose a mesh backend from the command line / pytest options: `local` (the reference mesh) or `kube`.
+
+`args` needs .mesh and, for kube, .kubeconfig and .context. The kube modules are imported only when asked
+for, so the local mesh works without a cluster client configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+from cluster.backend import MeshBackend
+
+
+@dataclass
+class Check:
+    """One prerequisite of a mesh target, as `meshproof doctor` prints it."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    hint: str = ""  # how to get it when missing
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        mark = "✓" if self.ok else "✗"
+        text = f"{mark} {self.name}: {self.detail}"
+        return text if self.ok or not self.hint else f"{text}\n    fix: {self.hint}"
+
+
+def make_backend(args) -> MeshBackend:
+    if args.mesh == "local":
+        from cluster.local.backend import LocalBackend
+
+        return LocalBackend()
+    if args.mesh == "kube":
+        from cluster.kube.backend import KubeBackend
+
+        return KubeBackend(kubeconfig=getattr(args, "kubeconfig", None), context=getattr(args, "context", None))
+    raise ValueError(f"unknown mesh {args.mesh!r}; allowed: local, kube")
+
+
+@contextmanager
+def open_backend(args) -> Iterator[MeshBackend]:
+    """A started backend, stopped on the way out whatever happens (stop() is safe after a partial start)."""
+    backend = make_backend(args)
+    try:
+        backend.start()
+        yield backend
+    finally:
+        backend.stop()
+
+
+def clean_leftovers(args) -> list[str]:
+    """Remove what crashed runs left behind; returns one line per object removed."""
+    if args.mesh == "local":
+        from cluster.local.lifecycle import clean_leftovers as clean_local
+
+        return clean_local()
+    from cluster.kube.backend import clean_leftovers as clean_kube
+
+    return clean_kube(kubeconfig=getattr(args, "kubeconfig", None), context=getattr(args, "context", None))
+
+
+def run_doctor(args) -> list[Check]:
+    if args.mesh == "local":
+        from cluster.local.doctor import checks
+
+        return checks()
+    from cluster.kube.doctor import checks as kube_checks
+
+    return kube_checks(kubeconfig=getattr(args, "kubeconfig", None), context=getattr(args, "context", None))

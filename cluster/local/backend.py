@@ -1,0 +1,328 @@
+"""LocalBackend: the reference mesh behind the MeshBackend interface.
+
+A scenario runs on a *pair* (a sleep pod and an httpbin pod, each with or without a sidecar). Pairs of the
+same shape are reused across scenarios: deploy() then only replaces the pair's whole Istio config, which is
+what makes a 100-cell matrix take seconds. Every pair is its own little cluster (own Service VIP, own root
+namespace config), so pairs never see each other's policies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import platform
+import secrets
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cluster.backend import MeshBackend, ProbeResult, outcome_of
+from cluster.local import ca as mesh_ca
+from cluster.local import controlplane, iptables, netns
+from cluster.local.envoy import Sidecar, envoy_binary
+from cluster.local.iptables import PROXY_UID, ServiceRule
+from cluster.local.lifecycle import STATE_ROOT, RunState, clean_leftovers, install_teardown, owner_alive
+from cluster.local.workloads import Httpbin, Sleep, echoed_canary, peer_identity
+from meshproof.istio_api import parse_resources
+from meshproof.scenario import Scenario, Server, Workload
+
+SERVER_FAILURE_STATS = r"(ssl\.fail_verify_[a-z_]+|ssl\.connection_error|ssl\.handshake|no_filter_chain_match)$"
+CLIENT_FAILURE_STATS = r"^cluster\.outbound.*(ssl\.fail_verify_[a-z_]+|ssl\.connection_error|upstream_cx_connect_fail)$"
+
+
+@dataclass
+class LocalPod:
+    role: str  # "client" or "server"
+    workload: Workload
+    name: str  # netns
+    veth: str  # root-side interface
+    ip: str
+    dir: Path
+    sidecar: Sidecar | None = None
+    app: Any = None
+    stat_baseline: dict[str, int] = field(default_factory=dict)
+
+    def model(self) -> controlplane.Pod:
+        labels = dict(self.workload.labels)
+        if self.workload.sidecar:
+            labels["security.istio.io/tlsMode"] = "istio"  # as the injector labels a pod with a sidecar
+        return controlplane.Pod(self.name, self.workload.namespace, labels, self.workload.service_account,
+                                self.ip, self.workload.sidecar, str(self.dir / "certs"), str(self.dir / "sds"))
+
+
+@dataclass
+class Pair:
+    key: tuple
+    index: int
+    client: LocalPod
+    server: LocalPod
+    vip: str
+    in_use: bool = False
+    configs: dict[str, str] = field(default_factory=dict)  # pod name -> JSON of what it serves now
+
+    @property
+    def service(self) -> controlplane.Service:
+        server: Server = self.server.workload
+        return controlplane.Service("httpbin", server.namespace, self.vip, server.service_port, server.target_port,
+                                    (self.server.model(),))
+
+    def pods(self) -> list[LocalPod]:
+        return [self.client, self.server]
+
+
+@dataclass
+class Handle:
+    pair: Pair
+    scenario: Scenario
+    resources: list = field(default_factory=list)
+
+
+class LocalBackend(MeshBackend):
+    name = "local"
+
+    def __init__(self) -> None:
+        self.run: RunState | None = None
+        self.pairs: list[Pair] = []
+        self.version = 0
+        self.ca: mesh_ca.MeshCA | None = None
+        self.rogue_ca: mesh_ca.MeshCA | None = None
+        self._next_host = 2
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        clean_leftovers()
+        self.run = RunState()
+        self.run.create()
+        install_teardown(self.run)
+        self.subnet = netns.pick_subnet(self.run, _subnets_in_use())
+        self.run.data["subnet"] = str(self.subnet)
+        self.run.save()
+        self.bridge = f"{self.run.prefix}br"
+        netns.create_bridge(self.run, self.bridge)
+        self.ca = mesh_ca.MeshCA()
+        self.rogue_ca = mesh_ca.MeshCA("rogue CA (not trusted by the mesh)")
+
+    def stop(self) -> None:
+        for pair in self.pairs:
+            for pod in pair.pods():
+                if pod.sidecar:
+                    pod.sidecar.stop()
+                if isinstance(pod.app, Httpbin):
+                    pod.app.stop()
+        self.pairs = []
+        if self.run:
+            self.run.teardown()
+            self.run = None
+
+    # --- deploy / apply ---------------------------------------------------------------------------------
+
+    def deploy(self, scenario: Scenario) -> Handle:
+        resources = list(scenario.resources) or parse_resources(list(scenario.manifests), scenario.name)
+        key = _shape(scenario)
+        pair = next((p for p in self.pairs if p.key == key and not p.in_use), None)
+        handle = Handle(pair, scenario, resources)  # pair filled below
+        if pair is None:
+            pair = self._create_pair(scenario, key, resources)
+            handle.pair = pair
+        else:
+            handle.pair = pair
+            self._apply_resources(handle, resources)
+        pair.in_use = True
+        return handle
+
+    def apply(self, handle: Handle, manifests: list[dict]) -> None:
+        resources = parse_resources(list(manifests), source="apply")  # raises before anything changes
+        self._apply_resources(handle, resources)
+
+    def _apply_resources(self, handle: Handle, resources: list) -> None:
+        pair = handle.pair
+        configs = self._compile(pair, resources, handle.scenario.root_namespace)  # may raise: nothing written
+        changed = {name: cfg for name, cfg in configs.items() if _fingerprint(cfg) != pair.configs.get(name)}
+        if changed:
+            self.version += 1
+            version = f"v{self.version}"
+            pods = {p.name: p for p in pair.pods()}
+            for name, cfg in changed.items():
+                controlplane.write_xds(pods[name].dir / "xds", cfg, version, uid=PROXY_UID)
+            for name, cfg in changed.items():
+                pods[name].sidecar.wait_version(version)
+                pair.configs[name] = _fingerprint(cfg)
+        handle.resources = resources
+
+    def _compile(self, pair: Pair, resources: list, root_ns: str) -> dict[str, controlplane.SidecarConfig]:
+        return {pod.name: controlplane.compile_sidecar(pod.model(), [pair.service], resources, root_ns)
+                for pod in pair.pods() if pod.workload.sidecar}
+
+    def _create_pair(self, scenario: Scenario, key: tuple, resources: list) -> Pair:
+        run = self.run
+        index = len(self.pairs)
+        client = self._new_pod("client", scenario.client, index)
+        server = self._new_pod("server", scenario.server, index)
+        vip = f"10.251.{self.subnet.network_address.packed[2]}.{index + 1}"
+        pair = Pair(key, index, client, server, vip)
+        self.pairs.append(pair)
+        service = pair.service
+        hosts = {service.host: vip}
+        rule = ServiceRule(vip, service.port, server.ip, service.target_port)
+        for pod in pair.pods():
+            pod.dir.mkdir(mode=0o755)
+            netns.create_pod(run, pod.name, pod.veth, self.bridge, pod.ip, self.subnet.prefixlen, hosts)
+            iptables.install(pod.name, pod.workload.sidecar, [rule])
+        configs = self._compile(pair, resources, scenario.root_namespace)
+        self.version += 1
+        version = f"v{self.version}"
+        server.app = Httpbin(server.name, server.dir, service.target_port)
+        server.app.start(run.record_pid)
+        client.app = Sleep(client.name)
+        for pod in pair.pods():
+            if not pod.workload.sidecar:
+                continue
+            xds = pod.dir / "xds"
+            xds.mkdir(mode=0o755)
+            os.chown(xds, PROXY_UID, PROXY_UID)
+            mesh_ca.install_identity(pod.dir / "certs", pod.dir / "sds", self.ca, pod.workload.spiffe_id, PROXY_UID)
+            controlplane.write_xds(xds, configs[pod.name], version, uid=PROXY_UID)
+            pair.configs[pod.name] = _fingerprint(configs[pod.name])
+            node = f"sidecar~{pod.ip}~{pod.name}.{pod.workload.namespace}~{pod.workload.namespace}.svc.cluster.local"
+            pod.sidecar = Sidecar(pod.name, pod.dir, node, f"{pod.role}.{pod.workload.namespace}")
+            pod.sidecar.start(run.record_pid)
+        for pod in pair.pods():
+            if pod.sidecar:
+                pod.sidecar.wait_ready()
+                pod.sidecar.wait_version(version)
+        server.app.wait_ready()
+        return pair
+
+    def _new_pod(self, role: str, workload: Workload, index: int) -> LocalPod:
+        host = self._next_host
+        self._next_host += 1
+        if host >= self.subnet.num_addresses - 1:
+            raise RuntimeError(f"subnet {self.subnet} is full")
+        ip = str(self.subnet.network_address + host)
+        app = "sleep" if role == "client" else "httpbin"
+        name = f"{self.run.prefix}-{workload.namespace}-{app}-{index}"
+        veth = f"{self.run.prefix}{index:x}{role[0]}"
+        return LocalPod(role, workload, name, veth, ip, self.run.dir / name)
+
+    def teardown(self, handle: Handle) -> None:
+        # Pairs are reused by later scenarios of the same shape; stop() removes them.
+        handle.pair.in_use = False
+
+    # --- probe ------------------------------------------------------------------------------------------
+
+    def probe(self, handle: Handle, capture: bool = True) -> ProbeResult:
+        pair = handle.pair
+        server: Server = pair.server.workload
+        canary = f"mpcanary-{secrets.token_hex(8)}"
+        url = f"http://{server.host}:{server.service_port}/headers"
+        wire, extra = None, {}
+        started = time.perf_counter()
+        if capture:
+            curl, wire, extra = self._captured_request(pair, url, canary)
+        else:
+            curl = pair.client.app.request(url, canary)
+        identity = peer_identity(curl.body)[0] if curl.http_status == 200 else None
+        if curl.http_status == 200 and echoed_canary(curl.body) != canary:
+            extra["canary_echo"] = "missing: the 200 did not come from this probe's request"
+        status = curl.http_status or None
+        outcome = outcome_of(status, curl.curl_exit, wire.get("verdict") if wire else None, identity)
+        detail = None if status == 200 else self._failure_detail(pair, curl)
+        return ProbeResult(outcome=outcome, http_status=status, curl_exit=curl.curl_exit, peer_identity=identity,
+                           failure_detail=detail, wire=wire, canary=canary,
+                           elapsed_ms=round((time.perf_counter() - started) * 1000, 2), command=curl.command,
+                           extra=extra)
+
+    def _captured_request(self, pair: Pair, url: str, canary: str):
+        try:
+            from probes.capture import Capture
+            from probes.verdict import CaptureError, judge
+        except ImportError as err:
+            return pair.client.app.request(url, canary), None, {"wire_note": f"capture unavailable: {err}"}
+        pcap = self.run.dir / "pcaps" / f"{canary}.pcap"
+        pcap.parent.mkdir(exist_ok=True)
+        with Capture(iface=pair.server.veth, bpf="tcp", pcap_path=str(pcap)):
+            curl = pair.client.app.request(url, canary)
+        try:
+            wire = judge(str(pcap), canary=canary, server_ip=pair.server.ip,
+                         server_port=pair.server.workload.target_port)
+        except CaptureError as err:
+            return curl, {"verdict": "error", "error": str(err), "pcap": str(pcap)}, {}
+        return curl, wire, {}
+
+    def _failure_detail(self, pair: Pair, curl) -> str:
+        parts = []
+        flags = curl.headers.get(controlplane.FLAGS_HEADER)
+        if flags and flags != "-":
+            parts.append(f"response_flags={flags}")
+        reason = curl.headers.get(controlplane.FLAGS_HEADER + "-reason")
+        if reason and reason != "-":
+            parts.append(f"transport_failure={reason}")
+        if curl.http_status and curl.body:
+            parts.append(f"body={curl.body.strip().splitlines()[0][:200]}")
+        if curl.stderr:
+            parts.append(f"curl={curl.stderr.strip().splitlines()[-1][:200]}")
+        for pod, pattern in ((pair.server, SERVER_FAILURE_STATS), (pair.client, CLIENT_FAILURE_STATS)):
+            if pod.sidecar and pod.sidecar.alive():
+                try:
+                    now = pod.sidecar.counters(pattern)
+                except OSError:
+                    continue
+                delta = {k: v - pod.stat_baseline.get(k, 0) for k, v in now.items()
+                         if v > pod.stat_baseline.get(k, 0)}
+                pod.stat_baseline = now
+                parts += [f"{pod.role}:{k}+{v}" for k, v in sorted(delta.items())]
+        return "; ".join(parts) or "no detail"
+
+    # --- facts and chaos helpers ------------------------------------------------------------------------
+
+    def environment(self) -> dict[str, str]:
+        version = subprocess.run([envoy_binary(), "--version"], check=False, capture_output=True, text=True).stdout.split()
+        ipt = subprocess.run(["iptables", "--version"], check=False, capture_output=True, text=True).stdout.strip()
+        return {"mesh": "local (reference implementation of Istio's API)",
+                "envoy": version[-1].split("/")[1] if version else "?", "kernel": platform.release(),
+                "iptables": ipt, "python": platform.python_version()}
+
+    def sidecar(self, handle: Handle, role: str) -> Sidecar | None:
+        return (handle.pair.client if role == "client" else handle.pair.server).sidecar
+
+    def restart_sidecar(self, handle: Handle, role: str) -> None:
+        """Start a killed sidecar again with its current config (chaos: recovery)."""
+        pod = handle.pair.client if role == "client" else handle.pair.server
+        pod.sidecar.stop()
+        pod.sidecar.start(self.run.record_pid)
+        pod.sidecar.wait_ready()
+        pod.stat_baseline = {}
+
+    def rotate_identity(self, handle: Handle, role: str, rogue: bool = False) -> None:
+        """Issue a new certificate to a workload (from the untrusted rogue CA if `rogue`), no restart."""
+        pod = handle.pair.client if role == "client" else handle.pair.server
+        issuer = self.rogue_ca if rogue else self.ca
+        mesh_ca.install_identity(pod.dir / "certs", pod.dir / "sds", issuer, pod.workload.spiffe_id, PROXY_UID,
+                                 trust=self.ca)
+
+
+def _shape(scenario: Scenario) -> tuple:
+    c, s = scenario.client, scenario.server
+    return (c.namespace, tuple(sorted(c.labels.items())), c.sidecar, c.service_account,
+            s.namespace, tuple(sorted(s.labels.items())), s.sidecar, s.service_account, s.service_port, s.target_port)
+
+
+def _fingerprint(config: controlplane.SidecarConfig) -> str:
+    return json.dumps([config.clusters, config.listeners], sort_keys=True)
+
+
+def _subnets_in_use() -> set[str]:
+    used = set()
+    if STATE_ROOT.is_dir():
+        for state in STATE_ROOT.glob("mp*/state.json"):
+            try:
+                data = json.loads(state.read_text())
+            except (OSError, ValueError):
+                continue
+            if owner_alive(data) and data.get("subnet"):
+                used.add(str(ipaddress.ip_network(data["subnet"])))
+    return used

@@ -1,0 +1,453 @@
+"""The reference mesh's control plane: PeerAuthentication / DestinationRule records -> per-sidecar LDS/CDS files.
+
+It reads Istio's semantics from Istio's own code (istio/istio, pilot/pkg/...), independently of the oracle in
+suites/ (never imported here), so that the suites' comparison of the two means something:
+- PeerAuthentication: security/authn/policy_applier.go ComposePeerAuthentication (mesh = root namespace
+  without selector, namespace, workload selector outside the root namespace; oldest wins; UNSET inherits;
+  portLevelMtls keyed by the workload's target port, UNSET there inherits the workload mode).
+- Inbound chains for an HTTP port: networking/core/filterchain_options.go (STRICT: TLS only, client cert
+  required; PERMISSIVE: TLS with an Istio ALPN -> mTLS, raw_buffer -> plaintext; DISABLE: plaintext).
+- DestinationRule choice: model/push_context.go destinationRule (client namespace, then the service
+  namespace's exported rules, then the root namespace's; exportTo; workload selectors).
+- Client TLS: networking/core/cluster_tls.go (ISTIO_MUTUAL SNI outbound_.<port>_._.<fqdn>, ALPN
+  istio-peer-exchange,istio; SIMPLE/MUTUAL auto SNI and auto SAN validation, no ALPN for HTTP/1.1; auto mTLS
+  only when no rule sets TLS and the service namespace's mode is not DISABLE) and xds/endpoints/
+  mtls_checker.go (an endpoint gets tlsMode=istio only with a sidecar and a non-DISABLE port mode).
+Service ports are treated as declared HTTP (port name `http`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshproof.istio_api import ClientTLS, DestinationRule, PeerAuthentication, Resource
+
+TYPE = "type.googleapis.com/envoy."
+CLUSTER_TYPE = TYPE + "config.cluster.v3.Cluster"
+LISTENER_TYPE = TYPE + "config.listener.v3.Listener"
+ISTIO_ALPNS = ["istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"]
+ISTIO_CLIENT_ALPN = ["istio-peer-exchange", "istio"]
+TRUST_DOMAIN_PREFIX = "spiffe://cluster.local/"
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+MESH_CERT_FILES = {"/etc/certs/cert-chain.pem": "cert-chain.pem", "/etc/certs/key.pem": "key.pem",
+                   "/etc/certs/root-cert.pem": "root-cert.pem"}
+FLAGS_HEADER = "x-meshproof-response-flags"
+
+
+class UnsupportedConfig(ValueError):
+    """Valid Istio config the reference mesh cannot represent (e.g. certificate files it does not have)."""
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str  # the netns name
+    namespace: str
+    labels: dict[str, str]
+    service_account: str
+    ip: str
+    sidecar: bool
+    cert_dir: str = ""  # the workload's mesh certificate files
+    sds_dir: str = ""  # its SDS secrets `default` and `ROOTCA`
+
+    @property
+    def spiffe_id(self) -> str:
+        return f"spiffe://cluster.local/ns/{self.namespace}/sa/{self.service_account}"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    namespace: str
+    vip: str
+    port: int
+    target_port: int
+    endpoints: tuple[Pod, ...]
+
+    @property
+    def host(self) -> str:
+        return f"{self.name}.{self.namespace}.svc.cluster.local"
+
+
+@dataclass
+class SidecarConfig:
+    clusters: list[dict]
+    listeners: list[dict]
+    decisions: dict = field(default_factory=dict)  # what was chosen and why, for failure reports
+
+
+# --- PeerAuthentication -------------------------------------------------------------------------------------
+
+def _selects(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def workload_mtls(pod: Pod, pas: list[PeerAuthentication], root_ns: str) -> tuple[str, dict[int, str], list[str]]:
+    """(workload mode, {target port: mode}, names of the policies used) as ComposePeerAuthentication does."""
+    mesh = namespace = workload = None
+    for pa in sorted(pas, key=lambda p: p.order):  # oldest first: the first found at each level wins
+        if not pa.selector:
+            if pa.namespace == root_ns:
+                mesh = mesh or pa
+            elif pa.namespace == pod.namespace:
+                namespace = namespace or pa
+        elif pa.namespace != root_ns and pa.namespace == pod.namespace and _selects(pa.selector, pod.labels):
+            workload = workload or pa
+    mode = "PERMISSIVE"
+    used = []
+    for level in (mesh, namespace, workload):
+        if level is not None:
+            used.append(f"{level.namespace}/{level.name}")
+            if level.mode not in (None, "UNSET"):
+                mode = level.mode
+    per_port = {port: (mode if port_mode == "UNSET" else port_mode)
+                for port, port_mode in (workload.port_level.items() if workload else ())}
+    return mode, per_port, used
+
+
+def port_mtls(pod: Pod, port: int, pas: list[PeerAuthentication], root_ns: str) -> str:
+    mode, per_port, _ = workload_mtls(pod, pas, root_ns)
+    return per_port.get(port, mode)
+
+
+def namespace_mtls(namespace: str, pas: list[PeerAuthentication], root_ns: str) -> str:
+    """Mesh + namespace level only: Istio's best-effort service mode for client-side auto mTLS."""
+    mesh = next((p for p in sorted(pas, key=lambda p: p.order) if not p.selector and p.namespace == root_ns), None)
+    ns = next((p for p in sorted(pas, key=lambda p: p.order) if not p.selector and p.namespace == namespace
+               and namespace != root_ns), None)
+    mode = "PERMISSIVE"
+    for level in (mesh, ns):
+        if level is not None and level.mode not in (None, "UNSET"):
+            mode = level.mode
+    return mode
+
+
+# --- DestinationRule ----------------------------------------------------------------------------------------
+
+def _fqdn(host: str, namespace: str) -> str:
+    return host if "." in host or host == "*" else f"{host}.{namespace}.svc.cluster.local"
+
+
+def _host_match(rules: list[DestinationRule], host: str) -> list[DestinationRule]:
+    """The rules for the most specific matching host (exact, else the longest wildcard)."""
+    exact = [r for r in rules if _fqdn(r.host, r.namespace) == host]
+    if exact:
+        return exact
+    wild = [r for r in rules if _fqdn(r.host, r.namespace).startswith("*")
+            and (_fqdn(r.host, r.namespace) == "*" or host.endswith(_fqdn(r.host, r.namespace)[1:]))]
+    if not wild:
+        return []
+    best = max(len(_fqdn(r.host, r.namespace)) for r in wild)
+    return [r for r in wild if len(_fqdn(r.host, r.namespace)) == best]
+
+
+def _private_only(dr: DestinationRule) -> bool:
+    export = set(dr.export_to) if dr.workload_selector is None else {"."}
+    return len(export) == 1 and (export & {".", dr.namespace})
+
+
+def _exported_to(dr: DestinationRule, client_ns: str) -> bool:
+    export = set(dr.export_to)
+    return not export or "*" in export or client_ns in export
+
+
+def _visible_in_own_ns(dr: DestinationRule) -> bool:
+    export = set(dr.export_to) if dr.workload_selector is None else {"."}
+    return not export or bool(export & {"*", ".", dr.namespace})
+
+
+def select_destination_rule(client: Pod, service: Service, drs: list[DestinationRule],
+                            root_ns: str) -> tuple[DestinationRule | None, str]:
+    """The DestinationRule the client sidecar applies to the service, and which lookup step found it."""
+    host = service.host
+    ordered = sorted(drs, key=lambda d: (d.workload_selector is None, d.order))  # selectors first, then age
+    if client.namespace != root_ns:
+        local = [d for d in ordered if d.namespace == client.namespace and _visible_in_own_ns(d)]
+        step = "client namespace"
+    else:
+        local = [d for d in ordered if d.namespace == root_ns and _private_only(d)]
+        step = "root namespace (private)"
+    candidates = _host_match(local, host)
+    if not candidates:
+        for ns, step in ((service.namespace, "service namespace"), (root_ns, "root namespace")):
+            exported = [d for d in ordered if d.namespace == ns and not _private_only(d)]
+            matched = _host_match(exported, host)
+            candidates = [d for d in matched if _exported_to(d, client.namespace)]
+            if candidates:
+                break
+    for dr in candidates:  # one with a matching selector, else the first without a selector
+        if dr.workload_selector and _selects(dr.workload_selector, client.labels):
+            return dr, step
+    plain = [d for d in candidates if not d.workload_selector]
+    return (plain[0], step) if plain else (None, "none")
+
+
+def _port_tls(dr: DestinationRule | None, port: int) -> ClientTLS | None:
+    if dr is None:
+        return None
+    tls = dr.tls
+    if port in dr.port_tls and dr.port_tls[port] is not None:
+        tls = dr.port_tls[port]
+    return tls
+
+
+# --- Envoy config pieces ------------------------------------------------------------------------------------
+
+def _addr(ip: str, port: int) -> dict:
+    return {"socket_address": {"address": ip, "port_value": port}}
+
+
+def _sds(name: str, sds_dir: str) -> dict:
+    return {"name": name, "sds_config": {"resource_api_version": "V3", "path_config_source": {
+        "path": f"{sds_dir}/{name}.json", "watched_directory": {"path": sds_dir}}}}
+
+
+def _tls_socket(kind: str, context: dict) -> dict:
+    return {"name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": f"{TYPE}extensions.transport_sockets.tls.v3.{kind}", **context}}
+
+
+def _san_matchers(sans: list[str] | tuple[str, ...], how: str = "exact") -> list[dict]:
+    # Istio's untyped exact SAN match accepts any SAN type; URI and DNS cover what certificates here carry.
+    return [{"san_type": t, "matcher": {how: s}} for s in sans for t in ("URI", "DNS")]
+
+
+def _tls_params() -> dict:
+    return {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
+
+
+def _hcm(stat_prefix: str, cluster: str, inbound: bool, access_log: str | None = None) -> dict:
+    route = {"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}
+    config = {
+        "@type": f"{TYPE}extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "route_config": {"name": stat_prefix, "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+        "http_filters": [{"name": "envoy.filters.http.router",
+                          "typed_config": {"@type": f"{TYPE}extensions.filters.http.router.v3.Router"}}],
+    }
+    if inbound:
+        # httpbin's /headers then shows the client identity the server sidecar verified.
+        config["forward_client_cert_details"] = "SANITIZE_SET"
+        config["set_current_client_cert_details"] = {"uri": True}
+    else:
+        # The client sidecar reports why a request failed (UF, UH, NR, ...) to the probe.
+        route["response_headers_to_add"] = [{"header": {"key": FLAGS_HEADER, "value": "%RESPONSE_FLAGS%"}}]
+        config["route_config"]["response_headers_to_add"] = [
+            {"header": {"key": FLAGS_HEADER + "-reason", "value": "%UPSTREAM_TRANSPORT_FAILURE_REASON%"}}]
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
+
+
+def _tcp_proxy(stat_prefix: str, cluster: str) -> dict:
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+        "@type": f"{TYPE}extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": stat_prefix,
+        "cluster": cluster}}
+
+
+def _listener_filter(name: str, kind: str) -> dict:
+    return {"name": f"envoy.filters.listener.{name}",
+            "typed_config": {"@type": f"{TYPE}extensions.filters.listener.{name}.v3.{kind}"}}
+
+
+def _http_options(auto_sni: bool = False, auto_san: bool = False) -> dict:
+    options = {"@type": f"{TYPE}extensions.upstreams.http.v3.HttpProtocolOptions",
+               "explicit_http_config": {"http_protocol_options": {}},
+               # A fresh connection (and TLS handshake) for every request: each probe is proven on the wire.
+               "common_http_protocol_options": {"max_requests_per_connection": 1}}
+    upstream = {k: True for k, on in (("auto_sni", auto_sni), ("auto_san_validation", auto_san)) if on}
+    if upstream:
+        options["upstream_http_protocol_options"] = upstream
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
+
+
+# --- Client side (outbound) ---------------------------------------------------------------------------------
+
+def _istio_mutual(client: Pod, sni: str, sans: list[str]) -> dict:
+    return _tls_socket("UpstreamTlsContext", {"sni": sni, "common_tls_context": {
+        "tls_params": _tls_params(),
+        "alpn_protocols": ISTIO_CLIENT_ALPN,
+        "tls_certificate_sds_secret_configs": [_sds("default", client.sds_dir)],
+        "combined_validation_context": {
+            "default_validation_context": {"match_typed_subject_alt_names": _san_matchers(sans)},
+            "validation_context_sds_secret_config": _sds("ROOTCA", client.sds_dir)}}})
+
+
+def _mesh_file(path: str, client: Pod, field_name: str) -> str:
+    """DestinationRule certificate paths: Istio's /etc/certs/* names resolve to the workload's own mesh files."""
+    if path in MESH_CERT_FILES:
+        return f"{client.cert_dir}/{MESH_CERT_FILES[path]}"
+    if os.path.isabs(path) and os.path.isfile(path):
+        return path
+    raise UnsupportedConfig(f"DestinationRule {field_name} {path!r}: the reference mesh provides only "
+                            f"{', '.join(MESH_CERT_FILES)} (or an existing absolute file)")
+
+
+def _simple_or_mutual(client: Pod, tls: ClientTLS, mutual: bool) -> dict:
+    common: dict = {"tls_params": _tls_params()}
+    if mutual:
+        common["tls_certificates"] = [{
+            "certificate_chain": {"filename": _mesh_file(tls.client_certificate, client, "clientCertificate")},
+            "private_key": {"filename": _mesh_file(tls.private_key, client, "privateKey")}}]
+    if not tls.insecure_skip_verify:
+        ca = _mesh_file(tls.ca_certificates, client, "caCertificates") if tls.ca_certificates else SYSTEM_CA
+        validation: dict = {"trusted_ca": {"filename": ca}}
+        if tls.subject_alt_names:
+            validation["match_typed_subject_alt_names"] = _san_matchers(tls.subject_alt_names)
+        common["validation_context"] = validation
+    context: dict = {"common_tls_context": common}
+    if tls.sni:
+        context["sni"] = tls.sni
+    return _tls_socket("UpstreamTlsContext", context)
+
+
+def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication], drs: list[DestinationRule],
+                     root_ns: str) -> tuple[dict, dict]:
+    name = f"outbound|{service.port}||{service.host}"
+    dr, step = select_destination_rule(client, service, drs, root_ns)
+    tls = _port_tls(dr, service.port)
+    decision = {"destination_rule": f"{dr.namespace}/{dr.name}" if dr else None, "found_in": step,
+                "tls_mode": tls.mode if tls else None}
+    cluster: dict = {"name": name, "type": "STATIC", "connect_timeout": "10s", "lb_policy": "ROUND_ROBIN"}
+    auto_sni = auto_san = False
+    sni = f"outbound_.{service.port}_._.{service.host}"
+    sans = [pod.spiffe_id for pod in service.endpoints]
+    if tls is None:
+        svc_mode = namespace_mtls(service.namespace, pas, root_ns)
+        decision["auto_mtls_service_mode"] = svc_mode
+        if svc_mode != "DISABLE":
+            # Auto mTLS: TLS only to endpoints labelled tlsMode=istio, plaintext to the rest.
+            cluster["transport_socket_matches"] = [
+                {"name": "tlsMode-istio", "match": {"tlsMode": "istio"},
+                 "transport_socket": _istio_mutual(client, sni, sans)},
+                {"name": "tlsMode-disabled", "match": {},
+                 "transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+                     "@type": f"{TYPE}extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}}]
+    elif tls.mode == "ISTIO_MUTUAL":
+        cluster["transport_socket"] = _istio_mutual(client, tls.sni or sni,
+                                                    list(tls.subject_alt_names) or sans)
+    elif tls.mode in ("SIMPLE", "MUTUAL") and tls.credential_name:
+        # cluster_tls.go: a sidecar without a selector-scoped rule cannot read credentialName secrets and
+        # sends no TLS at all.
+        decision["note"] = "credentialName on a sidecar: no TLS (as Istio does)"
+    elif tls.mode in ("SIMPLE", "MUTUAL"):
+        cluster["transport_socket"] = _simple_or_mutual(client, tls, mutual=tls.mode == "MUTUAL")
+        auto_sni = not tls.sni
+        auto_san = auto_sni and not tls.subject_alt_names and not tls.insecure_skip_verify
+    cluster["typed_extension_protocol_options"] = _http_options(auto_sni, auto_san)
+    endpoints = []
+    for pod in service.endpoints:
+        labelled = tls.mode == "ISTIO_MUTUAL" if tls else (
+            pod.sidecar and port_mtls(pod, service.target_port, pas, root_ns) != "DISABLE")
+        endpoint: dict = {"endpoint": {"address": _addr(pod.ip, service.target_port)}}
+        if labelled:
+            endpoint["metadata"] = {"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": "istio"}}}
+        endpoints.append(endpoint)
+        decision.setdefault("endpoints_tls_mode_istio", []).append(pod.ip if labelled else None)
+    cluster["load_assignment"] = {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]}
+    return cluster, decision
+
+
+def outbound_listener(services: list[Service]) -> dict:
+    chains = [{"name": f"{s.vip}_{s.port}",
+               "filter_chain_match": {"prefix_ranges": [{"address_prefix": s.vip, "prefix_len": 32}],
+                                      "destination_port": s.port},
+               "filters": [_hcm(f"outbound_{s.vip}_{s.port}", f"outbound|{s.port}||{s.host}", inbound=False)]}
+              for s in services]
+    return {"name": "virtualOutbound", "address": _addr("0.0.0.0", 15001),
+            "listener_filters": [_listener_filter("original_dst", "OriginalDst")],
+            "filter_chains": chains,
+            "default_filter_chain": {"name": "PassthroughFilterChain",
+                                     "filters": [_tcp_proxy("PassthroughCluster", "PassthroughCluster")]}}
+
+
+def passthrough_cluster() -> dict:
+    return {"name": "PassthroughCluster", "type": "ORIGINAL_DST", "connect_timeout": "10s",
+            "lb_policy": "CLUSTER_PROVIDED"}
+
+
+# --- Server side (inbound) ----------------------------------------------------------------------------------
+
+def _inbound_mtls_socket(pod: Pod) -> dict:
+    return _tls_socket("DownstreamTlsContext", {"require_client_certificate": True, "common_tls_context": {
+        "tls_params": _tls_params(),
+        "alpn_protocols": ["h2", "http/1.1"],
+        "tls_certificate_sds_secret_configs": [_sds("default", pod.sds_dir)],
+        "combined_validation_context": {
+            "default_validation_context": {
+                "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"prefix": TRUST_DOMAIN_PREFIX}}]},
+            "validation_context_sds_secret_config": _sds("ROOTCA", pod.sds_dir)}}})
+
+
+def inbound_chains(pod: Pod, port: int | None, mode: str) -> list[dict]:
+    """Filter chains for one served port, or (port None) the passthrough chains for any other port."""
+    if port is None:
+        name, match = "passthrough", {}
+        mtls_filters = plain_filters = [_tcp_proxy("InboundPassthroughCluster", "InboundPassthroughCluster")]
+    else:
+        name, match = str(port), {"destination_port": port}
+        mtls_filters = [_hcm(f"inbound_{port}_mtls", f"inbound|{port}||", inbound=True)]
+        plain_filters = [_hcm(f"inbound_{port}_plaintext", f"inbound|{port}||", inbound=True)]
+    mtls = {"name": f"{name}_mtls", "filter_chain_match": {**match, "transport_protocol": "tls"},
+            "transport_socket": _inbound_mtls_socket(pod), "filters": mtls_filters}
+    plain = {"name": f"{name}_plaintext", "filter_chain_match": {**match, "transport_protocol": "raw_buffer"},
+             "filters": plain_filters}
+    if mode == "STRICT":
+        return [mtls]
+    if mode == "PERMISSIVE":
+        mtls["filter_chain_match"]["application_protocols"] = ISTIO_ALPNS
+        return [mtls, plain]
+    # DISABLE: plaintext only, whatever arrives (TLS bytes then meet an HTTP parser).
+    return [{**plain, "filter_chain_match": match}]
+
+
+def inbound_passthrough_cluster() -> dict:
+    # Istio's: to the original destination, from 127.0.0.6 so the pod's iptables let it through.
+    return {"name": "InboundPassthroughCluster", "type": "ORIGINAL_DST", "connect_timeout": "10s",
+            "lb_policy": "CLUSTER_PROVIDED", "upstream_bind_config": {"source_address": {
+                "address": "127.0.0.6", "port_value": 0}}}
+
+
+def inbound_cluster(port: int) -> dict:
+    return {"name": f"inbound|{port}||", "type": "STATIC", "connect_timeout": "10s", "lb_policy": "ROUND_ROBIN",
+            "load_assignment": {"cluster_name": f"inbound|{port}||", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": _addr("127.0.0.1", port)}}]}]}}
+
+
+# --- The whole sidecar --------------------------------------------------------------------------------------
+
+def compile_sidecar(pod: Pod, services: list[Service], resources: list[Resource], root_ns: str) -> SidecarConfig:
+    pas = [r for r in resources if isinstance(r, PeerAuthentication)]
+    drs = [r for r in resources if isinstance(r, DestinationRule)]
+    clusters, decisions = [passthrough_cluster()], {"outbound": {}, "inbound": {}}
+    for service in services:
+        cluster, decision = outbound_cluster(pod, service, pas, drs, root_ns)
+        clusters.append(cluster)
+        decisions["outbound"][service.host] = decision
+    listeners = [outbound_listener(services)]
+    served = sorted({s.target_port for s in services if any(e.name == pod.name for e in s.endpoints)})
+    chains = []
+    mode, per_port, used = workload_mtls(pod, pas, root_ns)
+    for port in served:
+        port_mode = per_port.get(port, mode)
+        decisions["inbound"][port] = {"mode": port_mode, "policies": used}
+        chains += inbound_chains(pod, port, port_mode)
+        clusters.append(inbound_cluster(port))
+    chains += inbound_chains(pod, None, mode)
+    clusters.append(inbound_passthrough_cluster())
+    listeners.append({"name": "virtualInbound", "address": _addr("0.0.0.0", 15006),
+                      "listener_filters": [_listener_filter("original_dst", "OriginalDst"),
+                                           _listener_filter("tls_inspector", "TlsInspector")],
+                      "filter_chains": chains})
+    return SidecarConfig(clusters, listeners, decisions)
+
+
+def write_xds(xds_dir: Path, config: SidecarConfig, version: str, uid: int | None = None) -> None:
+    """Replace the sidecar's CDS then LDS files atomically (a listener never points at a missing cluster)."""
+    for name, type_url, items in (("cds", CLUSTER_TYPE, config.clusters), ("lds", LISTENER_TYPE, config.listeners)):
+        body = {"version_info": version, "resources": [{"@type": type_url, **item} for item in items]}
+        tmp = xds_dir / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(body))
+        if uid is not None:
+            os.chown(tmp, uid, uid)
+        os.replace(tmp, xds_dir / f"{name}.json")

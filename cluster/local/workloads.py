@@ -1,0 +1,148 @@
+"""The two applications of every scenario: httpbin (PyPI httpbin under gunicorn) and sleep (a curl client).
+
+Both run inside their pod as APP_UID: not the proxy's 1337 (interception must apply to them) and not 1000
+(taken on this image).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.local import netns
+
+APP_UID = 1717
+CANARY_HEADER = "X-Meshproof-Canary"
+
+
+def app_python() -> tuple[str, list[str]]:
+    """An interpreter APP_UID may run, and the env that gives it this venv's packages.
+
+    The venv's own interpreter often lives under /root (mode 0700); the system python of the same minor
+    version with the venv's site-packages on PYTHONPATH then runs the same httpbin and gunicorn.
+    """
+    real = Path(sys.executable).resolve()
+    if all(os.stat(p).st_mode & 0o001 for p in real.parents):
+        return sys.executable, []
+    site = [p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)]
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not system.exists():
+        raise RuntimeError(f"{real} is not reachable for uid {APP_UID} and {system} does not exist")
+    return str(system), [f"PYTHONPATH={':'.join(site)}"]
+
+
+class Httpbin:
+    def __init__(self, pod_netns: str, pod_dir: Path, port: int):
+        self.netns, self.dir, self.port = pod_netns, pod_dir, port
+        self.process: subprocess.Popen | None = None
+
+    def start(self, record_pid) -> None:
+        home = self.dir / "home"
+        home.mkdir(exist_ok=True)
+        os.chown(home, APP_UID, APP_UID)
+        python, env = app_python()
+        cmd = netns.exec_prefix(self.netns, APP_UID) + [
+            "env", f"HOME={home}", *env, python, "-m", "gunicorn", "-b", f"0.0.0.0:{self.port}", "-w", "1", "--log-level", "warning",
+            "--no-control-socket", "--log-file=-", "httpbin:app"]
+        with open(self.dir / "httpbin.log", "ab") as log:
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            cwd=home, start_new_session=True)
+        record_pid(self.process.pid)
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"httpbin in {self.netns} exited: {self._log_tail()}")
+            if netns.port_open(self.netns, "127.0.0.1", self.port):
+                return
+            time.sleep(0.005)
+        raise TimeoutError(f"httpbin in {self.netns} not listening on {self.port} after {timeout}s")
+
+    def _log_tail(self) -> str:
+        try:
+            return " | ".join((self.dir / "httpbin.log").read_text(errors="replace").splitlines()[-5:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, 9)  # gunicorn master and its worker share the group
+            except ProcessLookupError:
+                pass
+            self.process.wait()
+
+
+@dataclass
+class CurlResult:
+    http_status: int | None
+    curl_exit: int
+    body: str
+    stderr: str
+    headers: dict[str, str]
+    command: str
+    elapsed_ms: float
+
+
+class Sleep:
+    """The curl client. Each probe is one curl process started with `ip netns exec` as APP_UID."""
+
+    def __init__(self, pod_netns: str):
+        self.netns = pod_netns
+
+    def command(self, url: str, canary: str, timeout_s: float = 5.0) -> list[str]:
+        return netns.exec_prefix(self.netns, APP_UID) + [
+            "curl", "-sS", "--max-time", str(timeout_s), "-H", f"{CANARY_HEADER}: {canary}",
+            "--include", url]
+
+    def request(self, url: str, canary: str) -> CurlResult:
+        cmd = self.command(url, canary)
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        elapsed = (time.perf_counter() - started) * 1000
+        status, headers, body = _split_response(proc.stdout)
+        return CurlResult(status, proc.returncode, body, proc.stderr.strip(), headers, shlex.join(cmd), elapsed)
+
+
+def _split_response(output: str) -> tuple[int | None, dict[str, str], str]:
+    """curl --include: status line and headers, a blank line, then the body."""
+    if not output.startswith("HTTP/"):
+        return None, {}, output
+    head, _, body = output.replace("\r\n", "\n").partition("\n\n")
+    lines = head.splitlines()
+    parts = lines[0].split()
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+def peer_identity(body: str) -> tuple[str | None, bool]:
+    """(client SPIFFE ID from X-Forwarded-Client-Cert in httpbin's /headers echo, whether JSON was echoed)."""
+    try:
+        headers = json.loads(body).get("headers", {})
+    except (ValueError, AttributeError):
+        return None, False
+    xfcc = headers.get("X-Forwarded-Client-Cert", "")
+    for element in xfcc.split(","):
+        for pair in element.split(";"):
+            key, _, value = pair.partition("=")
+            if key.strip().lower() == "uri":
+                return value.strip().strip('"'), True
+    return None, True
+
+
+def echoed_canary(body: str) -> str | None:
+    try:
+        return json.loads(body).get("headers", {}).get(CANARY_HEADER)
+    except (ValueError, AttributeError):
+        return None

@@ -336,10 +336,7 @@ class KubeBackend(MeshBackend):
         command = ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\\n%{http_code}", "-X", "GET",
                    "-H", f"{CANARY_HEADER}: {canary}", "--data-binary", f"canary={canary}", handle.url]
         done = exec_in(self._cluster(), ns, pod, "sleep", command, timeout_s=30)
-        body, _, code = done.stdout.rpartition("\n")
-        status = int(code) if code.strip().isdigit() and int(code) > 0 else None
-        identity = _peer_identity(body) if status == 200 else None
-        detail = None if status == 200 else (body.strip()[:500] or done.stderr.strip()[:500] or None)
+        status, identity, detail = parse_curl_output(done.stdout, done.stderr)
         return ProbeResult(outcome=outcome_of(status, done.exit_code, None, identity), http_status=status,
                            curl_exit=done.exit_code, peer_identity=identity, failure_detail=detail,
                            canary=canary, elapsed_ms=done.elapsed_s * 1000,
@@ -395,6 +392,16 @@ def clean_leftovers(options: Any) -> list[str]:
 
 def _convergence_key(result: ProbeResult) -> tuple:
     return (result.outcome, result.http_status, result.peer_identity)
+
+
+def parse_curl_output(stdout: str, stderr: str) -> tuple[int | None, str | None, str | None]:
+    """(HTTP status or None when no response, peer identity, failure detail) from the probe's curl output:
+    the /headers body, a newline, then the status code curl writes (000 when nothing came back)."""
+    body, _, code = stdout.rpartition("\n")
+    status = int(code) if code.strip().isdigit() and int(code) > 0 else None
+    identity = _peer_identity(body) if status == 200 else None
+    detail = None if status == 200 else (body.strip()[:500] or stderr.strip()[:500] or None)
+    return status, identity, detail
 
 
 def _peer_identity(body: str) -> str | None:

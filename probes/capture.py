@@ -19,16 +19,16 @@ from typing import Self
 
 from scapy.arch.common import compile_filter, free_filter
 from scapy.arch.linux import L2ListenSocket
+from scapy.config import conf
 from scapy.data import DLT_EN10MB, ETH_P_ALL, SO_ATTACH_FILTER
 from scapy.error import Scapy_Exception
-from scapy.layers.inet import TCP
-from scapy.layers.l2 import Ether
 from scapy.libs.structures import sock_fprog
 from scapy.sendrecv import AsyncSniffer
-from scapy.utils import PcapWriter
+from scapy.utils import RawPcapWriter
 
 from probes import netns as netns_mod
 from probes.errors import CaptureError
+from probes.flows import TCP_FIN, TCP_RST, tcp_of_frame
 
 SETTLE_QUIET_S = 0.030  # silence that ends a capture whose flows did not all close (pooled connections)
 CLOSED_GRACE_S = 0.001  # after every flow saw FIN both ways or RST: room for the last ACK
@@ -60,7 +60,9 @@ class _ListenSocket(L2ListenSocket):
             self.ins.close()
             raise
         self.auxdata_available = True
-        self.LL, self.lvl = Ether, 2
+        # Frames stay raw bytes: dissecting each one in the sniffer thread would compete with the probe for
+        # the GIL; the verdict parses the pcap afterwards anyway.
+        self.LL, self.lvl = conf.raw_layer, 2
 
 
 class Capture:
@@ -110,15 +112,15 @@ class Capture:
     def _track(self, frame) -> None:
         """Runs in the sniffer thread for each frame: remember when it came and how its TCP flow stands."""
         self._last_frame = time.monotonic()
-        tcp = frame.getlayer(TCP)
-        if tcp is None:
+        parsed = tcp_of_frame(bytes(frame), DLT_EN10MB)
+        if parsed is None or len(parsed[2]) < 14:
             return
-        ip = tcp.underlayer
-        src, dst = (ip.src, tcp.sport), (ip.dst, tcp.dport)
+        src_ip, dst_ip, tcp = parsed
+        src, dst = (src_ip, int.from_bytes(tcp[0:2], "big")), (dst_ip, int.from_bytes(tcp[2:4], "big"))
         state = self._flows.setdefault((min(src, dst), max(src, dst)), {"fin": set(), "rst": False})
-        if tcp.flags.R:
+        if tcp[13] & TCP_RST:
             state["rst"] = True
-        if tcp.flags.F:
+        if tcp[13] & TCP_FIN:
             state["fin"].add(src)
 
     def _settled(self) -> bool:
@@ -159,10 +161,10 @@ class Capture:
         """Write the pcap under a temporary name and rename it, so a pcap_path is always a whole file."""
         partial = self.pcap_path.with_name(self.pcap_path.name + ".partial")
         try:
-            with PcapWriter(str(partial), linktype=DLT_EN10MB, sync=False) as writer:
+            with RawPcapWriter(str(partial), linktype=DLT_EN10MB, sync=False) as writer:
                 writer.write_header(None)
                 for frame in frames:
-                    writer.write(frame)
+                    writer.write_packet(bytes(frame), sec=float(frame.time))
             os.replace(partial, self.pcap_path)
         except OSError as err:
             partial.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ Endpoint = tuple[str, int]
 
 _ETHERTYPE_IPV4, _ETHERTYPE_IPV6, _ETHERTYPE_VLAN = 0x0800, 0x86DD, {0x8100, 0x88A8}
 _DLT_EN10MB, _DLT_RAW, _DLT_LINUX_SLL, _DLT_LINUX_SLL2 = 1, {12, 101}, 113, 276
-_FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 
 
 @dataclass
@@ -96,7 +96,7 @@ class Flow:
         return self.to_server.rst or self.to_client.rst or (self.to_server.fin and self.to_client.fin)
 
 
-def _ip_and_tcp(frame: bytes, linktype: int) -> tuple[str, str, bytes] | None:
+def tcp_of_frame(frame: bytes, linktype: int) -> tuple[str, str, bytes] | None:
     """(src ip, dst ip, tcp segment) of one frame, or None when it is not TCP over IP."""
     if linktype == _DLT_EN10MB:
         offset, ethertype = 14, struct.unpack_from("!H", frame, 12)[0] if len(frame) >= 14 else 0
@@ -154,7 +154,7 @@ def read_flows(pcap: Path) -> tuple[int, list[Flow]]:
     with reader:
         linktype = reader.linktype
         for frames, (frame, _meta) in enumerate(reader, start=1):
-            parsed = _ip_and_tcp(frame, linktype)
+            parsed = tcp_of_frame(frame, linktype)
             if parsed is None or len(parsed[2]) < 20:
                 continue
             src_ip, dst_ip, tcp = parsed
@@ -165,13 +165,13 @@ def read_flows(pcap: Path) -> tuple[int, list[Flow]]:
             first_frame.setdefault(key, frames)
             direction = directions.setdefault((src, dst), Direction(src, dst))
             direction.frames += 1
-            if flags & _SYN:
+            if flags & TCP_SYN:
                 direction.syn, direction._isn = True, seq
-                direction.opened |= not flags & _ACK
-            direction.fin |= bool(flags & _FIN)
-            direction.rst |= bool(flags & _RST)
+                direction.opened |= not flags & TCP_ACK
+            direction.fin |= bool(flags & TCP_FIN)
+            direction.rst |= bool(flags & TCP_RST)
             payload = tcp[header:]
-            if payload and not flags & _RST:
+            if payload and not flags & TCP_RST:
                 first_payload.setdefault(key, src)
                 direction._segments.append((seq, frames, payload))
     flows = []

@@ -70,6 +70,16 @@ class MemorySampler(threading.Thread):
                 continue  # exited between the listing and the look-up
         return list(found.values())
 
+    def names(self) -> list[str]:
+        """Names of the processes alive in the run now."""
+        found = set()
+        for proc in self.members():
+            try:
+                found.add(proc.name())
+            except psutil.Error:
+                continue
+        return sorted(found)
+
     def sample(self) -> int:
         total, count = 0, 0
         for proc in self.members():
@@ -102,12 +112,14 @@ def run_measured(command: list[str], env: dict[str, str]) -> dict:
     output, _ = proc.communicate()
     wall_s = time.perf_counter() - started
     sampler.stop()
+    # Anything still in the run's session after pytest exited was leaked by the run.
+    leftovers = sampler.names()
     cpu_after = psutil.cpu_times()
     busy = sum(cpu_after) - sum(cpu_before) - (cpu_after.idle - cpu_before.idle)
     total = sum(cpu_after) - sum(cpu_before)
     return {"exit_code": proc.returncode, "wall_s": round(wall_s, 2), "output": output,
             "peak_memory_mb": round(sampler.peak_bytes / 2**20, 1), "peak_processes": sampler.peak_processes,
-            "memory_samples": sampler.samples, "cpu_busy_pct": round(100 * busy / total, 1) if total else 0.0}
+            "memory_samples": sampler.samples, "leftover_processes": leftovers, "cpu_busy_pct": round(100 * busy / total, 1) if total else 0.0}
 
 
 def limits_note(result: dict, cores: int) -> str:
@@ -165,6 +177,7 @@ def bench(workers: str, pytest_args: list[str], cells_dir: Path, path: str = "su
         "cpu_busy_pct": result["cpu_busy_pct"],
         "memory_samples": result["memory_samples"],
         "pytest_exit_code": result["exit_code"],
+        "leftover_processes": result["leftover_processes"],
         "command": " ".join(command),
         "goal": {**GOAL, "met": bool(len(records) >= GOAL["cells"] and result["wall_s"] < GOAL["wall_s"]
                                      and result["peak_memory_mb"] < GOAL["peak_memory_mb"])},

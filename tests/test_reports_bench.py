@@ -79,3 +79,10 @@ def test_bench_end_to_end_on_a_tiny_suite(tmp_path):
     assert report["wall_s"] >= 0.4 and report["peak_memory_mb"] > 30  # three Python processes at least
     assert report["cores"] >= 1 and "busy on average" in report["limits"]
     assert report["goal"]["met"] is False  # 4 cells are not the 100-cell matrix
+
+
+def test_processes_the_run_leaves_behind_are_named():
+    leak = "import subprocess; subprocess.Popen(['sleep', '2'])"
+    assert run_measured([sys.executable, "-c", leak], dict(os.environ))["leftover_processes"] == ["sleep"]
+    clean = "import subprocess; subprocess.run(['true'])"
+    assert run_measured([sys.executable, "-c", clean], dict(os.environ))["leftover_processes"] == []

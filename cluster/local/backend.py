@@ -12,7 +12,6 @@ import ipaddress
 import json
 import os
 import platform
-import secrets
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -25,9 +24,11 @@ from cluster.local import controlplane, iptables, netns
 from cluster.local.envoy import Sidecar, envoy_binary
 from cluster.local.iptables import PROXY_UID, ServiceRule
 from cluster.local.lifecycle import STATE_ROOT, RunState, clean_leftovers, install_teardown, owner_alive
-from cluster.local.workloads import Httpbin, Sleep, echoed_canary, peer_identity
+from cluster.local.workloads import Httpbin, Sleep, echoed_canary
 from meshproof.istio_api import parse_resources
 from meshproof.scenario import Scenario, Server, Workload
+from probes.canary import new_canary
+from probes.identity import peer_identity_from_headers
 
 SERVER_FAILURE_STATS = r"(ssl\.fail_verify_[a-z_]+|ssl\.connection_error|ssl\.handshake|no_filter_chain_match)$"
 CLIENT_FAILURE_STATS = r"^cluster\.outbound.*(ssl\.fail_verify_[a-z_]+|ssl\.connection_error|upstream_cx_connect_fail)$"
@@ -217,7 +218,7 @@ class LocalBackend(MeshBackend):
     def probe(self, handle: Handle, capture: bool = True) -> ProbeResult:
         pair = handle.pair
         server: Server = pair.server.workload
-        canary = f"mpcanary-{secrets.token_hex(8)}"
+        canary = new_canary()
         url = f"http://{server.host}:{server.service_port}/headers"
         wire, extra = None, {}
         started = time.perf_counter()
@@ -225,7 +226,7 @@ class LocalBackend(MeshBackend):
             curl, wire, extra = self._captured_request(pair, url, canary)
         else:
             curl = pair.client.app.request(url, canary)
-        identity = peer_identity(curl.body)[0] if curl.http_status == 200 else None
+        identity = peer_identity_from_headers(curl.body) if curl.http_status == 200 else None
         if curl.http_status == 200 and echoed_canary(curl.body) != canary:
             extra["canary_echo"] = "missing: the 200 did not come from this probe's request"
         status = curl.http_status or None
@@ -244,13 +245,14 @@ class LocalBackend(MeshBackend):
             return pair.client.app.request(url, canary), None, {"wire_note": f"capture unavailable: {err}"}
         pcap = self.run.dir / "pcaps" / f"{canary}.pcap"
         pcap.parent.mkdir(exist_ok=True)
-        with Capture(iface=pair.server.veth, bpf="tcp", pcap_path=str(pcap)):
+        with Capture(iface=pair.server.veth, bpf="tcp", pcap_path=pcap):
             curl = pair.client.app.request(url, canary)
         try:
             wire = judge(str(pcap), canary=canary, server_ip=pair.server.ip,
                          server_port=pair.server.workload.target_port)
         except CaptureError as err:
-            return curl, {"verdict": "error", "error": str(err), "pcap": str(pcap)}, {}
+            # A capture that proves nothing is a harness error, never a pass.
+            return curl, {"verdict": "error", "error": str(err), "pcap": str(pcap)}, {"wire_error": str(err)}
         return curl, wire, {}
 
     def _failure_detail(self, pair: Pair, curl) -> str:

@@ -99,8 +99,9 @@ class Sleep:
 
     def command(self, url: str, canary: str, timeout_s: float = 5.0) -> list[str]:
         return netns.exec_prefix(self.netns, APP_UID) + [
-            "curl", "-sS", "--max-time", str(timeout_s), "-H", f"{CANARY_HEADER}: {canary}",
-            "--include", url]
+            # GET with a body (httpbin's /headers takes only GET): the canary travels in a header and the body.
+            "curl", "-sS", "--max-time", str(timeout_s), "-X", "GET", "-H", f"{CANARY_HEADER}: {canary}",
+            "--data-binary", f"canary={canary}", "--include", url]
 
     def request(self, url: str, canary: str) -> CurlResult:
         cmd = self.command(url, canary)
@@ -124,21 +125,6 @@ def _split_response(output: str) -> tuple[int | None, dict[str, str], str]:
         key, _, value = line.partition(":")
         headers[key.strip().lower()] = value.strip()
     return status, headers, body
-
-
-def peer_identity(body: str) -> tuple[str | None, bool]:
-    """(client SPIFFE ID from X-Forwarded-Client-Cert in httpbin's /headers echo, whether JSON was echoed)."""
-    try:
-        headers = json.loads(body).get("headers", {})
-    except (ValueError, AttributeError):
-        return None, False
-    xfcc = headers.get("X-Forwarded-Client-Cert", "")
-    for element in xfcc.split(","):
-        for pair in element.split(";"):
-            key, _, value = pair.partition("=")
-            if key.strip().lower() == "uri":
-                return value.strip().strip('"'), True
-    return None, True
 
 
 def echoed_canary(body: str) -> str | None:

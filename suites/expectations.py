@@ -450,7 +450,8 @@ def client_origination(scenario: Scenario, policy: ServerPolicy, chosen: ChosenR
     """Sources: SRC_DR_PORT, SRC_AUTO_MTLS, SRC_EP_MTLS, SRC_UPSTREAM_TLS, SRC_CREDENTIAL."""
     client, server = scenario.client, scenario.server
     if not client.sidecar:
-        note = " (a DestinationRule has no effect without a client sidecar)" if chosen.entry else ""
+        has_dr = any(isinstance(r, DestinationRule) for r in scenario.resources)
+        note = " (a DestinationRule has no effect without a client sidecar)" if has_dr else ""
         return Origination("naked", None, (f"the client has no sidecar and sends plaintext{note}",))
     steps: list[str] = []
     entry = chosen.entry

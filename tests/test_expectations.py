@@ -1,0 +1,357 @@
+"""Self-tests of the oracle (suites/expectations.py). Each case names the Istio source its expectation comes
+from; the expectations were derived by reading that source, not by running the oracle. Every rule of the
+truth table is hit by at least one case, and deliberately wrong rules make the cases fail.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from meshproof.istio_api import ManifestError
+from meshproof.scenario import scenario_from_dict
+from suites import expectations, matrix
+from suites.expectations import OUTCOMES, RULES, expect
+from suites.matrix import (
+    ROOT_NS,
+    dr,
+    matrix_predictions,
+    matrix_scenarios,
+    pa,
+    scenario,
+    scope_scenarios,
+    tls,
+)
+
+APP = {"app": "httpbin"}
+SLEEP_ID = "spiffe://cluster.local/ns/sleep/sa/sleep"
+
+
+def predict(data: dict, version: str | None = None):
+    if version:
+        data = {**data, "istio_version": version}
+    return expect(scenario_from_dict(data, "test"))
+
+
+# (id, scenario, expected outcome, expected rule, source the expectation was read from)
+CASES: list[tuple[str, dict, str, str, str]] = [
+    # --- sidecars and the inbound filter chains
+    ("auto-mtls-default", scenario([]), "mtls", "istio-mutual-accepted",
+     "cluster_tls.go buildUpstreamTLSSettings (auto mTLS) + reachability_test.go 'global no peer authn'"),
+    ("naked-client-permissive", scenario([], client_sidecar=False), "plaintext", "plaintext-accepted",
+     "filterchain_options.go inboundPermissiveHTTPFilterChainMatchWithMxcOptions (raw_buffer chain)"),
+    ("naked-client-strict", scenario([pa("STRICT")], client_sidecar=False), "reset", "naked-client-to-strict-reset",
+     "filterchain_options.go inboundStrictHTTPFilterChainMatchOptions (tls only); reachability 'mtls strict'"),
+    ("naked-to-naked", scenario([pa("STRICT")], client_sidecar=False, server_sidecar=False), "plaintext",
+     "plaintext-to-naked-server", "no proxy on either side"),
+    ("sidecar-plaintext-to-strict", scenario([pa("STRICT"), dr("DISABLE")]), "503",
+     "sidecar-plaintext-to-strict-503", "reachability_test.go 'migration tls disabled'"),
+    ("istio-mutual-to-disable", scenario([pa("DISABLE"), dr("ISTIO_MUTUAL")]), "503", "istio-mutual-to-disable-503",
+     "filterchain_options.go inboundPlainTextHTTPFilterChainMatchOptions"),
+    ("istio-mutual-dr-to-naked-server", scenario([dr("ISTIO_MUTUAL")], server_sidecar=False), "503",
+     "tls-to-naked-server-503", "cluster_tls.go applyUpstreamTLSSettings (user ISTIO_MUTUAL: no socket match)"),
+    ("auto-mtls-naked-server", scenario([pa("STRICT", ROOT_NS)], server_sidecar=False), "plaintext",
+     "plaintext-to-naked-server", "cluster_tls.go defaultTransportSocketMatch (no tlsMode=istio label)"),
+    ("dr-disable-permissive", scenario([dr("DISABLE")]), "plaintext", "plaintext-accepted",
+     "cluster_tls.go buildUpstreamClusterTLSContext DISABLE -> no transport socket"),
+    # --- app TLS (SIMPLE / MUTUAL)
+    ("simple-without-ca-strict", scenario([pa("STRICT"), dr("SIMPLE")]), "503", "client-rejects-server-cert-503",
+     "cluster_tls.go constructUpstreamTLS (CaCertificatePath 'system')"),
+    ("simple-insecure-strict", scenario([pa("STRICT"), dr(None, traffic_policy={
+        "tls": {"mode": "SIMPLE", "insecureSkipVerify": True}})]), "503", "simple-to-strict-503",
+     "authn/utils/utils.go BuildInboundTLS RequireClientCertificate"),
+    ("simple-permissive", scenario([dr("SIMPLE")]), "503", "app-tls-to-permissive-503",
+     "filterchain_options.go inboundPermissiveHTTPFilterChainMatchWithMxcOptions (Istio ALPN only)"),
+    ("mutual-disable", scenario([pa("DISABLE"), dr("MUTUAL")]), "503", "app-tls-to-disable-503",
+     "filterchain_options.go inboundPlainTextHTTPFilterChainMatchOptions"),
+    ("mutual-mesh-certs-strict-auto-san", scenario([pa("STRICT"), dr("MUTUAL")]), "503",
+     "client-rejects-server-cert-503", "cluster_tls.go setAutoSniAndAutoSanValidation; envoy verifySubjectAltName"),
+    ("mutual-with-server-san-strict", scenario([pa("STRICT"), dr(None, traffic_policy={"tls": tls(
+        "MUTUAL", subjectAltNames=["spiffe://cluster.local/ns/httpbin/sa/httpbin"])})]), "mtls",
+     "mutual-mesh-cert-to-strict", "file_mounted_certs/p2p_mtls_test.go TestClientToServiceTls"),
+    ("mutual-wrong-san-strict", scenario([pa("STRICT"), dr(None, traffic_policy={"tls": tls(
+        "MUTUAL", subjectAltNames=["spiffe://cluster.local/ns/other/sa/other"])})]), "503",
+     "client-rejects-server-cert-503", "cluster_tls.go constructUpstreamTLS MatchSubjectAltNames"),
+    ("mutual-sni-no-san-strict", scenario([pa("STRICT"), dr(None, traffic_policy={"tls": tls(
+        "MUTUAL", sni="httpbin.httpbin.svc.cluster.local")})]), "mtls", "mutual-mesh-cert-to-strict",
+     "cluster_tls.go setAutoSniAndAutoSanValidation (sni set: no auto SAN validation)"),
+    ("mutual-naked-server", scenario([dr("MUTUAL")], server_sidecar=False), "503", "tls-to-naked-server-503",
+     "httpbin speaks plaintext HTTP"),
+    ("mutual-unknown-cert-file", scenario([pa("STRICT"), dr(None, traffic_policy={"tls": {
+        "mode": "MUTUAL", "clientCertificate": "/etc/other/cert.pem", "privateKey": "/etc/other/key.pem"}})]),
+     "503", "client-cert-unavailable-503", "cluster_tls.go constructSdsSecretConfigFromFile"),
+    ("credential-name-with-selector", scenario([dr(None, selector={"app": "sleep"}, export_to=["."],
+                                                   traffic_policy={"tls": {"mode": "SIMPLE",
+                                                                           "credentialName": "ca"}})]),
+     "503", "client-cert-unavailable-503", "cluster_tls.go buildUpstreamClusterTLSContext (isDrWithSelector)"),
+    ("credential-name-without-selector", scenario([pa("STRICT"), dr(None, traffic_policy={
+        "tls": {"mode": "SIMPLE", "credentialName": "ca"}})]), "503", "sidecar-plaintext-to-strict-503",
+     "cluster_tls.go buildUpstreamClusterTLSContext (no TLS context for a sidecar without workloadSelector)"),
+    # --- client without sidecar: DestinationRule has no effect
+    ("naked-client-dr-istio-mutual-strict", scenario([pa("STRICT"), dr("ISTIO_MUTUAL")], client_sidecar=False),
+     "reset", "naked-client-to-strict-reset", "no proxy reads the DestinationRule"),
+]
+
+
+def _mismatches(cases) -> list[str]:
+    out = []
+    for case_id, data, outcome, rule, _source in cases:
+        p = predict(data)
+        if (p.outcome, p.rule) != (outcome, rule):
+            out.append(f"{case_id}: expected {outcome}/{rule}, got {p.outcome}/{p.rule}")
+    return out
+
+
+@pytest.mark.parametrize("case_id,data,outcome,rule,source", CASES, ids=[c[0] for c in CASES])
+def test_rule(case_id, data, outcome, rule, source):
+    p = predict(data)
+    assert (p.outcome, p.rule) == (outcome, rule), f"{case_id} (source: {source}): {p.reason} {p.details}"
+    assert p.source == RULES[rule].source and p.reason.endswith(".")
+
+
+def test_every_rule_is_covered_and_cited():
+    hit = {predict(data).rule for _, data, *_ in CASES}
+    assert hit == set(RULES), f"rules without a self-test: {set(RULES) - hit}"
+    assert set(OUTCOMES.values()) <= set(RULES)
+    for rule_id, rule in RULES.items():
+        assert "istio/istio" in rule.source, f"{rule_id} has no Istio citation"
+
+
+# --- The default matrix, written out from the rules above ---------------------------------------------
+# Rows: PA none, UNSET, DISABLE, PERMISSIVE, STRICT. Columns: DR none, DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL.
+M, P, F, R = "mtls", "plaintext", "503", "reset"
+EXPECTED_MATRIX = {
+    ("client-sidecar", "server-sidecar"): [
+        [M, P, F, F, M],  # none: auto mTLS (PERMISSIVE)
+        [M, P, F, F, M],  # UNSET: inherits PERMISSIVE
+        [P, P, F, F, F],  # DISABLE: auto mTLS off (namespace DISABLE), TLS refused
+        [M, P, F, F, M],
+        [M, F, F, F, M],  # STRICT
+    ],
+    ("client-sidecar", "server-no-sidecar"): [[P, P, F, F, F]] * 5,  # PA has no proxy to enforce it
+    ("client-no-sidecar", "server-sidecar"): [[P] * 5, [P] * 5, [P] * 5, [P] * 5, [R] * 5],
+    ("client-no-sidecar", "server-no-sidecar"): [[P] * 5] * 5,
+}
+
+
+def test_matrix_shape_and_ids():
+    cells = matrix_scenarios()
+    ids = [cell for cell, _ in cells]
+    assert len(cells) == 100 and len(set(ids)) == 100
+    assert "client-sidecar/server-sidecar/pa-strict/dr-istio-mutual" in ids
+    assert "client-no-sidecar/server-no-sidecar/pa-none/dr-none" in ids
+    for cell, data in cells:
+        scenario_from_dict(data, cell)  # every cell is a valid scenario
+
+
+def _matrix_differences() -> list[str]:
+    pa_index = {"none": 0, "unset": 1, "disable": 2, "permissive": 3, "strict": 4}
+    dr_index = {"none": 0, "disable": 1, "simple": 2, "mutual": 3, "istio-mutual": 4}
+    wrong = []
+    for row in matrix_predictions(None):
+        client, server, pa_id, dr_id = row["cell"].split("/")
+        want = EXPECTED_MATRIX[(client, server)][pa_index[pa_id[3:]]][dr_index[dr_id[3:]]]
+        if row["outcome"] != want:
+            wrong.append(f"{row['cell']}: {row['outcome']} != {want}")
+    return wrong
+
+
+def test_matrix_matches_the_written_table():
+    assert not _matrix_differences()
+
+
+def test_matrix_identity_and_wire():
+    for row in matrix_predictions("1.28"):
+        assert row["istio_version"] == "1.28"
+        if row["outcome"] == "mtls":
+            assert row["peer_identity"] == SLEEP_ID and row["wire"] == "mtls", row["cell"]
+        else:
+            assert row["peer_identity"] is None, row["cell"]
+        if row["outcome"] in ("plaintext", "reset"):
+            assert row["wire"] == "plaintext", row["cell"]
+
+
+def test_naked_client_says_dr_has_no_effect():
+    p = predict(scenario([dr("ISTIO_MUTUAL")], client_sidecar=False))
+    assert "no effect without a client sidecar" in p.reason and p.client_tls == "plaintext"
+
+
+def test_mutual_cell_wire_is_app_tls_not_istio():
+    # cluster_tls.go constructUpstreamTLS sets no Istio ALPN and no outbound_ SNI for MUTUAL.
+    p = predict(scenario([pa("STRICT"), dr("MUTUAL")]))
+    assert (p.client_tls, p.wire, p.server_mode) == ("mutual", "app-tls", "STRICT")
+    assert "auto_san_validation" in p.reason
+
+
+# --- PeerAuthentication scope (policy_applier.go ComposePeerAuthentication, authentication.go) ---------
+
+def mode_of(resources, **server):
+    return predict(scenario(resources, **server)).server_mode
+
+
+@pytest.mark.parametrize("resources,server,mode", [
+    ([], {}, "PERMISSIVE"),
+    ([pa("STRICT", ROOT_NS)], {}, "STRICT"),
+    ([pa("STRICT", ROOT_NS), pa("DISABLE")], {}, "DISABLE"),
+    ([pa("STRICT", ROOT_NS), pa("UNSET")], {}, "STRICT"),
+    ([pa("UNSET", ROOT_NS)], {}, "PERMISSIVE"),
+    ([pa(None)], {}, "PERMISSIVE"),
+    ([pa("DISABLE"), pa("STRICT", name="w", selector=APP)], {}, "STRICT"),
+    ([pa("DISABLE"), pa(None, name="w", selector=APP)], {}, "DISABLE"),
+    ([pa("STRICT", name="w", selector=APP, ports={8080: "DISABLE"})], {}, "DISABLE"),
+    ([pa("STRICT", name="w", selector=APP, ports={8000: "DISABLE"})], {}, "STRICT"),
+    ([pa("STRICT", name="w", selector=APP, ports={9090: "DISABLE"})], {"target_port": 9090}, "DISABLE"),
+    ([pa("STRICT"), pa("DISABLE", name="w", selector=APP, ports={8080: None})], {}, "DISABLE"),
+    ([pa("STRICT", ROOT_NS, name="w", selector=APP)], {}, "PERMISSIVE"),
+    ([pa("STRICT", name="w", selector={"app": "other"})], {}, "PERMISSIVE"),
+    ([pa("STRICT", "sleep")], {}, "PERMISSIVE"),
+    ([pa("STRICT", name="a"), pa("DISABLE", name="b")], {}, "STRICT"),
+    ([pa("DISABLE", name="b"), pa("STRICT", name="a")], {}, "DISABLE"),
+    ([pa("UNSET", ROOT_NS, name="a"), pa("STRICT", ROOT_NS, name="b")], {}, "PERMISSIVE"),
+    ([pa("PERMISSIVE", name="a", selector=APP), pa("STRICT", name="b", selector=APP)], {}, "PERMISSIVE"),
+], ids=["default", "mesh", "ns-over-mesh", "ns-unset-inherits-mesh", "mesh-unset", "ns-no-mtls",
+        "workload-over-ns", "workload-no-mtls-inherits", "port-target", "port-service-ignored", "port-moved",
+        "port-unset-inherits", "root-selector-ignored", "selector-no-match", "other-ns-ignored",
+        "ns-oldest-wins", "ns-oldest-wins-2", "mesh-oldest-unset-wins", "workload-oldest-wins"])
+def test_pa_scope(resources, server, mode):
+    """Sources: policy_applier.go ComposePeerAuthentication (levels, UNSET, oldest wins, root selector
+    ignored, PerPort by endpoint port), authentication.go getConfigsForWorkload (own + root namespace)."""
+    assert mode_of(resources, **server) == mode
+
+
+def test_creation_order_decides_not_the_name():
+    # The scenario's list order is the creation order; names do not matter (sortConfigByCreationTime).
+    a = mode_of([pa("STRICT", name="zzz"), pa("DISABLE", name="aaa")])
+    b = mode_of([pa("DISABLE", name="aaa"), pa("STRICT", name="zzz")])
+    assert (a, b) == ("STRICT", "DISABLE")
+
+
+def test_ignored_objects_are_explained():
+    p = predict(scenario([pa("STRICT", ROOT_NS, name="w", selector=APP), pa("STRICT", "sleep", name="x")]))
+    text = " ".join(p.details)
+    assert "istio-system/w is ignored" in text and "sleep/x is ignored" in text
+
+
+# --- auto mTLS (push_context.go BestEffortInferServiceMTLSMode, mtls_checker.go) -----------------------
+
+@pytest.mark.parametrize("resources,outcome,client_tls", [
+    ([pa("DISABLE"), pa("STRICT", name="w", selector=APP)], "503", "plaintext"),
+    ([pa("STRICT"), pa("DISABLE", name="w", selector=APP)], "plaintext", "plaintext"),
+    ([pa("STRICT"), pa(None, name="w", selector=APP, ports={8080: "DISABLE"})], "plaintext", "plaintext"),
+    ([pa("DISABLE", ROOT_NS)], "plaintext", "plaintext"),
+    ([pa("DISABLE", ROOT_NS), pa("STRICT")], "mtls", "istio-mutual"),
+    ([pa("DISABLE", ROOT_NS), pa("UNSET")], "plaintext", "plaintext"),
+], ids=["ns-disable-hides-workload-strict", "endpoint-workload-disable", "endpoint-port-disable", "mesh-disable",
+        "ns-strict-over-mesh-disable", "ns-unset-inherits-mesh-disable"])
+def test_auto_mtls(resources, outcome, client_tls):
+    p = predict(scenario(resources))
+    assert (p.outcome, p.client_tls) == (outcome, client_tls), p.details
+
+
+# --- DestinationRule selection (push_context.go destinationRule, destination_rule.go, sidecar.go) ------
+
+@pytest.mark.parametrize("cell,client_tls", [
+    ("dr-client-ns-beats-server-ns", "plaintext"),
+    ("dr-server-ns-applies", "plaintext"),
+    ("dr-server-ns-export-dot-hidden", "istio-mutual"),
+    ("dr-server-ns-export-client-ns", "plaintext"),
+    ("dr-root-ns-applies", "plaintext"),
+    ("dr-server-ns-beats-root-ns", "istio-mutual"),
+    ("dr-root-ns-export-dot-hidden", "istio-mutual"),
+    ("dr-client-ns-exported-elsewhere", "istio-mutual"),
+    ("dr-short-host-in-server-ns", "plaintext"),
+    ("dr-short-host-in-client-ns", "istio-mutual"),
+    ("dr-wildcard-client-ns-beats-exact-server-ns", "plaintext"),
+    ("dr-merge-oldest-traffic-policy", "plaintext"),
+    ("dr-merge-older-policy-without-tls", "istio-mutual"),
+    ("dr-different-export-newest-applies", "plaintext"),
+    ("dr-workload-selector-match", "plaintext"),
+    ("dr-workload-selector-no-match", "istio-mutual"),
+    ("dr-port-level-service-port", "plaintext"),
+    ("dr-port-level-target-port-ignored", "istio-mutual"),
+    ("dr-port-level-without-tls-top-disable", "plaintext"),
+    ("dr-port-level-without-tls-naked-server", "plaintext"),
+    ("dr-credential-name-without-selector", "plaintext"),
+    ("dr-istio-mutual-naked-server", "istio-mutual"),
+])
+def test_dr_scope_cells(cell, client_tls):
+    cells = dict(scope_scenarios())
+    p = predict(cells[f"scope/{cell}"])
+    assert p.client_tls == client_tls, p.details
+
+
+def test_dr_top_istio_mutual_port_without_tls_keeps_endpoint_mtls():
+    # util.go GetPortLevelTrafficPolicy: the port entry resets tls -> auto mTLS for the cluster;
+    # mtls_checker.go trafficPolicyTLSModeForPort keeps ISTIO_MUTUAL for the endpoint label.
+    p = predict(scenario([pa("DISABLE", name="w", selector=APP), dr("ISTIO_MUTUAL", ports={8000: None})]))
+    assert (p.client_tls, p.outcome) == ("istio-mutual", "503")
+
+
+def test_scope_cells_are_valid_and_unique():
+    cells = scope_scenarios()
+    assert len(cells) >= 30 and len({c for c, _ in cells}) == len(cells)
+    for cell, data in cells:
+        p = predict(data)
+        assert p.outcome in ("mtls", "plaintext", "503", "reset"), cell
+
+
+# --- versions -------------------------------------------------------------------------------------------
+
+def test_every_supported_version_is_an_input():
+    for version in ("1.28", "1.29", "1.30"):
+        assert predict(scenario([pa("STRICT")]), version).istio_version == version
+    with pytest.raises(ManifestError, match="istio_version"):
+        predict(scenario([]), "1.27")
+    with pytest.raises(ManifestError, match="allowed: 1.28, 1.29, 1.30"):
+        matrix_predictions("1.31")
+
+
+def test_oracle_does_not_import_the_mesh():
+    # The suites compare the oracle with the reference mesh; a shared module would hide a shared bug.
+    for module in (expectations, matrix):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in imported if m and m.split(".")[0] == "cluster"], module.__name__
+
+
+# --- mutation: a deliberately wrong rule makes the self-tests fail -------------------------------------
+
+def test_mutation_wrong_table_entry_is_caught(monkeypatch):
+    assert not _mismatches(CASES)
+    monkeypatch.setitem(OUTCOMES, ("istio-mutual", "DISABLE"), "istio-mutual-accepted")
+    assert any("istio-mutual-to-disable" in m for m in _mismatches(CASES))
+
+
+def test_mutation_wrong_rule_outcome_is_caught(monkeypatch):
+    monkeypatch.setitem(RULES, "naked-client-to-strict-reset", RULES["plaintext-accepted"])
+    assert any("naked-client-strict" in m for m in _mismatches(CASES))
+
+
+def test_mutation_newest_policy_wins_is_caught(monkeypatch):
+    monkeypatch.setattr(expectations, "_oldest", lambda ps: max(ps, key=lambda p: p.order) if ps else None)
+    assert mode_of([pa("STRICT", name="a"), pa("DISABLE", name="b")]) != "STRICT"
+
+
+def test_mutation_auto_mtls_reading_workload_policy_is_caught(monkeypatch):
+    # If auto mTLS saw the workload's STRICT (it does not), the ns-DISABLE + workload-STRICT cell would pass.
+    real = expectations.server_policy
+
+    def sees_workload(s):
+        policy = real(s)
+        return expectations.ServerPolicy(policy.mode, policy.mode, policy.steps)
+
+    monkeypatch.setattr(expectations, "server_policy", sees_workload)
+    p = predict(scenario([pa("DISABLE"), pa("STRICT", name="w", selector=APP)]))
+    assert p.outcome != "503"
+
+
+def test_mutation_strict_as_permissive_turns_the_matrix_red(monkeypatch):
+    # The classic mesh bug: STRICT behaving as PERMISSIVE. It must show in exactly the STRICT rows.
+    monkeypatch.setitem(OUTCOMES, ("naked", "STRICT"), "plaintext-accepted")
+    monkeypatch.setitem(OUTCOMES, ("plaintext", "STRICT"), "plaintext-accepted")
+    wrong = _matrix_differences()
+    assert wrong and all("/pa-strict/" in w for w in wrong)
+    assert len(wrong) == 5 + 1  # naked client x 5 DR modes, sidecar client with dr-disable

@@ -23,7 +23,8 @@ time.sleep(1.2)
 def test_peak_memory_counts_a_daemonised_grandchild():
     result = run_measured([sys.executable, "-c", DAEMONISED_HOG], dict(os.environ))
     assert result["exit_code"] == 0
-    assert result["peak_memory_mb"] >= ALLOC_MB
+    assert result["peak_memory_mb"] >= ALLOC_MB and result["peak_pss_mb"] >= ALLOC_MB
+    assert max(e["rss_mb"] for e in result["peak_by_process"].values()) >= ALLOC_MB
     assert result["peak_processes"] >= 2 and result["memory_samples"] >= 5
 
 
@@ -40,8 +41,8 @@ def test_percentile_is_nearest_rank():
 
 
 def test_limits_note_follows_the_measured_cpu():
-    busy = limits_note({"cpu_busy_pct": 97.0, "peak_processes": 40}, cores=2)
-    idle = limits_note({"cpu_busy_pct": 30.0, "peak_processes": 40}, cores=2)
+    busy = limits_note({"cpu_busy_pct": 97.0, "peak_processes": 40, "peak_pss_mb": 500.0}, cores=2)
+    idle = limits_note({"cpu_busy_pct": 30.0, "peak_processes": 40, "peak_pss_mb": 500.0}, cores=2)
     assert "the CPU was the limit" in busy and "the CPU was the limit" not in idle
 
 

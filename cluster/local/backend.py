@@ -62,7 +62,7 @@ class Pair:
     server: LocalPod
     vip: str
     in_use: bool = False
-    configs: dict[str, str] = field(default_factory=dict)  # pod name -> JSON of what it serves now
+    configs: dict[str, controlplane.SidecarConfig] = field(default_factory=dict)  # what each sidecar serves now
 
     @property
     def service(self) -> controlplane.Service:
@@ -84,7 +84,8 @@ class Handle:
 class LocalBackend(MeshBackend):
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, out_dir: str | Path = "reports/out/local") -> None:
+        self.out_dir = Path(out_dir)  # pcaps outlive the run: reports attach them after stop()
         self.run: RunState | None = None
         self.pairs: list[Pair] = []
         self.version = 0
@@ -108,7 +109,7 @@ class LocalBackend(MeshBackend):
         self.rogue_ca = mesh_ca.MeshCA("rogue CA (not trusted by the mesh)")
 
     def stop(self) -> None:
-        for pair in self.pairs:
+        for pair in list(self.pairs):
             for pod in pair.pods():
                 if pod.sidecar:
                     pod.sidecar.stop()
@@ -116,7 +117,7 @@ class LocalBackend(MeshBackend):
                     pod.app.stop()
         self.pairs = []
         if self.run:
-            self.run.teardown()
+            self.run.teardown()  # netns, links, files, and any process the stops above missed
             self.run = None
 
     # --- deploy / apply ---------------------------------------------------------------------------------
@@ -125,12 +126,11 @@ class LocalBackend(MeshBackend):
         resources = list(scenario.resources) or parse_resources(list(scenario.manifests), scenario.name)
         key = _shape(scenario)
         pair = next((p for p in self.pairs if p.key == key and not p.in_use), None)
-        handle = Handle(pair, scenario, resources)  # pair filled below
         if pair is None:
             pair = self._create_pair(scenario, key, resources)
-            handle.pair = pair
+            handle = Handle(pair, scenario, resources)
         else:
-            handle.pair = pair
+            handle = Handle(pair, scenario, resources)
             self._apply_resources(handle, resources)
         pair.in_use = True
         return handle
@@ -142,38 +142,54 @@ class LocalBackend(MeshBackend):
     def _apply_resources(self, handle: Handle, resources: list) -> None:
         pair = handle.pair
         configs = self._compile(pair, resources, handle.scenario.root_namespace)  # may raise: nothing written
-        changed = {name: cfg for name, cfg in configs.items() if _fingerprint(cfg) != pair.configs.get(name)}
+        changed = {name: cfg for name, cfg in configs.items() if _fingerprint(cfg) != _fingerprint(pair.configs[name])}
         if changed:
-            self.version += 1
-            version = f"v{self.version}"
-            pods = {p.name: p for p in pair.pods()}
-            for name, cfg in changed.items():
-                controlplane.write_xds(pods[name].dir / "xds", cfg, version, uid=PROXY_UID)
-            for name, cfg in changed.items():
-                pods[name].sidecar.wait_version(version)
-                pair.configs[name] = _fingerprint(cfg)
+            try:
+                self._push(pair, changed)
+            except BaseException:
+                # A sidecar refused its files: put every sidecar back on what it served before.
+                self._push(pair, {name: pair.configs[name] for name in changed})
+                raise
         handle.resources = resources
+
+    def _push(self, pair: Pair, configs: dict[str, controlplane.SidecarConfig]) -> None:
+        """Write each sidecar's files, then return once every one of them reports the new version."""
+        self.version += 1
+        version = f"v{self.version}"
+        pods = {p.name: p for p in pair.pods()}
+        for name, cfg in configs.items():
+            controlplane.write_xds(pods[name].dir / "xds", cfg, version, uid=PROXY_UID)
+        for name, cfg in configs.items():
+            pods[name].sidecar.wait_version(version)
+            pair.configs[name] = cfg
 
     def _compile(self, pair: Pair, resources: list, root_ns: str) -> dict[str, controlplane.SidecarConfig]:
         return {pod.name: controlplane.compile_sidecar(pod.model(), [pair.service], resources, root_ns)
                 for pod in pair.pods() if pod.workload.sidecar}
 
     def _create_pair(self, scenario: Scenario, key: tuple, resources: list) -> Pair:
-        run = self.run
         index = len(self.pairs)
         client = self._new_pod("client", scenario.client, index)
         server = self._new_pod("server", scenario.server, index)
         vip = f"10.251.{self.subnet.network_address.packed[2]}.{index + 1}"
         pair = Pair(key, index, client, server, vip)
+        configs = self._compile(pair, resources, scenario.root_namespace)  # bad config: nothing created yet
         self.pairs.append(pair)
-        service = pair.service
-        hosts = {service.host: vip}
-        rule = ServiceRule(vip, service.port, server.ip, service.target_port)
+        try:
+            self._start_pair(pair, configs)
+        except BaseException:
+            self._destroy_pair(pair)
+            raise
+        return pair
+
+    def _start_pair(self, pair: Pair, configs: dict[str, controlplane.SidecarConfig]) -> None:
+        run, client, server, service = self.run, pair.client, pair.server, pair.service
+        rule = ServiceRule(pair.vip, service.port, server.ip, service.target_port)
         for pod in pair.pods():
             pod.dir.mkdir(mode=0o755)
-            netns.create_pod(run, pod.name, pod.veth, self.bridge, pod.ip, self.subnet.prefixlen, hosts)
+            netns.create_pod(run, pod.name, pod.veth, self.bridge, pod.ip, self.subnet.prefixlen,
+                             {service.host: pair.vip})
             iptables.install(pod.name, pod.workload.sidecar, [rule])
-        configs = self._compile(pair, resources, scenario.root_namespace)
         self.version += 1
         version = f"v{self.version}"
         server.app = Httpbin(server.name, server.dir, service.target_port)
@@ -187,7 +203,7 @@ class LocalBackend(MeshBackend):
             os.chown(xds, PROXY_UID, PROXY_UID)
             mesh_ca.install_identity(pod.dir / "certs", pod.dir / "sds", self.ca, pod.workload.spiffe_id, PROXY_UID)
             controlplane.write_xds(xds, configs[pod.name], version, uid=PROXY_UID)
-            pair.configs[pod.name] = _fingerprint(configs[pod.name])
+            pair.configs[pod.name] = configs[pod.name]
             node = f"sidecar~{pod.ip}~{pod.name}.{pod.workload.namespace}~{pod.workload.namespace}.svc.cluster.local"
             pod.sidecar = Sidecar(pod.name, pod.dir, node, f"{pod.role}.{pod.workload.namespace}")
             pod.sidecar.start(run.record_pid)
@@ -196,7 +212,16 @@ class LocalBackend(MeshBackend):
                 pod.sidecar.wait_ready()
                 pod.sidecar.wait_version(version)
         server.app.wait_ready()
-        return pair
+
+    def _destroy_pair(self, pair: Pair) -> None:
+        for pod in pair.pods():
+            if pod.sidecar:
+                pod.sidecar.stop()
+            if isinstance(pod.app, Httpbin):
+                pod.app.stop()
+            netns.delete_pod(pod.name, pod.veth)
+        if pair in self.pairs:
+            self.pairs.remove(pair)
 
     def _new_pod(self, role: str, workload: Workload, index: int) -> LocalPod:
         host = self._next_host
@@ -243,8 +268,8 @@ class LocalBackend(MeshBackend):
             from probes.verdict import CaptureError, judge
         except ImportError as err:
             return pair.client.app.request(url, canary), None, {"wire_note": f"capture unavailable: {err}"}
-        pcap = self.run.dir / "pcaps" / f"{canary}.pcap"
-        pcap.parent.mkdir(exist_ok=True)
+        pcap = self.out_dir / "pcaps" / f"{self.run.prefix}-{canary}.pcap"
+        pcap.parent.mkdir(parents=True, exist_ok=True)
         with Capture(iface=pair.server.veth, bpf="tcp", pcap_path=pcap):
             curl = pair.client.app.request(url, canary)
         try:

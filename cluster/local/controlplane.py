@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshproof.istio_api import ClientTLS, DestinationRule, PeerAuthentication, Resource
+from meshproof.istio_api import ClientTLS, DestinationRule, ManifestError, PeerAuthentication, Resource
 
 TYPE = "type.googleapis.com/envoy."
 CLUSTER_TYPE = TYPE + "config.cluster.v3.Cluster"
@@ -37,8 +37,11 @@ MESH_CERT_FILES = {"/etc/certs/cert-chain.pem": "cert-chain.pem", "/etc/certs/ke
 FLAGS_HEADER = "x-meshproof-response-flags"
 
 
-class UnsupportedConfig(ValueError):
+class UnsupportedConfig(ManifestError):
     """Valid Istio config the reference mesh cannot represent (e.g. certificate files it does not have)."""
+
+    def __init__(self, dr: DestinationRule, field_path: str, problem: str):
+        super().__init__("reference mesh", f"DestinationRule {dr.namespace}/{dr.name}", field_path, problem)
 
 
 @dataclass(frozen=True)
@@ -273,24 +276,25 @@ def _istio_mutual(client: Pod, sni: str, sans: list[str]) -> dict:
             "validation_context_sds_secret_config": _sds("ROOTCA", client.sds_dir)}}})
 
 
-def _mesh_file(path: str, client: Pod, field_name: str) -> str:
+def _mesh_file(path: str, client: Pod, dr: DestinationRule, field_name: str) -> str:
     """DestinationRule certificate paths: Istio's /etc/certs/* names resolve to the workload's own mesh files."""
     if path in MESH_CERT_FILES:
         return f"{client.cert_dir}/{MESH_CERT_FILES[path]}"
     if os.path.isabs(path) and os.path.isfile(path):
         return path
-    raise UnsupportedConfig(f"DestinationRule {field_name} {path!r}: the reference mesh provides only "
-                            f"{', '.join(MESH_CERT_FILES)} (or an existing absolute file)")
+    raise UnsupportedConfig(dr, f"spec.trafficPolicy.tls.{field_name}",
+                            f"{path!r}: the reference mesh provides only {', '.join(MESH_CERT_FILES)} "
+                            "(or an existing absolute file on this machine)")
 
 
-def _simple_or_mutual(client: Pod, tls: ClientTLS, mutual: bool) -> dict:
+def _simple_or_mutual(client: Pod, tls: ClientTLS, mutual: bool, dr: DestinationRule) -> dict:
     common: dict = {"tls_params": _tls_params()}
     if mutual:
         common["tls_certificates"] = [{
-            "certificate_chain": {"filename": _mesh_file(tls.client_certificate, client, "clientCertificate")},
-            "private_key": {"filename": _mesh_file(tls.private_key, client, "privateKey")}}]
+            "certificate_chain": {"filename": _mesh_file(tls.client_certificate, client, dr, "clientCertificate")},
+            "private_key": {"filename": _mesh_file(tls.private_key, client, dr, "privateKey")}}]
     if not tls.insecure_skip_verify:
-        ca = _mesh_file(tls.ca_certificates, client, "caCertificates") if tls.ca_certificates else SYSTEM_CA
+        ca = _mesh_file(tls.ca_certificates, client, dr, "caCertificates") if tls.ca_certificates else SYSTEM_CA
         validation: dict = {"trusted_ca": {"filename": ca}}
         if tls.subject_alt_names:
             validation["match_typed_subject_alt_names"] = _san_matchers(tls.subject_alt_names)
@@ -331,7 +335,7 @@ def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication
         # sends no TLS at all.
         decision["note"] = "credentialName on a sidecar: no TLS (as Istio does)"
     elif tls.mode in ("SIMPLE", "MUTUAL"):
-        cluster["transport_socket"] = _simple_or_mutual(client, tls, mutual=tls.mode == "MUTUAL")
+        cluster["transport_socket"] = _simple_or_mutual(client, tls, tls.mode == "MUTUAL", dr)
         auto_sni = not tls.sni
         auto_san = auto_sni and not tls.subject_alt_names and not tls.insecure_skip_verify
     cluster["typed_extension_protocol_options"] = _http_options(auto_sni, auto_san)

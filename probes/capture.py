@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ SETTLE_QUIET_S = 0.030  # silence that ends a capture whose flows did not all cl
 CLOSED_GRACE_S = 0.001  # after every flow saw FIN both ways or RST: room for the last ACK
 MAX_SETTLE_S = 0.5  # a flow that keeps talking after the probe returned does not hold the capture forever
 START_TIMEOUT_S = 2.0
+RECEIVE_BUFFER = 4 << 20  # bytes of frames the kernel queues for the sniffer thread before it drops
+_SOL_PACKET, _PACKET_AUXDATA, _PACKET_STATISTICS, _SO_TIMESTAMPNS = 263, 8, 6, 35
 
 
 class _ListenSocket(L2ListenSocket):
@@ -52,10 +55,10 @@ class _ListenSocket(L2ListenSocket):
                 self.ins.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
             finally:
                 free_filter(program)
-            self.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             self.ins.bind((iface, ETH_P_ALL))
-            self.ins.setsockopt(263, 8, 1)  # SOL_PACKET, PACKET_AUXDATA: VLAN tags, as scapy expects
-            self.ins.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS: kernel receive time per frame
+            self.ins.setsockopt(_SOL_PACKET, _PACKET_AUXDATA, 1)  # VLAN tags, as scapy's reader expects
+            self.ins.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)  # kernel receive time per frame
         except BaseException:
             self.ins.close()
             raise
@@ -63,6 +66,11 @@ class _ListenSocket(L2ListenSocket):
         # Frames stay raw bytes: dissecting each one in the sniffer thread would compete with the probe for
         # the GIL; the verdict parses the pcap afterwards anyway.
         self.LL, self.lvl = conf.raw_layer, 2
+
+    def dropped(self) -> int:
+        """Frames the kernel dropped because the receive queue was full (since the last call)."""
+        _, drops = struct.unpack("II", self.ins.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, 8))
+        return drops
 
 
 class Capture:
@@ -76,6 +84,7 @@ class Capture:
     def __init__(self, iface: str, bpf: str, pcap_path: Path, netns: str | None = None):
         self.iface, self.bpf, self.pcap_path, self.netns = iface, bpf, Path(pcap_path), netns
         self.packets = 0
+        self.dropped = 0  # frames the kernel could not queue for the sniffer: the pcap is then incomplete
         self.timings_ms: dict[str, float] = {}
         self._flows: dict[tuple, dict] = {}
         self._last_frame = 0.0
@@ -145,14 +154,18 @@ class Capture:
         self.timings_ms["write"] = (time.perf_counter() - began) * 1e3
         self.packets = len(frames)
         failure = self._sniffer.exception if self._sniffer else None
-        if failure is not None and exc_type is None:
+        if exc_type is None and failure is not None:
             raise CaptureError(f"the sniffer on {self._where()} failed: {failure}")
+        if exc_type is None and self.dropped:
+            raise CaptureError(f"{self.pcap_path}: the kernel dropped {self.dropped} frames on {self._where()} "
+                               f"(receive queue of {RECEIVE_BUFFER} bytes full); the capture is incomplete")
 
     def _stop(self) -> list:
         frames = []
         if self._sniffer is not None and self._sniffer.running:
             frames = list(self._sniffer.stop() or [])
         if self._socket is not None:
+            self.dropped = self._socket.dropped()
             # Closing a packet socket waits for an RCU grace period (8-25 ms); nobody needs to wait for it.
             threading.Thread(target=self._socket.close, name="capture-close", daemon=True).start()
         return frames

@@ -47,6 +47,11 @@ class Direction:
         return self.runs[0] if self.runs and not self.missed_start else b""
 
     @property
+    def start_seen(self) -> bool:
+        """The capture holds this direction's first payload byte (its SYN was seen and nothing before is missing)."""
+        return self._isn is not None and not self.missed_start
+
+    @property
     def payload_bytes(self) -> int:
         return sum(len(run) for run in self.runs)
 

@@ -43,6 +43,22 @@ def starts_like_tls(data: bytes) -> bool:
             and 0 < int.from_bytes(data[3:5], "big") <= _MAX_RECORD)
 
 
+def record_chain_start(data: bytes) -> int | None:
+    """Where whole TLS records start in a stream captured from its middle: the first offset from which valid
+    record headers chain to the end of `data` (the last record may be cut). None when there is none."""
+    for start in range(min(len(data), _MAX_RECORD + 5)):
+        if data[start] not in _RECORD_TYPES:
+            continue
+        offset, records = start, 0
+        while offset + 5 <= len(data) and starts_like_tls(data[offset:offset + 5]):
+            offset += 5 + int.from_bytes(data[offset + 3:offset + 5], "big")
+            records += 1
+        # One record that ends exactly at the end, or two or more (a random match rarely chains twice).
+        if (records >= 2 and offset >= len(data)) or (records == 1 and offset == len(data)):
+            return start
+    return None
+
+
 @dataclass
 class TlsDirection:
     records: dict[str, int] = field(default_factory=dict)  # count per record type

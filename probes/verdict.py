@@ -155,7 +155,12 @@ def _direction(direction: Direction, tls13: bool) -> dict[str, Any]:
         return {"kind": "none", **summary}
     data = direction.runs[0]
     if not tls.starts_like_tls(data):
-        return {"kind": "cleartext", **summary, **_http(data), "head": data[:80].decode("latin-1")}
+        # Captured from the middle of a connection, a TLS stream may begin inside a record.
+        resync = None if direction.start_seen else tls.record_chain_start(data)
+        if resync is None:
+            return {"kind": "cleartext", **summary, **_http(data), "head": data[:80].decode("latin-1")}
+        summary["unknown_prefix_bytes"] = resync
+        data = data[resync:]
     walked = tls.walk(data, tls13)
     summary.update({
         "records": walked.records, "truncated": walked.truncated,

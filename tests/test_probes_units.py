@@ -94,6 +94,23 @@ def test_tls_that_turns_into_cleartext_is_cleartext(tmp_path):
     assert down["http_status"] == 200 and wire["canary_in_clear"]
 
 
+def test_record_chain_start_finds_records_after_a_partial_one():
+    stream = _record(tls.APPLICATION_DATA, b"a" * 50)[20:] + _record(tls.APPLICATION_DATA, b"b" * 30) * 2
+    assert tls.record_chain_start(stream) == 35
+    assert tls.record_chain_start(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") is None
+
+
+def test_connection_captured_mid_record_is_unproven_not_plaintext(tmp_path):
+    """A pooled TLS connection whose first captured segment starts inside a record: no false "plaintext"."""
+    up = _record(tls.APPLICATION_DATA, b"a" * 50)[20:] + _record(tls.APPLICATION_DATA, b"b" * 30)
+    wrpcap(str(tmp_path / "mid.pcap"), [seg(C, S, 100, data=up), seg(S, C, 7, data=_record(23, b"c" * 40))])
+    with pytest.raises(CaptureError, match="reused a TLS connection"):
+        judge(tmp_path / "mid.pcap", new_canary(), S[0], S[1])
+    # The same bytes with the connection's start captured are not TLS from byte 0: cleartext.
+    wrpcap(str(tmp_path / "start.pcap"), [seg(C, S, 99, "S"), seg(C, S, 100, data=up)])
+    assert judge(tmp_path / "start.pcap", new_canary(), S[0], S[1])["verdict"] == "plaintext"
+
+
 def test_starts_like_tls():
     assert tls.starts_like_tls(_record(tls.HANDSHAKE, b"\x01"))
     assert not tls.starts_like_tls(b"GET / HTTP/1.1\r\n")

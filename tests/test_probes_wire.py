@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from probes import capture as capture_module
 from probes import rig
 from probes.canary import new_canary
 from probes.capture import SETTLE_QUIET_S, Capture
@@ -248,6 +249,15 @@ def test_retransmitted_segments_are_merged(net, tmp_path):
     sent = sum(len(data) for _, _, data in up._segments)
     assert sent > len(request), "no segment was retransmitted; the drop rule did not bite"
     assert judge(pcap, canary, rig.SERVER_IP, UPLOAD)["canary_in_clear"] is True
+
+
+def test_frames_the_kernel_dropped_make_the_capture_an_error(net, tmp_path, monkeypatch):
+    """A receive queue too small for one GSO frame: the kernel drops, the capture must say so."""
+    monkeypatch.setattr(capture_module, "RECEIVE_BUFFER", 1)  # the kernel rounds it up to its minimum
+    pcap = tmp_path / "dropped.pcap"
+    with pytest.raises(CaptureError, match=r"the kernel dropped \d+ frames"), \
+            Capture(net.server_iface, f"tcp port {LARGE}", pcap, netns=net.server_ns):
+        net.exchange(LARGE, rig.http_request(new_canary()))
 
 
 def test_capture_in_this_namespace_on_loopback(tmp_path):

@@ -557,7 +557,8 @@ def _verifies_server(tls: ClientTLS, scenario: Scenario) -> tuple[bool, str]:
 def expect(scenario: Scenario) -> Prediction:
     """What Istio does with one request sleep -> httpbin's Service port in this scenario."""
     if scenario.istio_version not in SUPPORTED_ISTIO_VERSIONS:
-        raise ManifestError(scenario.name or "scenario", "scenario", "istio_version",
+        # Scenario files are validated on load; this catches a version set afterwards (--istio-version).
+        raise ManifestError(f"{scenario.name or 'scenario'} with --istio-version", "scenario", "istio_version",
                             f"{scenario.istio_version!r} is not supported; allowed: {', '.join(SUPPORTED_ISTIO_VERSIONS)}")
     policy = server_policy(scenario)
     chosen = select_destination_rule(scenario) if scenario.client.sidecar else ChosenRule(None, ())

@@ -55,6 +55,7 @@ from probes.verdict import judge
 
 SIDECAR = "istio-proxy"
 CANARY_HEADER = "X-Meshproof-Canary"  # the header the local mesh's probe sends too
+CLIENT_REVISION_ENV, SERVER_REVISION_ENV = "MESHPROOF_CLIENT_REVISION", "MESHPROOF_SERVER_REVISION"
 CREATE_SPACING_S = 1.05  # creationTimestamp has 1 s resolution; Istio lets the oldest conflicting policy win
 
 
@@ -110,8 +111,10 @@ class KubeBackend(MeshBackend):
     def from_options(cls, options: Any) -> KubeBackend:
         """From the pytest/CLI options namespace (kubeconfig, context, istio_revision, allow_mesh_wide, ...)."""
         get = lambda name, default=None: getattr(options, name, default)
+        # Mixed revisions (meshproof upgrade-check) reach pytest workers through the environment.
         return cls(get("kubeconfig"), get("context"), get("istio_revision"),
-                   client_revision=get("client_revision"), server_revision=get("server_revision"),
+                   client_revision=get("client_revision") or os.environ.get(CLIENT_REVISION_ENV) or None,
+                   server_revision=get("server_revision") or os.environ.get(SERVER_REVISION_ENV) or None,
                    allow_mesh_wide=bool(get("allow_mesh_wide", False)))
 
     # --- lifecycle ---------------------------------------------------------------------------------

@@ -78,8 +78,9 @@ kind-up:
 	KIND_KUBECONFIG=$(KIND_KUBECONFIG) cluster/kind/up.sh $(ISTIO_VERSION)
 
 kind-conformance: setup $(ALLURE)
-	@rm -rf $(OUT)/allure-results; mkdir -p $(OUT); \
-	$(BIN)/pytest suites $(KUBE_ARGS) --istio-version $(firstword $(ISTIO_VERSION)) $(PYTEST_ARGS); rc=$$?; \
+	@rm -rf $(OUT)/allure-results $(OUT)/cells; mkdir -p $(OUT); \
+	$(BIN)/pytest suites $(KUBE_ARGS) --istio-version $(firstword $(ISTIO_VERSION)) \
+	  --alluredir $(OUT)/allure-results $(PYTEST_ARGS); rc=$$?; \
 	$(MAKE) --no-print-directory report; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
@@ -87,6 +88,10 @@ kind-down:
 	KIND_KUBECONFIG=$(KIND_KUBECONFIG) cluster/kind/down.sh
 
 # OLD_REVISION / NEW_REVISION: the istio.io/rev values of the current and the candidate control plane.
-upgrade-check: setup
-	$(BIN)/meshproof upgrade-check $(KUBE_ARGS) --old-revision $(OLD_REVISION) --new-revision $(NEW_REVISION) \
-	  --out $(OUT)/upgrade $(UPGRADE_ARGS)
+# Exit 1 on a regression; the HTML report (revisions side by side, the diff) is built either way.
+upgrade-check: setup $(ALLURE)
+	@$(BIN)/meshproof upgrade-check $(KUBE_ARGS) --old-revision $(OLD_REVISION) --new-revision $(NEW_REVISION) \
+	  --out $(OUT)/upgrade $(UPGRADE_ARGS); rc=$$?; \
+	if [ -d $(OUT)/upgrade/allure-results ]; then $(BIN)/python -m reports.build --results \
+	  $(OUT)/upgrade/allure-results --out $(OUT)/upgrade --cells $(OUT)/upgrade/new/cells \
+	  --allure $(ALLURE) --name "meshproof upgrade-check"; fi; exit $$rc

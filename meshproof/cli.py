@@ -50,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("results_a")
     diff.add_argument("results_b")
     diff.add_argument("--out", help="write markdown (.md) or HTML (.html) here too")
+
+    upgrade = sub.add_parser("upgrade-check", help="run the cells on an old and a new Istio revision and mixed; "
+                                                   "exit 1 on a regression")
+    upgrade.add_argument("--old-revision", required=True, help="istio.io/rev of the current control plane")
+    upgrade.add_argument("--new-revision", required=True, help="istio.io/rev of the candidate control plane")
+    upgrade.add_argument("--baseline", help="cell results of an earlier run to diff against (default: the old leg)")
+    upgrade.add_argument("--suites", default="matrix", help="comma-separated: matrix, scope (default: matrix)")
+    upgrade.add_argument("--out", default="reports/out/upgrade", help="results, diff and report folder")
+    upgrade.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per leg (default: 2)")
+    upgrade.add_argument("--no-wire-capture", dest="capture", action="store_false", help="skip the wire capture")
+    _add_cluster_options(upgrade)
+    upgrade.set_defaults(mesh="kube")
     return parser
 
 
@@ -126,7 +138,14 @@ def _diff(args) -> int:
     return diff.main(args)
 
 
-COMMANDS = {"expect": _expect, "probe": _probe, "clean": _clean, "doctor": _doctor, "diff": _diff}
+def _upgrade_check(args) -> int:
+    from meshproof import upgrade
+
+    return upgrade.run(args)
+
+
+COMMANDS = {"expect": _expect, "probe": _probe, "clean": _clean, "doctor": _doctor, "diff": _diff,
+            "upgrade-check": _upgrade_check}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """`make bench`: time the full mTLS matrix with wire capture on, and measure the memory of everything it ran.
 
-    python -m reports.bench --out reports/out/bench.json [-n 4]
+    python -m reports.bench --out reports/out/bench.json [-n auto]
 
 Runs `pytest suites -k matrix -n N` as a subprocess (capture on, as in a normal run), samples every process
 of the run (its process tree and its session, so a daemonised sidecar still counts) every ~100 ms, and
@@ -211,7 +211,8 @@ def bench(workers: str, pytest_args: list[str], cells_dir: Path, path: str = "su
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="where to write the JSON")
-    parser.add_argument("-n", "--workers", default="4", help="pytest-xdist workers (default: %(default)s)")
+    parser.add_argument("-n", "--workers", default="auto",
+                        help="pytest-xdist workers (default: %(default)s, one per core; more only queue on the CPU)")
     parser.add_argument("--path", default="suites", help="where the matrix suite is (default: %(default)s)")
     parser.add_argument("--skip-sections", action="store_true",
                         help=f"do not run {' and '.join(SECTION_MODULES)}")

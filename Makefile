@@ -43,7 +43,7 @@ test: setup
 # The full conformance matrix (and chaos suites) on the default mesh, then the HTML report.
 conformance: setup $(ALLURE)
 	@rm -rf $(OUT)/allure-results $(OUT)/cells; mkdir -p $(OUT); \
-	$(BIN)/pytest suites $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/pytest suites --alluredir $(OUT)/allure-results --junitxml $(OUT)/junit.xml $(PYTEST_ARGS); rc=$$?; \
 	$(MAKE) --no-print-directory report; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 

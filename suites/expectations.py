@@ -150,7 +150,7 @@ RULES: dict[str, Rule] = {
         "nothing is sent: Envoy keeps the cluster waiting for the missing certificate secret",
         f"{SRC_UPSTREAM_TLS} (file certificates are served over SDS: constructSdsSecretConfigFromFile)"),
     "client-rejects-server-cert-503": Rule(
-        "503", "app-tls", False,
+        "503", "", False,
         "the client sidecar cannot verify the server's certificate, so it aborts the handshake and answers 503",
         SRC_UPSTREAM_TLS),
 }
@@ -324,8 +324,9 @@ def _merge(pool: list[DestinationRule]) -> dict[str, list[_Consolidated]]:
             if export == entry.export_to:
                 append_separately = False
             elif entry.export_to and export >= entry.export_to:
-                append_separately = True
+                append_separately = True  # merge into it and also stand alone
             else:
+                append_separately = True
                 continue
             with_selector = (dr.workload_selector is not None, entry.first.workload_selector is not None)
             if all(with_selector) and dr.workload_selector != entry.first.workload_selector:
@@ -441,8 +442,9 @@ class Origination:
     sends: str  # "naked" | "plaintext" | "istio-mutual" | "simple" | "mutual"
     rule: str | None  # set when the client decides the outcome on its own
     steps: tuple[str, ...]
-    # Why the client would refuse the server sidecar's certificate; it only comes to that against STRICT,
-    # since PERMISSIVE and DISABLE refuse app TLS at filter chain match, before any certificate is sent.
+    # Why the client would refuse the server sidecar's certificate. It only comes to that when a server chain
+    # accepts the ClientHello: STRICT for any TLS, PERMISSIVE only for Istio's ALPN; otherwise the server
+    # refuses at filter chain match, before it sends a certificate.
     rejects_server_cert: str | None = None
 
 
@@ -477,8 +479,14 @@ def client_origination(scenario: Scenario, policy: ServerPolicy, chosen: ChosenR
     if mode == "DISABLE":
         return Origination("plaintext", None, (*steps, "the DestinationRule sets tls DISABLE: plaintext"))
     if mode == "ISTIO_MUTUAL":
-        return Origination("istio-mutual", None, (*steps, ("the DestinationRule sets ISTIO_MUTUAL: Istio mTLS to "
-                                                  "every endpoint, sidecar or not")))
+        steps.append("the DestinationRule sets ISTIO_MUTUAL: Istio mTLS to every endpoint, sidecar or not")
+        spiffe = server.spiffe_id
+        if cluster_tls.subject_alt_names and spiffe not in cluster_tls.subject_alt_names \
+                and not cluster_tls.insecure_skip_verify:
+            # buildUpstreamTLSSettings: the DR's subjectAltNames replace the service accounts.
+            return Origination("istio-mutual", None, tuple(steps), (
+                f"subjectAltNames {list(cluster_tls.subject_alt_names)} do not include the server's {spiffe}"))
+        return Origination("istio-mutual", None, tuple(steps))
     sends = mode.lower()
     if cluster_tls.credential_name and not entry.first.workload_selector \
             and not cluster_tls.credential_name.startswith("configmap://"):
@@ -564,7 +572,8 @@ def expect(scenario: Scenario) -> Prediction:
     chosen = select_destination_rule(scenario) if scenario.client.sidecar else ChosenRule(None, ())
     origin = client_origination(scenario, policy, chosen)
     rule_id = origin.rule or OUTCOMES[(origin.sends, policy.mode)]
-    if origin.rejects_server_cert and policy.mode == "STRICT":
+    presents_cert = policy.mode == "STRICT" or (policy.mode == "PERMISSIVE" and origin.sends == "istio-mutual")
+    if origin.rejects_server_cert and presents_cert:
         # TLS 1.3: the client checks the server's certificate before it sends its own.
         rule_id = "client-rejects-server-cert-503"
         origin = replace(origin, steps=(*origin.steps, origin.rejects_server_cert))

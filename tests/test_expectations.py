@@ -89,6 +89,15 @@ CASES: list[tuple[str, dict, str, str, str]] = [
     ("credential-name-without-selector", scenario([pa("STRICT"), dr(None, traffic_policy={
         "tls": {"mode": "SIMPLE", "credentialName": "ca"}})]), "503", "sidecar-plaintext-to-strict-503",
      "cluster_tls.go buildUpstreamClusterTLSContext (no TLS context for a sidecar without workloadSelector)"),
+    ("istio-mutual-wrong-san-permissive", scenario([dr(None, traffic_policy={"tls": tls(
+        "ISTIO_MUTUAL", subjectAltNames=["spiffe://cluster.local/ns/other/sa/other"])})]), "503",
+     "client-rejects-server-cert-503", "cluster_tls.go buildUpstreamTLSSettings (DR subjectAltNames replace SAs)"),
+    ("istio-mutual-right-san-strict", scenario([pa("STRICT"), dr(None, traffic_policy={"tls": tls(
+        "ISTIO_MUTUAL", subjectAltNames=["spiffe://cluster.local/ns/httpbin/sa/httpbin"])})]), "mtls",
+     "istio-mutual-accepted", "cluster_tls.go buildIstioMutualTLS"),
+    ("istio-mutual-wrong-san-disable", scenario([pa("DISABLE"), dr(None, traffic_policy={"tls": tls(
+        "ISTIO_MUTUAL", subjectAltNames=["spiffe://x/ns/o/sa/o"])})]), "503", "istio-mutual-to-disable-503",
+     "filterchain_options.go inboundPlainTextHTTPFilterChainMatchOptions (refused before any certificate)"),
     # --- client without sidecar: DestinationRule has no effect
     ("naked-client-dr-istio-mutual-strict", scenario([pa("STRICT"), dr("ISTIO_MUTUAL")], client_sidecar=False),
      "reset", "naked-client-to-strict-reset", "no proxy reads the DestinationRule"),

@@ -25,12 +25,13 @@ NETNS_ETC = Path("/etc/netns")
 
 
 def _proc_start_time(pid: int) -> str | None:
-    """Start time of a process in clock ticks; with the pid it names one process even after pid reuse."""
+    """Start time of a live process in clock ticks (with the pid it names one process even after pid
+    reuse); None when there is no such process or only its zombie is left."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def owner_alive(state: dict) -> bool:

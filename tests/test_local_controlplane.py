@@ -1,0 +1,165 @@
+"""The reference mesh's control plane decisions, without a mesh: scopes, precedence, DR choice, generated TLS.
+
+These need no root. Each asserts a decision Istio's code makes (see cluster/local/controlplane.py for the
+source files), including cases where a naive reading gives another answer.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.local import controlplane as cp
+from meshproof.istio_api import ManifestError, parse_resources
+
+ROOT = "istio-system"
+SERVER = cp.Pod("s", "bar", {"app": "httpbin", "security.istio.io/tlsMode": "istio"}, "httpbin", "10.0.0.3", True,
+                "/c/s", "/sds/s")
+CLIENT = cp.Pod("c", "foo", {"app": "sleep"}, "sleep", "10.0.0.2", True, "/c/c", "/sds/c")
+SERVICE = cp.Service("httpbin", "bar", "10.251.0.1", 8000, 8080, (SERVER,))
+
+
+def pa(name, ns, mode=None, selector=None, ports=None):
+    spec = {}
+    if mode:
+        spec["mtls"] = {"mode": mode}
+    if selector:
+        spec["selector"] = {"matchLabels": selector}
+    if ports:
+        spec["portLevelMtls"] = {p: {"mode": m} for p, m in ports.items()}
+    return {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def dr(name, ns, mode, host="httpbin.bar.svc.cluster.local", export_to=None, selector=None, port_modes=None, **tls):
+    spec = {"host": host, "trafficPolicy": {"tls": {"mode": mode, **tls}}}
+    if export_to is not None:
+        spec["exportTo"] = export_to
+    if selector:
+        spec["workloadSelector"] = {"matchLabels": selector}
+    if port_modes:
+        spec["trafficPolicy"]["portLevelSettings"] = [{"port": {"number": p}, "tls": {"mode": m}}
+                                                      for p, m in port_modes.items()]
+    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def server_mode(*docs, port=8080):
+    resources = parse_resources(list(docs))
+    return cp.port_mtls(SERVER, port, [r for r in resources if isinstance(r, cp.PeerAuthentication)], ROOT)
+
+
+def chosen_dr(*docs, client=CLIENT):
+    resources = parse_resources(list(docs))
+    rule, _ = cp.select_destination_rule(client, SERVICE, [r for r in resources if isinstance(r, cp.DestinationRule)],
+                                         ROOT)
+    return f"{rule.namespace}/{rule.name}" if rule else None
+
+
+@pytest.mark.parametrize(("docs", "expected"), [
+    ((), "PERMISSIVE"),
+    ((pa("m", ROOT, "STRICT"),), "STRICT"),
+    ((pa("m", ROOT, "STRICT"), pa("n", "bar", "DISABLE")), "DISABLE"),
+    ((pa("m", ROOT, "STRICT"), pa("n", "bar", "UNSET")), "STRICT"),  # UNSET inherits
+    ((pa("n", "bar", "STRICT"), pa("w", "bar", "DISABLE", {"app": "httpbin"})), "DISABLE"),
+    ((pa("n", "bar", "STRICT"), pa("w", "bar", "DISABLE", {"app": "other"})), "STRICT"),  # selector misses
+    ((pa("w", ROOT, "DISABLE", {"app": "httpbin"}),), "PERMISSIVE"),  # selector in root namespace: ignored
+    ((pa("old", "bar", "STRICT"), pa("new", "bar", "DISABLE")), "STRICT"),  # oldest wins
+    ((pa("n", "foo", "STRICT"),), "PERMISSIVE"),  # another namespace
+    ((pa("w", "bar", "STRICT", {"app": "httpbin"}, {8080: "DISABLE"}),), "DISABLE"),  # port level, target port
+    ((pa("w", "bar", "STRICT", {"app": "httpbin"}, {8000: "DISABLE"}),), "STRICT"),  # service port: no match
+    ((pa("n", "bar", "DISABLE"), pa("w", "bar", None, {"app": "httpbin"}, {8080: "UNSET"})), "DISABLE"),
+])
+def test_peer_authentication_scope_and_precedence(docs, expected):
+    assert server_mode(*docs) == expected
+
+
+@pytest.mark.parametrize(("docs", "expected"), [
+    ((), None),
+    ((dr("svc", "bar", "DISABLE"),), "bar/svc"),
+    ((dr("svc", "bar", "DISABLE"), dr("cli", "foo", "SIMPLE")), "foo/cli"),  # client namespace first
+    ((dr("svc", "bar", "DISABLE", export_to=["."]),), None),  # not exported to foo
+    ((dr("svc", "bar", "DISABLE", export_to=["foo"]),), "bar/svc"),
+    ((dr("root", ROOT, "DISABLE"), dr("svc", "bar", "SIMPLE")), "bar/svc"),  # service namespace before root
+    ((dr("root", ROOT, "DISABLE"),), f"{ROOT}/root"),
+    ((dr("short", "foo", "DISABLE", host="httpbin"),), None),  # short name resolves to httpbin.foo...
+    ((dr("short", "bar", "DISABLE", host="httpbin"),), "bar/short"),
+    ((dr("wild", "foo", "DISABLE", host="*.bar.svc.cluster.local"),), "foo/wild"),
+    ((dr("sel", "foo", "DISABLE", selector={"app": "other"}), dr("svc", "bar", "SIMPLE")), None),  # local hit wins
+    ((dr("sel", "foo", "DISABLE", selector={"app": "sleep"}),), "foo/sel"),
+])
+def test_destination_rule_choice(docs, expected):
+    assert chosen_dr(*docs) == expected
+
+
+def _cluster(*docs, client=CLIENT):
+    resources = parse_resources(list(docs))
+    cluster, decision = cp.outbound_cluster(
+        client, SERVICE, [r for r in resources if isinstance(r, cp.PeerAuthentication)],
+        [r for r in resources if isinstance(r, cp.DestinationRule)], ROOT)
+    return cluster, decision
+
+
+def _upstream(socket):
+    return socket["typed_config"]
+
+
+def test_istio_mutual_sni_alpn_and_server_identity():
+    cluster, _ = _cluster(dr("d", "foo", "ISTIO_MUTUAL"))
+    tls = _upstream(cluster["transport_socket"])
+    assert tls["sni"] == "outbound_.8000_._.httpbin.bar.svc.cluster.local"
+    assert tls["common_tls_context"]["alpn_protocols"] == ["istio-peer-exchange", "istio"]
+    assert tls["common_tls_context"]["tls_params"]["tls_maximum_protocol_version"] == "TLSv1_3"
+    sans = tls["common_tls_context"]["combined_validation_context"]["default_validation_context"]
+    assert {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/bar/sa/httpbin"}} in \
+        sans["match_typed_subject_alt_names"]
+    options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert options["common_http_protocol_options"]["max_requests_per_connection"] == 1
+
+
+def test_auto_mtls_only_to_sidecar_endpoints_and_never_when_service_namespace_disables():
+    cluster, decision = _cluster()
+    assert [m["name"] for m in cluster["transport_socket_matches"]] == ["tlsMode-istio", "tlsMode-disabled"]
+    assert decision["endpoints_tls_mode_istio"] == [SERVER.ip]
+    cluster, _ = _cluster(pa("n", "bar", "DISABLE"))
+    assert "transport_socket_matches" not in cluster and "transport_socket" not in cluster
+    # A workload-level DISABLE leaves the cluster auto but takes the endpoint's tlsMode label away.
+    cluster, decision = _cluster(pa("w", "bar", "DISABLE", {"app": "httpbin"}))
+    assert "transport_socket_matches" in cluster and decision["endpoints_tls_mode_istio"] == [None]
+
+
+def test_mutual_mesh_cert_paths_resolve_to_the_workloads_files_with_auto_sni():
+    cluster, _ = _cluster(dr("d", "foo", "MUTUAL", clientCertificate="/etc/certs/cert-chain.pem",
+                             privateKey="/etc/certs/key.pem", caCertificates="/etc/certs/root-cert.pem"))
+    common = _upstream(cluster["transport_socket"])["common_tls_context"]
+    assert common["tls_certificates"][0]["certificate_chain"]["filename"] == "/c/c/cert-chain.pem"
+    assert common["validation_context"]["trusted_ca"]["filename"] == "/c/c/root-cert.pem"
+    assert "alpn_protocols" not in common
+    upstream = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["upstream_http_protocol_options"]
+    assert upstream == {"auto_sni": True, "auto_san_validation": True}
+
+
+def test_mutual_with_a_certificate_file_the_mesh_lacks_is_a_clear_error():
+    with pytest.raises(ManifestError, match=r"DestinationRule foo/d: spec.trafficPolicy.tls.clientCertificate"):
+        _cluster(dr("d", "foo", "MUTUAL", clientCertificate="/nowhere/cert.pem", privateKey="/etc/certs/key.pem"))
+
+
+def test_port_level_tls_overrides_the_rule_for_the_service_port():
+    cluster, decision = _cluster(dr("d", "foo", "ISTIO_MUTUAL", port_modes={8000: "DISABLE"}))
+    assert decision["tls_mode"] == "DISABLE" and "transport_socket" not in cluster
+
+
+@pytest.mark.parametrize(("mode", "chains"), [
+    ("STRICT", [("8080_mtls", "tls", None)]),
+    ("PERMISSIVE", [("8080_mtls", "tls", cp.ISTIO_ALPNS), ("8080_plaintext", "raw_buffer", None)]),
+    ("DISABLE", [("8080_plaintext", None, None)]),
+])
+def test_inbound_chains_per_mode(mode, chains):
+    got = cp.inbound_chains(SERVER, 8080, mode)
+    assert [(c["name"], c["filter_chain_match"].get("transport_protocol"),
+             c["filter_chain_match"].get("application_protocols")) for c in got] == chains
+    for chain in got:
+        if "transport_socket" in chain:
+            assert chain["transport_socket"]["typed_config"]["require_client_certificate"] is True
+        hcm = chain["filters"][0]["typed_config"]
+        assert hcm["forward_client_cert_details"] == "SANITIZE_SET"

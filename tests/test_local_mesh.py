@@ -1,0 +1,232 @@
+"""The reference mesh itself: up and down cleanly, the known cells, live policy changes, bad input, rotation.
+
+Needs root (network namespaces, iptables inside them); skipped with that reason otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster.local import lifecycle
+from cluster.local.backend import LocalBackend
+from meshproof.istio_api import ManifestError
+from meshproof.scenario import scenario_from_dict
+
+pytestmark = [pytest.mark.root, pytest.mark.mesh,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the reference mesh needs root (netns, iptables)")]
+
+PA_MODES = (None, "STRICT", "PERMISSIVE", "DISABLE")
+DR_MODES = (None, "DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
+SLEEP_ID = "spiffe://cluster.local/ns/foo/sa/sleep"
+
+
+def manifests(pa_mode: str | None, dr_mode: str | None) -> list[dict]:
+    docs = []
+    if pa_mode:
+        docs.append({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                     "metadata": {"name": "default", "namespace": "bar"}, "spec": {"mtls": {"mode": pa_mode}}})
+    if dr_mode:
+        tls = {"mode": dr_mode}
+        if dr_mode == "MUTUAL":
+            tls |= {"clientCertificate": "/etc/certs/cert-chain.pem", "privateKey": "/etc/certs/key.pem",
+                    "caCertificates": "/etc/certs/root-cert.pem"}
+        docs.append({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                     "metadata": {"name": "httpbin", "namespace": "foo"},
+                     "spec": {"host": "httpbin.bar.svc.cluster.local", "trafficPolicy": {"tls": tls}}})
+    return docs
+
+
+def scenario(pa_mode=None, dr_mode=None, client_sidecar=True, server_sidecar=True):
+    return scenario_from_dict({"client": {"namespace": "foo", "sidecar": client_sidecar},
+                               "server": {"namespace": "bar", "sidecar": server_sidecar},
+                               "resources": manifests(pa_mode, dr_mode)}, source="test")
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    backend = LocalBackend(out_dir=tmp_path_factory.mktemp("local-mesh"))
+    backend.start()
+    yield backend
+    backend.stop()
+
+
+def probe(mesh, scn, capture=False):
+    handle = mesh.deploy(scn)
+    try:
+        return mesh.probe(handle, capture=capture)
+    finally:
+        mesh.teardown(handle)
+
+
+def leftovers(prefix: str) -> list[str]:
+    found = [f"netns {n}" for n in lifecycle.list_netns() if n.startswith(prefix)]
+    found += [f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith(prefix)]
+    found += [f"etc {n}" for n in os.listdir(lifecycle.NETNS_ETC) if n.startswith(prefix)] \
+        if lifecycle.NETNS_ETC.exists() else []
+    if (lifecycle.STATE_ROOT / prefix).exists():
+        found.append(f"state {lifecycle.STATE_ROOT / prefix}")
+    return found
+
+
+def test_mesh_comes_up_and_goes_down_leaving_nothing(tmp_path):
+    backend = LocalBackend(out_dir=tmp_path)
+    backend.start()
+    prefix = backend.run.prefix
+    result = probe(backend, scenario("STRICT", "ISTIO_MUTUAL"))
+    pids = [pid for pid, _ in backend.run.data["pids"]]
+    assert result.outcome == "mtls", result.to_json()
+    assert leftovers(prefix), "the check below must be able to see a running mesh"
+    backend.stop()
+    assert leftovers(prefix) == []
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+    backend.stop()  # safe twice
+
+
+# The prototype's cells, and those that follow from Istio's code: (PA, DR, client sidecar, server sidecar).
+KNOWN_CELLS = {
+    ("STRICT", "ISTIO_MUTUAL", True, True): "mtls",
+    ("STRICT", None, True, True): "mtls",  # auto mTLS
+    ("STRICT", None, False, True): "reset",  # a client without sidecar meets a TLS-only listener
+    ("STRICT", "SIMPLE", True, True): "503",  # no client certificate
+    ("STRICT", "DISABLE", True, True): "503",
+    ("PERMISSIVE", None, False, True): "plaintext",
+    ("PERMISSIVE", None, True, True): "mtls",
+    ("DISABLE", "ISTIO_MUTUAL", True, True): "503",  # TLS into a plaintext HTTP listener
+    ("DISABLE", None, True, True): "plaintext",  # auto mTLS backs off
+    (None, "ISTIO_MUTUAL", True, False): "503",  # mTLS to a server without sidecar
+    (None, None, True, False): "plaintext",
+}
+
+
+def test_known_cells_and_record_the_whole_matrix(mesh, tmp_path):
+    observed = {}
+    for client_sidecar in (True, False):
+        for server_sidecar in (True, False):
+            for pa_mode in PA_MODES:
+                for dr_mode in DR_MODES:
+                    result = probe(mesh, scenario(pa_mode, dr_mode, client_sidecar, server_sidecar))
+                    cell = (pa_mode, dr_mode, client_sidecar, server_sidecar)
+                    observed[cell] = result
+    (tmp_path / "matrix.json").write_text(json.dumps({str(k): v.to_json() for k, v in observed.items()}))
+    wrong = {cell: (want, observed[cell].outcome, observed[cell].failure_detail)
+             for cell, want in KNOWN_CELLS.items() if observed[cell].outcome != want}
+    assert wrong == {}
+    assert observed[("STRICT", "ISTIO_MUTUAL", True, True)].peer_identity == SLEEP_ID
+    assert observed[("PERMISSIVE", None, False, True)].peer_identity is None
+    # Failures say why: the server's stats or the client sidecar's response flags.
+    assert "no_filter_chain_match" in observed[("STRICT", None, False, True)].failure_detail
+    assert "response_flags=UF" in observed[("STRICT", "SIMPLE", True, True)].failure_detail
+    # Without a sidecar on either side, no policy can matter.
+    assert {observed[(pa, dr, False, False)].outcome for pa in PA_MODES for dr in DR_MODES} == {"plaintext"}
+
+
+def test_a_broken_control_plane_turns_the_known_cells_red(mesh, monkeypatch):
+    """The STRICT cell must be able to fail: a control plane that serves STRICT as plaintext is caught."""
+    from cluster.local import controlplane
+
+    real = controlplane.inbound_chains
+    monkeypatch.setattr(controlplane, "inbound_chains", lambda pod, port, mode: real(pod, port, "DISABLE"))
+    result = probe(mesh, scenario("STRICT", None, client_sidecar=False))
+    assert result.outcome == "plaintext" != KNOWN_CELLS[("STRICT", None, False, True)]
+
+
+def test_policy_change_takes_effect_without_restarting_envoy(mesh):
+    handle = mesh.deploy(scenario("STRICT", "ISTIO_MUTUAL"))
+    try:
+        pids = {role: mesh.sidecar(handle, role).process.pid for role in ("client", "server")}
+        assert mesh.probe(handle, capture=False).outcome == "mtls"
+        mesh.apply(handle, manifests("DISABLE", "ISTIO_MUTUAL"))
+        assert mesh.probe(handle, capture=False).outcome == "503"
+        mesh.apply(handle, manifests("DISABLE", "DISABLE"))
+        assert mesh.probe(handle, capture=False).outcome == "plaintext"
+        mesh.apply(handle, manifests("STRICT", "ISTIO_MUTUAL"))
+        assert mesh.probe(handle, capture=False).outcome == "mtls"
+        assert {role: mesh.sidecar(handle, role).process.pid for role in pids} == pids
+        assert all(mesh.sidecar(handle, role).alive() for role in pids)
+    finally:
+        mesh.teardown(handle)
+
+
+@pytest.mark.parametrize("bad", [
+    [{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+      "metadata": {"name": "x", "namespace": "bar"}, "spec": {"mtls": {"mode": "STRICTEST"}}}],
+    manifests("DISABLE", None) + [{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                                   "metadata": {"name": "m", "namespace": "foo"},
+                                   "spec": {"host": "httpbin.bar.svc.cluster.local", "trafficPolicy": {"tls": {
+                                       "mode": "MUTUAL", "clientCertificate": "/nowhere/c.pem",
+                                       "privateKey": "/nowhere/k.pem"}}}}],
+], ids=["invalid-mode", "unsupported-cert-path"])
+def test_bad_manifests_change_nothing(mesh, bad):
+    handle = mesh.deploy(scenario("STRICT", "ISTIO_MUTUAL"))
+    try:
+        files = {p: p.read_bytes() for pod in handle.pair.pods() for p in (pod.dir / "xds").glob("*.json")}
+        versions = {role: mesh.sidecar(handle, role).versions() for role in ("client", "server")}
+        with pytest.raises(ManifestError) as err:
+            mesh.apply(handle, bad)
+        assert "spec." in str(err.value)  # names the field
+        assert {p: p.read_bytes() for p in files} == files
+        assert {role: mesh.sidecar(handle, role).versions() for role in versions} == versions
+        assert mesh.probe(handle, capture=False).outcome == "mtls"
+    finally:
+        mesh.teardown(handle)
+
+
+def test_certificate_rotation_is_picked_up_without_restart(mesh):
+    handle = mesh.deploy(scenario("STRICT", "ISTIO_MUTUAL"))
+    try:
+        pid = mesh.sidecar(handle, "client").process.pid
+        mesh.rotate_identity(handle, "client", rogue=True)
+        rejected = _eventually(lambda: mesh.probe(handle, capture=False), lambda r: r.outcome == "503")
+        assert "ssl.fail_verify_error" in rejected.failure_detail
+        mesh.rotate_identity(handle, "client")
+        accepted = _eventually(lambda: mesh.probe(handle, capture=False), lambda r: r.outcome == "mtls")
+        assert accepted.peer_identity == SLEEP_ID
+        assert mesh.sidecar(handle, "client").process.pid == pid
+    finally:
+        mesh.teardown(handle)
+
+
+def _eventually(action, done, attempts: int = 50):
+    result = None
+    for _ in range(attempts):
+        result = action()
+        if done(result):
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"never reached the expected state; last: {result.to_json()}")
+
+
+def test_kill_9_then_clean_leaves_nothing_and_spares_live_runs(mesh, tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text(
+        "import sys, time\n"
+        "from cluster.local.backend import LocalBackend\n"
+        "from meshproof.scenario import scenario_from_dict\n"
+        f"b = LocalBackend(out_dir={str(tmp_path)!r}); b.start()\n"
+        "b.deploy(scenario_from_dict({'client': {'namespace': 'foo'}, 'server': {'namespace': 'bar'}}))\n"
+        "print(b.run.prefix, flush=True)\n"
+        "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        prefix = proc.stdout.readline().strip()
+        assert prefix, "the crashing run did not start"
+        state = json.loads((lifecycle.STATE_ROOT / prefix / "state.json").read_text())
+        assert leftovers(prefix)
+        assert not any(prefix in line for line in lifecycle.clean_leftovers()), "a live run was cleaned"
+    finally:
+        proc.kill()
+        proc.wait()
+    removed = lifecycle.clean_leftovers()
+    assert any(f"netns {prefix}" in line for line in removed)
+    assert leftovers(prefix) == []
+    assert [pid for pid, start in state["pids"] if lifecycle._proc_start_time(pid) == start] == []
+    # The live run of this module was not touched.
+    assert leftovers(mesh.run.prefix)

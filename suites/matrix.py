@@ -254,9 +254,16 @@ def scope_scenarios() -> list[tuple[str, dict]]:
         # ISTIO_MUTUAL from a DestinationRule goes to a sidecar-less server too (no auto fallback).
         ("dr-istio-mutual-naked-server", "ISTIO_MUTUAL to a server without sidecar", [dr("ISTIO_MUTUAL")],
          {"server_sidecar": False}),
-        # Auto mTLS falls back to plaintext for a sidecar-less server even under mesh STRICT.
+        # Auto mTLS falls back to plaintext for a sidecar-less server even under mesh STRICT
+        # (reachability_test.go 'global automtls strict': notFromNaked succeed).
         ("auto-mtls-naked-server", "mesh STRICT, no DestinationRule, server without sidecar",
          [pa("STRICT", ROOT_NS)], {"server_sidecar": False}),
+        # reachability_test.go 'global mtls strict': mesh STRICT plus a root-namespace DestinationRule for
+        # host "*" with ISTIO_MUTUAL; calls to a sidecar-less server fail, calls between sidecars are mTLS.
+        ("dr-root-wildcard-istio-mutual-naked-server", "mesh STRICT + root DR '*' ISTIO_MUTUAL, no server sidecar",
+         [pa("STRICT", ROOT_NS), dr("ISTIO_MUTUAL", ROOT_NS, name="default", host="*")], {"server_sidecar": False}),
+        ("dr-root-wildcard-istio-mutual", "mesh STRICT + root DR '*' ISTIO_MUTUAL",
+         [pa("STRICT", ROOT_NS), dr("ISTIO_MUTUAL", ROOT_NS, name="default", host="*")], {}),
     ]
     out = []
     for cell_id, text, resources, options in cells:

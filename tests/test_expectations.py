@@ -255,6 +255,8 @@ def test_ignored_objects_are_explained():
 ], ids=["ns-disable-hides-workload-strict", "endpoint-workload-disable", "endpoint-port-disable", "mesh-disable",
         "ns-strict-over-mesh-disable", "ns-unset-inherits-mesh-disable"])
 def test_auto_mtls(resources, outcome, client_tls):
+    """Sources: push_context.go BestEffortInferServiceMTLSMode (namespace/mesh only), cluster_tls.go
+    buildUpstreamTLSSettings (DISABLE -> no TLS), mtls_checker.go checkMtlsEnabled (endpoint's own PA+port)."""
     p = predict(scenario(resources))
     assert (p.outcome, p.client_tls) == (outcome, client_tls), p.details
 
@@ -284,8 +286,14 @@ def test_auto_mtls(resources, outcome, client_tls):
     ("dr-port-level-without-tls-naked-server", "plaintext"),
     ("dr-credential-name-without-selector", "plaintext"),
     ("dr-istio-mutual-naked-server", "istio-mutual"),
+    ("dr-root-wildcard-istio-mutual-naked-server", "istio-mutual"),
+    ("dr-root-wildcard-istio-mutual", "istio-mutual"),
+    ("auto-mtls-naked-server", "plaintext"),
 ])
 def test_dr_scope_cells(cell, client_tls):
+    """Sources: push_context.go destinationRule/setDestinationRules (client ns, service ns, root ns, exportTo),
+    config.go ResolveShortnameToFQDN/MostSpecificHostMatch, destination_rule.go mergeDestinationRule,
+    sidecar.go SidecarScope.DestinationRule, util.go GetPortLevelTrafficPolicy, cluster_tls.go."""
     cells = dict(scope_scenarios())
     p = predict(cells[f"scope/{cell}"])
     assert p.client_tls == client_tls, p.details
@@ -307,6 +315,20 @@ def test_scope_cells_are_valid_and_unique():
 
 
 # --- versions -------------------------------------------------------------------------------------------
+
+def test_every_supported_version_has_a_note():
+    from meshproof.scenario import SUPPORTED_ISTIO_VERSIONS
+
+    assert set(expectations.VERSION_NOTES) == set(SUPPORTED_ISTIO_VERSIONS)
+
+
+def test_reachability_global_mtls_strict():
+    # reachability_test.go 'global mtls strict': expectSuccess notNaked, expectMTLS notNaked.
+    cells = dict(scope_scenarios())
+    assert predict(cells["scope/dr-root-wildcard-istio-mutual"]).outcome == "mtls"
+    assert predict(cells["scope/dr-root-wildcard-istio-mutual-naked-server"]).outcome == "503"
+    assert predict(cells["scope/auto-mtls-naked-server"]).outcome == "plaintext"
+
 
 def test_every_supported_version_is_an_input():
     for version in ("1.28", "1.29", "1.30"):

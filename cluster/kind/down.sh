@@ -2,7 +2,7 @@
 # Delete the meshproof kind cluster (everything meshproof and Istio put in it goes with it).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$HERE/versions.env"
 CLUSTER="${KIND_CLUSTER:-meshproof}"
 KUBECONFIG_FILE="${KIND_KUBECONFIG:-$HOME/.kube/meshproof-kind.yaml}"

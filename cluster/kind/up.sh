@@ -8,13 +8,13 @@
 # Prints the kubeconfig path and the installed revisions. Safe to re-run: existing pieces are kept.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "$0")" && pwd)"
-# shellcheck source=versions.env
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$HERE/versions.env"
 CLUSTER="${KIND_CLUSTER:-meshproof}"
 export KUBECONFIG="${KIND_KUBECONFIG:-$HOME/.kube/meshproof-kind.yaml}"
 TOOLS="${MESHPROOF_TOOLS:-$HOME/.cache/meshproof/bin}"
-mkdir -p "$TOOLS" "$(dirname "$KUBECONFIG")"
+CHECKSUMS="${MESHPROOF_CHECKSUMS:-$HERE/checksums.txt}"
 
 die() { echo "up.sh: error: $*" >&2; exit 2; }
 
@@ -41,7 +41,7 @@ verify() {
   local file="$1" url="$2" name want got
   name="$(basename "$file")"
   got="$(sha256sum "$file" | cut -d' ' -f1)"
-  want="$(awk -v n="$name" '$2 == n {print $1}' "$HERE/checksums.txt")"
+  want="$(awk -v n="$name" '$2 == n {print $1}' "$CHECKSUMS")"
   if [ -z "$want" ]; then
     want="$(curl -fsSL "$url" | awk '{print $1}')"
     [ -n "$want" ] || die "no published checksum at $url"
@@ -74,27 +74,36 @@ istioctl_for() {
   echo "$dir/istioctl"
 }
 
-[ $# -ge 1 ] || set -- "${ISTIO_VERSION:-1.30}"
-command -v docker >/dev/null || die "kind needs a container engine (docker); none on PATH"
-install_kind
+main() {
+  [ $# -ge 1 ] || set -- "${ISTIO_VERSION:-1.30}"
+  local wanted version revision istioctl first=""
+  for wanted in "$@"; do full_version "$wanted" >/dev/null; done  # bad input stops before anything is made
+  docker info >/dev/null 2>&1 || die "kind needs a running container engine; \`docker info\` failed"
+  mkdir -p "$TOOLS" "$(dirname "$KUBECONFIG")"
+  install_kind
 
-if ! "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-  "$KIND" create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --config "$HERE/kind-config.yaml" \
-    --kubeconfig "$KUBECONFIG" --wait 120s
+  if ! "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    "$KIND" create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --config "$HERE/kind-config.yaml" \
+      --kubeconfig "$KUBECONFIG" --wait 120s
+  fi
+
+  for wanted in "$@"; do
+    version="$(full_version "$wanted")"
+    revision="${version//./-}"
+    istioctl="$(istioctl_for "$version")"
+    # minimal profile: istiod only (east-west sidecars need no gateway); auto mTLS is on by default.
+    "$istioctl" install -y --set profile=minimal --set revision="$revision" \
+      --set meshConfig.accessLogFile=/dev/stdout --set values.global.proxy.holdApplicationUntilProxyStarts=true
+    [ -n "$first" ] || first="$revision"
+    echo "installed Istio $version as revision $revision"
+  done
+  # The "default" tag makes istio-injection=enabled inject with the first (current) revision.
+  "$(istioctl_for "$(full_version "$1")")" tag set default --revision "$first" --overwrite
+  echo "KUBECONFIG=$KUBECONFIG"
+  echo "revisions: $*  (installed as ${first} first; the default tag points at it)"
+}
+
+# Sourcing the script (the self-tests do) defines the functions without running anything.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
 fi
-
-first=""
-for wanted in "$@"; do
-  version="$(full_version "$wanted")"
-  revision="${version//./-}"
-  istioctl="$(istioctl_for "$version")"
-  # minimal profile: istiod only (east-west sidecars need no gateway); auto mTLS is on by default.
-  "$istioctl" install -y --set profile=minimal --set revision="$revision" \
-    --set meshConfig.accessLogFile=/dev/stdout --set values.global.proxy.holdApplicationUntilProxyStarts=true
-  [ -n "$first" ] || first="$revision"
-  echo "installed Istio $version as revision $revision"
-done
-# The "default" tag makes istio-injection=enabled inject with the first (current) revision.
-"$(istioctl_for "$(full_version "$1")")" tag set default --revision "$first" --overwrite
-echo "KUBECONFIG=$KUBECONFIG"
-echo "revisions: $*  (installed as ${first} first; the default tag points at it)"

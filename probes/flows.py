@@ -77,7 +77,8 @@ class Direction:
             run = runs[-1][1]
             overlap = end - offset
             seen = run[len(run) - overlap:len(run) - overlap + len(data)]
-            self.conflicting_bytes += sum(a != b for a, b in zip(seen, data, strict=False))
+            if seen != data[:len(seen)]:
+                self.conflicting_bytes += sum(a != b for a, b in zip(seen, data, strict=False))
             if offset + len(data) > end:
                 run += data[overlap:]
                 end = offset + len(data)

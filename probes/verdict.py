@@ -55,16 +55,16 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
     frames, flows = read_flows(pcap)
     if frames == 0:
         raise CaptureError(f"{pcap}: the capture saw no packets; the sniffer was not on the probe's path")
-    picked = [f for f in flows if (server_ip is None or f.server[0] == server_ip)
-              and (server_port is None or f.server[1] == server_port)]
+    picked = [(server_ip is None or f.server[0] == server_ip) and (server_port is None or f.server[1] == server_port)
+              for f in flows]
     target = f"{server_ip or '*'}:{server_port or '*'}"
-    if not picked:
+    if not any(picked):
         seen = ", ".join(f"{f.client[0]}:{f.client[1]}->{f.server[0]}:{f.server[1]}" for f in flows) or "none"
         raise CaptureError(f"{pcap}: {frames} packets but no TCP flow to {target} (flows seen: {seen}); "
                            "the capture missed the probe's flow")
 
-    summaries = [_summarize(flow, canary) for flow in flows]
-    probe = [s for s, f in zip(summaries, flows, strict=True) if f in picked]
+    summaries = [dict(_summarize(flow, canary), probe_flow=mine) for flow, mine in zip(flows, picked, strict=True)]
+    probe = [s for s in summaries if s["probe_flow"]]
     canary_in_clear = any(s["canary_in_clear"] for s in summaries)
     known = [s for s in probe if s["verdict"] != "unproven"]
     worst = max(known, key=lambda s: _RANK[s["verdict"]], default=probe[0])

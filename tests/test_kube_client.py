@@ -142,11 +142,13 @@ def test_backend_from_the_suite_options(kubeconfig):
 
 def test_clean_leftovers_without_a_cluster_says_why(tmp_path):
     with pytest.raises(KubeUnavailable, match="file not found"):
-        clean_leftovers(SimpleNamespace(kubeconfig=str(tmp_path / "none"), context=None))
+        clean_leftovers(kubeconfig=str(tmp_path / "none"))
 
 
-def test_doctor_reports_an_unreachable_cluster_as_one_failed_check(kubeconfig):
-    found = checks(SimpleNamespace(kubeconfig=kubeconfig(closed_port()), context=None))
+@pytest.mark.parametrize("how", ["args", "keywords"])
+def test_doctor_reports_an_unreachable_cluster_as_one_failed_check(kubeconfig, how):
+    path = kubeconfig(closed_port())
+    found = checks(SimpleNamespace(kubeconfig=path, context=None)) if how == "args" else checks(kubeconfig=path)
     assert [c.name for c in found] == ["API server reachable"]
     assert not found[0].ok and "connection refused" in found[0].detail and found[0].hint
     assert found[0].line().startswith("✗ API server reachable")

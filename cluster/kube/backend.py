@@ -384,9 +384,9 @@ def delete_labelled(cluster: Cluster, selector: str) -> list[str]:
     return removed
 
 
-def clean_leftovers(options: Any) -> list[str]:
+def clean_leftovers(kubeconfig: str | None = None, context: str | None = None) -> list[str]:
     """`meshproof clean --mesh kube`: everything any meshproof run left on this cluster, by label."""
-    cluster = connect(getattr(options, "kubeconfig", None), getattr(options, "context", None))
+    cluster = connect(kubeconfig, context)
     try:
         return delete_labelled(cluster, leftover_selector())
     finally:

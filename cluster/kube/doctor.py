@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes import client
 
-from cluster.checks import Check
+from cluster.factory import Check
 from cluster.kube.capture import CONTAINER
 from cluster.kube.client import Cluster, KubeUnavailable, connect
 from cluster.kube.inspect import (
@@ -28,40 +28,47 @@ from cluster.kube.render import INJECT_LABEL, MANAGED_BY, REV_LABEL, Images, cap
 PULL_TIMEOUT_S = 120.0
 
 
-def checks(args: Any) -> list[Check]:
+def checks(args: Any = None, *, kubeconfig: str | None = None, context: str | None = None,
+           istio_revision: str | None = None, quick: bool = False) -> list[Check]:
+    """From CLI options (`args`) or keywords. `quick` skips the image pull (which starts a real pod)."""
+    kubeconfig = getattr(args, "kubeconfig", None) or kubeconfig
+    context = getattr(args, "context", None) or context
+    istio_revision = getattr(args, "istio_revision", None) or istio_revision
+    quick = bool(getattr(args, "quick", False) or quick)
     try:
-        cluster = connect(getattr(args, "kubeconfig", None), getattr(args, "context", None))
+        cluster = connect(kubeconfig, context)
     except KubeUnavailable as err:
-        return [Check(False, "API server reachable", str(err),
-                      "check --kubeconfig/--context; for a local cluster run `make kind-up`")]
+        return [Check(name="API server reachable", ok=False, detail=str(err),
+                      hint="check --kubeconfig/--context; for a local cluster run `make kind-up`")]
     try:
-        return _cluster_checks(cluster, getattr(args, "istio_revision", None), Images(),
-                               pull=not getattr(args, "quick", False))
+        return _cluster_checks(cluster, istio_revision, Images(), pull=not quick)
     finally:
         cluster.api.close()
 
 
 def _cluster_checks(cluster: Cluster, revision: str | None, images: Images, pull: bool) -> list[Check]:
-    found = [Check(True, "API server reachable", f"{cluster.server} (context {cluster.context}), "
-                                                 f"Kubernetes {cluster.version}")]
+    found = [Check(name="API server reachable", ok=True,
+                   detail=f"{cluster.server} (context {cluster.context}), Kubernetes {cluster.version}")]
     planes = control_planes(cluster)
-    found.append(Check(bool(planes) and all(p.ready for p in planes), "Istio control planes",
-                       ", ".join(f"revision {p.revision} = {p.version} in {p.namespace}"
-                                 + ("" if p.ready else " (not ready)") for p in planes) or "none found",
-                       "install Istio (cluster/kind/up.sh does, with a revision label)"))
+    found.append(Check(name="Istio control planes", ok=bool(planes) and all(p.ready for p in planes),
+                       detail=", ".join(f"revision {p.revision} = {p.version} in {p.namespace}"
+                                        + ("" if p.ready else " (not ready)") for p in planes) or "none found",
+                       hint="install Istio (cluster/kind/up.sh does, with a revision label)"))
     if not planes:
         return found
     if revision:
-        found.append(Check(any(p.revision == revision for p in planes), f"revision {revision} installed",
+        found.append(Check(name=f"revision {revision} installed", ok=any(p.revision == revision for p in planes),
+                           detail=", ".join(p.revision for p in planes),
                            hint="install it, or pass the revision that is installed (--istio-revision)"))
     mesh = mesh_config(cluster, next((p for p in planes if p.revision == revision), planes[0]))
-    found.append(Check(auto_mtls_enabled(mesh), "auto mTLS on", f"meshConfig.enableAutoMtls="
-                       f"{mesh.get('enableAutoMtls', 'unset (default true)')}",
-                       "set meshConfig.enableAutoMtls: true; the oracle assumes it"))
+    found.append(Check(name="auto mTLS on", ok=auto_mtls_enabled(mesh),
+                       detail=f"meshConfig.enableAutoMtls={mesh.get('enableAutoMtls', 'unset (default true)')}",
+                       hint="set meshConfig.enableAutoMtls: true; the oracle assumes it"))
     root = root_namespace(mesh)
     foreign = mesh_wide_policies(cluster, root)
-    found.append(Check(not foreign, "no mesh-wide policies", "; ".join(map(str, foreign)) or f"none in {root}",
-                       "meshproof's expectations assume none: use a cluster without them"))
+    found.append(Check(name="no mesh-wide policies", ok=not foreign,
+                       detail="; ".join(map(str, foreign)) or f"none in {root}",
+                       hint="meshproof's expectations assume none: use a cluster without them"))
     found += _namespace_checks(cluster, revision, images, pull)
     return found
 
@@ -89,10 +96,10 @@ def _namespace_checks(cluster: Cluster, revision: str | None, images: Images, pu
 
 def _try(run: Callable[[], str], name: str, hint: str) -> Check:
     try:
-        return Check(True, name, run())
+        return Check(name=name, ok=True, detail=run())
     except (client.ApiException, RuntimeError) as err:
         reason = getattr(err, "body", None) or str(err)
-        return Check(False, name, str(reason)[:400], hint)
+        return Check(name=name, ok=False, detail=str(reason)[:400], hint=hint)
 
 
 def _pod(name: str, containers: list[dict], inject: bool) -> dict:

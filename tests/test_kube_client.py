@@ -179,3 +179,17 @@ def test_scenario_root_namespace_must_match_the_cluster():
     other_root = dict(MESH_WIDE, root_namespace="mesh-root", resources=[])
     with pytest.raises(KubeUnavailable, match="'mesh-root' differs from the cluster's meshConfig.rootNamespace"):
         KubeBackend("/nonexistent").deploy(scenario_from_dict(other_root, "x.yaml"))
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["clean"], ["probe", "SCENARIO"]])
+def test_cli_commands_on_an_unreachable_cluster_exit_2_fast(command, kubeconfig, tmp_path, capsys):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("client: {namespace: sleep}\nserver: {namespace: httpbin}\nresources: []\n")
+    argv = [str(scenario) if part == "SCENARIO" else part for part in command]
+    from meshproof.cli import main
+
+    started = time.monotonic()
+    code = main([*argv, "--mesh", "kube", "--kubeconfig", kubeconfig(closed_port())])
+    assert code == 2 and time.monotonic() - started < 3
+    printed = capsys.readouterr()
+    assert "connection refused" in printed.out + printed.err

@@ -177,7 +177,8 @@ class Capture:
             with RawPcapWriter(str(partial), linktype=DLT_EN10MB, sync=False) as writer:
                 writer.write_header(None)
                 for frame in frames:
-                    writer.write_packet(bytes(frame), sec=float(frame.time))
+                    seconds, fraction = divmod(float(frame.time), 1)
+                    writer.write_packet(bytes(frame), sec=int(seconds), usec=round(fraction * 1e6))
             os.replace(partial, self.pcap_path)
         except OSError as err:
             partial.unlink(missing_ok=True)

@@ -8,9 +8,11 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from scapy.utils import RawPcapReader
 
 from probes import capture as capture_module
 from probes import rig
@@ -118,6 +120,14 @@ def test_plaintext_http_is_plaintext_with_canary(net, tmp_path):
     assert wire["http_request_line"] == "GET /headers HTTP/1.1" and wire["http_status_on_wire"] == 200
     assert wire["request_in_clear"] and wire["response_in_clear"]
     assert wire["tls_version"] is None and wire["sni"] is None
+
+
+def test_pcap_keeps_kernel_timestamps_to_the_microsecond(net, tmp_path):
+    wire, _, _ = probe(net, tmp_path, PLAIN)
+    with RawPcapReader(wire["pcap"]) as reader:
+        stamps = [meta.sec + meta.usec / 1e6 for _, meta in reader]
+    assert stamps == sorted(stamps) and len(set(stamps)) > 1
+    assert abs(stamps[0] - time.time()) < 60
 
 
 def test_strict_server_that_speaks_plaintext_turns_red(net, pki, tmp_path):

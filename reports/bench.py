@@ -141,7 +141,8 @@ def limits_note(result: dict, cores: int) -> str:
     bound = ("the CPU was the limit (all cores busy most of the run)" if cpu >= 80 else
              "the CPU was not saturated, so waits (process start-up, xDS propagation, capture settle time) "
              "bounded the run")
-    return (f"{cores} cores {cpu:.0f}% busy on average: {bound}. peak_memory_mb is the sum of RSS over "
+    return (f"{cores} cores {cpu:.0f}% busy on average (system-wide: other load on the machine counts too): "
+            f"{bound}. peak_memory_mb is the sum of RSS over "
             f"{result['peak_processes']} processes, which counts shared pages (the Envoy binary) once per process; "
             f"peak_pss_mb ({result['peak_pss_mb']:.0f} MB) shares them out and is the memory really used. "
             "Capture is on for every cell and no probe is shared.")

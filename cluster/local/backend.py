@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,35 +184,42 @@ class LocalBackend(MeshBackend):
         return pair
 
     def _start_pair(self, pair: Pair, configs: dict[str, controlplane.SidecarConfig]) -> None:
-        run, client, server, service = self.run, pair.client, pair.server, pair.service
-        rule = ServiceRule(pair.vip, service.port, server.ip, service.target_port)
-        for pod in pair.pods():
-            pod.dir.mkdir(mode=0o755)
-            netns.create_pod(run, pod.name, pod.veth, self.bridge, pod.ip, self.subnet.prefixlen,
-                             {service.host: pair.vip})
-            iptables.install(pod.name, pod.workload.sidecar, [rule])
         self.version += 1
         version = f"v{self.version}"
-        server.app = Httpbin(server.name, server.dir, service.target_port)
-        server.app.start(run.record_pid)
-        client.app = Sleep(client.name)
-        for pod in pair.pods():
-            if not pod.workload.sidecar:
-                continue
-            xds = pod.dir / "xds"
-            xds.mkdir(mode=0o755)
-            os.chown(xds, PROXY_UID, PROXY_UID)
-            mesh_ca.install_identity(pod.dir / "certs", pod.dir / "sds", self.ca, pod.workload.spiffe_id, PROXY_UID)
-            controlplane.write_xds(xds, configs[pod.name], version, uid=PROXY_UID)
-            pair.configs[pod.name] = configs[pod.name]
-            node = f"sidecar~{pod.ip}~{pod.name}.{pod.workload.namespace}~{pod.workload.namespace}.svc.cluster.local"
-            pod.sidecar = Sidecar(pod.name, pod.dir, node, f"{pod.role}.{pod.workload.namespace}")
-            pod.sidecar.start(run.record_pid)
+        # Both pods come up side by side: most of the time goes to waiting for processes to start.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for future in [pool.submit(self._start_pod, pair, pod, configs.get(pod.name), version)
+                           for pod in (pair.server, pair.client)]:
+                future.result()
         for pod in pair.pods():
             if pod.sidecar:
                 pod.sidecar.wait_ready()
                 pod.sidecar.wait_version(version)
-        server.app.wait_ready()
+                pair.configs[pod.name] = configs[pod.name]
+        pair.server.app.wait_ready()
+
+    def _start_pod(self, pair: Pair, pod: LocalPod, config: controlplane.SidecarConfig | None,
+                   version: str) -> None:
+        run, service = self.run, pair.service
+        pod.dir.mkdir(mode=0o755)
+        netns.create_pod(run, pod.name, pod.veth, self.bridge, pod.ip, self.subnet.prefixlen, {service.host: pair.vip})
+        rule = ServiceRule(pair.vip, service.port, pair.server.ip, service.target_port)
+        iptables.install(pod.name, pod.workload.sidecar, [rule])
+        if pod.role == "server":
+            pod.app = Httpbin(pod.name, pod.dir, service.target_port)
+            pod.app.start(run.record_pid)
+        else:
+            pod.app = Sleep(pod.name)
+        if not pod.workload.sidecar:
+            return
+        xds = pod.dir / "xds"
+        xds.mkdir(mode=0o755)
+        os.chown(xds, PROXY_UID, PROXY_UID)
+        mesh_ca.install_identity(pod.dir / "certs", pod.dir / "sds", self.ca, pod.workload.spiffe_id, PROXY_UID)
+        controlplane.write_xds(xds, config, version, uid=PROXY_UID)
+        node = f"sidecar~{pod.ip}~{pod.name}.{pod.workload.namespace}~{pod.workload.namespace}.svc.cluster.local"
+        pod.sidecar = Sidecar(pod.name, pod.dir, node, f"{pod.role}.{pod.workload.namespace}")
+        pod.sidecar.start(run.record_pid)
 
     def _destroy_pair(self, pair: Pair) -> None:
         for pod in pair.pods():

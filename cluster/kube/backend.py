@@ -154,7 +154,7 @@ class KubeBackend(MeshBackend):
         cutoff = datetime.now(UTC).timestamp() - self.stale_after_s
         stale = [ns.metadata.name for ns in self._cluster().core.list_namespace(
             label_selector=leftover_selector(self.session)).items
-            if ns.metadata.creation_timestamp.timestamp() < cutoff]
+            if ns.metadata.creation_timestamp.timestamp() < cutoff and not _terminating(ns)]
         for name in stale:
             self._delete_namespace(name)
         return stale
@@ -308,7 +308,7 @@ class KubeBackend(MeshBackend):
         try:
             self._cluster().core.delete_namespace(name, propagation_policy="Background")
         except client.ApiException as err:
-            if err.status != 404:
+            if err.status not in (404, 409):  # gone, or already being deleted
                 raise
 
     def _wait_ready(self, namespace: str, role: str, sidecar: bool) -> client.V1Pod:
@@ -373,13 +373,13 @@ def delete_labelled(cluster: Cluster, selector: str) -> list[str]:
                 if err.status != 404:
                     raise
     for ns in cluster.core.list_namespace(label_selector=selector).items:
-        if ns.status and ns.status.phase == "Terminating":
+        if _terminating(ns):
             continue
         try:
             cluster.core.delete_namespace(ns.metadata.name, propagation_policy="Background")
             removed.append(f"namespace {ns.metadata.name}")
         except client.ApiException as err:
-            if err.status != 404:
+            if err.status not in (404, 409):
                 raise
     return removed
 
@@ -391,6 +391,10 @@ def clean_leftovers(kubeconfig: str | None = None, context: str | None = None) -
         return delete_labelled(cluster, leftover_selector())
     finally:
         cluster.api.close()
+
+
+def _terminating(namespace: client.V1Namespace) -> bool:
+    return bool(namespace.status and namespace.status.phase == "Terminating")
 
 
 def _convergence_key(result: ProbeResult) -> tuple:

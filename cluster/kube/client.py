@@ -132,11 +132,14 @@ def exec_in(cluster: Cluster, namespace: str, pod: str, container: str, command:
                 raise TimeoutError(f"exec in {namespace}/{pod}/{container} did not finish in {timeout_s:g} s: "
                                    f"{' '.join(command)}")
             ws.update(timeout=min(remaining, 1.0))
-            stdout.append(ws.read_stdout())
-            stderr.append(ws.read_stderr())
-        stdout.append(ws.read_stdout())
-        stderr.append(ws.read_stderr())
-        code = ws.returncode
+            stdout.append(ws.read_stdout(timeout=0))  # timeout=None would block until more output
+            stderr.append(ws.read_stderr(timeout=0))
+        stdout.append(ws.read_stdout(timeout=0))
+        stderr.append(ws.read_stderr(timeout=0))
+        try:
+            code = ws.returncode  # from the status the API server sends on the error channel
+        except (TypeError, KeyError, IndexError, ValueError):
+            code = None
     finally:
         ws.close()
     return ExecResult(code if code is not None else -1, "".join(stdout), "".join(stderr),

@@ -74,6 +74,7 @@ class KubeHandle:
     policies: list[dict] = field(default_factory=list)  # as created, for replacement and teardown
     convergence: Convergence | None = None
     capture: PodCapture | None = None
+    diagnostics_dir: Path | None = None  # written when convergence timed out, or on request
 
     @property
     def url(self) -> str:
@@ -248,7 +249,8 @@ class KubeBackend(MeshBackend):
                                     int(time.monotonic() - handle.started) + 60, self.kubeconfig, self.context)
         if handle.convergence:
             parts["convergence.json"] = json.dumps(handle.convergence.summary(), indent=1)
-        return diagnostics.write(parts, self.out_dir / "diagnostics" / handle.run_id)
+        handle.diagnostics_dir = diagnostics.write(parts, self.out_dir / "diagnostics" / handle.run_id)
+        return handle.diagnostics_dir
 
     def environment(self) -> dict[str, str]:
         env = {"mesh": self.name}
@@ -288,6 +290,8 @@ class KubeBackend(MeshBackend):
             last = time.monotonic()
             handle.policies.append(doc)
         handle.convergence = converge(lambda: self._probe_once(handle), _convergence_key, self.policy)
+        if not handle.convergence.converged:  # a propagation timeout: keep the evidence while it is fresh
+            handle.diagnostics_dir = self.diagnostics(handle)
 
     def _delete_policies(self, handle: KubeHandle) -> None:
         custom = self._cluster().custom
@@ -351,6 +355,8 @@ class KubeBackend(MeshBackend):
         extra: dict[str, Any] = {"run_id": handle.run_id, "namespaces": handle.namespaces}
         if handle.convergence:
             extra["convergence"] = handle.convergence.summary()
+        if handle.diagnostics_dir:
+            extra["diagnostics"] = str(handle.diagnostics_dir)
         return extra
 
 

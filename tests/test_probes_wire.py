@@ -316,6 +316,16 @@ def test_capture_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, iface, 
     assert threading.active_count() <= threads + 1  # at most the socket-closing thread, which ends by itself
 
 
+def test_an_error_inside_the_block_still_writes_the_pcap_and_propagates(net, tmp_path):
+    pcap = tmp_path / "failed-probe.pcap"
+    with pytest.raises(RuntimeError, match="probe runner broke"), \
+            Capture(net.server_iface, f"tcp port {PLAIN}", pcap, netns=net.server_ns) as cap:
+        net.exchange(PLAIN, rig.http_request(new_canary()))
+        raise RuntimeError("probe runner broke")
+    assert cap.packets > 0 and read_flows(pcap)[0] == cap.packets
+    assert not pcap.with_name(pcap.name + ".partial").exists()
+
+
 def test_capture_to_a_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(CaptureError, match="directory for the pcap does not exist"), \
             Capture("lo", "tcp", tmp_path / "nope" / "x.pcap"):

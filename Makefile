@@ -48,7 +48,10 @@ conformance: setup $(ALLURE)
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
 chaos: setup $(ALLURE)
-	@$(BIN)/pytest suites/chaos $(PYTEST_ARGS); rc=$$?; $(MAKE) --no-print-directory report; exit $$rc
+	@rm -rf $(OUT)/allure-results; mkdir -p $(OUT); \
+	$(BIN)/pytest suites/chaos --alluredir $(OUT)/allure-results --junitxml $(OUT)/junit.xml $(PYTEST_ARGS); rc=$$?; \
+	$(MAKE) --no-print-directory report; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
 report: $(ALLURE)
 	$(BIN)/python -m reports.build --results $(OUT)/allure-results --out $(OUT) --allure $(ALLURE)

@@ -6,6 +6,7 @@ even when a test fails; the backend itself also cleans up on Ctrl-C or a killed 
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -45,9 +46,20 @@ def mesh_options_fixture(pytestconfig: pytest.Config) -> SimpleNamespace:
 def mesh(mesh_options_fixture):
     """The mesh backend of this worker, up for the whole session."""
     from cluster.factory import open_backend
+    from reports.allure_env import record_environment
 
     with open_backend(mesh_options_fixture) as backend:
+        record_environment(backend.environment())
         yield backend
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The controller (not an xdist worker) of a suites run starts with no cell records of an earlier run;
+    # a self-test run leaves them alone.
+    if not hasattr(session.config, "workerinput") and _runs_suites(session.config):
+        from reports.cells import clear_cells
+
+        clear_cells()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -58,3 +70,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("mesh_wide"):
             item.add_marker(refuse)
+
+
+def _runs_suites(config: pytest.Config) -> bool:
+    suites = Path(__file__).parent / "suites"
+    for arg in config.args:
+        path = Path(arg.split("::")[0]).resolve()
+        if path == suites or suites in path.parents or path in suites.parents:
+            return True
+    return False

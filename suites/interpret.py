@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-HARNESS_ERROR = "HARNESS ERROR:"
-PLAINTEXT_LEAK = "PLAINTEXT LEAK:"
-UNEXPECTED_OUTCOME = "UNEXPECTED OUTCOME:"
+from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
 
 ENCRYPTED = ("mtls", "app-tls")
 

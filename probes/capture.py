@@ -96,6 +96,9 @@ class Capture:
 
     def __enter__(self) -> Self:
         started = time.perf_counter()
+        if not isinstance(self.iface, str) or not self.iface:
+            # An empty name would bind the sniffer to every interface of the namespace.
+            raise CaptureError(f"capture interface must be an interface name, not {self.iface!r}")
         if not self.pcap_path.parent.is_dir():
             raise CaptureError(f"{self.pcap_path}: the directory for the pcap does not exist")
         try:

@@ -18,6 +18,7 @@ happened before the capture cannot prove anything: CaptureError, never a verdict
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,14 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
     whose server end is that address); without them every TCP flow in the capture is the probe's."""
     if not isinstance(canary, str) or not canary:
         raise ValueError("judge: canary must be the probe's non-empty canary token (see probes.canary)")
+    if server_ip is not None:
+        try:
+            server_ip = str(ipaddress.ip_address(server_ip))
+        except ValueError:
+            raise ValueError(f"judge: server_ip {server_ip!r} is not an IPv4 or IPv6 address") from None
+    if server_port is not None and (isinstance(server_port, bool) or not isinstance(server_port, int)
+                                    or not 1 <= server_port <= 65535):
+        raise ValueError(f"judge: server_port {server_port!r} is not a port number (an int, 1-65535)")
     pcap = Path(pcap_path)
     frames, flows = read_flows(pcap)
     if frames == 0:

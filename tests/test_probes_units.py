@@ -174,6 +174,18 @@ def test_judge_needs_a_canary(tmp_path):
         judge(tmp_path / "a.pcap", "")
 
 
+@pytest.mark.parametrize(("server_ip", "server_port", "message"), [
+    ("10.9.0.300", None, "server_ip '10.9.0.300' is not an IPv4 or IPv6 address"),
+    (None, "8000", "server_port '8000' is not a port number"),
+    (None, 0, "server_port 0 is not a port number"),
+    (None, True, "server_port True is not a port number"),
+])
+def test_judge_rejects_a_bad_server_address(tmp_path, server_ip, server_port, message):
+    wrpcap(str(tmp_path / "a.pcap"), [seg(C, S, 0, "S")])
+    with pytest.raises(ValueError, match=message):
+        judge(tmp_path / "a.pcap", new_canary(), server_ip, server_port)
+
+
 def test_judge_names_a_missing_or_broken_pcap(tmp_path):
     with pytest.raises(CaptureError, match=r"nothing\.pcap: no such pcap file"):
         judge(tmp_path / "nothing.pcap", new_canary())

@@ -292,6 +292,51 @@ def test_capture_in_this_namespace_on_loopback(tmp_path):
     assert wire["verdict"] == "plaintext" and wire["canary_in_clear"] is True
 
 
+def test_ipv6_flow_on_loopback(tmp_path):
+    listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            rig.answer_400(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    canary, pcap = new_canary(), tmp_path / "lo6.pcap"
+    try:
+        with Capture("lo", f"tcp port {port}", pcap), socket.create_connection(("::1", port)) as conn:
+            conn.sendall(rig.http_request(canary))
+            rig.read_until_close(conn)
+    finally:
+        listener.close()
+    wire = judge(pcap, canary, "::1", port)
+    assert wire["verdict"] == "plaintext" and wire["http_status_on_wire"] == 400 and wire["canary_in_clear"]
+    assert wire["flows"][0]["server"] == f"::1:{port}"
+
+
+def test_parallel_captures_each_see_their_own_probe(net, pki, tmp_path):
+    """Probes 4 wide in one process, each with its own sniffer: no capture sees or loses another's flow."""
+    cases = {MTLS: ("mtls", mesh_client(pki), rig.ISTIO_SNI), PLAIN: ("plaintext", None, None),
+             SILENT: ("plaintext", None, None), BAD_REQUEST: ("plaintext", None, None)}
+    verdicts: dict[int, object] = {}
+
+    def run(port):
+        try:
+            verdicts[port] = probe(net, tmp_path, port, cases[port][1], cases[port][2], name=f"par-{port}")[0]
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            verdicts[port] = err
+
+    for _ in range(3):
+        threads = [threading.Thread(target=run, args=(port,)) for port in cases]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not [v for v in verdicts.values() if isinstance(v, Exception)], verdicts
+        assert {port: v["verdict"] for port, v in verdicts.items()} == {port: c[0] for port, c in cases.items()}
+        assert all(len(v["flows"]) == 1 for v in verdicts.values())
+
+
 def test_settle_ends_on_close_not_on_a_fixed_sleep(net, tmp_path):
     """Both FINs seen: the capture stops at once instead of waiting out the quiet period."""
     pcap = tmp_path / "closed.pcap"
@@ -303,6 +348,7 @@ def test_settle_ends_on_close_not_on_a_fixed_sleep(net, tmp_path):
 
 @pytest.mark.parametrize(("iface", "bpf", "netns", "message"), [
     ("mpw-nosuch0", "tcp", None, "interface 'mpw-nosuch0'"),
+    ("", "tcp", None, "must be an interface name, not ''"),
     ("lo", "tcp port", None, "capture filter 'tcp port' is not valid BPF"),
     ("lo", "tcp", "mpw-nosuch-ns", "network namespace 'mpw-nosuch-ns' does not exist"),
 ])

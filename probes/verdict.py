@@ -12,8 +12,8 @@ The probe's verdict is the worst flow's (plaintext > app-tls > mtls > none). The
 clear anywhere in the capture makes the verdict "plaintext" whatever the flows looked like: the canary
 is unique to the probe, so its bytes crossed the wire readable.
 
-A capture that saw no packets, missed the probe's flow, or saw only a reused connection whose handshake
-happened before the capture cannot prove anything: CaptureError, never a verdict.
+A capture that saw no packets, missed the probe's flow, missed bytes of it, or saw only a reused connection
+whose handshake happened before the capture cannot prove anything: CaptureError, never a verdict.
 """
 
 from __future__ import annotations
@@ -81,10 +81,10 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
         verdict, reason = "plaintext", worst["reason"]
     elif canary_in_clear:
         verdict, reason = "plaintext", "the canary is readable on the wire, outside the flows that looked encrypted"
-    elif worst["verdict"] == "unproven" or (len(known) < len(probe) and worst["verdict"] in ("mtls", "none")):
-        raise CaptureError(f"{pcap}: the flow to {target} reused a TLS connection opened before the capture; "
-                           "its handshake is not on the wire, so nothing can be proven (open a new connection "
-                           "per probe)")
+    elif len(known) < len(probe) and worst["verdict"] in ("mtls", "none", "unproven"):
+        unproven = next(s for s in probe if s["verdict"] == "unproven")
+        raise CaptureError(f"{pcap}: the flow {unproven['client']} -> {unproven['server']} proves nothing: "
+                           f"{unproven['reason']}")
     else:
         verdict, reason = worst["verdict"], worst["reason"]
     deciding = worst if worst["tls"] or verdict == "plaintext" else next((s for s in probe if s["tls"]), worst)
@@ -137,9 +137,14 @@ def _summarize(flow: Flow, canary: str) -> dict[str, Any]:
             missing = [m for m, ok in (("mesh ALPN", mesh_alpn), ("outbound_ SNI", mesh_sni)) if not ok]
             verdict, reason = "app-tls", f"TLS without the {' and '.join(missing)}"
     elif "tls" in (up["kind"], down["kind"]):
-        verdict, reason = "unproven", "TLS records without a ClientHello: the handshake predates the capture"
+        verdict, reason = "unproven", ("it reused a TLS connection opened before the capture; its handshake is "
+                                       "not on the wire (open a new connection per probe)")
     else:
         verdict, reason = "none", "no payload in either direction"
+    holes = flow.to_server.holes + flow.to_client.holes
+    if holes and verdict != "plaintext":
+        # Bytes the capture missed could have been anything: only cleartext already seen is decisive.
+        verdict, reason = "unproven", f"the capture missed {holes} stretch(es) of its bytes"
     return {
         "client": f"{flow.client[0]}:{flow.client[1]}",
         "server": f"{flow.server[0]}:{flow.server[1]}",

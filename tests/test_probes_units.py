@@ -4,6 +4,7 @@ segments written to a pcap), the TLS record walk, the mesh marks, the XFCC ident
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, TCP
@@ -109,6 +110,19 @@ def test_connection_captured_mid_record_is_unproven_not_plaintext(tmp_path):
     # The same bytes with the connection's start captured are not TLS from byte 0: cleartext.
     wrpcap(str(tmp_path / "start.pcap"), [seg(C, S, 99, "S"), seg(C, S, 100, data=up)])
     assert judge(tmp_path / "start.pcap", new_canary(), S[0], S[1])["verdict"] == "plaintext"
+
+
+def test_mesh_tls_flow_with_a_hole_proves_nothing(tmp_path):
+    """A real mesh ClientHello and ServerHello, then a stretch the capture missed: no mTLS verdict."""
+    _, flows = read_flows(Path(__file__).parent / "data" / "wire" / "envoy-strict-mtls.pcap")
+    hello, answer = flows[0].to_server.data, flows[0].to_client.data
+    record = _record(tls.APPLICATION_DATA, b"r" * 40)
+    frames = [seg(C, S, 0, "S"), seg(S, C, 0, "SA"), seg(C, S, 1, data=hello), seg(S, C, 1, data=answer)]
+    wrpcap(str(tmp_path / "whole.pcap"), [*frames, seg(C, S, 1 + len(hello), data=record)])
+    assert judge(tmp_path / "whole.pcap", new_canary())["verdict"] == "mtls"
+    wrpcap(str(tmp_path / "hole.pcap"), [*frames, seg(C, S, 1 + len(hello) + 100, data=record)])
+    with pytest.raises(CaptureError, match=r"proves nothing: the capture missed 1 stretch"):
+        judge(tmp_path / "hole.pcap", new_canary())
 
 
 def test_starts_like_tls():

@@ -43,8 +43,14 @@ def outcome_of(http_status: int | None, curl_exit: int, wire_verdict: str | None
         return "503"
     if http_status != 200:
         return str(http_status)
+    if wire_verdict == "plaintext":
+        return "plaintext"
+    if wire_verdict in ("mtls", "app-tls"):
+        # TLS without Istio's ALPN (DestinationRule MUTUAL) is still mutual TLS when the server sidecar
+        # authenticated the client: the app saw its identity. The suites judge the wire verdict separately.
+        return "mtls" if peer_identity or wire_verdict == "mtls" else "200-app-tls"
     if wire_verdict is not None:
-        return {"mtls": "mtls", "plaintext": "plaintext"}.get(wire_verdict, f"200-{wire_verdict}")
+        return f"200-{wire_verdict}"
     return "mtls" if peer_identity else "plaintext"
 
 

@@ -50,9 +50,9 @@ def server_mode(*docs, port=8080):
 
 def chosen_dr(*docs, client=CLIENT):
     resources = parse_resources(list(docs))
-    rule, _ = cp.select_destination_rule(client, SERVICE, [r for r in resources if isinstance(r, cp.DestinationRule)],
-                                         ROOT)
-    return f"{rule.namespace}/{rule.name}" if rule else None
+    merged, _ = cp.select_destination_rule(client, SERVICE, [r for r in resources if isinstance(r, cp.DestinationRule)],
+                                           ROOT, cp.policy_keys(list(docs)))
+    return f"{merged.rule.namespace}/{merged.rule.name}" if merged else None
 
 
 @pytest.mark.parametrize(("docs", "expected"), [
@@ -95,7 +95,7 @@ def _cluster(*docs, client=CLIENT):
     resources = parse_resources(list(docs))
     cluster, decision = cp.outbound_cluster(
         client, SERVICE, [r for r in resources if isinstance(r, cp.PeerAuthentication)],
-        [r for r in resources if isinstance(r, cp.DestinationRule)], ROOT)
+        [r for r in resources if isinstance(r, cp.DestinationRule)], ROOT, cp.policy_keys(list(docs)))
     return cluster, decision
 
 
@@ -142,6 +142,26 @@ def test_mutual_mesh_cert_paths_resolve_to_the_workloads_files_with_auto_sni():
 def test_mutual_with_a_certificate_file_the_mesh_lacks_is_a_clear_error():
     with pytest.raises(ManifestError, match=r"DestinationRule foo/d: spec.trafficPolicy.tls.clientCertificate"):
         _cluster(dr("d", "foo", "MUTUAL", clientCertificate="/nowhere/cert.pem", privateKey="/etc/certs/key.pem"))
+
+
+def test_rules_for_one_host_merge_and_the_oldest_traffic_policy_wins():
+    _, decision = _cluster(dr("first", "foo", "DISABLE"), dr("second", "foo", "ISTIO_MUTUAL"))
+    assert decision["destination_rule"] == ["foo/first", "foo/second"] and decision["tls_mode"] == "DISABLE"
+    older = dr("first", "foo", "ISTIO_MUTUAL")
+    older["spec"]["trafficPolicy"] = {"connectionPool": {"tcp": {"maxConnections": 10}}}
+    _, decision = _cluster(older, dr("second", "foo", "DISABLE"))
+    assert decision["tls_mode"] is None  # the older trafficPolicy (without tls) hides the newer tls
+    # Different exportTo: kept apart, and the newest rule without a selector applies.
+    _, decision = _cluster(dr("first", "foo", "ISTIO_MUTUAL"), dr("second", "foo", "DISABLE", export_to=["."]))
+    assert decision["destination_rule"] == ["foo/second"] and decision["tls_mode"] == "DISABLE"
+
+
+def test_port_level_entry_without_tls_resets_the_cluster_but_not_the_endpoint_label():
+    doc = dr("d", "foo", "DISABLE")
+    doc["spec"]["trafficPolicy"]["portLevelSettings"] = [{"port": {"number": 8000}, "connectionPool": {"tcp": {"maxConnections": 5}}}]
+    cluster, decision = _cluster(doc)
+    assert decision["tls_mode"] is None and "transport_socket_matches" in cluster  # auto mTLS
+    assert decision["endpoints_tls_mode_istio"] == [None]  # ... to an endpoint the DISABLE rule unlabels
 
 
 def test_port_level_tls_overrides_the_rule_for_the_service_port():

@@ -124,7 +124,7 @@ class LocalBackend(MeshBackend):
     # --- deploy / apply ---------------------------------------------------------------------------------
 
     def deploy(self, scenario: Scenario) -> Handle:
-        resources = list(scenario.resources) or parse_resources(list(scenario.manifests), scenario.name)
+        resources = list(scenario.resources)
         key = _shape(scenario)
         pair = next((p for p in self.pairs if p.key == key and not p.in_use), None)
         if pair is None:
@@ -132,17 +132,18 @@ class LocalBackend(MeshBackend):
             handle = Handle(pair, scenario, resources)
         else:
             handle = Handle(pair, scenario, resources)
-            self._apply_resources(handle, resources)
+            self._apply_resources(handle, resources, list(scenario.manifests))
         pair.in_use = True
         return handle
 
     def apply(self, handle: Handle, manifests: list[dict]) -> None:
         resources = parse_resources(list(manifests), source="apply")  # raises before anything changes
-        self._apply_resources(handle, resources)
+        self._apply_resources(handle, resources, list(manifests))
 
-    def _apply_resources(self, handle: Handle, resources: list) -> None:
+    def _apply_resources(self, handle: Handle, resources: list, manifests: list[dict]) -> None:
         pair = handle.pair
-        configs = self._compile(pair, resources, handle.scenario.root_namespace)  # may raise: nothing written
+        # Compiling may raise (config the mesh cannot serve): then nothing has been written.
+        configs = self._compile(pair, resources, manifests, handle.scenario.root_namespace)
         changed = {name: cfg for name, cfg in configs.items() if _fingerprint(cfg) != _fingerprint(pair.configs[name])}
         if changed:
             try:
@@ -164,8 +165,10 @@ class LocalBackend(MeshBackend):
             pods[name].sidecar.wait_version(version)
             pair.configs[name] = cfg
 
-    def _compile(self, pair: Pair, resources: list, root_ns: str) -> dict[str, controlplane.SidecarConfig]:
-        return {pod.name: controlplane.compile_sidecar(pod.model(), [pair.service], resources, root_ns)
+    def _compile(self, pair: Pair, resources: list, manifests: list[dict],
+                 root_ns: str) -> dict[str, controlplane.SidecarConfig]:
+        with_policy = controlplane.policy_keys(manifests)
+        return {pod.name: controlplane.compile_sidecar(pod.model(), [pair.service], resources, root_ns, with_policy)
                 for pod in pair.pods() if pod.workload.sidecar}
 
     def _create_pair(self, scenario: Scenario, key: tuple, resources: list) -> Pair:
@@ -174,7 +177,8 @@ class LocalBackend(MeshBackend):
         server = self._new_pod("server", scenario.server, index)
         vip = f"10.251.{self.subnet.network_address.packed[2]}.{index + 1}"
         pair = Pair(key, index, client, server, vip)
-        configs = self._compile(pair, resources, scenario.root_namespace)  # bad config: nothing created yet
+        # Bad config raises here, before anything exists.
+        configs = self._compile(pair, resources, list(scenario.manifests), scenario.root_namespace)
         self.pairs.append(pair)
         try:
             self._start_pair(pair, configs)

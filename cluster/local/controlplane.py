@@ -133,67 +133,117 @@ def _fqdn(host: str, namespace: str) -> str:
     return host if "." in host or host == "*" else f"{host}.{namespace}.svc.cluster.local"
 
 
-def _host_match(rules: list[DestinationRule], host: str) -> list[DestinationRule]:
-    """The rules for the most specific matching host (exact, else the longest wildcard)."""
-    exact = [r for r in rules if _fqdn(r.host, r.namespace) == host]
-    if exact:
-        return exact
-    wild = [r for r in rules if _fqdn(r.host, r.namespace).startswith("*")
-            and (_fqdn(r.host, r.namespace) == "*" or host.endswith(_fqdn(r.host, r.namespace)[1:]))]
-    if not wild:
-        return []
-    best = max(len(_fqdn(r.host, r.namespace)) for r in wild)
-    return [r for r in wild if len(_fqdn(r.host, r.namespace)) == best]
+@dataclass
+class MergedRule:
+    """Istio's ConsolidatedDestRule: rules for one host merged within one namespace index."""
+
+    rule: DestinationRule  # the first (oldest) rule; its namespace, selector and exportTo
+    export: frozenset[str]
+    tls: ClientTLS | None
+    port_tls: dict[int, ClientTLS | None]
+    has_policy: bool
+    names: list[str]
 
 
-def _private_only(dr: DestinationRule) -> bool:
-    export = set(dr.export_to) if dr.workload_selector is None else {"."}
-    return len(export) == 1 and (export & {".", dr.namespace})
+def _export_set(dr: DestinationRule) -> frozenset[str]:
+    # destination rules with a workload selector are never exported
+    return frozenset(dr.export_to) if dr.workload_selector is None else frozenset({"."})
 
 
-def _exported_to(dr: DestinationRule, client_ns: str) -> bool:
-    export = set(dr.export_to)
-    return not export or "*" in export or client_ns in export
+def _merge(index: dict[str, list[MergedRule]], dr: DestinationRule, has_policy: bool) -> None:
+    """push_context/destination_rule.go mergeDestinationRule, with EnableEnhancedDestinationRuleMerge on."""
+    export = _export_set(dr)
+    host = _fqdn(dr.host, dr.namespace)
+    entries = index.setdefault(host, [])
+    append = True
+    for entry in entries:
+        if export == entry.export:
+            append = False
+        elif entry.export and export >= entry.export:
+            append = True
+        else:
+            append = True
+            continue
+        both_plain = dr.workload_selector is None and entry.rule.workload_selector is None
+        both_selected = dr.workload_selector is not None and entry.rule.workload_selector is not None
+        if both_selected and dr.workload_selector != entry.rule.workload_selector:
+            append = True
+            continue
+        if both_plain or both_selected:
+            append = False
+        entry.names.append(f"{dr.namespace}/{dr.name}")
+        if not entry.has_policy and has_policy:  # first wins: only fill a missing trafficPolicy
+            entry.tls, entry.port_tls, entry.has_policy = dr.tls, dict(dr.port_tls), True
+    if append:
+        entries.append(MergedRule(dr, export, dr.tls, dict(dr.port_tls), has_policy, [f"{dr.namespace}/{dr.name}"]))
 
 
-def _visible_in_own_ns(dr: DestinationRule) -> bool:
-    export = set(dr.export_to) if dr.workload_selector is None else {"."}
-    return not export or bool(export & {"*", ".", dr.namespace})
+def _most_specific(index: dict[str, list[MergedRule]], host: str) -> list[MergedRule]:
+    if host in index:
+        return index[host]
+    wild = [h for h in index if h.startswith("*") and (h == "*" or host.endswith(h[1:]))]
+    return index[max(wild, key=len)] if wild else []
 
 
-def select_destination_rule(client: Pod, service: Service, drs: list[DestinationRule],
-                            root_ns: str) -> tuple[DestinationRule | None, str]:
-    """The DestinationRule the client sidecar applies to the service, and which lookup step found it."""
+def destination_rule_indexes(drs: list[DestinationRule], policy_keys: set[tuple[str, str]],
+                             root_ns: str) -> dict:
+    """push_context.go setDestinationRules: per-namespace local, exported and root-private indexes."""
+    local: dict[str, dict] = {}
+    exported: dict[str, dict] = {}
+    root_private: dict = {}
+    for dr in sorted(drs, key=lambda d: (d.workload_selector is None, d.order)):  # selectors first, then age
+        export = _export_set(dr)
+        has_policy = (dr.namespace, dr.name) in policy_keys or dr.tls is not None or bool(dr.port_tls)
+        if not export or export & {"*", ".", dr.namespace}:
+            _merge(local.setdefault(dr.namespace, {}), dr, has_policy)
+        private_only = len(export) == 1 and bool(export & {".", dr.namespace})
+        if not private_only:
+            _merge(exported.setdefault(dr.namespace, {}), dr, has_policy)
+        elif dr.namespace == root_ns:
+            _merge(root_private, dr, has_policy)
+    return {"local": local, "exported": exported, "root_private": root_private}
+
+
+def select_destination_rule(client: Pod, service: Service, drs: list[DestinationRule], root_ns: str,
+                            policy_keys: set[tuple[str, str]] = frozenset()) -> tuple[MergedRule | None, str]:
+    """The (merged) DestinationRule the client sidecar applies to the service, and which lookup step found it.
+
+    push_context.go destinationRule picks the namespace; sidecar.go DestinationRule picks the rule in it.
+    """
+    indexes = destination_rule_indexes(drs, set(policy_keys), root_ns)
     host = service.host
-    ordered = sorted(drs, key=lambda d: (d.workload_selector is None, d.order))  # selectors first, then age
     if client.namespace != root_ns:
-        local = [d for d in ordered if d.namespace == client.namespace and _visible_in_own_ns(d)]
-        step = "client namespace"
+        candidates, step = _most_specific(indexes["local"].get(client.namespace, {}), host), "client namespace"
     else:
-        local = [d for d in ordered if d.namespace == root_ns and _private_only(d)]
-        step = "root namespace (private)"
-    candidates = _host_match(local, host)
+        candidates, step = _most_specific(indexes["root_private"], host), "root namespace (private)"
     if not candidates:
         for ns, step in ((service.namespace, "service namespace"), (root_ns, "root namespace")):
-            exported = [d for d in ordered if d.namespace == ns and not _private_only(d)]
-            matched = _host_match(exported, host)
-            candidates = [d for d in matched if _exported_to(d, client.namespace)]
+            candidates = [m for m in _most_specific(indexes["exported"].get(ns, {}), host)
+                          if not m.export or "*" in m.export or client.namespace in m.export]
             if candidates:
                 break
-    for dr in candidates:  # one with a matching selector, else the first without a selector
-        if dr.workload_selector and _selects(dr.workload_selector, client.labels):
-            return dr, step
-    plain = [d for d in candidates if not d.workload_selector]
-    return (plain[0], step) if plain else (None, "none")
+    catch_all = None
+    for merged in candidates:
+        if merged.rule.workload_selector is None:
+            catch_all = merged  # the last one without a selector
+        elif merged.rule.namespace == client.namespace and _selects(merged.rule.workload_selector, client.labels):
+            return merged, step
+    return catch_all, step if catch_all else "none"
 
 
-def _port_tls(dr: DestinationRule | None, port: int) -> ClientTLS | None:
-    if dr is None:
-        return None
-    tls = dr.tls
-    if port in dr.port_tls and dr.port_tls[port] is not None:
-        tls = dr.port_tls[port]
-    return tls
+def _port_tls(merged: MergedRule | None, port: int) -> tuple[ClientTLS | None, str | None]:
+    """(TLS settings the cluster uses, TLS mode the endpoint mTLS check sees) for a service port.
+
+    A portLevelSettings entry replaces the top-level TLS even when it has none (MergeTrafficPolicy with
+    hasPortLevel), but mtls_checker.go only lets an entry *with* TLS override the top-level mode.
+    """
+    if merged is None:
+        return None, None
+    top = merged.tls
+    if port in merged.port_tls:
+        port_tls = merged.port_tls[port]
+        return port_tls, (port_tls or top).mode if (port_tls or top) else None
+    return top, top.mode if top else None
 
 
 # --- Envoy config pieces ------------------------------------------------------------------------------------
@@ -306,11 +356,11 @@ def _simple_or_mutual(client: Pod, tls: ClientTLS, mutual: bool, dr: Destination
 
 
 def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication], drs: list[DestinationRule],
-                     root_ns: str) -> tuple[dict, dict]:
+                     root_ns: str, policy_keys: set[tuple[str, str]] = frozenset()) -> tuple[dict, dict]:
     name = f"outbound|{service.port}||{service.host}"
-    dr, step = select_destination_rule(client, service, drs, root_ns)
-    tls = _port_tls(dr, service.port)
-    decision = {"destination_rule": f"{dr.namespace}/{dr.name}" if dr else None, "found_in": step,
+    merged, step = select_destination_rule(client, service, drs, root_ns, policy_keys)
+    tls, checker_mode = _port_tls(merged, service.port)
+    decision = {"destination_rule": merged.names if merged else None, "found_in": step,
                 "tls_mode": tls.mode if tls else None}
     cluster: dict = {"name": name, "type": "STATIC", "connect_timeout": "10s", "lb_policy": "ROUND_ROBIN"}
     auto_sni = auto_san = False
@@ -335,14 +385,17 @@ def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication
         # sends no TLS at all.
         decision["note"] = "credentialName on a sidecar: no TLS (as Istio does)"
     elif tls.mode in ("SIMPLE", "MUTUAL"):
-        cluster["transport_socket"] = _simple_or_mutual(client, tls, tls.mode == "MUTUAL", dr)
+        cluster["transport_socket"] = _simple_or_mutual(client, tls, tls.mode == "MUTUAL", merged.rule)
         auto_sni = not tls.sni
         auto_san = auto_sni and not tls.subject_alt_names and not tls.insecure_skip_verify
     cluster["typed_extension_protocol_options"] = _http_options(auto_sni, auto_san)
     endpoints = []
     for pod in service.endpoints:
-        labelled = tls.mode == "ISTIO_MUTUAL" if tls else (
-            pod.sidecar and port_mtls(pod, service.target_port, pas, root_ns) != "DISABLE")
+        # mtls_checker.go: a rule's mode decides the tlsMode label; without one, sidecar and PeerAuthentication.
+        # The injector's label says "has a sidecar"; it is only taken away, never added (endpoint_builder.go).
+        labelled = pod.labels.get("security.istio.io/tlsMode") == "istio" and (
+            checker_mode == "ISTIO_MUTUAL" if checker_mode
+            else port_mtls(pod, service.target_port, pas, root_ns) != "DISABLE")
         endpoint: dict = {"endpoint": {"address": _addr(pod.ip, service.target_port)}}
         if labelled:
             endpoint["metadata"] = {"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": "istio"}}}
@@ -420,12 +473,25 @@ def inbound_cluster(port: int) -> dict:
 
 # --- The whole sidecar --------------------------------------------------------------------------------------
 
-def compile_sidecar(pod: Pod, services: list[Service], resources: list[Resource], root_ns: str) -> SidecarConfig:
+def policy_keys(manifests: list[dict]) -> set[tuple[str, str]]:
+    """DestinationRules that have a trafficPolicy at all (even one without tls): it decides rule merging."""
+    keys = set()
+    for doc in manifests:
+        if isinstance(doc, dict) and doc.get("kind") == "DestinationRule" \
+                and (doc.get("spec") or {}).get("trafficPolicy") is not None:
+            meta = doc.get("metadata") or {}
+            keys.add((meta.get("namespace"), meta.get("name")))
+    return keys
+
+
+def compile_sidecar(pod: Pod, services: list[Service], resources: list[Resource], root_ns: str,
+                    with_policy: set[tuple[str, str]] = frozenset()) -> SidecarConfig:
+    """Everything one sidecar serves. `with_policy`: policy_keys() of the raw manifests."""
     pas = [r for r in resources if isinstance(r, PeerAuthentication)]
     drs = [r for r in resources if isinstance(r, DestinationRule)]
     clusters, decisions = [passthrough_cluster()], {"outbound": {}, "inbound": {}}
     for service in services:
-        cluster, decision = outbound_cluster(pod, service, pas, drs, root_ns)
+        cluster, decision = outbound_cluster(pod, service, pas, drs, root_ns, with_policy)
         clusters.append(cluster)
         decisions["outbound"][service.host] = decision
     listeners = [outbound_listener(services)]

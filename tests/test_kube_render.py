@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -61,7 +62,8 @@ def test_every_rendered_object_is_valid(client_sidecar, server_sidecar, revision
                    {"namespace": "httpbin", "sidecar": server_sidecar, "service_port": 8000, "target_port": 9080})
     docs = all_docs(scn, revisions)
     assert sorted(d["kind"] for d in docs) == sorted(["Namespace"] * 2 + ["ServiceAccount", "Service", "Deployment"] * 2
-                                                    + ["PeerAuthentication", "DestinationRule"])
+                                                    + ["PeerAuthentication", "DestinationRule"]
+                                                    + ["EnvoyFilter"] * client_sidecar)
     for doc in docs:
         assert errors(doc) == [], doc
 
@@ -86,6 +88,23 @@ def test_httpbin_matches_istio_sample_shape_and_scenario_ports():
     assert {"name": "PORT", "value": "9080"} in container["env"]
     assert pod["metadata"]["labels"]["app"] == "httpbin"  # scenario labels reach the pod (PA selectors match them)
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+
+def test_client_sidecar_gets_one_upstream_connection_per_request_and_nothing_else():
+    scn = scenario(server={"namespace": "httpbin", "sidecar": True, "service_port": 8000, "target_port": 9080})
+    [ef] = [d for d in workload_docs(scn, RUN, Images(), Revisions()) if d["kind"] == "EnvoyFilter"]
+    assert ef["metadata"]["namespace"] == f"sleep-{RUN}"
+    assert ef["spec"]["workloadSelector"]["labels"] == {"meshproof.io/role": "sleep"}
+    [patch] = ef["spec"]["configPatches"]
+    assert patch["match"] == {"context": "SIDECAR_OUTBOUND",
+                              "cluster": {"service": f"httpbin.httpbin-{RUN}.svc.cluster.local", "portNumber": 8000}}
+    options = patch["patch"]["value"]["typed_extension_protocol_options"]
+    [(name, value)] = options.items()
+    assert name == "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" == value["@type"].rsplit("/", 1)[1]
+    assert value["common_http_protocol_options"] == {"max_requests_per_connection": 1}
+    assert "transport_socket" not in json.dumps(patch)  # TLS stays the policies' business
+    no_sidecar = scenario(client={"namespace": "sleep", "sidecar": False})
+    assert not [d for d in workload_docs(no_sidecar, RUN, Images(), Revisions()) if d["kind"] == "EnvoyFilter"]
 
 
 def test_sidecar_and_revision_labels():

@@ -278,7 +278,8 @@ class KubeBackend(MeshBackend):
             cluster.apps.create_namespaced_deployment(ns, doc)
         else:
             group, version = doc["apiVersion"].split("/")
-            cluster.custom.create_namespaced_custom_object(group, version, ns, ISTIO_KINDS[kind][2], doc)
+            plural = "envoyfilters" if kind == "EnvoyFilter" else ISTIO_KINDS[kind][2]
+            cluster.custom.create_namespaced_custom_object(group, version, ns, plural, doc)
 
     def _create_policies(self, handle: KubeHandle, policies: list[dict]) -> None:
         last = 0.0

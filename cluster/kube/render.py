@@ -105,7 +105,8 @@ def _namespace_injection(scenario: Scenario, scenario_ns: str, revisions: Revisi
 
 
 def workload_docs(scenario: Scenario, run_id: str, images: Images, revisions: Revisions) -> list[dict]:
-    """ServiceAccounts, Services and Deployments of sleep and httpbin, deduplicated by kind/namespace/name."""
+    """ServiceAccounts, Services and Deployments of sleep and httpbin, deduplicated by kind/namespace/name,
+    and, with a client sidecar, the EnvoyFilter that makes it open one upstream connection per request."""
     names = namespace_map(scenario, run_id)
     client, server = scenario.client, scenario.server
     docs = render_template("sleep.yaml", namespace=names[client.namespace], run_id=run_id,
@@ -118,6 +119,10 @@ def workload_docs(scenario: Scenario, run_id: str, images: Images, revisions: Re
             workload, rev = (client, revisions.client) if doc["metadata"]["name"] == "sleep" \
                 else (server, revisions.server)
             doc["spec"]["template"]["metadata"]["labels"].update(pod_labels(workload, rev))
+    if client.sidecar:
+        docs += render_template("no-connection-reuse.yaml", namespace=names[client.namespace], run_id=run_id,
+                                server_host=f"httpbin.{names[server.namespace]}.svc.cluster.local",
+                                service_port=server.service_port)
     unique: dict[tuple[str, str, str], dict] = {}
     for doc in docs:
         unique.setdefault((doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"]), doc)

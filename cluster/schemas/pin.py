@@ -6,8 +6,9 @@
 Kubernetes: `_definitions.json` of the `local-strict` set shipped by the PyPI package kubernetes-validate
 1.37.0 (JSON Schema generated from the Kubernetes OpenAPI spec, with additionalProperties: false). Only the
 definitions reachable from the kinds meshproof creates are kept, so reviews stay readable.
-Istio: the CRDs of istio/api `kubernetes/customresourcedefinitions.gen.yaml`; only PeerAuthentication
-and DestinationRule are kept, each version's openAPIV3Schema as published.
+Istio: the CRDs of istio/api `kubernetes/customresourcedefinitions.gen.yaml`; only PeerAuthentication,
+DestinationRule and EnvoyFilter (the kube harness sets connection reuse with one) are kept, each version's
+openAPIV3Schema as published.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ K8S_ROOTS = {
     "Pod": "io.k8s.api.core.v1.Pod",
     "EphemeralContainer": "io.k8s.api.core.v1.EphemeralContainer",
 }
-ISTIO_KINDS = ("PeerAuthentication", "DestinationRule")
+ISTIO_KINDS = ("PeerAuthentication", "DestinationRule", "EnvoyFilter")
 _REF = re.compile(r'"\$ref": "#/\$defs/([^"]+)"')
 
 

@@ -19,7 +19,8 @@ from typing import Any
 import jsonschema
 
 HERE = Path(__file__).parent
-ISTIO_FILES = {"PeerAuthentication": "istio-peerauthentication.json", "DestinationRule": "istio-destinationrule.json"}
+ISTIO_FILES = {"PeerAuthentication": "istio-peerauthentication.json", "DestinationRule": "istio-destinationrule.json",
+               "EnvoyFilter": "istio-envoyfilter.json"}
 
 
 class SchemaError(ValueError):

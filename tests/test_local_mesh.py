@@ -230,3 +230,26 @@ def test_kill_9_then_clean_leaves_nothing_and_spares_live_runs(mesh, tmp_path):
     assert [pid for pid, start in state["pids"] if lifecycle._proc_start_time(pid) == start] == []
     # The live run of this module was not touched.
     assert leftovers(mesh.run.prefix)
+
+
+def test_sigterm_tears_the_run_down_by_itself(tmp_path):
+    """A worker killed politely (SIGTERM) removes its own objects; no clean needed."""
+    script = tmp_path / "term.py"
+    script.write_text(
+        "import time\n"
+        "from cluster.local.backend import LocalBackend\n"
+        "from meshproof.scenario import scenario_from_dict\n"
+        f"b = LocalBackend(out_dir={str(tmp_path)!r}); b.start()\n"
+        "b.deploy(scenario_from_dict({'client': {'namespace': 'foo'}, 'server': {'namespace': 'bar'}}))\n"
+        "print(b.run.prefix, flush=True)\n"
+        "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    prefix = proc.stdout.readline().strip()
+    try:
+        assert prefix and leftovers(prefix)
+        proc.terminate()
+        assert proc.wait(timeout=20) != 0
+    finally:
+        proc.kill()
+    assert leftovers(prefix) == []

@@ -1,2 +1,38 @@
 """The local reference mesh: network namespaces as pods, real Envoy sidecars, a small Istio-API control plane.
-A reference implementation of Istio's API for testing, not Istio."""
+A reference implementation of Istio's API for testing, not Istio.
+
+KNOWN_DIFFERENCES is the one list of where it knowingly behaves unlike Istio, and why. None of them changes
+an outcome of the default matrix or the scope suite (all cells there agree with the oracle); each says which
+cells it could change.
+"""
+
+KNOWN_DIFFERENCES = {
+    "service port protocol": (
+        "Service ports are treated as declared HTTP (port name `http`). Istio picks the inbound chains by "
+        "protocol: for an unnamed (auto-detected) port PERMISSIVE also passes non-Istio TLS through to the app. "
+        "Could change: app-TLS (SIMPLE) clients to PERMISSIVE servers on unnamed ports (503 in both, but the "
+        "app would see TLS bytes in Istio)."
+    ),
+    "MUTUAL certificate files": (
+        "DestinationRule MUTUAL paths /etc/certs/{cert-chain,key,root-cert}.pem resolve to the workload's own "
+        "mesh certificate; other paths must be existing files here. Istio's sidecars only have /etc/certs with "
+        "legacy mounts. Both end in 503 against a mesh server: auto SAN validation expects a DNS SAN that the "
+        "SPIFFE-only certificate lacks."
+    ),
+    "credentialName": (
+        "Only Istio's rule that a sidecar sends no TLS for SIMPLE/MUTUAL with credentialName and no workload "
+        "selector is modelled; no secret is ever fetched."
+    ),
+    "endpoints and routing": (
+        "One endpoint per Service, static (no EDS, health checks, outlier detection, locality); subsets and "
+        "VirtualServices are ignored; each pod pair sees only its own Service."
+    ),
+    "metadata exchange": (
+        "ALPN istio-peer-exchange is offered as Istio does, but no peer metadata filter runs; nothing in the "
+        "suites observes it."
+    ),
+    "creation order": (
+        "'Oldest wins' follows the order of resources in the scenario; on a cluster it follows "
+        "creationTimestamp (1 s resolution), which the kube backend keeps in list order by applying >= 1 s apart."
+    ),
+}

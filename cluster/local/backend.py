@@ -22,6 +22,7 @@ from typing import Any
 from cluster.backend import MeshBackend, ProbeResult, outcome_of
 from cluster.local import ca as mesh_ca
 from cluster.local import controlplane, iptables, netns
+from cluster.local.doctor import require as require_prerequisites
 from cluster.local.envoy import Sidecar, envoy_binary
 from cluster.local.iptables import PROXY_UID, ServiceRule
 from cluster.local.lifecycle import STATE_ROOT, RunState, clean_leftovers, install_teardown, owner_alive
@@ -93,10 +94,16 @@ class LocalBackend(MeshBackend):
         self.ca: mesh_ca.MeshCA | None = None
         self.rogue_ca: mesh_ca.MeshCA | None = None
         self._next_host = 2
+        # None while the control plane is up; during a "control plane away" fault, the pushes it owes:
+        # {pair index: (pair, {pod name: config})}, sent when it comes back (cluster/local/faults.py).
+        self.held_pushes: dict[int, tuple[Pair, dict]] | None = None
+        # Control plane away (chaos): pushes wait here, keyed by pair, until cluster.local.faults resumes them.
+        self.held_pushes: dict[int, tuple[Pair, dict]] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        require_prerequisites()
         clean_leftovers()
         self.run = RunState()
         self.run.create()
@@ -145,7 +152,9 @@ class LocalBackend(MeshBackend):
         # Compiling may raise (config the mesh cannot serve): then nothing has been written.
         configs = self._compile(pair, resources, manifests, handle.scenario.root_namespace)
         changed = {name: cfg for name, cfg in configs.items() if _fingerprint(cfg) != _fingerprint(pair.configs[name])}
-        if changed:
+        if changed and self.held_pushes is not None:
+            self.held_pushes.setdefault(pair.index, (pair, {}))[1].update(changed)
+        elif changed:
             try:
                 self._push(pair, changed)
             except BaseException:
@@ -156,6 +165,9 @@ class LocalBackend(MeshBackend):
 
     def _push(self, pair: Pair, configs: dict[str, controlplane.SidecarConfig]) -> None:
         """Write each sidecar's files, then return once every one of them reports the new version."""
+        if self.held_pushes is not None:
+            self.held_pushes.setdefault(pair.index, (pair, {}))[1].update(configs)
+            return
         self.version += 1
         version = f"v{self.version}"
         pods = {p.name: p for p in pair.pods()}
@@ -266,6 +278,9 @@ class LocalBackend(MeshBackend):
         identity = peer_identity_from_headers(curl.body) if curl.http_status == 200 else None
         if curl.http_status == 200 and echoed_canary(curl.body) != canary:
             extra["canary_echo"] = "missing: the 200 did not come from this probe's request"
+        # What the control plane decided for this pair: the first thing to read when a cell is red.
+        extra["control_plane"] = {pod.role: pair.configs[pod.name].decisions
+                                  for pod in pair.pods() if pod.name in pair.configs}
         status = curl.http_status or None
         outcome = outcome_of(status, curl.curl_exit, wire.get("verdict") if wire else None, identity)
         detail = None if status == 200 else self._failure_detail(pair, curl)
@@ -327,6 +342,11 @@ class LocalBackend(MeshBackend):
 
     def sidecar(self, handle: Handle, role: str) -> Sidecar | None:
         return (handle.pair.client if role == "client" else handle.pair.server).sidecar
+
+    def faults(self):
+        from cluster.local.faults import LocalFaults
+
+        return LocalFaults(self)
 
     def restart_sidecar(self, handle: Handle, role: str) -> None:
         """Start a killed sidecar again with its current config (chaos: recovery)."""

@@ -8,6 +8,11 @@ import shutil
 import subprocess
 
 from cluster.factory import Check
+from meshproof.cli import UsageError
+
+
+class MissingPrerequisite(UsageError):
+    """The reference mesh cannot run here; the message says what is missing and how to get it."""
 
 
 def _run(cmd: list[str]) -> tuple[int, str]:
@@ -80,3 +85,14 @@ def checks() -> list[Check]:
     return [_root(), _netns(), _tool("ip", "iproute2"), _iptables(), _tool("iptables-restore", "iptables"),
             _tool("setpriv", "util-linux"), _tool("curl", "curl"), _envoy(), _python_module("httpbin", "httpbin"),
             _python_module("gunicorn", "gunicorn"), _python_module("scapy.all", "scapy"), _capture()]
+
+
+def require() -> None:
+    """The quick checks, before a run creates anything; raises MissingPrerequisite naming every gap."""
+    quick = [_root(), _tool("ip", "iproute2"), _tool("iptables-restore", "iptables"), _tool("setpriv", "util-linux"),
+             _tool("curl", "curl")]
+    missing = [c for c in quick if not c.ok]
+    if missing:
+        raise MissingPrerequisite("the local mesh needs: " + "; ".join(f"{c.name} ({c.detail}; fix: {c.hint})"
+                                                                        for c in missing)
+                                  + " (see `meshproof doctor --mesh local`)")

@@ -175,6 +175,18 @@ def test_mesh_wide_policy_when_allowed_stays_in_root_and_is_labelled_for_cleanup
     assert docs[0]["metadata"]["labels"][RUN_LABEL] == RUN
 
 
+def test_root_namespace_selector_is_narrowed_to_the_runs_pods():
+    selected = copy.deepcopy(MESH_WIDE)
+    selected["spec"]["selector"] = {"matchLabels": {"app": "httpbin"}}
+    [doc] = policy_docs(scenario([selected]), RUN, True, run_labels("s", "o", RUN))
+    assert doc["spec"]["selector"]["matchLabels"] == {"app": "httpbin", RUN_LABEL: RUN}
+    pods = [d["spec"]["template"]["metadata"]["labels"] for d in workload_docs(scenario(), RUN, Images(), Revisions())
+            if d["kind"] == "Deployment"]
+    assert all(p[RUN_LABEL] == RUN for p in pods)  # the narrowed selector still matches the scenario's pods
+    [unselected] = policy_docs(scenario([MESH_WIDE]), RUN, True, run_labels("s", "o", RUN))
+    assert "selector" not in unselected["spec"]  # a mesh-wide policy stays mesh-wide: that is what it tests
+
+
 def test_namespace_names_and_run_ids_are_checked():
     assert run_namespace("httpbin", RUN) == f"httpbin-{RUN}"
     with pytest.raises(ValueError, match="run id"):

@@ -154,6 +154,11 @@ def policy_docs(scenario: Scenario, run_id: str, allow_mesh_wide: bool,
                 raise ManifestError(scenario.name or "scenario", where, "metadata.namespace",
                                     f"{scenario.root_namespace!r} is the root namespace: this policy would apply "
                                     "to every workload of the cluster's mesh; refused unless --allow-mesh-wide")
+            # A selector in the root namespace matches workloads of every namespace: narrow it to this run's
+            # pods (which all carry the run label), so it still selects exactly the scenario's workloads.
+            for key in ("selector", "workloadSelector"):
+                if ((doc.get("spec") or {}).get(key) or {}).get("matchLabels"):
+                    doc["spec"][key]["matchLabels"][RUN_LABEL] = run_id
         else:
             meta["namespace"] = names[meta["namespace"]]
         meta.setdefault("labels", {}).update(labels or {RUN_LABEL: run_id})

@@ -141,3 +141,8 @@ def test_make_targets(tmp_path):
     assert "KUBE_ARGS = --mesh kube --kubeconfig $(KIND_KUBECONFIG)" in makefile
     upgrade = dry("upgrade-check", "OLD_REVISION=1-29-6", "NEW_REVISION=1-30-3")
     assert "meshproof upgrade-check --mesh kube" in upgrade and "--old-revision 1-29-6" in upgrade
+
+
+def test_actions_are_pinned_to_commits(steps):
+    for used in (s["uses"] for s in steps if "uses" in s):
+        assert re.fullmatch(r"actions/[a-z-]+@[0-9a-f]{40}", used), f"{used}: pin actions by commit"

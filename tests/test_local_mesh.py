@@ -253,3 +253,27 @@ def test_sigterm_tears_the_run_down_by_itself(tmp_path):
     finally:
         proc.kill()
     assert leftovers(prefix) == []
+
+
+def test_wire_proof_of_mtls_and_plaintext(mesh):
+    mtls = probe(mesh, scenario("STRICT", "ISTIO_MUTUAL"), capture=True)
+    assert (mtls.outcome, mtls.wire["verdict"], mtls.wire["tls_version"]) == ("mtls", "mtls", "TLSv1.3")
+    assert mtls.wire["sni"] == "outbound_.8000_._.httpbin.bar.svc.cluster.local"
+    assert not mtls.wire["canary_in_clear"] and not mtls.wire["certificates_visible"]
+    assert Path(mtls.wire["pcap"]).stat().st_size > 0
+    plain = probe(mesh, scenario("PERMISSIVE", None, client_sidecar=False), capture=True)
+    assert (plain.outcome, plain.wire["verdict"], plain.wire["canary_in_clear"]) == ("plaintext", "plaintext", True)
+
+
+def test_a_capture_that_misses_the_probe_is_a_harness_error(mesh, monkeypatch):
+    idle = mesh.deploy(scenario_from_dict({"client": {"namespace": "idle"}, "server": {"namespace": "idle"}}))
+    handle = mesh.deploy(scenario("STRICT", "ISTIO_MUTUAL"))
+    try:
+        # Sniff another pair's interface: the probe's flow never shows up there.
+        monkeypatch.setattr(handle.pair.server, "veth", idle.pair.server.veth)
+        result = mesh.probe(handle, capture=True)
+        assert result.outcome == "error" and "harness error" in result.failure_detail
+        assert result.http_status == 200  # what the probe itself saw is kept
+    finally:
+        mesh.teardown(handle)
+        mesh.teardown(idle)

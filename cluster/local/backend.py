@@ -30,6 +30,7 @@ from cluster.local.workloads import Httpbin, Sleep, echoed_canary
 from meshproof.istio_api import parse_resources
 from meshproof.scenario import Scenario, Server, Workload
 from probes.canary import new_canary
+from probes.errors import CaptureError
 from probes.identity import peer_identity_from_headers
 
 SERVER_FAILURE_STATS = r"(ssl\.fail_verify_[a-z_]+|ssl\.connection_error|ssl\.handshake|no_filter_chain_match)$"
@@ -97,8 +98,6 @@ class LocalBackend(MeshBackend):
         # None while the control plane is up; during a "control plane away" fault, the pushes it owes:
         # {pair index: (pair, {pod name: config})}, sent when it comes back (cluster/local/faults.py).
         self.held_pushes: dict[int, tuple[Pair, dict]] | None = None
-        # Control plane away (chaos): pushes wait here, keyed by pair, until cluster.local.faults resumes them.
-        self.held_pushes: dict[int, tuple[Pair, dict]] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -152,9 +151,7 @@ class LocalBackend(MeshBackend):
         # Compiling may raise (config the mesh cannot serve): then nothing has been written.
         configs = self._compile(pair, resources, manifests, handle.scenario.root_namespace)
         changed = {name: cfg for name, cfg in configs.items() if _fingerprint(cfg) != _fingerprint(pair.configs[name])}
-        if changed and self.held_pushes is not None:
-            self.held_pushes.setdefault(pair.index, (pair, {}))[1].update(changed)
-        elif changed:
+        if changed:
             try:
                 self._push(pair, changed)
             except BaseException:
@@ -164,7 +161,8 @@ class LocalBackend(MeshBackend):
         handle.resources = resources
 
     def _push(self, pair: Pair, configs: dict[str, controlplane.SidecarConfig]) -> None:
-        """Write each sidecar's files, then return once every one of them reports the new version."""
+        """Write each sidecar's files, then return once every one of them reports the new version
+        (or, while the control plane is away, keep them for later)."""
         if self.held_pushes is not None:
             self.held_pushes.setdefault(pair.index, (pair, {}))[1].update(configs)
             return
@@ -269,43 +267,49 @@ class LocalBackend(MeshBackend):
         server: Server = pair.server.workload
         canary = new_canary()
         url = f"http://{server.host}:{server.service_port}/headers"
-        wire, extra = None, {}
+        # What the control plane decided for this pair: the first thing to read when a cell is red.
+        extra: dict[str, Any] = {"control_plane": {pod.role: pair.configs[pod.name].decisions
+                                                   for pod in pair.pods() if pod.name in pair.configs}}
         started = time.perf_counter()
+        wire, harness_error = None, None
         if capture:
-            curl, wire, extra = self._captured_request(pair, url, canary)
+            curl, wire, harness_error = self._captured_request(pair, url, canary)
         else:
             curl = pair.client.app.request(url, canary)
+        elapsed = round((time.perf_counter() - started) * 1000, 2)
+        if curl is None:  # the capture did not start: no request was sent
+            return ProbeResult("error", None, -1, None, harness_error, canary=canary, elapsed_ms=elapsed, extra=extra)
         identity = peer_identity_from_headers(curl.body) if curl.http_status == 200 else None
         if curl.http_status == 200 and echoed_canary(curl.body) != canary:
-            extra["canary_echo"] = "missing: the 200 did not come from this probe's request"
-        # What the control plane decided for this pair: the first thing to read when a cell is red.
-        extra["control_plane"] = {pod.role: pair.configs[pod.name].decisions
-                                  for pod in pair.pods() if pod.name in pair.configs}
+            harness_error = "the 200 did not echo this probe's canary: it answered another request"
         status = curl.http_status or None
         outcome = outcome_of(status, curl.curl_exit, wire.get("verdict") if wire else None, identity)
         detail = None if status == 200 else self._failure_detail(pair, curl)
+        if harness_error:
+            # The harness failed, not the mesh: an error, never a pass; keep what the probe itself saw.
+            detail = f"{harness_error}; the probe got HTTP {status}, curl exit {curl.curl_exit}" + (
+                f"; {detail}" if detail else "")
+            outcome = "error"
         return ProbeResult(outcome=outcome, http_status=status, curl_exit=curl.curl_exit, peer_identity=identity,
-                           failure_detail=detail, wire=wire, canary=canary,
-                           elapsed_ms=round((time.perf_counter() - started) * 1000, 2), command=curl.command,
-                           extra=extra)
+                           failure_detail=detail, wire=wire, canary=canary, elapsed_ms=elapsed,
+                           command=curl.command, extra=extra)
 
     def _captured_request(self, pair: Pair, url: str, canary: str):
-        try:
-            from probes.capture import Capture
-            from probes.verdict import CaptureError, judge
-        except ImportError as err:
-            return pair.client.app.request(url, canary), None, {"wire_note": f"capture unavailable: {err}"}
+        """(curl result or None if no request went out, wire verdict, harness error): the request inside a
+        capture on the server pod's veth, and the verdict of that capture."""
+        from probes.capture import Capture  # imports scapy (~0.5 s): only runs that capture pay for it
+        from probes.verdict import judge
+
         pcap = self.out_dir / "pcaps" / f"{self.run.prefix}-{canary}.pcap"
         pcap.parent.mkdir(parents=True, exist_ok=True)
-        with Capture(iface=pair.server.veth, bpf="tcp", pcap_path=pcap):
-            curl = pair.client.app.request(url, canary)
+        curl = None
         try:
-            wire = judge(str(pcap), canary=canary, server_ip=pair.server.ip,
-                         server_port=pair.server.workload.target_port)
+            with Capture(iface=pair.server.veth, bpf="tcp", pcap_path=pcap):
+                curl = pair.client.app.request(url, canary)
+            return curl, judge(pcap, canary=canary, server_ip=pair.server.ip,
+                               server_port=pair.server.workload.target_port), None
         except CaptureError as err:
-            # A capture that proves nothing is a harness error, never a pass.
-            return curl, {"verdict": "error", "error": str(err), "pcap": str(pcap)}, {"wire_error": str(err)}
-        return curl, wire, {}
+            return curl, None, f"capture failed (harness error): {err}"
 
     def _failure_detail(self, pair: Pair, curl) -> str:
         parts = []

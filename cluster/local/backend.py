@@ -340,7 +340,7 @@ class LocalBackend(MeshBackend):
     def environment(self) -> dict[str, str]:
         version = subprocess.run([envoy_binary(), "--version"], check=False, capture_output=True, text=True).stdout.split()
         ipt = subprocess.run(["iptables", "--version"], check=False, capture_output=True, text=True).stdout.strip()
-        return {"mesh": "local (reference implementation of Istio's API)",
+        return {"mesh": self.name, "implementation": "the reference mesh (a reference implementation of Istio's API)",
                 "envoy": version[-1].split("/")[1] if version else "?", "kernel": platform.release(),
                 "iptables": ipt, "python": platform.python_version()}
 

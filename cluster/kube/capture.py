@@ -48,12 +48,7 @@ class PodCapture:
                            "(are ephemeral containers allowed? see meshproof doctor --mesh kube)")
 
     def start(self, tag: str) -> None:
-        pcap, log, pid = self._paths(tag)
-        script = (f"mkdir -p {WORKDIR} && rm -f {pcap} {log} && "
-                  f"(setsid tcpdump -i {self.interface} -U -s 0 -w {pcap} tcp port {self.port} > {log} 2>&1 & "
-                  f"echo $! > {pid}) && "
-                  f"for i in $(seq 100); do grep -q 'listening on' {log} && exit 0; sleep 0.05; done; "
-                  f"cat {log}; exit 3")
+        script = start_script(self.interface, self.port, tag)
         result = exec_in(self.cluster, self.namespace, self.pod, CONTAINER, ["sh", "-c", script], timeout_s=20)
         if result.exit_code != 0:
             raise CaptureError(f"tcpdump did not start in {self.namespace}/{self.pod}: "
@@ -61,16 +56,40 @@ class PodCapture:
 
     def stop(self, tag: str) -> bytes:
         """Stop tcpdump (it flushes on SIGINT) and return the pcap bytes."""
-        pcap, log, pid = self._paths(tag)
-        script = (f"p=$(cat {pid}); kill -INT $p; for i in $(seq 100); do kill -0 $p 2>/dev/null || break; "
-                  f"sleep 0.05; done; base64 {pcap} && rm -f {pcap} {log} {pid}")
-        result = exec_in(self.cluster, self.namespace, self.pod, CONTAINER, ["sh", "-c", script], timeout_s=30)
+        result = exec_in(self.cluster, self.namespace, self.pod, CONTAINER, ["sh", "-c", stop_script(tag)],
+                         timeout_s=30)
         if result.exit_code != 0:
             raise CaptureError(f"could not copy the pcap out of {self.namespace}/{self.pod}: "
                                f"{result.stderr.strip()[:300]}")
         return base64.b64decode("".join(result.stdout.split()))
 
-    @staticmethod
-    def _paths(tag: str) -> tuple[str, str, str]:
-        safe = shlex.quote("".join(ch for ch in tag if ch.isalnum())[:40] or "probe")
-        return f"{WORKDIR}/{safe}.pcap", f"{WORKDIR}/{safe}.log", f"{WORKDIR}/{safe}.pid"
+
+# The scripts run inside the capture container (busybox or any POSIX sh); they are plain functions so the
+# self-tests run them with this machine's sh and tcpdump.
+
+def start_script(interface: str, port: int, tag: str, workdir: str = WORKDIR) -> str:
+    """Start tcpdump in the background and return once it listens (exit 3 with its log if it does not).
+
+    --immediate-mode: without it libpcap hands packets over in blocks, and a SIGINT drops the last one."""
+    pcap, log, pid = _paths(tag, workdir)
+    return (f"mkdir -p {shlex.quote(workdir)} && rm -f {pcap} {log} && "
+            f"(setsid tcpdump -i {shlex.quote(interface)} --immediate-mode -U -s 0 -w {pcap} tcp port {int(port)} > {log} 2>&1 & "
+            f"echo $! > {pid}) && "
+            f"for i in $(seq 100); do grep -q 'listening on' {log} && exit 0; "
+            f"grep -v WARNING {log} | grep -q . && break; sleep 0.05; done; "  # an error: stop waiting
+            f"cat {log}; exit 3")
+
+
+def stop_script(tag: str, workdir: str = WORKDIR) -> str:
+    """Stop tcpdump with SIGINT (it flushes), wait for it, print the pcap as base64 and remove the files.
+
+    tcpdump's exit is seen in its log ("N packets captured"): in the container nothing reaps it, so
+    `kill -0` would keep finding the zombie."""
+    pcap, log, pid = _paths(tag, workdir)
+    return (f"kill -INT $(cat {pid}) && for i in $(seq 100); do grep -q 'packets captured' {log} && break; "
+            f"sleep 0.05; done; base64 {pcap} && rm -f {pcap} {log} {pid}")
+
+
+def _paths(tag: str, workdir: str) -> tuple[str, str, str]:
+    safe = "".join(ch for ch in tag if ch.isalnum())[:40] or "probe"
+    return tuple(shlex.quote(f"{workdir}/{safe}.{ext}") for ext in ("pcap", "log", "pid"))

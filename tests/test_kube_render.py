@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
@@ -105,6 +106,14 @@ def test_client_sidecar_gets_one_upstream_connection_per_request_and_nothing_els
     assert "transport_socket" not in json.dumps(patch)  # TLS stays the policies' business
     no_sidecar = scenario(client={"namespace": "sleep", "sidecar": False})
     assert not [d for d in workload_docs(no_sidecar, RUN, Images(), Revisions()) if d["kind"] == "EnvoyFilter"]
+
+
+def test_images_are_pinned_and_overridable_for_a_mirror():
+    pinned = Images()
+    assert all(re.search(r":v?\d+\.\d+", image) for image in (pinned.sleep, pinned.httpbin, pinned.capture))
+    mirrored = Images.from_env({"MESHPROOF_CAPTURE_IMAGE": "mirror.local/netshoot:v0.14"})
+    assert mirrored == Images(capture="mirror.local/netshoot:v0.14")
+    assert capture_container("c", mirrored)["image"] == "mirror.local/netshoot:v0.14"
 
 
 def test_sidecar_and_revision_labels():

@@ -94,7 +94,7 @@ class KubeBackend(MeshBackend):
         self.kubeconfig, self.context = kubeconfig, context
         self.revisions = Revisions(client_revision or revision, server_revision or revision)
         self.allow_mesh_wide = allow_mesh_wide
-        self.images = images or Images()
+        self.images = images or Images.from_env()
         self.policy = convergence or ConvergencePolicy()
         self.ready_timeout_s, self.stale_after_s = ready_timeout_s, stale_after_s
         self.out_dir, self.connect_timeout_s = Path(out_dir), connect_timeout_s

@@ -41,7 +41,7 @@ def checks(args: Any = None, *, kubeconfig: str | None = None, context: str | No
         return [Check(name="API server reachable", ok=False, detail=str(err),
                       hint="check --kubeconfig/--context; for a local cluster run `make kind-up`")]
     try:
-        return _cluster_checks(cluster, istio_revision, Images(), pull=not quick)
+        return _cluster_checks(cluster, istio_revision, Images.from_env(), pull=not quick)
     finally:
         cluster.api.close()
 

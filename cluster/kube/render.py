@@ -8,6 +8,7 @@ tested, and schema-validated, without a cluster.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,14 @@ class Images:
     sleep: str = "docker.io/curlimages/curl:8.16.0"
     httpbin: str = "docker.io/mccutchen/go-httpbin:v2.15.0"
     capture: str = "docker.io/nicolaka/netshoot:v0.14"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Images:
+        """MESHPROOF_SLEEP_IMAGE, MESHPROOF_HTTPBIN_IMAGE, MESHPROOF_CAPTURE_IMAGE override the pins."""
+        env = os.environ if env is None else env
+        defaults = cls()
+        return cls(**{role: env.get(f"MESHPROOF_{role.upper()}_IMAGE") or getattr(defaults, role)
+                      for role in ("sleep", "httpbin", "capture")})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,89 @@
+"""`meshproof probe|clean|doctor --mesh local` as a user runs them: exit codes, JSON, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster.factory import Check
+from cluster.local import doctor, lifecycle
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the reference mesh needs root (netns, iptables)")
+
+
+def meshproof(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "import sys; from meshproof.cli import main; sys.exit(main())",
+                           *args], cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
+
+
+def write_scenario(path: Path, resources: list[dict], client_sidecar: bool = True) -> Path:
+    path.write_text(yaml.safe_dump({"name": "cli", "client": {"namespace": "foo", "sidecar": client_sidecar},
+                                    "server": {"namespace": "bar"}, "resources": resources}))
+    return path
+
+
+def our_netns() -> set[str]:
+    return {n for n in lifecycle.list_netns() if lifecycle.PREFIX_RE.match(n.split("-")[0])}
+
+
+STRICT = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+          "metadata": {"name": "default", "namespace": "bar"}, "spec": {"mtls": {"mode": "STRICT"}}}
+
+
+@needs_root
+@pytest.mark.root
+def test_probe_prints_one_json_object_and_cleans_up(tmp_path):
+    before = our_netns()
+    done = meshproof("probe", str(write_scenario(tmp_path / "s.yaml", [STRICT], client_sidecar=False)),
+                     "--mesh", "local")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert {"outcome", "http_status", "curl_exit", "peer_identity", "failure_detail", "wire"} <= set(result)
+    assert result["outcome"] == "reset" and result["wire"]["verdict"] in ("plaintext", "none")
+    assert our_netns() <= before  # this run's namespaces are gone (others' runs may come and go)
+
+
+@needs_root
+@pytest.mark.root
+@pytest.mark.parametrize(("resources", "named"), [
+    ([{**STRICT, "spec": {"mtls": {"mode": "strict"}}}], "spec.mtls.mode"),
+    ([{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+       "metadata": {"name": "m", "namespace": "foo"},
+       "spec": {"host": "httpbin.bar.svc.cluster.local",
+                "trafficPolicy": {"tls": {"mode": "MUTUAL", "clientCertificate": "/no/cert.pem",
+                                          "privateKey": "/no/key.pem"}}}}], "spec.trafficPolicy.tls.clientCertificate"),
+], ids=["invalid", "unsupported"])
+def test_bad_input_exits_2_naming_the_field_and_leaves_nothing(tmp_path, resources, named):
+    before = our_netns()
+    done = meshproof("probe", str(write_scenario(tmp_path / "bad.yaml", resources)), "--mesh", "local",
+                     "--no-capture")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert named in done.stderr and done.stdout == ""
+    assert our_netns() <= before
+
+
+@needs_root
+@pytest.mark.root
+def test_clean_and_doctor_commands():
+    done = meshproof("clean", "--mesh", "local")
+    assert done.returncode == 0 and done.stdout.strip()
+    done = meshproof("doctor", "--mesh", "local", "--json")
+    checks = json.loads(done.stdout)
+    assert done.returncode == (0 if all(c["ok"] for c in checks) else 2)
+    assert {"root", "network namespaces", "envoy", "iptables backend", "curl", "packet capture"} <= \
+        {c["name"] for c in checks}
+
+
+def test_doctor_lines_say_how_to_fix_what_is_missing():
+    missing = Check("curl", False, "not found", "apt-get install -y curl")
+    assert missing.line() == "✗ curl: not found\n    fix: apt-get install -y curl"
+    assert Check("curl", True, "/usr/bin/curl").line() == "✓ curl: /usr/bin/curl"
+    tool = doctor._tool("surely-not-a-command-meshproof", "nothing")
+    assert not tool.ok and "apt-get install" in tool.hint

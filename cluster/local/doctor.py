@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 
 from cluster.factory import Check
@@ -73,12 +74,15 @@ def _python_module(module: str, package: str) -> Check:
 
 
 def _capture() -> Check:
-    path = shutil.which("tcpdump")
-    if not path:
-        return Check("packet capture", False, "tcpdump/libpcap missing (BPF filters need libpcap)",
+    if not shutil.which("tcpdump"):
+        return Check("packet capture", False, "tcpdump/libpcap missing (scapy compiles BPF filters with libpcap)",
                      "apt-get install -y tcpdump")
-    ok = os.geteuid() == 0
-    return Check("packet capture", ok, f"{path}, raw sockets {'allowed' if ok else 'need root'}", "run as root")
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except OSError as err:
+        return Check("packet capture", False, f"cannot open a packet socket: {err.strerror}",
+                     "run as root (CAP_NET_RAW)")
+    return Check("packet capture", True, "libpcap present, packet sockets allowed")
 
 
 def checks() -> list[Check]:

@@ -181,9 +181,10 @@ def _revision_versions(args, revisions: list[str]) -> dict[str, str]:
     return versions
 
 
-def _run_leg(args, leg: Leg, leg_dir: Path) -> None:
+def leg_command(args, leg: Leg, leg_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """The pytest command and environment of one leg: namespace-scoped cells only (a mesh-wide cell would
+    change the other legs' workloads too), cell records and Allure results in the leg's own folder."""
     from cluster.kube.backend import CLIENT_REVISION_ENV, SERVER_REVISION_ENV
-    from meshproof.cli import UsageError
 
     command = [sys.executable, "-m", "pytest", *(SUITES[s] for s in args.suites.split(",")),
                "--mesh", "kube", "--istio-version", leg.istio_version, "-p", "no:cacheprovider",
@@ -194,6 +195,13 @@ def _run_leg(args, leg: Leg, leg_dir: Path) -> None:
     command += [] if args.capture else ["--no-wire-capture"]
     env = dict(os.environ, MESHPROOF_CELLS_DIR=str(leg_dir / "cells"),
                **{CLIENT_REVISION_ENV: leg.client_revision, SERVER_REVISION_ENV: leg.server_revision})
+    return command, env
+
+
+def _run_leg(args, leg: Leg, leg_dir: Path) -> None:
+    from meshproof.cli import UsageError
+
+    command, env = leg_command(args, leg, leg_dir)
     print(f"upgrade-check: leg {leg.name} (client {leg.client_revision}, server {leg.server_revision}, "
           f"oracle {leg.istio_version})", flush=True)
     code = subprocess.run(command, env=env, check=False).returncode

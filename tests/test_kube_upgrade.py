@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from meshproof.cli import main
-from meshproof.upgrade import Leg, _merge_allure, compare_leg, legs, markdown, regressions
+from meshproof.cli import build_parser, main
+from meshproof.upgrade import Leg, _merge_allure, compare_leg, leg_command, legs, markdown, regressions
 from reports.cells import CellRecord
 
 SLEEP = "spiffe://cluster.local/ns/sleep/sa/sleep"
@@ -106,3 +106,27 @@ def test_upgrade_check_refuses_bad_input_with_exit_2(argv, message, capsys, tmp_
     assert main(["upgrade-check", *argv, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()  # nothing written on refusal
+
+
+def test_each_leg_runs_pytest_on_kube_with_its_revisions_and_its_own_results(tmp_path):
+    args = build_parser().parse_args(["upgrade-check", "--old-revision", "1-29-6", "--new-revision", "1-30-3",
+                                      "--context", "staging", "--suites", "matrix,scope", "--no-wire-capture"])
+    leg = legs("1-29-6", "1-30-3", "1.29", "1.30")[2]
+    command, env = leg_command(args, leg, tmp_path / leg.name)
+    joined = " ".join(command)
+    assert "suites/test_matrix.py suites/test_scope.py --mesh kube --istio-version 1.30" in joined
+    assert "--context staging" in joined and "--no-wire-capture" in joined and "-m not mesh_wide" in joined
+    assert f"--alluredir {tmp_path / leg.name / 'allure-results'}" in joined
+    assert env["MESHPROOF_CELLS_DIR"] == str(tmp_path / leg.name / "cells")
+    assert (env["MESHPROOF_CLIENT_REVISION"], env["MESHPROOF_SERVER_REVISION"]) == ("1-29-6", "1-30-3")
+
+
+def test_the_backend_takes_the_legs_revisions_from_the_environment(monkeypatch):
+    from types import SimpleNamespace
+
+    from cluster.kube.backend import KubeBackend
+
+    monkeypatch.setenv("MESHPROOF_CLIENT_REVISION", "1-29-6")
+    monkeypatch.setenv("MESHPROOF_SERVER_REVISION", "1-30-3")
+    backend = KubeBackend.from_options(SimpleNamespace(kubeconfig=None, context=None, istio_revision=None))
+    assert (backend.revisions.client, backend.revisions.server) == ("1-29-6", "1-30-3")

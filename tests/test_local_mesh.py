@@ -75,13 +75,23 @@ def leftovers(prefix: str) -> list[str]:
     return found
 
 
+def root_rules() -> str:
+    dump = subprocess.run(["iptables-save"], check=True, capture_output=True, text=True).stdout
+    return "\n".join(line for line in dump.splitlines() if not line.startswith(("#", ":")))
+
+
 def test_mesh_comes_up_and_goes_down_leaving_nothing(tmp_path):
+    rules_before = root_rules()
     backend = LocalBackend(out_dir=tmp_path)
     backend.start()
     prefix = backend.run.prefix
     result = probe(backend, scenario("STRICT", "ISTIO_MUTUAL"))
     pids = [pid for pid, _ in backend.run.data["pids"]]
     assert result.outcome == "mtls", result.to_json()
+    assert root_rules() == rules_before, "the mesh added rules to the root network namespace"
+    pod = backend.pairs[0].client.name
+    assert "REDIRECT --to-ports 15001" in subprocess.run(["ip", "netns", "exec", pod, "iptables-save"],
+                                                          check=True, capture_output=True, text=True).stdout
     assert leftovers(prefix), "the check below must be able to see a running mesh"
     backend.stop()
     assert leftovers(prefix) == []
@@ -277,3 +287,13 @@ def test_a_capture_that_misses_the_probe_is_a_harness_error(mesh, monkeypatch):
     finally:
         mesh.teardown(handle)
         mesh.teardown(idle)
+
+
+def test_bench_reports_every_figure():
+    from cluster.local.bench import run_bench
+
+    figures = run_bench(pairs=1, probes=5, changes=2)
+    assert figures["policy_change_visible"] is True
+    for key in ("pair_start_ms", "probe_ms", "probe_with_capture_ms", "policy_change_ms"):
+        assert figures[key]["n"] >= 1 and figures[key]["median"] > 0
+    assert 50 < figures["memory_per_pair_mb"] < 1000

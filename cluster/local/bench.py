@@ -4,7 +4,8 @@ pair_start_ms: a new sleep+httpbin pair with two sidecars, from nothing to servi
   Envoys ready with their config, httpbin listening); goal < 300 ms.
 probe_ms: one sleep -> httpbin request through both sidecars with mTLS (and with a wire capture); goal < 20 ms.
 policy_change_ms: apply() of a change that touches both sidecars until both report the new version; goal < 50 ms.
-memory_per_pair_mb: resident memory of every process in a pair's two pods.
+memory_per_pair_mb / _pss_mb: resident memory of every process in a pair's two pods (RSS, and PSS which
+  shares pages between processes).
 """
 
 from __future__ import annotations
@@ -41,17 +42,20 @@ def _summary(samples: list[float]) -> dict:
             "max": round(ordered[-1], 1), "n": len(ordered)}
 
 
-def _pair_rss_mb(pair) -> float:
-    total = 0
+def _pair_memory_mb(pair) -> tuple[float, float]:
+    """(RSS, PSS) summed over every process in the pair's pods. RSS counts the shared Envoy binary and
+    Python libraries once per process; PSS shares them out."""
+    rss = pss = 0
     for pod in pair.pods():
         pids = subprocess.run(["ip", "netns", "pids", pod.name], check=False, capture_output=True,
                               text=True).stdout.split()
         for pid in pids:
             try:
-                total += psutil.Process(int(pid)).memory_info().rss
+                info = psutil.Process(int(pid)).memory_full_info()
             except psutil.NoSuchProcess:
-                pass
-    return total / 2**20
+                continue
+            rss, pss = rss + info.rss, pss + info.pss
+    return rss / 2**20, pss / 2**20
 
 
 def run_bench(pairs: int = 4, probes: int = 40, changes: int = 20) -> dict:
@@ -87,14 +91,15 @@ def run_bench(pairs: int = 4, probes: int = 40, changes: int = 20) -> dict:
             flips.append((time.perf_counter() - started) * 1000)
         expected = "mtls" if changes % 2 == 0 else "plaintext"
         after = backend.probe(handle, capture=False).outcome
-        memory = [_pair_rss_mb(h.pair) for h in handles]
+        memory = [_pair_memory_mb(h.pair) for h in handles]
         result = {
             "pair_start_ms": _summary(starts),
             "probe_ms": _summary(plain),
             "probe_with_capture_ms": _summary(captured),
             "policy_change_ms": _summary(flips),
             "policy_change_visible": after == expected,
-            "memory_per_pair_mb": round(statistics.median(memory), 1),
+            "memory_per_pair_mb": round(statistics.median(m[0] for m in memory), 1),
+            "memory_per_pair_pss_mb": round(statistics.median(m[1] for m in memory), 1),
             "goals_ms": GOALS,
             "cpus": psutil.cpu_count(),
         }

@@ -88,3 +88,11 @@ class MeshBackend(ABC):
     def environment(self) -> dict[str, str]:
         """Facts for the report's environment.properties (mesh kind, versions)."""
         return {"mesh": self.name}
+
+    def istio_minor(self) -> str | None:
+        """The Istio minor ("1.30") the mesh runs, when it can tell; the oracle then predicts for it."""
+        return None
+
+    def faults(self):
+        """The chaos suites' fault injector for this mesh (cluster.faults.Faults)."""
+        raise NotImplementedError(f"mesh backend {self.name!r} has no fault injection (cluster.faults.Faults) yet")

@@ -22,8 +22,9 @@ from suites.interpret import compare
 
 def run_cell(mesh, options, cell_id: str, scenario_dict: dict, tags: tuple[str, ...] = ()) -> None:
     scenario = scenario_from_dict(scenario_dict, source=f"cell {cell_id}")
-    if options.istio_version:
-        scenario = replace(scenario, istio_version=options.istio_version)
+    version = options.istio_version or mesh.istio_minor()
+    if version:
+        scenario = replace(scenario, istio_version=version)
     prediction = expect(scenario)
     _describe(cell_id, scenario, prediction, tags, mesh)
 
@@ -39,6 +40,9 @@ def run_cell(mesh, options, cell_id: str, scenario_dict: dict, tags: tuple[str, 
         with allure.step("classify the wire and compare with the oracle"):
             _attach_wire(result.wire)
             verdict = compare(prediction, result, captured=options.capture)
+        if not verdict and hasattr(mesh, "diagnostics"):
+            with allure.step("collect diagnostics"):
+                _attach_diagnostics(mesh.diagnostics(handle))
     finally:
         mesh.teardown(handle)
     duration_ms = (time.perf_counter() - started) * 1000
@@ -65,6 +69,12 @@ def _attach_wire(wire: dict | None) -> None:
         allure.attach.file(pcap, "probe.pcap", "application/vnd.tcpdump.pcap", "pcap")
     allure.attach(json.dumps({k: v for k, v in wire.items() if k != "pcap"}, indent=1), "wire-flows.json",
                   allure.attachment_type.JSON)
+
+
+def _attach_diagnostics(folder: Path) -> None:
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            allure.attach.file(str(path), path.name, allure.attachment_type.TEXT)
 
 
 def _record(cell_id, tags, scenario, prediction, result, verdict, duration_ms, mesh) -> None:

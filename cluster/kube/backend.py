@@ -252,6 +252,14 @@ class KubeBackend(MeshBackend):
         handle.diagnostics_dir = diagnostics.write(parts, self.out_dir / "diagnostics" / handle.run_id)
         return handle.diagnostics_dir
 
+    def istio_minor(self) -> str | None:
+        """The server side's control plane minor, from the istiod image tag (1.30.3 -> 1.30)."""
+        wanted = self.revisions.server or (self.planes[0].revision if self.planes else None)
+        for plane in self.planes:
+            if plane.revision == wanted and plane.version.count(".") >= 1:
+                return ".".join(plane.version.lstrip("v").split(".")[:2])
+        return None
+
     def environment(self) -> dict[str, str]:
         env = {"mesh": self.name}
         if self.cluster:

@@ -1,0 +1,75 @@
+"""A chaos window as a picture: requests per outcome over time, fault windows shaded, phase changes marked.
+
+    draw(requests, phases, windows, "timeline.png", title="server sidecar crash")
+
+Top: stacked bars of requests started per time bin, one colour per outcome (a plaintext leak in its own
+red). Bottom: each request's latency, coloured the same way. Input is duck-typed (suites.chaos.traffic's
+Request, FaultWindow, and (time, name) phase pairs), so the module draws any recorded run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on CI machines; must precede pyplot
+import matplotlib.pyplot as plt
+
+COLOURS = {"mtls": "#2e7d32", "plaintext": "#f9a825", "503": "#6d4c41", "reset": "#455a64", "error": "#8e24aa",
+           "leak": "#d50000"}
+OTHER = "#9e9e9e"
+
+
+def _category(request) -> str:
+    if getattr(request, "leak", False):
+        return "leak"
+    return request.outcome if request.outcome in COLOURS else "other"
+
+
+def draw(requests: list, phases: list[tuple[float, str]], windows: list, path: str | Path, title: str = "",
+         bin_s: float = 0.25) -> Path:
+    """Write the PNG to `path` and return it. Times are shown in seconds since the first phase mark."""
+    path = Path(path)
+    t0 = phases[0][0] if phases else min((r.started for r in requests), default=0.0)
+    end = max([r.ended for r in requests] + [p[0] for p in phases] + [t0 + bin_s]) - t0
+    bins = max(1, int(end / bin_s) + 1)
+    categories = [c for c in list(COLOURS) + ["other"] if any(_category(r) == c for r in requests)]
+    counts = {c: [0] * bins for c in categories}
+    for request in requests:
+        counts[_category(request)][min(bins - 1, int((request.started - t0) / bin_s))] += 1
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, height_ratios=(3, 2))
+    lefts = [i * bin_s for i in range(bins)]
+    base = [0] * bins
+    for category in categories:
+        top.bar(lefts, counts[category], width=bin_s, bottom=base, align="edge", label=category,
+                color=COLOURS.get(category, OTHER), edgecolor="white", linewidth=0.3)
+        base = [b + c for b, c in zip(base, counts[category], strict=True)]
+    for request in requests:
+        bottom.scatter(request.started - t0, (request.ended - request.started) * 1000, s=9,
+                       color=COLOURS.get(_category(request), OTHER))
+    for axis in (top, bottom):
+        for window in windows:
+            axis.axvspan(window.started - t0, (window.ended or t0 + end) - t0, color="#ef5350", alpha=0.15)
+        for when, name in phases[1:]:
+            axis.axvline(when - t0, color="#424242", linewidth=0.6, linestyle=":")
+    for when, name in phases[1:]:
+        if name not in ("end",):
+            top.annotate(name, (when - t0, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+                         va="top", ha="right", color="#424242")
+    for window in windows:
+        top.annotate(window.name, (window.started - t0, 1.01), xycoords=("data", "axes fraction"), fontsize=8,
+                     color="#c62828")
+    top.set_ylabel(f"requests / {bin_s:g} s")
+    top.legend(loc="upper right", fontsize=7, ncol=len(categories) or 1)
+    bottom.set_ylabel("latency (ms)")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("seconds since the window opened")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,386 @@
+"""The chaos scenarios. Each deploys its workloads, runs traffic through one fault, and returns what the
+detectors found; suites/chaos/test_chaos.py reports them, tests/test_chaos_mutants.py runs them against
+broken faults and meshes to show they go red.
+
+Every scenario talks only to MeshBackend (deploy, apply, probe, teardown) and cluster.faults.Faults, so it
+runs on any mesh target with a Faults implementation. Expectations come from the oracle (suites.expectations)
+for the policy in force, never from what the mesh did; a phase boundary (fault injected, healed, policy
+applied) gets a phase of its own where both the old and the new behaviour are allowed, but never plaintext
+where policy says mTLS.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+
+from meshproof.scenario import scenario_from_dict
+from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
+from suites.chaos import checks
+from suites.chaos.checks import FAIL_CLOSED, Expect
+from suites.chaos.report import OUT
+from suites.chaos.traffic import Traffic
+from suites.expectations import expect
+from suites.matrix import pa, scenario
+
+BEFORE_S, FAULT_S, AFTER_S = 0.4, 0.7, 0.4
+RECOVERY_BOUND_S = 5.0  # after a heal, the first answered request must come within this
+CONVERGE_BOUND_S = 5.0  # after a policy change, the outcomes must settle within this
+TRANSIENT = frozenset({"mtls", "503", "reset"})  # while a fault comes or goes: answered or refused, never clear
+
+
+@dataclass
+class Result:
+    name: str
+    traffic: Traffic
+    problems: list[str] = field(default_factory=list)
+    figures: dict = field(default_factory=dict)
+
+
+def predict(mode: str, client_sidecar: bool = True) -> Expect:
+    """What the oracle says a request gets under PeerAuthentication `mode` in the server namespace."""
+    prediction = expect(scenario_from_dict(scenario([pa(mode)], client_sidecar=client_sidecar), "chaos"))
+    return Expect.of(prediction.outcome, encrypt=prediction.wire == "mtls")
+
+
+def either(*expects: Expect) -> Expect:
+    """A phase boundary: any outcome either side allows; encrypted only if both sides demand it."""
+    return Expect(frozenset().union(*(e.outcomes for e in expects)), all(e.encrypt for e in expects))
+
+
+def transient(base: Expect) -> Expect:
+    return Expect(base.outcomes | TRANSIENT, base.encrypt)
+
+
+@contextmanager
+def deployed(mesh, mode: str, client_sidecar: bool = True) -> Iterator:
+    kind = "sidecar" if client_sidecar else "no-sidecar"
+    handle = mesh.deploy(scenario_from_dict(scenario([pa(mode)], client_sidecar=client_sidecar),
+                                            f"chaos {kind} client, PeerAuthentication {mode}"))
+    try:
+        yield handle
+    finally:
+        mesh.teardown(handle)
+
+
+def _out(name: str):
+    return OUT / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def evaluate(traffic: Traffic, expect_of: Callable) -> list[str]:
+    """The checks every scenario runs: leaks, plaintext answers policy forbids, outcomes per phase."""
+    for request in traffic.requests:
+        rule = expect_of(request)
+        request.leak = bool(rule and rule.encrypt and (request.canary_in_clear or request.wire == "plaintext"
+                                                       or request.outcome == "plaintext"))
+    problems = checks.leaks(traffic.requests, expect_of)
+    for request in traffic.requests:
+        rule = expect_of(request)
+        if rule is not None and request.outcome == "plaintext" and "plaintext" not in rule.outcomes:
+            request.leak = True
+            problems.append(f"{PLAINTEXT_LEAK} the server answered in plaintext where policy forbids it: "
+                            f"request {request.index} from {request.client} ({request.phase or 'spanning'})")
+    problems += [f"{HARNESS_ERROR} request {r.index} from {r.client} was answered but the capture holds no "
+                 f"mTLS flow for it (wire {r.wire}, {r.flows} flows): nothing proves it was encrypted"
+                 for r in traffic.requests if r.succeeded and not r.leak and (expect_of(r) or FAIL_CLOSED).encrypt
+                 and r.wire != "mtls"]
+    return problems + checks.unexpected(traffic.requests, expect_of)
+
+
+def _recover(traffic: Traffic, client: str = "sidecar") -> float | None:
+    """After a heal: wait for the first answered request, then open the strict 'recovered' phase."""
+    healed = traffic.phases[-1][0]
+    traffic.wait_for(lambda rs: any(r.succeeded and r.started >= healed and r.client == client for r in rs),
+                     RECOVERY_BOUND_S)
+    traffic.mark("recovered")
+    traffic.wait(AFTER_S)
+    return checks.recovery_s(traffic.requests, healed, client)
+
+
+def _recovery_problems(name: str, seconds: float | None) -> list[str]:
+    if seconds is None or seconds > RECOVERY_BOUND_S:
+        return [(f"{UNEXPECTED_OUTCOME} {name}: no answered request within {RECOVERY_BOUND_S} s of the heal "
+                f"(first after {seconds} s)")]
+    return []
+
+
+# --- sidecar crash ---------------------------------------------------------------------------------------
+
+def sidecar_crash(mesh, faults, role: str, mid_request: bool) -> Result:
+    """SIGKILL of one sidecar, between requests or while a request (held 1 s at the server) is in flight.
+    Expected: every request while it is down fails closed (503 or reset), nothing reaches the other side
+    in clear or around the interception, and after the restart answers come back within the bound."""
+    name = f"{role} sidecar crash {'mid-request' if mid_request else 'between requests'}"
+    base = predict("STRICT")
+    with deployed(mesh, "STRICT") as handle, Traffic(mesh, faults, {"sidecar": handle}, _out(name),
+                                                     max_seconds=20) as traffic:
+        traffic.mark("before")
+        traffic.wait(BEFORE_S)
+        with faults.packet_delay(handle, 1000) if mid_request else nullcontext():
+            if mid_request:
+                traffic.mark("slowed")
+                traffic.wait(0.4)  # the probe now in flight is held at the server for a second
+            with traffic.fault(f"{role} sidecar killed", "down", "after"), faults.sidecar_killed(handle, role):
+                traffic.wait(FAULT_S)
+                traffic.mark("restarting")
+        recover_s = _recover(traffic)
+    rules = {"start": base, "before": base, "slowed": base, "down": FAIL_CLOSED, "restarting": transient(base),
+             "after": transient(base), "recovered": base, "end": base}
+    problems = evaluate(traffic, lambda r: rules.get(r.phase, transient(base)))
+    down = traffic.of(phase="down")
+    problems += checks.needs_traffic(down, "while the sidecar was down", at_least=3)
+    problems += [f"{UNEXPECTED_OUTCOME} interception bypass: request {r.index} put {r.wire} on the wire while "
+                 f"the {role} sidecar was down" for r in down if r.wire != "none"]
+    killed = traffic.windows[-1].started  # just before the signal
+    in_flight = [r for r in traffic.requests if r.started < killed < r.ended]
+    if mid_request:
+        problems += checks.needs_traffic(in_flight, "in flight at the kill")
+        problems += [f"{UNEXPECTED_OUTCOME} request {r.index} in flight at the kill was answered ({r.outcome})"
+                     for r in in_flight if r.succeeded]
+    problems += _recovery_problems(name, recover_s)
+    figures = _figures(traffic, problems, recover_s=recover_s, failed_while_down=sum(not r.succeeded for r in down),
+                       in_flight_at_kill=[r.outcome for r in in_flight])
+    return Result(name, traffic, problems, figures)
+
+
+# --- control plane away ----------------------------------------------------------------------------------
+
+def control_plane_away(mesh, faults) -> Result:
+    """The control plane stops; PERMISSIVE -> STRICT is applied while it is away. Expected: sidecars keep
+    serving the old config (the sidecar-less client still gets its plaintext answer), the change takes effect
+    once the control plane is back, and the sidecar client never speaks plaintext."""
+    name = "control plane away"
+    before, after = {c: predict("PERMISSIVE", c == "sidecar") for c in ("sidecar", "no-sidecar")}, \
+        {c: predict("STRICT", c == "sidecar") for c in ("sidecar", "no-sidecar")}
+    with deployed(mesh, "PERMISSIVE") as side, deployed(mesh, "PERMISSIVE", client_sidecar=False) as plain, \
+            Traffic(mesh, faults, {"sidecar": side, "no-sidecar": plain}, _out(name), max_seconds=20) as traffic:
+        traffic.mark("before")
+        traffic.wait(BEFORE_S)
+        with traffic.fault("control plane stopped", "away", "returned"), faults.control_plane_away():
+            traffic.wait(0.3)
+            mesh.apply(side, [pa("STRICT")])
+            mesh.apply(plain, [pa("STRICT")])
+            traffic.mark("changed while away")
+            traffic.wait(FAULT_S)
+            returning = traffic.mark("returning")
+        traffic.wait(AFTER_S)
+    converge_s = checks.convergence_s(traffic.of("no-sidecar"), returning, after["no-sidecar"].outcomes)
+
+    def rule(r):
+        old, new = before[r.client], after[r.client]
+        return {"start": old, "before": old, "away": old, "changed while away": old, "returned": new,
+                "end": new}.get(r.phase, either(old, new))
+
+    problems = evaluate(traffic, rule)
+    problems += checks.needs_traffic(traffic.of("no-sidecar", "changed while away"),
+                                     "from the sidecar-less client while the change was held", at_least=3)
+    problems += checks.slow_to_converge("the change made while away", converge_s, CONVERGE_BOUND_S)
+    return Result(name, traffic, problems, _figures(traffic, problems, converge_after_return_s=converge_s))
+
+
+# --- policy flips ----------------------------------------------------------------------------------------
+
+FLIPS = ("STRICT", "DISABLE", "STRICT")
+
+
+def policy_flips(mesh, faults, apply: Callable | None = None) -> Result:
+    """PERMISSIVE -> STRICT -> DISABLE -> STRICT under traffic from a sidecar and a sidecar-less client.
+    Per flip and client: time to converge, the requests after the change that succeeded in a way the new
+    mode forbids (propagation leak), flapping. `apply` replaces mesh.apply (mutation tests)."""
+    name = "policy flips under traffic"
+    apply = apply or mesh.apply
+    clients = ("sidecar", "no-sidecar")
+    modes = {"0:PERMISSIVE": "PERMISSIVE"} | {f"{i + 1}:{m}": m for i, m in enumerate(FLIPS)}
+    rules = {label: {c: predict(mode, c == "sidecar") for c in clients} for label, mode in modes.items()}
+    flips = []
+    with deployed(mesh, "PERMISSIVE") as side, deployed(mesh, "PERMISSIVE", client_sidecar=False) as plain, \
+            Traffic(mesh, faults, {"sidecar": side, "no-sidecar": plain}, _out(name), max_seconds=20) as traffic:
+        traffic.mark("0:PERMISSIVE")
+        traffic.wait(BEFORE_S)
+        previous = "0:PERMISSIVE"
+        for label in list(modes)[1:]:
+            started = traffic.mark(f"applying {label}")
+            apply(side, [pa(modes[label])])
+            apply(plain, [pa(modes[label])])
+            flips.append((previous, label, started, traffic.mark(label)))
+            traffic.wait(0.5)
+            previous = label
+    problems, flip_figures = [], []
+    for i, (old, new, started, applied) in enumerate(flips):
+        until = flips[i + 1][2] if i + 1 < len(flips) else None
+        for client in clients:
+            mine = traffic.of(client)
+            wanted = rules[new][client].outcomes
+            converge = checks.convergence_s(mine, started, wanted, until)
+            leaked = checks.propagation_leaks(mine, started, wanted, until)
+            settled = [r for r in mine if r.phase == new]
+            flapped = checks.flaps([r for r in mine if r.started >= started and (until is None or r.ended < until)],
+                                   wanted)
+            flip_figures.append({"flip": f"{modes[old]} -> {modes[new]}", "client": client, "converge_s": converge,
+                                 "apply_returned_s": round(applied - started, 4),
+                                 "propagation_leaks": [r.index for r in leaked], "flaps": flapped})
+            problems += checks.slow_to_converge(f"{modes[old]} -> {modes[new]} for the {client} client", converge,
+                                                CONVERGE_BOUND_S)
+            problems += checks.needs_traffic(settled, f"from the {client} client in {new}")
+            if flapped:
+                problems.append(f"{UNEXPECTED_OUTCOME} {modes[old]} -> {modes[new]} flapped {flapped} time(s) "
+                                f"for the {client} client (pass -> fail -> pass)")
+
+    def rule(r):
+        if r.phase in rules:
+            return rules[r.phase][r.client]
+        if r.phase and r.phase.startswith("applying "):
+            label = r.phase.removeprefix("applying ")
+            old = list(modes)[list(modes).index(label) - 1]
+            return either(rules[old][r.client], rules[label][r.client])
+        return either(*(rules[label][r.client] for label in modes))  # spanning or start/end: any mode's
+
+    problems = evaluate(traffic, rule) + problems
+    figures = _figures(traffic, problems, flips=flip_figures,
+                       propagation_leaks=sum(len(f["propagation_leaks"]) for f in flip_figures))
+    return Result(name, traffic, problems, figures)
+
+
+# --- certificates ----------------------------------------------------------------------------------------
+
+def certificate_rotation(mesh, faults, rotations: int = 3) -> Result:
+    """Both workloads get new certificates three times under traffic: no request may fail."""
+    name = "certificate rotation under traffic"
+    base = predict("STRICT")
+    with deployed(mesh, "STRICT") as handle, Traffic(mesh, faults, {"sidecar": handle}, _out(name),
+                                                     max_seconds=15) as traffic:
+        traffic.mark("before")
+        traffic.wait(BEFORE_S)
+        with traffic.fault("certificate rotations", "rotating", "after"):
+            for _ in range(rotations):
+                faults.rotate_certificates(handle)
+                traffic.wait(0.3)
+        traffic.wait(AFTER_S)
+    problems = evaluate(traffic, lambda r: base)
+    problems += checks.needs_traffic(traffic.of(phase="rotating"), "during the rotations", at_least=5)
+    return Result(name, traffic, problems, _figures(traffic, problems, rotations=rotations))
+
+
+def certificate_expiry(mesh, faults, lifetime_s: float = 1.5) -> Result:
+    """The server's certificate expires under traffic: requests fail closed until it is renewed."""
+    name = "certificate expiry"
+    base = predict("STRICT")
+    with deployed(mesh, "STRICT") as handle, Traffic(mesh, faults, {"sidecar": handle}, _out(name),
+                                                     max_seconds=20) as traffic:
+        traffic.mark("before")
+        traffic.wait(BEFORE_S)
+        with traffic.fault("server certificate expires", "short-lived", "after"), \
+                faults.certificate_expiring(handle, "server", lifetime_s) as expiry:
+            traffic.wait(max(0.0, expiry - time.time() - 0.25))
+            traffic.mark("expiring")
+            traffic.wait(max(0.0, expiry - time.time() + 0.25))
+            traffic.mark("expired")
+            traffic.wait(FAULT_S)
+            traffic.mark("renewing")
+        recover_s = _recover(traffic)
+    rules = {"start": base, "before": base, "short-lived": base, "expiring": either(base, FAIL_CLOSED),
+             "expired": FAIL_CLOSED, "recovered": base, "end": base}
+    problems = evaluate(traffic, lambda r: rules.get(r.phase, transient(base)))
+    problems += checks.needs_traffic(traffic.of(phase="expired"), "after the expiry", at_least=3)
+    problems += checks.needs_traffic(traffic.of(phase="short-lived"), "before the expiry", at_least=3)
+    problems += _recovery_problems(name, recover_s)
+    return Result(name, traffic, problems, _figures(traffic, problems, recover_s=recover_s, lifetime_s=lifetime_s))
+
+
+def untrusted_peer(mesh, faults) -> Result:
+    """The client presents a certificate with its own SPIFFE ID from a CA the mesh does not trust: refused."""
+    name = "untrusted CA peer"
+    base = predict("STRICT")
+    with deployed(mesh, "STRICT") as handle, Traffic(mesh, faults, {"sidecar": handle}, _out(name),
+                                                     max_seconds=20) as traffic:
+        traffic.mark("before")
+        traffic.wait(BEFORE_S)
+        with traffic.fault("client certificate from a rogue CA", "loading", "after"), \
+                faults.rogue_peer(handle, "client"):
+            loaded = traffic.phases[-1][0]
+            # The sidecar reloads its secret from disk: the first refusal shows it is in use.
+            traffic.wait_for(lambda rs: any(r.started >= loaded and not r.succeeded for r in rs), 2.0)
+            traffic.mark("rogue")
+            traffic.wait(FAULT_S)
+            traffic.mark("restoring")
+        recover_s = _recover(traffic)
+    rules = {"start": base, "before": base, "loading": either(base, FAIL_CLOSED), "rogue": FAIL_CLOSED,
+             "recovered": base, "end": base}
+    problems = evaluate(traffic, lambda r: rules.get(r.phase, transient(base)))
+    problems += checks.needs_traffic(traffic.of(phase="rogue"), "while the rogue certificate was in use", at_least=3)
+    problems += _recovery_problems(name, recover_s)
+    return Result(name, traffic, problems, _figures(traffic, problems, recover_s=recover_s))
+
+
+# --- network impairment ----------------------------------------------------------------------------------
+
+IMPAIRMENTS = {
+    # name: (what the fault does, seconds it lasts, probes in flight at once)
+    "bandwidth": ("tbf 128kbit on both pods' egress", 1.2, 1),
+    "loss": ("30% of the packets into the server pod dropped", 2.0, 1),
+    "delay": ("every request held 300 ms at the server", 1.2, 1),
+    "partition": ("every packet between the pods dropped", 1.5, 3),
+}
+
+
+def network_impairment(mesh, faults, kind: str) -> Result:
+    """Traffic through one impairment. Expected: bandwidth and delay slow requests but all are answered
+    in mTLS; loss leaves at least half answered; a partition answers nothing until it heals. Each also
+    checks that the impairment had its effect, so a no-op fault cannot pass."""
+    if kind not in IMPAIRMENTS:
+        raise ValueError(f"impairment {kind!r}: allowed {', '.join(IMPAIRMENTS)}")
+    what, seconds, workers = IMPAIRMENTS[kind]
+    name = f"network {kind}"
+    base = predict("STRICT")
+    inject = {"bandwidth": lambda h: faults.bandwidth_limited(h, "128kbit"),
+              "loss": lambda h: faults.packet_loss(h, 0.3),
+              "delay": lambda h: faults.packet_delay(h, 300),
+              "partition": lambda h: faults.partitioned(h)}[kind]
+    with deployed(mesh, "STRICT") as handle, Traffic(mesh, faults, {"sidecar": handle}, _out(name),
+                                                     max_seconds=25, workers=workers) as traffic:
+        traffic.mark("before")
+        traffic.wait(BEFORE_S)
+        with traffic.fault(what, "injecting", "after"), inject(handle):
+            traffic.mark("impaired")
+            traffic.wait(seconds)
+            healing = traffic.mark("healing")
+        recover_s = _recover(traffic) if kind == "partition" else None
+    during = {"bandwidth": base, "delay": base, "loss": transient(base), "partition": FAIL_CLOSED}[kind]
+    rules = {"start": base, "before": base, "impaired": during, "recovered": base, "end": base}
+    if kind != "partition":
+        rules["after"] = base
+    problems = evaluate(traffic, lambda r: rules.get(r.phase, transient(base)))
+    impaired = traffic.of(phase="impaired")
+    started_impaired = [r for r in traffic.requests if traffic.phase_start("impaired") <= r.started < healing]
+    problems += checks.needs_traffic(started_impaired, f"started during the {kind}")
+    before_ms = statistics.median(r.latency_ms for r in traffic.of(phase="before")) if traffic.of(phase="before") \
+        else None
+    latencies = [r.latency_ms for r in started_impaired]
+    effect = {
+        "bandwidth": bool(latencies) and before_ms is not None and statistics.median(latencies) > 1.5 * before_ms,
+        "delay": bool(latencies) and min(latencies) >= 300,
+        "loss": bool(latencies) and max(latencies) >= 150,
+        "partition": all(r.ended >= healing for r in started_impaired if r.succeeded),
+    }[kind]
+    if not effect:
+        problems.append(f"{UNEXPECTED_OUTCOME} the {kind} had no effect on the requests during it "
+                        f"(latency ms before: median {before_ms}, during: {[round(x) for x in latencies][:20]})")
+    if kind == "loss":
+        answered = sum(r.succeeded for r in impaired)
+        if impaired and answered < len(impaired) / 2:
+            problems.append(f"{UNEXPECTED_OUTCOME} only {answered} of {len(impaired)} requests answered at 30% loss")
+    if kind == "partition":
+        problems += _recovery_problems(name, recover_s)
+    figures = _figures(traffic, problems, impairment=what, recover_s=recover_s, latency_ms_before=before_ms,
+                       latency_ms_impaired=statistics.median(latencies) if latencies else None)
+    return Result(name, traffic, problems, figures)
+
+
+def _figures(traffic: Traffic, problems: list[str], **measured) -> dict:
+    from suites.chaos.report import figures_of
+
+    return figures_of(traffic, problems, **measured)

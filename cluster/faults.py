@@ -58,6 +58,10 @@ class Faults(ABC):
         """Give both workloads fresh certificates from the mesh CA, without restarting anything."""
 
     @abstractmethod
+    def serving_certificates(self, handle: Any) -> dict[str, frozenset[str]]:
+        """{role: serial numbers of the workload certificates its sidecar serves now} (sidecars only)."""
+
+    @abstractmethod
     def expire_certificate(self, handle: Any, role: str, lifetime_s: float) -> float:
         """Give one workload a mesh certificate that expires after `lifetime_s`; returns its expiry (epoch s)."""
 

@@ -28,11 +28,13 @@ def _category(request) -> str:
 
 
 def draw(requests: list, phases: list[tuple[float, str]], windows: list, path: str | Path, title: str = "",
-         bin_s: float = 0.25) -> Path:
-    """Write the PNG to `path` and return it. Times are shown in seconds since the first phase mark."""
+         bin_s: float | None = None) -> Path:
+    """Write the PNG to `path` and return it. Times are shown in seconds since the first phase mark; the
+    bars are `bin_s` wide (default: about 40 bars over the window)."""
     path = Path(path)
     t0 = phases[0][0] if phases else min((r.started for r in requests), default=0.0)
-    end = max([r.ended for r in requests] + [p[0] for p in phases] + [t0 + bin_s]) - t0
+    end = max([r.ended for r in requests] + [p[0] for p in phases] + [t0 + 0.05]) - t0
+    bin_s = bin_s or max(0.05, round(end / 40, 2))
     bins = max(1, int(end / bin_s) + 1)
     categories = [c for c in list(COLOURS) + ["other"] if any(_category(r) == c for r in requests)]
     counts = {c: [0] * bins for c in categories}
@@ -54,8 +56,10 @@ def draw(requests: list, phases: list[tuple[float, str]], windows: list, path: s
             axis.axvspan(window.started - t0, (window.ended or t0 + end) - t0, color="#ef5350", alpha=0.15)
         for when, name in phases[1:]:
             axis.axvline(when - t0, color="#424242", linewidth=0.6, linestyle=":")
+    labelled = -1.0
     for when, name in phases[1:]:
-        if name not in ("end",):
+        if name != "end" and when - t0 - labelled > end / 60:  # labels closer than that would overprint
+            labelled = when - t0
             top.annotate(name, (when - t0, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
                          va="top", ha="right", color="#424242")
     for window in windows:

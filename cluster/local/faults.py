@@ -83,6 +83,15 @@ class LocalFaults(Faults):
             if self._pod(handle, role).sidecar:
                 self.backend.rotate_identity(handle, role)
 
+    def serving_certificates(self, handle) -> dict[str, frozenset[str]]:
+        served = {}
+        for pod in handle.pair.pods():
+            if pod.sidecar:
+                _, body = pod.sidecar.admin("/certs")
+                served[pod.role] = frozenset(cert["serial_number"] for entry in json.loads(body)["certificates"]
+                                             for cert in entry.get("cert_chain", []))
+        return served
+
     def expire_certificate(self, handle, role: str, lifetime_s: float) -> float:
         pod = self._pod(handle, role)
         self._sidecar(handle, role)

@@ -11,6 +11,7 @@ where policy says mTLS.
 
 from __future__ import annotations
 
+import itertools
 import re
 import statistics
 import time
@@ -255,14 +256,26 @@ def certificate_rotation(mesh, faults, rotations: int = 3) -> Result:
                                                      max_seconds=15) as traffic:
         traffic.mark("before")
         traffic.wait(BEFORE_S)
+        served = [faults.serving_certificates(handle)]
         with traffic.fault("certificate rotations", "rotating", "after"):
             for _ in range(rotations):
                 faults.rotate_certificates(handle)
+                traffic.wait_for(lambda _: _all_changed(served[-1], faults.serving_certificates(handle)), 2.0)
+                served.append(faults.serving_certificates(handle))
                 traffic.wait(0.3)
         traffic.wait(AFTER_S)
     problems = evaluate(traffic, lambda r: base)
     problems += checks.needs_traffic(traffic.of(phase="rotating"), "during the rotations", at_least=5)
-    return Result(name, traffic, problems, _figures(traffic, problems, rotations=rotations))
+    problems += [f"{UNEXPECTED_OUTCOME} rotation {i + 1}: the {role} sidecar still serves certificate(s) "
+                 f"{sorted(old[role])} after 2 s" for i, (old, new) in enumerate(itertools.pairwise(served))
+                 for role in old if not old[role].isdisjoint(new.get(role, frozenset()))]
+    figures = _figures(traffic, problems, rotations=rotations,
+                       serials=[{role: sorted(s) for role, s in step.items()} for step in served])
+    return Result(name, traffic, problems, figures)
+
+
+def _all_changed(before: dict, now: dict) -> bool:
+    return all(before[role].isdisjoint(now.get(role, frozenset())) for role in before)
 
 
 def certificate_expiry(mesh, faults, lifetime_s: float = 1.5) -> Result:

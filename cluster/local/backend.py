@@ -280,7 +280,7 @@ class LocalBackend(MeshBackend):
         if curl is None:  # the capture did not start: no request was sent
             return ProbeResult("error", None, -1, None, harness_error, canary=canary, elapsed_ms=elapsed, extra=extra)
         identity = peer_identity_from_headers(curl.body) if curl.http_status == 200 else None
-        if curl.http_status == 200 and echoed_canary(curl.body) != canary:
+        if curl.http_status == 200 and curl.curl_exit == 0 and echoed_canary(curl.body) != canary:
             harness_error = "the 200 did not echo this probe's canary: it answered another request"
         status = curl.http_status or None
         outcome = outcome_of(status, curl.curl_exit, wire.get("verdict") if wire else None, identity)

@@ -51,8 +51,8 @@ class LocalPod:
 
     def model(self) -> controlplane.Pod:
         labels = dict(self.workload.labels)
-        if self.workload.sidecar:
-            labels["security.istio.io/tlsMode"] = "istio"  # as the injector labels a pod with a sidecar
+        if self.workload.sidecar:  # the injector's label; a value the pod already has is kept (injection template)
+            labels.setdefault("security.istio.io/tlsMode", "istio")
         return controlplane.Pod(self.name, self.workload.namespace, labels, self.workload.service_account,
                                 self.ip, self.workload.sidecar, str(self.dir / "certs"), str(self.dir / "sds"))
 

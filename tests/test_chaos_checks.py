@@ -1,0 +1,134 @@
+"""The chaos detectors and fault windows on their own: each check fires on made-up requests that break it,
+fault windows always heal, bad input is refused with the allowed values, the timeline draws a PNG."""
+
+import threading
+import time
+
+import pytest
+
+from cluster.faults import FaultError, Faults
+from reports.categories import PLAINTEXT_LEAK, PROPAGATION_TIMEOUT, UNEXPECTED_OUTCOME
+from reports.timeline import draw
+from suites.chaos import checks
+from suites.chaos.checks import FAIL_CLOSED, Expect
+from suites.chaos.traffic import FaultWindow, Request
+
+MTLS = Expect.of("mtls", encrypt=True)
+
+
+def req(i, outcome, t=None, wire=None, clear=False, phase="p", client="sidecar", length=0.01):
+    started = float(i if t is None else t)
+    wire = wire or {"mtls": "mtls", "plaintext": "plaintext"}.get(outcome, "none")
+    return Request(index=i, client=client, started=started, ended=started + length, outcome=outcome,
+                   http_status=200 if outcome in ("mtls", "plaintext") else None, curl_exit=0, canary=f"c{i}",
+                   phase=phase, wire=wire, canary_in_clear=clear)
+
+
+def test_leak_fires_on_a_readable_canary_or_a_plaintext_flow_only_where_policy_says_mtls():
+    clean = [req(0, "mtls"), req(1, "503")]
+    assert checks.leaks(clean, lambda r: MTLS) == []
+    readable = [req(0, "503", clear=True)]
+    assert checks.leaks(readable, lambda r: MTLS)[0].startswith(PLAINTEXT_LEAK)
+    flow = [req(0, "mtls", wire="plaintext")]
+    assert checks.leaks(flow, lambda r: MTLS)[0].startswith(PLAINTEXT_LEAK)
+    # No policy demands encryption from a sidecar-less client: its readable request is not a leak.
+    assert checks.leaks(readable, lambda r: Expect.of("reset", encrypt=False)) == []
+    assert checks.leaks(readable, lambda r: None) == []  # spanning requests are judged by other checks
+
+
+def test_unexpected_names_the_allowed_outcomes():
+    problems = checks.unexpected([req(0, "mtls"), req(1, "mtls")], lambda r: FAIL_CLOSED)
+    assert len(problems) == 2 and problems[0].startswith(UNEXPECTED_OUTCOME)
+    assert "allowed 503, reset" in problems[0]
+    assert checks.unexpected([req(0, "503")], lambda r: FAIL_CLOSED) == []
+
+
+def test_recovery_is_measured_from_the_heal_to_the_first_answer():
+    requests = [req(0, "503", t=10.0), req(1, "503", t=10.5), req(2, "mtls", t=10.6, length=0.02)]
+    assert checks.recovery_s(requests, 10.2) == pytest.approx(0.42)
+    assert checks.recovery_s(requests[:2], 10.2) is None
+
+
+def test_convergence_waits_for_the_outcome_to_stay():
+    wanted = frozenset({"reset"})
+    requests = [req(0, "plaintext", t=1.0), req(1, "reset", t=1.1), req(2, "plaintext", t=1.2),
+                req(3, "reset", t=1.3), req(4, "reset", t=1.4)]
+    assert checks.convergence_s(requests, 1.0, wanted) == pytest.approx(0.31)
+    assert checks.flaps(requests, wanted) == 1
+    assert [r.index for r in checks.propagation_leaks(requests, 1.0, wanted)] == [0, 2]
+    assert checks.convergence_s(requests[:3], 1.0, wanted) is None
+    # A request that spans the next change belongs to neither side.
+    assert checks.convergence_s(requests, 1.0, wanted, until=1.395) == pytest.approx(0.31)
+    assert checks.slow_to_converge("x", None, 5)[0].startswith(PROPAGATION_TIMEOUT)
+    assert checks.slow_to_converge("x", 6.0, 5)[0].startswith(PROPAGATION_TIMEOUT)
+    assert checks.slow_to_converge("x", 0.1, 5) == []
+
+
+def test_no_traffic_is_a_failure_not_a_pass():
+    assert checks.needs_traffic([], "while down")[0].startswith(UNEXPECTED_OUTCOME)
+    assert checks.needs_traffic([req(0, "503")], "while down") == []
+
+
+class Recorder(Faults):
+    """Records what the bounded windows call; the primitives themselves are not under test here."""
+
+    def __init__(self, fail_heal=False):
+        self.calls, self.fail_heal = [], fail_heal
+
+    def partition(self, handle):
+        self.calls.append("partition")
+
+    def heal(self, handle):
+        self.calls.append("heal")
+        if self.fail_heal:
+            raise OSError("tc: no such device")
+
+    kill_sidecar = restart_sidecar = stop_control_plane = start_control_plane = rotate_certificates = None
+    serving_certificates = expire_certificate = rogue_certificate = limit_bandwidth = drop_packets = None
+    delay_packets = capture = server_address = None
+
+
+Recorder.__abstractmethods__ = frozenset()
+
+
+def test_window_heals_once_even_when_the_block_fails():
+    faults = Recorder()
+    with pytest.raises(RuntimeError), faults.partitioned("h"):
+        raise RuntimeError("scenario broke")
+    assert faults.calls == ["partition", "heal"]
+
+
+def test_window_heals_from_the_watchdog_when_the_block_outlives_its_bound():
+    faults = Recorder()
+    with faults.partitioned("h", bound_s=0.05):
+        time.sleep(0.2)
+        assert faults.calls == ["partition", "heal"]  # healed while the block still ran
+    assert faults.calls == ["partition", "heal"]
+    assert not any(t.name.startswith("heal ") for t in threading.enumerate())
+
+
+def test_a_failed_heal_is_reported():
+    with pytest.raises(FaultError, match="healing partition failed: tc: no such device"), \
+            Recorder(fail_heal=True).partitioned("h"):
+        pass
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda f: f.packet_loss("h", 1.5), "allowed 0 < p < 1"),
+    (lambda f: f.packet_delay("h", 0), "allowed an integer 1-60000"),
+    (lambda f: f.sidecar_killed("h", "gateway"), "allowed client, server"),
+])
+def test_bad_fault_parameters_name_the_allowed_values(call, message):
+    faults = Recorder()
+    with pytest.raises(ValueError, match=message), call(faults):
+        pass
+    assert faults.calls == []  # nothing injected
+
+
+def test_timeline_draws_a_png(tmp_path):
+    requests = [req(i, o, t=100 + i * 0.1) for i, o in enumerate(["mtls"] * 5 + ["503"] * 5 + ["mtls"] * 5)]
+    requests[6].leak = True
+    out = draw(requests, [(100.0, "start"), (100.5, "down"), (101.0, "after")],
+               [FaultWindow("kill", 100.5, 101.0)], tmp_path / "t.png", title="test")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 5000

@@ -1,0 +1,215 @@
+"""Each chaos scenario against a broken fault or a broken mesh: its detectors must go red, with the right
+failure category. The scenarios are the very functions suites/chaos runs; only the Faults (or apply) they
+are handed is a mutant, built on the reference mesh's real faults.
+"""
+
+import pytest
+
+from cluster.faults import Faults
+from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
+from suites.chaos import scenarios
+from suites.matrix import pa
+
+pytestmark = [pytest.mark.mesh, pytest.mark.root, pytest.mark.slow]
+
+
+class Delegating(Faults):
+    """The real faults, primitive for primitive; mutants override one or two."""
+
+    def __init__(self, inner: Faults, mesh):
+        self.inner, self.mesh = inner, mesh
+
+    def kill_sidecar(self, handle, role, signal=9):
+        return self.inner.kill_sidecar(handle, role, signal)
+
+    def restart_sidecar(self, handle, role):
+        return self.inner.restart_sidecar(handle, role)
+
+    def stop_control_plane(self):
+        return self.inner.stop_control_plane()
+
+    def start_control_plane(self):
+        return self.inner.start_control_plane()
+
+    def rotate_certificates(self, handle):
+        return self.inner.rotate_certificates(handle)
+
+    def serving_certificates(self, handle):
+        return self.inner.serving_certificates(handle)
+
+    def expire_certificate(self, handle, role, lifetime_s):
+        return self.inner.expire_certificate(handle, role, lifetime_s)
+
+    def rogue_certificate(self, handle, role):
+        return self.inner.rogue_certificate(handle, role)
+
+    def limit_bandwidth(self, handle, rate):
+        return self.inner.limit_bandwidth(handle, rate)
+
+    def drop_packets(self, handle, probability):
+        return self.inner.drop_packets(handle, probability)
+
+    def delay_packets(self, handle, ms):
+        return self.inner.delay_packets(handle, ms)
+
+    def partition(self, handle):
+        return self.inner.partition(handle)
+
+    def heal(self, handle):
+        return self.inner.heal(handle)
+
+    def capture(self, handle, pcap):
+        return self.inner.capture(handle, pcap)
+
+    def server_address(self, handle):
+        return self.inner.server_address(handle)
+
+
+class CleartextFallback(Delegating):
+    """A mesh whose sidecars fall back to cleartext instead of going down: both sides switch to plaintext."""
+
+    def kill_sidecar(self, handle, role, signal=9):
+        self.mesh.apply(handle, [pa("DISABLE")])
+
+    def restart_sidecar(self, handle, role):
+        self.mesh.apply(handle, [pa("STRICT")])
+
+
+class ControlPlaneNeverAway(Delegating):
+    def stop_control_plane(self):
+        pass
+
+    def start_control_plane(self):
+        pass
+
+
+class RotationToRogue(Delegating):
+    """A rotation that hands out certificates from the wrong CA."""
+
+    def rotate_certificates(self, handle):
+        self.inner.rogue_certificate(handle, "client")
+
+
+class RotationNoop(Delegating):
+    def rotate_certificates(self, handle):
+        pass
+
+
+class NeverExpires(Delegating):
+    def expire_certificate(self, handle, role, lifetime_s):
+        import time
+
+        self.inner.rotate_certificates(handle)
+        return time.time() + lifetime_s
+
+
+class RogueAccepted(Delegating):
+    def rogue_certificate(self, handle, role):
+        self.inner.rotate_certificates(handle)
+
+
+class NoImpairment(Delegating):
+    def limit_bandwidth(self, handle, rate):
+        pass
+
+    def drop_packets(self, handle, probability):
+        pass
+
+    def delay_packets(self, handle, ms):
+        pass
+
+    def partition(self, handle):
+        pass
+
+
+class LossIntoCleartext(Delegating):
+    """Packet loss that makes the mesh give up on TLS."""
+
+    def drop_packets(self, handle, probability):
+        self.inner.drop_packets(handle, probability)
+        self.mesh.apply(handle, [pa("DISABLE")])
+
+    def heal(self, handle):
+        self.inner.heal(handle)
+        self.mesh.apply(handle, [pa("STRICT")])
+
+
+@pytest.fixture(scope="module")
+def faults(mesh):
+    return mesh.faults()
+
+
+@pytest.fixture(autouse=True)
+def healthy_pairs(mesh, faults):
+    """A mutant may leave a reused pair broken (a rogue certificate): give the next test a healthy one."""
+    yield
+    for client_sidecar in (True, False):
+        with scenarios.deployed(mesh, "STRICT", client_sidecar) as handle:
+            faults.heal(handle)
+            faults.rotate_certificates(handle)
+            if client_sidecar:
+                for _ in range(100):
+                    if mesh.probe(handle, capture=False).outcome == "mtls":
+                        break
+                else:
+                    pytest.fail("the pair did not come back to mTLS after the mutant")
+
+
+def _categories(result) -> set[str]:
+    return {prefix for prefix in (PLAINTEXT_LEAK, UNEXPECTED_OUTCOME, HARNESS_ERROR)
+            for problem in result.problems if problem.startswith(prefix)}
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_crash_that_falls_back_to_cleartext_is_a_leak(mesh, faults, role):
+    result = scenarios.sidecar_crash(mesh, CleartextFallback(faults, mesh), role, mid_request=False)
+    assert {PLAINTEXT_LEAK, UNEXPECTED_OUTCOME} <= _categories(result), result.problems[:3]
+    assert result.figures["leaked"] > 0
+
+
+def test_control_plane_that_never_left_is_caught(mesh, faults):
+    result = scenarios.control_plane_away(mesh, ControlPlaneNeverAway(faults, mesh))
+    assert any("changed while away" in p and p.startswith(UNEXPECTED_OUTCOME) for p in result.problems), \
+        result.problems[:3]
+
+
+def test_flip_that_leaves_plaintext_allowed_is_a_leak(mesh, faults):
+    def lenient_apply(handle, manifests):
+        # STRICT silently becomes PERMISSIVE: plaintext stays accepted.
+        mesh.apply(handle, [pa("PERMISSIVE") if m["spec"]["mtls"]["mode"] == "STRICT" else m for m in manifests])
+
+    result = scenarios.policy_flips(mesh, faults, apply=lenient_apply)
+    assert PLAINTEXT_LEAK in _categories(result), result.problems[:3]
+    assert any(p.startswith(PLAINTEXT_LEAK) and "no-sidecar" in p for p in result.problems)
+
+
+def test_rotation_to_an_untrusted_ca_fails_requests(mesh, faults):
+    result = scenarios.certificate_rotation(mesh, RotationToRogue(faults, mesh))
+    assert UNEXPECTED_OUTCOME in _categories(result)
+    assert result.figures["failed"] > 0
+
+
+def test_rotation_that_changes_nothing_is_caught(mesh, faults):
+    result = scenarios.certificate_rotation(mesh, RotationNoop(faults, mesh), rotations=1)
+    assert any("still serves certificate" in p for p in result.problems), result.problems[:3]
+
+
+def test_certificate_that_never_expires_is_fail_open(mesh, faults):
+    result = scenarios.certificate_expiry(mesh, NeverExpires(faults, mesh))
+    assert any(p.startswith(UNEXPECTED_OUTCOME) and "(expired)" in p for p in result.problems), result.problems[:3]
+
+
+def test_rogue_peer_accepted_is_caught(mesh, faults):
+    result = scenarios.untrusted_peer(mesh, RogueAccepted(faults, mesh))
+    assert any(p.startswith(UNEXPECTED_OUTCOME) and "(rogue)" in p for p in result.problems), result.problems[:3]
+
+
+@pytest.mark.parametrize("kind", list(scenarios.IMPAIRMENTS))
+def test_impairment_without_effect_is_caught(mesh, faults, kind):
+    result = scenarios.network_impairment(mesh, NoImpairment(faults, mesh), kind)
+    assert any(p.startswith(UNEXPECTED_OUTCOME) and "no effect" in p for p in result.problems), result.problems[:3]
+
+
+def test_impairment_that_drops_tls_is_a_leak(mesh, faults):
+    result = scenarios.network_impairment(mesh, LossIntoCleartext(faults, mesh), "loss")
+    assert PLAINTEXT_LEAK in _categories(result), result.problems[:3]

@@ -99,7 +99,8 @@ def inside(netns: str):
             try:
                 yield
             finally:
-                _libc.setns(home, CLONE_NEWNET)
+                if _libc.setns(home, CLONE_NEWNET) != 0:  # never carry on in the wrong namespace
+                    os.abort()
     finally:
         os.close(target)
         os.close(home)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -23,14 +24,17 @@ def meshproof(*args: str) -> subprocess.CompletedProcess:
                            *args], cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
 
 
-def write_scenario(path: Path, resources: list[dict], client_sidecar: bool = True) -> Path:
-    path.write_text(yaml.safe_dump({"name": "cli", "client": {"namespace": "foo", "sidecar": client_sidecar},
+def write_scenario(path: Path, resources: list[dict], client_sidecar: bool = True) -> tuple[Path, str]:
+    """The scenario in namespaces of its own (client `<tag>c`, server `bar`), so that its pods can be told
+    apart from other runs' while tests run in parallel; returns (file, tag)."""
+    tag = f"cli{secrets.token_hex(3)}"
+    path.write_text(yaml.safe_dump({"name": "cli", "client": {"namespace": f"{tag}c", "sidecar": client_sidecar},
                                     "server": {"namespace": "bar"}, "resources": resources}))
-    return path
+    return path, tag
 
 
-def our_netns() -> set[str]:
-    return {n for n in lifecycle.list_netns() if lifecycle.PREFIX_RE.match(n.split("-")[0])}
+def pods_of(tag: str) -> list[str]:
+    return [n for n in lifecycle.list_netns() if f"-{tag}c-" in n]
 
 
 STRICT = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
@@ -40,14 +44,14 @@ STRICT = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
 @needs_root
 @pytest.mark.root
 def test_probe_prints_one_json_object_and_cleans_up(tmp_path):
-    before = our_netns()
-    done = meshproof("probe", str(write_scenario(tmp_path / "s.yaml", [STRICT], client_sidecar=False)),
-                     "--mesh", "local")
+    scenario, tag = write_scenario(tmp_path / "s.yaml", [STRICT], client_sidecar=False)
+    done = meshproof("probe", str(scenario), "--mesh", "local")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert {"outcome", "http_status", "curl_exit", "peer_identity", "failure_detail", "wire"} <= set(result)
     assert result["outcome"] == "reset" and result["wire"]["verdict"] in ("plaintext", "none")
-    assert our_netns() <= before  # this run's namespaces are gone (others' runs may come and go)
+    assert f"-{tag}c-sleep-" in result["command"]  # the check below looks for the right names
+    assert pods_of(tag) == []
 
 
 @needs_root
@@ -55,18 +59,17 @@ def test_probe_prints_one_json_object_and_cleans_up(tmp_path):
 @pytest.mark.parametrize(("resources", "named"), [
     ([{**STRICT, "spec": {"mtls": {"mode": "strict"}}}], "spec.mtls.mode"),
     ([{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-       "metadata": {"name": "m", "namespace": "foo"},
+       "metadata": {"name": "m", "namespace": "bar"},
        "spec": {"host": "httpbin.bar.svc.cluster.local",
                 "trafficPolicy": {"tls": {"mode": "MUTUAL", "clientCertificate": "/no/cert.pem",
                                           "privateKey": "/no/key.pem"}}}}], "spec.trafficPolicy.tls.clientCertificate"),
 ], ids=["invalid", "unsupported"])
 def test_bad_input_exits_2_naming_the_field_and_leaves_nothing(tmp_path, resources, named):
-    before = our_netns()
-    done = meshproof("probe", str(write_scenario(tmp_path / "bad.yaml", resources)), "--mesh", "local",
-                     "--no-capture")
+    scenario, tag = write_scenario(tmp_path / "bad.yaml", resources)
+    done = meshproof("probe", str(scenario), "--mesh", "local", "--no-capture")
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert named in done.stderr and done.stdout == ""
-    assert our_netns() <= before
+    assert pods_of(tag) == []
 
 
 @needs_root

@@ -8,10 +8,9 @@ cells it could change.
 
 KNOWN_DIFFERENCES = {
     "service port protocol": (
-        "Service ports are treated as declared HTTP (port name `http`). Istio picks the inbound chains by "
-        "protocol: for an unnamed (auto-detected) port PERMISSIVE also passes non-Istio TLS through to the app. "
-        "Could change: app-TLS (SIMPLE) clients to PERMISSIVE servers on unnamed ports (503 in both, but the "
-        "app would see TLS bytes in Istio)."
+        "Service ports are always HTTP, as cluster/manifests/httpbin.yaml declares them (port name `http`). "
+        "Istio picks the inbound chains by protocol: for an unnamed (auto-detected) port PERMISSIVE also passes "
+        "non-Istio TLS through to the app. Would matter only if the kube Service stopped naming its port."
     ),
     "MUTUAL certificate files": (
         "DestinationRule MUTUAL paths /etc/certs/{cert-chain,key,root-cert}.pem resolve to the workload's own "

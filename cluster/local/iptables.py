@@ -62,7 +62,3 @@ def install(netns: str, sidecar: bool, services: list[ServiceRule]) -> None:
     if proc.returncode != 0:
         raise RuntimeError(f"iptables-restore in {netns}: {proc.stderr.strip()}")
 
-
-def dump(netns: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", netns, "iptables-save", "-t", "nat"],
-                          check=False, capture_output=True, text=True).stdout

@@ -33,7 +33,9 @@ from probes.canary import new_canary
 from probes.errors import CaptureError
 from probes.identity import peer_identity_from_headers
 
-SERVER_FAILURE_STATS = r"(ssl\.fail_verify_[a-z_]+|ssl\.connection_error|ssl\.handshake|no_filter_chain_match)$"
+# Failure counters only: they move when a connection fails, so their change since the last failed probe
+# belongs to this probe.
+SERVER_FAILURE_STATS = r"(ssl\.fail_verify_[a-z_]+|ssl\.connection_error|no_filter_chain_match)$"
 CLIENT_FAILURE_STATS = r"^cluster\.outbound.*(ssl\.fail_verify_[a-z_]+|ssl\.connection_error|upstream_cx_connect_fail)$"
 
 

@@ -303,3 +303,27 @@ def test_bench_reports_every_figure():
     for key in ("pair_start_ms", "probe_ms", "probe_with_capture_ms", "policy_change_ms"):
         assert figures[key]["n"] >= 1 and figures[key]["median"] > 0
     assert 50 < figures["memory_per_pair_mb"] < 1000
+
+
+def test_a_refused_config_rolls_every_sidecar_back(mesh, monkeypatch):
+    """Nothing half-applied: when one sidecar refuses its files, the others return to the old config too."""
+    from cluster.local import controlplane
+
+    handle = mesh.deploy(scenario("STRICT", "ISTIO_MUTUAL"))
+    try:
+        real = controlplane.compile_sidecar
+
+        def refused_by_the_server(pod, *args, **kwargs):
+            config = real(pod, *args, **kwargs)
+            if pod.name == handle.pair.server.name:
+                config.listeners[1]["filter_chains"] = []  # Envoy refuses a listener without filter chains
+            return config
+
+        monkeypatch.setattr(controlplane, "compile_sidecar", refused_by_the_server)
+        with pytest.raises(RuntimeError, match="refused"):
+            mesh.apply(handle, manifests("DISABLE", "DISABLE"))  # would send the client plaintext
+        monkeypatch.undo()
+        result = mesh.probe(handle, capture=False)
+        assert result.outcome == "mtls", result.failure_detail  # the client is back on ISTIO_MUTUAL
+    finally:
+        mesh.teardown(handle)

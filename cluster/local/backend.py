@@ -154,11 +154,15 @@ class LocalBackend(MeshBackend):
         configs = self._compile(pair, resources, manifests, handle.scenario.root_namespace)
         changed = {name: cfg for name, cfg in configs.items() if _fingerprint(cfg) != _fingerprint(pair.configs[name])}
         if changed:
+            before = {name: pair.configs[name] for name in changed}
             try:
                 self._push(pair, changed)
-            except BaseException:
+            except BaseException as err:
                 # A sidecar refused its files: put every sidecar back on what it served before.
-                self._push(pair, {name: pair.configs[name] for name in changed})
+                try:
+                    self._push(pair, before)
+                except Exception as rollback:  # noqa: BLE001 - the first error is the one to report
+                    err.add_note(f"rolling the sidecars back failed too: {rollback}")
                 raise
         handle.resources = resources
 
@@ -171,10 +175,14 @@ class LocalBackend(MeshBackend):
         self.version += 1
         version = f"v{self.version}"
         pods = {p.name: p for p in pair.pods()}
+        # A sidecar that is down (chaos) reads the files when it starts again, as a proxy reconnecting to
+        # istiod gets the current config.
+        live = {name: pods[name].sidecar.refusals() for name in configs if pods[name].sidecar.alive()}
         for name, cfg in configs.items():
             controlplane.write_xds(pods[name].dir / "xds", cfg, version, uid=PROXY_UID)
         for name, cfg in configs.items():
-            pods[name].sidecar.wait_version(version)
+            if name in live:
+                pods[name].sidecar.wait_version(version, refused_before=live[name])
             pair.configs[name] = cfg
 
     def _compile(self, pair: Pair, resources: list, manifests: list[dict],

@@ -97,8 +97,14 @@ class Sidecar:
             out[key.strip()] = value.strip().strip('"')
         return out
 
-    def wait_version(self, version: str, timeout: float = 5.0) -> None:
-        """Return once both LDS and CDS report `version`; fail fast if the sidecar rejected the files."""
+    def refusals(self, seen: dict[str, str] | None = None) -> int:
+        """How many LDS/CDS files this sidecar has refused (rejected or unparsable) so far."""
+        seen = seen if seen is not None else self.versions()
+        return sum(int(v) for k, v in seen.items() if k.endswith(("update_rejected", "update_failure")) and v.isdigit())
+
+    def wait_version(self, version: str, refused_before: int | None = None, timeout: float = 5.0) -> None:
+        """Return once both LDS and CDS report `version`; fail at once if the sidecar refuses the files
+        (`refused_before`: refusals() read before they were written)."""
         deadline = time.monotonic() + timeout
         seen: dict[str, str] = {}
         while time.monotonic() < deadline:
@@ -106,6 +112,8 @@ class Sidecar:
             if (seen.get("listener_manager.lds.version_text") == version
                     and seen.get("cluster_manager.cds.version_text") == version):
                 return
+            if refused_before is not None and self.refusals(seen) > refused_before:
+                raise RuntimeError(f"envoy in {self.netns} refused config {version}: {self.log_tail(3)}")
             time.sleep(0.002)
         raise TimeoutError(f"envoy in {self.netns} did not take config {version} within {timeout}s "
                            f"(admin says {seen}); log: {self.log_tail()}")

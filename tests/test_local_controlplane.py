@@ -182,4 +182,5 @@ def test_inbound_chains_per_mode(mode, chains):
         if "transport_socket" in chain:
             assert chain["transport_socket"]["typed_config"]["require_client_certificate"] is True
         hcm = chain["filters"][0]["typed_config"]
-        assert hcm["forward_client_cert_details"] == "SANITIZE_SET"
+        assert hcm["forward_client_cert_details"] == "APPEND_FORWARD"
+        assert hcm["set_current_client_cert_details"]["uri"] is True

@@ -6,9 +6,12 @@ suites/ (never imported here), so that the suites' comparison of the two means s
   without selector, namespace, workload selector outside the root namespace; oldest wins; UNSET inherits;
   portLevelMtls keyed by the workload's target port, UNSET there inherits the workload mode).
 - Inbound chains for an HTTP port: networking/core/filterchain_options.go (STRICT: TLS only, client cert
-  required; PERMISSIVE: TLS with an Istio ALPN -> mTLS, raw_buffer -> plaintext; DISABLE: plaintext).
-- DestinationRule choice: model/push_context.go destinationRule (client namespace, then the service
-  namespace's exported rules, then the root namespace's; exportTo; workload selectors).
+  required; PERMISSIVE: TLS with an Istio ALPN -> mTLS, raw_buffer -> plaintext; DISABLE: plaintext);
+  XFCC as listener_inbound.go / util.GetProxyHeaders set it (APPEND_FORWARD, subject, URI, DNS).
+- DestinationRule choice: model/push_context.go setDestinationRules and destinationRule (client namespace,
+  then the service namespace's exported rules, then the root namespace's; exportTo), destination_rule.go
+  mergeDestinationRule (same host: merged, the oldest trafficPolicy wins) and sidecar.go DestinationRule
+  (a matching workload selector, else the last rule without one).
 - Client TLS: networking/core/cluster_tls.go (ISTIO_MUTUAL SNI outbound_.<port>_._.<fqdn>, ALPN
   istio-peer-exchange,istio; SIMPLE/MUTUAL auto SNI and auto SAN validation, no ALPN for HTTP/1.1; auto mTLS
   only when no rule sets TLS and the service namespace's mode is not DISABLE) and xds/endpoints/
@@ -281,9 +284,11 @@ def _hcm(stat_prefix: str, cluster: str, inbound: bool, access_log: str | None =
                           "typed_config": {"@type": f"{TYPE}extensions.filters.http.router.v3.Router"}}],
     }
     if inbound:
-        # httpbin's /headers then shows the client identity the server sidecar verified.
-        config["forward_client_cert_details"] = "SANITIZE_SET"
-        config["set_current_client_cert_details"] = {"uri": True}
+        # Istio's sidecar default (GetProxyHeaders): append the verified client certificate's details, so
+        # httpbin's /headers shows the client's SPIFFE ID; on plaintext connections a client's own header
+        # passes through, as in Istio.
+        config["forward_client_cert_details"] = "APPEND_FORWARD"
+        config["set_current_client_cert_details"] = {"subject": True, "uri": True, "dns": True}
     else:
         # The client sidecar reports why a request failed (UF, UH, NR, ...) to the probe.
         route["response_headers_to_add"] = [{"header": {"key": FLAGS_HEADER, "value": "%RESPONSE_FLAGS%"}}]

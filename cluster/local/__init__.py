@@ -30,6 +30,11 @@ KNOWN_DIFFERENCES = {
         "ALPN istio-peer-exchange is offered as Istio does, but no peer metadata filter runs; nothing in the "
         "suites observes it."
     ),
+    "connection reuse": (
+        "Outbound clusters open a new upstream connection per request (max_requests_per_connection 1) so every "
+        "probe's handshake is on the wire; Istio pools connections, and the kube backend adds an EnvoyFilter "
+        "to do the same as here."
+    ),
     "creation order": (
         "'Oldest wins' follows the order of resources in the scenario; on a cluster it follows "
         "creationTimestamp (1 s resolution), which the kube backend keeps in list order by applying >= 1 s apart."

@@ -327,3 +327,17 @@ def test_a_refused_config_rolls_every_sidecar_back(mesh, monkeypatch):
         assert result.outcome == "mtls", result.failure_detail  # the client is back on ISTIO_MUTUAL
     finally:
         mesh.teardown(handle)
+
+
+def test_diagnostics_bundle_for_a_red_cell(mesh):
+    handle = mesh.deploy(scenario("STRICT", "SIMPLE"))
+    try:
+        folder = mesh.diagnostics(handle)
+        names = {p.name for p in folder.iterdir()}
+        assert {"decisions.json", "client-config_dump.json", "server-config_dump.json", "client-iptables.txt",
+                "server-xds-lds.json", "server-httpbin.log"} <= names
+        assert "REDIRECT" in (folder / "client-iptables.txt").read_text()
+        decisions = json.loads((folder / "decisions.json").read_text())
+        assert decisions["client"]["outbound"]["httpbin.bar.svc.cluster.local"]["tls_mode"] == "SIMPLE"
+    finally:
+        mesh.teardown(handle)

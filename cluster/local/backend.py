@@ -357,6 +357,34 @@ class LocalBackend(MeshBackend):
     def sidecar(self, handle: Handle, role: str) -> Sidecar | None:
         return (handle.pair.client if role == "client" else handle.pair.server).sidecar
 
+    def diagnostics(self, handle: Handle) -> Path:
+        """Everything needed to understand a red cell, written under out_dir/diagnostics/<run>-<pair>-<n>/:
+        each sidecar's config dump, counters, log and pushed xDS files, each pod's iptables, the apps' logs
+        and the control plane's decisions."""
+        pair = handle.pair
+        folder = self.out_dir / "diagnostics" / f"{self.run.prefix}-pair{pair.index}-v{self.version}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "decisions.json").write_text(json.dumps(
+            {pod.role: pair.configs[pod.name].decisions for pod in pair.pods() if pod.name in pair.configs},
+            indent=1, default=str))
+        (folder / "manifests.json").write_text(json.dumps(list(handle.scenario.manifests), indent=1, default=str))
+        for pod in pair.pods():
+            (folder / f"{pod.role}-iptables.txt").write_text(subprocess.run(
+                ["ip", "netns", "exec", pod.name, "iptables-save"], check=False, capture_output=True,
+                text=True).stdout)
+            for name in ("envoy.log", "httpbin.log", "xds/lds.json", "xds/cds.json"):
+                source = pod.dir / name
+                if source.exists():
+                    (folder / f"{pod.role}-{name.replace('/', '-')}").write_bytes(source.read_bytes())
+            if pod.sidecar and pod.sidecar.alive():
+                for name, path in (("config_dump.json", "/config_dump"), ("stats.txt", "/stats"),
+                                   ("clusters.txt", "/clusters")):
+                    try:
+                        (folder / f"{pod.role}-{name}").write_text(pod.sidecar.admin(path, timeout=2.0)[1])
+                    except OSError as err:
+                        (folder / f"{pod.role}-{name}").write_text(f"admin unreachable: {err}\n")
+        return folder
+
     def faults(self):
         from cluster.local.faults import LocalFaults
 

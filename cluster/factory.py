@@ -39,7 +39,7 @@ def make_backend(args) -> MeshBackend:
     if args.mesh == "kube":
         from cluster.kube.backend import KubeBackend
 
-        return KubeBackend(kubeconfig=getattr(args, "kubeconfig", None), context=getattr(args, "context", None))
+        return KubeBackend.from_options(args)
     raise ValueError(f"unknown mesh {args.mesh!r}; allowed: local, kube")
 
 

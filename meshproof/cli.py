@@ -10,13 +10,10 @@ import argparse
 import json
 import sys
 
+from meshproof.errors import UsageError
 from meshproof.istio_api import ManifestError
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input or a missing prerequisite: printed as one line, exit 2."""
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:

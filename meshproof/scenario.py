@@ -104,8 +104,8 @@ def _workload(raw: Any, source: str, role: str, default_ns: str, app: str) -> Wo
     labels = raw.get("labels", {"app": app})
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise ManifestError(source, "scenario", f"{role}.labels", "must be a mapping of label key to string value")
-    common = dict(namespace=str(raw.get("namespace", default_ns)), sidecar=sidecar, labels=dict(labels),
-                  service_account=str(raw.get("service_account", app)))
+    common = {"namespace": str(raw.get("namespace", default_ns)), "sidecar": sidecar, "labels": dict(labels),
+              "service_account": str(raw.get("service_account", app))}
     if role == "client":
         return Workload(**common)
     ports = {}

@@ -107,7 +107,7 @@ def markdown(old_rev: str, new_rev: str, counts: dict[str, int], findings: list[
 
 def run(args) -> int:
     """The CLI command; raises meshproof.cli.UsageError on bad input or a missing prerequisite."""
-    from meshproof.cli import UsageError
+    from meshproof.errors import UsageError
 
     if getattr(args, "mesh", "kube") != "kube":
         raise UsageError("upgrade-check runs on a cluster: use --mesh kube")
@@ -161,7 +161,7 @@ def run(args) -> int:
 def _revision_versions(args, revisions: list[str]) -> dict[str, str]:
     from cluster.kube.client import connect
     from cluster.kube.inspect import control_planes
-    from meshproof.cli import UsageError
+    from meshproof.errors import UsageError
     from meshproof.scenario import SUPPORTED_ISTIO_VERSIONS
 
     cluster = connect(args.kubeconfig, args.context)
@@ -199,7 +199,7 @@ def leg_command(args, leg: Leg, leg_dir: Path) -> tuple[list[str], dict[str, str
 
 
 def _run_leg(args, leg: Leg, leg_dir: Path) -> None:
-    from meshproof.cli import UsageError
+    from meshproof.errors import UsageError
 
     command, env = leg_command(args, leg, leg_dir)
     print(f"upgrade-check: leg {leg.name} (client {leg.client_revision}, server {leg.server_revision}, "

@@ -12,7 +12,7 @@ import pytest
 from cluster.kube.backend import KubeBackend, clean_leftovers
 from cluster.kube.client import KubeUnavailable, connect, kubeconfig_path
 from cluster.kube.doctor import checks
-from meshproof.cli import UsageError
+from meshproof.errors import UsageError
 from meshproof.istio_api import ManifestError
 from meshproof.scenario import scenario_from_dict
 

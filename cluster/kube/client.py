@@ -14,7 +14,7 @@ from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream
 
-from meshproof.cli import UsageError
+from meshproof.errors import UsageError
 
 CONNECT_TIMEOUT_S = 3.0  # an API server that does not answer within this is unreachable for our purposes
 

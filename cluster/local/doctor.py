@@ -10,7 +10,7 @@ import socket
 import subprocess
 
 from cluster.factory import Check
-from meshproof.cli import UsageError
+from meshproof.errors import UsageError
 
 
 class MissingPrerequisite(UsageError):

@@ -341,3 +341,15 @@ def test_diagnostics_bundle_for_a_red_cell(mesh):
         assert decisions["client"]["outbound"]["httpbin.bar.svc.cluster.local"]["tls_mode"] == "SIMPLE"
     finally:
         mesh.teardown(handle)
+
+
+def test_idle_pairs_beyond_the_cap_are_removed_and_the_next_pair_still_works(mesh):
+    from cluster.local.backend import MAX_IDLE_PAIRS
+
+    for client_sidecar, server_sidecar in [(True, True), (True, False), (False, True), (False, False)]:
+        mesh.teardown(mesh.deploy(scenario("STRICT", None, client_sidecar, server_sidecar)))
+    assert len(mesh.pairs) <= MAX_IDLE_PAIRS
+    kept = {pod.name for pair in mesh.pairs for pod in pair.pods()}
+    stale = [ns for ns in lifecycle.list_netns() if ns.startswith(mesh.run.prefix) and ns not in kept]
+    assert not stale, f"evicted pairs left their network namespaces behind: {stale}"
+    assert probe(mesh, scenario("STRICT", None)).outcome == "mtls"  # the evicted shape comes back

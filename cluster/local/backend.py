@@ -67,6 +67,7 @@ class Pair:
     server: LocalPod
     vip: str
     in_use: bool = False
+    last_used: float = 0.0
     configs: dict[str, controlplane.SidecarConfig] = field(default_factory=dict)  # what each sidecar serves now
 
     @property
@@ -86,6 +87,11 @@ class Handle:
     resources: list = field(default_factory=list)
 
 
+# Idle pod pairs kept for reuse by later cells of the same shape. Cells come roughly grouped by shape,
+# so two keep reuse high while a worker holds ~2 x 190 MB instead of one pair per shape it ever saw.
+MAX_IDLE_PAIRS = 2
+
+
 class LocalBackend(MeshBackend):
     name = "local"
 
@@ -93,6 +99,7 @@ class LocalBackend(MeshBackend):
         self.out_dir = Path(out_dir)  # pcaps outlive the run: reports attach them after stop()
         self.run: RunState | None = None
         self.pairs: list[Pair] = []
+        self._pairs_created = 0
         self.version = 0
         self.ca: mesh_ca.MeshCA | None = None
         self.rogue_ca: mesh_ca.MeshCA | None = None
@@ -136,12 +143,14 @@ class LocalBackend(MeshBackend):
         key = _shape(scenario)
         pair = next((p for p in self.pairs if p.key == key and not p.in_use), None)
         if pair is None:
+            self._evict_idle_pairs(keep=MAX_IDLE_PAIRS - 1)
             pair = self._create_pair(scenario, key, resources)
             handle = Handle(pair, scenario, resources)
         else:
             handle = Handle(pair, scenario, resources)
             self._apply_resources(handle, resources, list(scenario.manifests))
         pair.in_use = True
+        pair.last_used = time.monotonic()
         return handle
 
     def apply(self, handle: Handle, manifests: list[dict]) -> None:
@@ -191,8 +200,18 @@ class LocalBackend(MeshBackend):
         return {pod.name: controlplane.compile_sidecar(pod.model(), [pair.service], resources, root_ns, with_policy)
                 for pod in pair.pods() if pod.workload.sidecar}
 
+    def _evict_idle_pairs(self, keep: int) -> None:
+        """Memory, not time, bounds how many pairs a worker keeps: the least recently used idle ones go."""
+        idle = sorted((p for p in self.pairs if not p.in_use), key=lambda p: p.last_used)
+        for pair in idle[:max(0, len(idle) - keep)]:
+            self._destroy_pair(pair)
+
     def _create_pair(self, scenario: Scenario, key: tuple, resources: list) -> Pair:
-        index = len(self.pairs)
+        # Indexes name veths and Service VIPs, so they are never reused within a run, even after eviction.
+        index = self._pairs_created
+        if index >= 250:
+            raise RuntimeError(f"run {self.run.prefix} created {index} pod pairs; its Service VIP range is full")
+        self._pairs_created += 1
         client = self._new_pod("client", scenario.client, index)
         server = self._new_pod("server", scenario.server, index)
         vip = f"10.251.{self.subnet.network_address.packed[2]}.{index + 1}"

@@ -80,7 +80,6 @@ class Traffic:
     max_probes: int = 600
     max_seconds: float = 20.0
     gap_s: float = 0.01  # pause between two probes of one worker
-    workers: int = 1  # probes in flight at once per handle (>1 when probes may hang for seconds)
     requests: list[Request] = field(default_factory=list)
     phases: list[tuple[float, str]] = field(default_factory=list)
     windows: list[FaultWindow] = field(default_factory=list)
@@ -109,11 +108,10 @@ class Traffic:
         self.started = time.time()
         self.mark("start")
         for name, handle in self.handles.items():
-            for n in range(self.workers):
-                thread = threading.Thread(target=self._loop, args=(name, handle), name=f"traffic {name} {n}",
-                                          daemon=True)
-                thread.start()
-                self._threads.append(thread)
+            # One probe at a time per client: each flow on the wire then belongs to exactly one request.
+            thread = threading.Thread(target=self._loop, args=(name, handle), name=f"traffic {name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -203,8 +201,8 @@ class Traffic:
                     continue
                 summary = summarize_flow(flow, CANARY_PREFIX)
                 opened, closed = spans[frozenset((flow.client, flow.server))]
-                # With probes in flight at once a pooled connection may serve a later probe than the one it
-                # was opened for: the flow goes to the earliest overlapping probe that has none yet.
+                # Curl starts a few ms before its flow opens; a flow overlapping two probes goes to the one
+                # that has none yet.
                 in_flight = [r for r in mine if r.started - 0.005 <= closed and opened <= r.ended + 0.005]
                 owner = next((r for r in in_flight if not r.flows), in_flight[-1] if in_flight else None)
                 if owner is None:
@@ -214,6 +212,8 @@ class Traffic:
                 owner.flows += 1
                 if RANK[summary["verdict"]] > RANK[owner.wire]:
                     owner.wire = summary["verdict"]
+        for request in self.requests:
+            request.outcome = _settled_outcome(request)
 
     def _phase_of(self, request: Request) -> str | None:
         at_start = at_end = None
@@ -231,6 +231,16 @@ class Traffic:
 
     def phase_start(self, phase: str) -> float:
         return next(when for when, name in self.phases if name == phase)
+
+
+def _settled_outcome(request: Request) -> str:
+    """The outcome as the wire proves it: an answer cut off mid-body (curl exit != 0) is a reset, and a 200
+    is mTLS or plaintext by its flows, not by whether the app echoed an identity."""
+    if request.http_status != 200 or request.outcome == "error":
+        return request.outcome
+    if request.curl_exit != 0:
+        return "reset"
+    return request.wire if request.wire in SUCCESS else request.outcome
 
 
 def flow_spans(pcap: Path) -> dict[frozenset, tuple[float, float]]:

@@ -9,7 +9,8 @@ window outlives its bound (a hung scenario cannot leave a pod partitioned).
 A kube implementation would need: `kubectl exec` into istio-proxy (kill -9 of the envoy PID; pilot-agent
 restarts it), istiod scaled to 0 and back, certificates through a custom CA plugged into istiod (or
 istio-proxy's file-mounted certs), and a privileged capture/impairment pod with NET_ADMIN in the target
-pod's network namespace for tbf, iptables `statistic` and DROP rules.
+pod's network namespace for tbf, iptables `statistic` and DROP rules; `capture` through the capture pod
+cluster/kube/capture.py already runs, `serving_certificates` from istio-proxy's admin /certs.
 """
 
 from __future__ import annotations

@@ -38,7 +38,6 @@ class LocalFaults(Faults):
 
     def __init__(self, backend):
         self.backend = backend
-        self._delayed: dict[str, object] = {}  # server pod name -> the config it served before the delay
 
     # --- sidecars and control plane -----------------------------------------------------------------
 
@@ -127,9 +126,8 @@ class LocalFaults(Faults):
         server = handle.pair.server
         if server.sidecar is None:
             raise FaultError(f"delay needs the server sidecar's fault filter; {server.name} has no sidecar")
-        before = handle.pair.configs[server.name]
-        self._delayed.setdefault(server.name, before)
-        self.backend._push(handle.pair, {server.name: with_request_delay(before, ms)})
+        current = without_request_delay(handle.pair.configs[server.name])
+        self.backend._push(handle.pair, {server.name: with_request_delay(current, ms)})
 
     def heal(self, handle) -> None:
         for pod in handle.pair.pods():
@@ -143,9 +141,11 @@ class LocalFaults(Faults):
             if f"-N {chain}" in rules:
                 _run(server.name, ["iptables", "-w", "-F", chain])
                 _run(server.name, ["iptables", "-w", "-X", chain])
-        before = self._delayed.pop(server.name, None)
-        if before is not None:
-            self.backend._push(handle.pair, {server.name: before})
+        if server.sidecar is not None:
+            served = handle.pair.configs[server.name]
+            undelayed = without_request_delay(served)
+            if undelayed is not served:
+                self.backend._push(handle.pair, {server.name: undelayed})
 
     def _chains(self, pod: str) -> None:
         rules = _run(pod, ["iptables", "-w", "-S"])
@@ -197,6 +197,20 @@ def with_request_delay(config, ms: int):
     if not touched:
         raise FaultError(f"no inbound HTTP connection manager to delay in {json.dumps(delayed.decisions)[:200]}")
     return delayed
+
+
+def without_request_delay(config):
+    """The config without any fault filter added by with_request_delay (the same object if it has none)."""
+    if HTTP_FAULT not in json.dumps(config.listeners):
+        return config
+    plain = copy.deepcopy(config)
+    for listener in plain.listeners:
+        for chain in listener.get("filter_chains", []):
+            for network_filter in chain["filters"]:
+                if network_filter["name"] == HCM:
+                    hcm = network_filter["typed_config"]
+                    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != HTTP_FAULT]
+    return plain
 
 
 def _run(pod: str, cmd: list[str]) -> str:

@@ -23,7 +23,7 @@ from meshproof.scenario import scenario_from_dict
 from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
 from suites.chaos import checks
 from suites.chaos.checks import FAIL_CLOSED, Expect
-from suites.chaos.report import OUT
+from suites.chaos.report import OUT, figures_of
 from suites.chaos.traffic import Traffic
 from suites.expectations import expect
 from suites.matrix import pa, scenario
@@ -143,7 +143,7 @@ def sidecar_crash(mesh, faults, role: str, mid_request: bool) -> Result:
         problems += [f"{UNEXPECTED_OUTCOME} request {r.index} in flight at the kill was answered ({r.outcome})"
                      for r in in_flight if r.succeeded]
     problems += _recovery_problems(name, recover_s)
-    figures = _figures(traffic, problems, recover_s=recover_s, failed_while_down=sum(not r.succeeded for r in down),
+    figures = figures_of(traffic, problems, recover_s=recover_s, failed_while_down=sum(not r.succeeded for r in down),
                        in_flight_at_kill=[r.outcome for r in in_flight])
     return Result(name, traffic, problems, figures)
 
@@ -180,7 +180,7 @@ def control_plane_away(mesh, faults) -> Result:
     problems += checks.needs_traffic(traffic.of("no-sidecar", "changed while away"),
                                      "from the sidecar-less client while the change was held", at_least=3)
     problems += checks.slow_to_converge("the change made while away", converge_s, CONVERGE_BOUND_S)
-    return Result(name, traffic, problems, _figures(traffic, problems, converge_after_return_s=converge_s))
+    return Result(name, traffic, problems, figures_of(traffic, problems, converge_after_return_s=converge_s))
 
 
 # --- policy flips ----------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def policy_flips(mesh, faults, apply: Callable | None = None) -> Result:
         return transient(either(*(rules[label][r.client] for label in modes)))  # spanning, start, end
 
     problems = evaluate(traffic, rule) + problems
-    figures = _figures(traffic, problems, flips=flip_figures,
+    figures = figures_of(traffic, problems, flips=flip_figures,
                        propagation_leaks=sum(len(f["propagation_leaks"]) for f in flip_figures))
     return Result(name, traffic, problems, figures)
 
@@ -274,7 +274,7 @@ def certificate_rotation(mesh, faults, rotations: int = 3) -> Result:
     problems += [f"{UNEXPECTED_OUTCOME} rotation {i + 1}: the {role} sidecar still serves certificate(s) "
                  f"{sorted(old[role])} after 2 s" for i, (old, new) in enumerate(itertools.pairwise(served))
                  for role in old if not old[role].isdisjoint(new.get(role, frozenset()))]
-    figures = _figures(traffic, problems, rotations=rotations,
+    figures = figures_of(traffic, problems, rotations=rotations,
                        serials=[{role: sorted(s) for role, s in step.items()} for step in served])
     return Result(name, traffic, problems, figures)
 
@@ -306,7 +306,7 @@ def certificate_expiry(mesh, faults, lifetime_s: float = 1.5) -> Result:
     problems += checks.needs_traffic(traffic.of(phase="expired"), "after the expiry", at_least=3)
     problems += checks.needs_traffic(traffic.of(phase="short-lived"), "before the expiry", at_least=3)
     problems += _recovery_problems(name, recover_s)
-    return Result(name, traffic, problems, _figures(traffic, problems, recover_s=recover_s, lifetime_s=lifetime_s))
+    return Result(name, traffic, problems, figures_of(traffic, problems, recover_s=recover_s, lifetime_s=lifetime_s))
 
 
 def untrusted_peer(mesh, faults) -> Result:
@@ -331,7 +331,7 @@ def untrusted_peer(mesh, faults) -> Result:
     problems = evaluate(traffic, lambda r: rules.get(r.phase, transient(base)))
     problems += checks.needs_traffic(traffic.of(phase="rogue"), "while the rogue certificate was in use", at_least=3)
     problems += _recovery_problems(name, recover_s)
-    return Result(name, traffic, problems, _figures(traffic, problems, recover_s=recover_s))
+    return Result(name, traffic, problems, figures_of(traffic, problems, recover_s=recover_s))
 
 
 # --- network impairment ----------------------------------------------------------------------------------
@@ -396,12 +396,8 @@ def network_impairment(mesh, faults, kind: str) -> Result:
             problems.append(f"{UNEXPECTED_OUTCOME} only {answered} of {len(held)} requests answered at 30% loss")
     if kind == "partition":
         problems += _recovery_problems(name, recover_s)
-    figures = _figures(traffic, problems, impairment=what, recover_s=recover_s, latency_ms_before=before_ms,
+    figures = figures_of(traffic, problems, impairment=what, recover_s=recover_s, latency_ms_before=before_ms,
                        latency_ms_impaired=statistics.median(latencies) if latencies else None)
     return Result(name, traffic, problems, figures)
 
 
-def _figures(traffic: Traffic, problems: list[str], **measured) -> dict:
-    from suites.chaos.report import figures_of
-
-    return figures_of(traffic, problems, **measured)

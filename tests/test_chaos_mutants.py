@@ -3,6 +3,8 @@ failure category. The scenarios are the very functions suites/chaos runs; only t
 are handed is a mutant, built on the reference mesh's real faults.
 """
 
+import subprocess
+
 import pytest
 
 from cluster.faults import Faults
@@ -73,6 +75,23 @@ class CleartextFallback(Delegating):
 
     def restart_sidecar(self, handle, role):
         self.mesh.apply(handle, [pa("STRICT")])
+
+
+class InterceptionBypass(Delegating):
+    """A pod whose interception lets traffic past a dead sidecar straight to the app."""
+
+    def kill_sidecar(self, handle, role, signal=9):
+        self.inner.kill_sidecar(handle, role, signal)
+        _in_pod(handle.pair.server.name, "-I", "PREROUTING", "1", "-p", "tcp", "-j", "ACCEPT")
+
+    def restart_sidecar(self, handle, role):
+        _in_pod(handle.pair.server.name, "-D", "PREROUTING", "-p", "tcp", "-j", "ACCEPT")
+        self.inner.restart_sidecar(handle, role)
+
+
+def _in_pod(pod, *nat_rule):
+    subprocess.run(["ip", "netns", "exec", pod, "iptables", "-w", "-t", "nat", *nat_rule], check=True,
+                   capture_output=True)
 
 
 class ControlPlaneNeverAway(Delegating):
@@ -165,6 +184,13 @@ def test_crash_that_falls_back_to_cleartext_is_a_leak(mesh, faults, role):
     result = scenarios.sidecar_crash(mesh, CleartextFallback(faults, mesh), role, mid_request=False)
     assert {PLAINTEXT_LEAK, UNEXPECTED_OUTCOME} <= _categories(result), result.problems[:3]
     assert result.figures["leaked"] > 0
+
+
+def test_interception_bypass_past_a_dead_sidecar_is_caught(mesh, faults):
+    result = scenarios.sidecar_crash(mesh, InterceptionBypass(faults, mesh), "server", mid_request=False,
+                                     client_sidecar=False)
+    assert any(p.startswith(PLAINTEXT_LEAK) and "(down)" in p for p in result.problems), result.problems[:3]
+    assert any("interception bypass" in p for p in result.problems)
 
 
 def test_control_plane_that_never_left_is_caught(mesh, faults):

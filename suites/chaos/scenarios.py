@@ -111,14 +111,22 @@ def _recovery_problems(name: str, seconds: float | None) -> list[str]:
 
 # --- sidecar crash ---------------------------------------------------------------------------------------
 
-def sidecar_crash(mesh, faults, role: str, mid_request: bool) -> Result:
+def sidecar_crash(mesh, faults, role: str, mid_request: bool, client_sidecar: bool = True) -> Result:
     """SIGKILL of one sidecar, between requests or while a request (held 1 s at the server) is in flight.
     Expected: every request while it is down fails closed (503 or reset), nothing reaches the other side
-    in clear or around the interception, and after the restart answers come back within the bound."""
-    name = f"{role} sidecar crash {'mid-request' if mid_request else 'between requests'}"
-    base = predict("STRICT")
-    with deployed(mesh, "STRICT") as handle, Traffic(mesh, faults, {"sidecar": handle}, _out(name),
-                                                     max_seconds=20) as traffic:
+    in clear or around the interception, and after the restart answers come back within the bound.
+    With a sidecar-less client (PERMISSIVE server, plaintext allowed) it shows the interception holds:
+    the dead sidecar's port refuses the client instead of letting it reach the app directly."""
+    if role == "client" and not client_sidecar:
+        raise ValueError("a client sidecar crash needs a client with a sidecar")
+    client = "sidecar" if client_sidecar else "no-sidecar"
+    name = (f"{role} sidecar crash {'mid-request' if mid_request else 'between requests'}"
+            + ("" if client_sidecar else ", sidecar-less client"))
+    mode = "STRICT" if client_sidecar else "PERMISSIVE"
+    base = predict(mode, client_sidecar)
+    fail_closed = FAIL_CLOSED if client_sidecar else Expect(FAIL_CLOSED.outcomes, encrypt=False)
+    with deployed(mesh, mode, client_sidecar) as handle, Traffic(mesh, faults, {client: handle}, _out(name),
+                                                                 max_seconds=20) as traffic:
         traffic.mark("before")
         traffic.wait(BEFORE_S)
         with faults.packet_delay(handle, 1000) if mid_request else nullcontext():
@@ -128,8 +136,8 @@ def sidecar_crash(mesh, faults, role: str, mid_request: bool) -> Result:
             with traffic.fault(f"{role} sidecar killed", "down", "after"), faults.sidecar_killed(handle, role):
                 traffic.wait(FAULT_S)
                 traffic.mark("restarting")
-        recover_s = _recover(traffic)
-    rules = {"start": base, "before": base, "slowed": base, "down": FAIL_CLOSED, "restarting": transient(base),
+        recover_s = _recover(traffic, client)
+    rules = {"start": base, "before": base, "slowed": base, "down": fail_closed, "restarting": transient(base),
              "after": transient(base), "recovered": base, "end": base}
     problems = evaluate(traffic, lambda r: rules.get(r.phase, transient(base)))
     down = traffic.of(phase="down")

@@ -29,6 +29,10 @@ def test_sidecar_crash(mesh, faults, role, mid_request):
     _run("sidecar crash", scenarios.sidecar_crash, mesh, faults, role, mid_request)
 
 
+def test_server_sidecar_crash_with_sidecar_less_client(mesh, faults):
+    _run("sidecar crash", scenarios.sidecar_crash, mesh, faults, "server", False, False)
+
+
 def test_control_plane_away(mesh, faults):
     _run("control plane away", scenarios.control_plane_away, mesh, faults)
 

@@ -94,6 +94,23 @@ def _in_pod(pod, *nat_rule):
                    capture_output=True)
 
 
+class NoKill(Delegating):
+    def kill_sidecar(self, handle, role, signal=9):
+        pass
+
+    def restart_sidecar(self, handle, role):
+        pass
+
+
+class BlindCapture(Delegating):
+    """A capture that sees none of the pod-to-pod TCP: nothing it records can prove a request encrypted."""
+
+    def capture(self, handle, pcap):
+        from probes.capture import Capture
+
+        return Capture(iface=handle.pair.server.veth, bpf="udp", pcap_path=pcap)
+
+
 class ControlPlaneNeverAway(Delegating):
     def stop_control_plane(self):
         pass
@@ -191,6 +208,18 @@ def test_interception_bypass_past_a_dead_sidecar_is_caught(mesh, faults):
                                      client_sidecar=False)
     assert any(p.startswith(PLAINTEXT_LEAK) and "(down)" in p for p in result.problems), result.problems[:3]
     assert any("interception bypass" in p for p in result.problems)
+
+
+def test_kill_that_leaves_the_request_in_flight_answered_is_caught(mesh, faults):
+    result = scenarios.sidecar_crash(mesh, NoKill(faults, mesh), "server", mid_request=True)
+    assert any("in flight at the kill was answered" in p for p in result.problems), result.problems[:3]
+    assert all(p.startswith(UNEXPECTED_OUTCOME) for p in result.problems)
+
+
+def test_answers_the_capture_cannot_prove_encrypted_are_harness_errors(mesh, faults):
+    result = scenarios.certificate_rotation(mesh, BlindCapture(faults, mesh), rotations=1)
+    assert HARNESS_ERROR in _categories(result), result.problems[:3]
+    assert PLAINTEXT_LEAK not in _categories(result)
 
 
 def test_control_plane_that_never_left_is_caught(mesh, faults):

@@ -268,3 +268,25 @@ def test_impairment_without_effect_is_caught(mesh, faults, kind):
 def test_impairment_that_drops_tls_is_a_leak(mesh, faults):
     result = scenarios.network_impairment(mesh, LossIntoCleartext(faults, mesh), "loss")
     assert PLAINTEXT_LEAK in _categories(result), result.problems[:3]
+
+
+class BrokenProbe:
+    """The real mesh, except that every fifth probe raises as a broken harness would."""
+
+    def __init__(self, mesh):
+        self.mesh, self.calls = mesh, 0
+
+    def __getattr__(self, name):
+        return getattr(self.mesh, name)
+
+    def probe(self, handle, capture=True):
+        self.calls += 1
+        if self.calls % 5 == 0:
+            raise OSError("curl could not be started")
+        return self.mesh.probe(handle, capture=capture)
+
+
+def test_a_probe_that_breaks_is_a_harness_error_not_a_gap(mesh, faults):
+    result = scenarios.certificate_rotation(BrokenProbe(mesh), faults, rotations=1)
+    assert any(p.startswith(HARNESS_ERROR) and "curl could not be started" in p for p in result.problems)
+    assert sum(r.outcome == "error" for r in result.traffic.requests) >= 2

@@ -170,13 +170,18 @@ class Traffic:
                     return
                 phase = self.phases[-1][1]
             started = time.time()
-            result = self.mesh.probe(handle, capture=False)  # the window's own capture proves the wire
-            ended = time.time()
+            try:
+                result = self.mesh.probe(handle, capture=False)  # the window's own capture proves the wire
+                request = Request(index=0, client=name, started=started, ended=time.time(), outcome=result.outcome,
+                                  http_status=result.http_status, curl_exit=result.curl_exit, canary=result.canary,
+                                  failure_detail=result.failure_detail, phase_at_start=phase)
+            except Exception as err:  # noqa: BLE001 - a probe that broke is recorded (a harness error), not lost
+                request = Request(index=0, client=name, started=started, ended=time.time(), outcome="error",
+                                  http_status=None, curl_exit=-1, canary="", phase_at_start=phase,
+                                  failure_detail=f"{type(err).__name__}: {err}")
             with self._lock:
-                self.requests.append(Request(
-                    index=len(self.requests), client=name, started=started, ended=ended, outcome=result.outcome,
-                    http_status=result.http_status, curl_exit=result.curl_exit, canary=result.canary,
-                    failure_detail=result.failure_detail, phase_at_start=phase))
+                request.index = len(self.requests)
+                self.requests.append(request)
             self._stop.wait(self.gap_s)
 
     # --- the wire -----------------------------------------------------------------------------------
@@ -191,7 +196,7 @@ class Traffic:
             mine = [r for r in self.requests if r.client == name]
             spans = flow_spans(self.pcaps[name])
             _, flows = read_flows(self.pcaps[name])
-            canaries = {r.canary.encode(): r for r in mine}
+            canaries = {r.canary.encode(): r for r in mine if r.canary}
             for flow in flows:
                 runs = flow.to_server.runs + flow.to_client.runs
                 for marker, request in canaries.items():

@@ -3,7 +3,7 @@
     draw(requests, phases, windows, "timeline.png", title="server sidecar crash")
 
 Top: stacked bars of requests started per time bin, one colour per outcome (a plaintext leak in its own
-red). Bottom: each request's latency, coloured the same way. Input is duck-typed (suites.chaos.traffic's
+red). Bottom: each request's latency, coloured the same way, one marker per client. Input is duck-typed (suites.chaos.traffic's
 Request, FaultWindow, and (time, name) phase pairs), so the module draws any recorded run.
 """
 
@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 COLOURS = {"mtls": "#2e7d32", "plaintext": "#f9a825", "503": "#6d4c41", "reset": "#455a64", "error": "#8e24aa",
            "leak": "#d50000"}
 OTHER = "#9e9e9e"
+MARKERS = ("o", "x", "^", "s")  # one per client in the latency panel
 
 
 def _category(request) -> str:
@@ -48,9 +49,15 @@ def draw(requests: list, phases: list[tuple[float, str]], windows: list, path: s
         top.bar(lefts, counts[category], width=bin_s, bottom=base, align="edge", label=category,
                 color=COLOURS.get(category, OTHER), edgecolor="white", linewidth=0.3)
         base = [b + c for b, c in zip(base, counts[category], strict=True)]
+    clients = list(dict.fromkeys(getattr(r, "client", "") for r in requests))
     for request in requests:
-        bottom.scatter(request.started - t0, (request.ended - request.started) * 1000, s=9,
+        marker = MARKERS[clients.index(getattr(request, "client", "")) % len(MARKERS)]
+        bottom.scatter(request.started - t0, (request.ended - request.started) * 1000, s=12, marker=marker,
                        color=COLOURS.get(_category(request), OTHER))
+    if len(clients) > 1:
+        bottom.legend(handles=[plt.Line2D([], [], linestyle="", marker=MARKERS[i % len(MARKERS)], color="#424242",
+                                          label=f"{name} client") for i, name in enumerate(clients)],
+                      loc="upper right", fontsize=7)
     for axis in (top, bottom):
         for window in windows:
             axis.axvspan(window.started - t0, (window.ended or t0 + end) - t0, color="#ef5350", alpha=0.15)

@@ -72,7 +72,7 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
         raise CaptureError(f"{pcap}: {frames} packets but no TCP flow to {target} (flows seen: {seen}); "
                            "the capture missed the probe's flow")
 
-    summaries = [dict(_summarize(flow, canary), probe_flow=mine) for flow, mine in zip(flows, picked, strict=True)]
+    summaries = [dict(summarize_flow(flow, canary), probe_flow=mine) for flow, mine in zip(flows, picked, strict=True)]
     probe = [s for s in summaries if s["probe_flow"]]
     canary_in_clear = any(s["canary_in_clear"] for s in summaries)
     known = [s for s in probe if s["verdict"] != "unproven"]
@@ -116,7 +116,7 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
     }
 
 
-def _summarize(flow: Flow, canary: str) -> dict[str, Any]:
+def summarize_flow(flow: Flow, canary: str) -> dict[str, Any]:
     """Per-flow facts plus the flow's own verdict ("unproven" for a TLS flow seen without its handshake)."""
     tls13 = tls.negotiated_tls13(flow.to_client.data) if tls.starts_like_tls(flow.to_client.data) else False
     up, down = _direction(flow.to_server, tls13), _direction(flow.to_client, tls13)

@@ -28,7 +28,7 @@ from scapy.utils import RawPcapReader
 
 from probes.canary import PREFIX as CANARY_PREFIX
 from probes.flows import read_flows, tcp_of_frame
-from probes.verdict import _summarize as summarize_flow  # per flow: a window pcap holds many probes
+from probes.verdict import summarize_flow  # per flow: a window pcap holds many probes
 
 RANK = {"none": 0, "unproven": 1, "mtls": 2, "app-tls": 3, "plaintext": 4}
 SUCCESS = ("mtls", "plaintext")  # outcomes where the app answered 200

@@ -219,10 +219,11 @@ def _eventually(action, done, attempts: int = 50):
     raise AssertionError(f"never reached the expected state; last: {result.to_json()}")
 
 
-def test_kill_9_then_clean_leaves_nothing_and_spares_live_runs(mesh, tmp_path):
-    script = tmp_path / "crash.py"
+def _spawn_run(tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    """A run in another process with one deployed pair, left running; returns it and its prefix."""
+    script = tmp_path / "run.py"
     script.write_text(
-        "import sys, time\n"
+        "import time\n"
         "from cluster.local.backend import LocalBackend\n"
         "from meshproof.scenario import scenario_from_dict\n"
         f"b = LocalBackend(out_dir={str(tmp_path)!r}); b.start()\n"
@@ -231,8 +232,12 @@ def test_kill_9_then_clean_leaves_nothing_and_spares_live_runs(mesh, tmp_path):
         "time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1])
+    return proc, proc.stdout.readline().strip()
+
+
+def test_kill_9_then_clean_leaves_nothing_and_spares_live_runs(mesh, tmp_path):
+    proc, prefix = _spawn_run(tmp_path)
     try:
-        prefix = proc.stdout.readline().strip()
         assert prefix, "the crashing run did not start"
         state = json.loads((lifecycle.STATE_ROOT / prefix / "state.json").read_text())
         assert leftovers(prefix)
@@ -250,18 +255,7 @@ def test_kill_9_then_clean_leaves_nothing_and_spares_live_runs(mesh, tmp_path):
 
 def test_sigterm_tears_the_run_down_by_itself(tmp_path):
     """A worker killed politely (SIGTERM) removes its own objects; no clean needed."""
-    script = tmp_path / "term.py"
-    script.write_text(
-        "import time\n"
-        "from cluster.local.backend import LocalBackend\n"
-        "from meshproof.scenario import scenario_from_dict\n"
-        f"b = LocalBackend(out_dir={str(tmp_path)!r}); b.start()\n"
-        "b.deploy(scenario_from_dict({'client': {'namespace': 'foo'}, 'server': {'namespace': 'bar'}}))\n"
-        "print(b.run.prefix, flush=True)\n"
-        "time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
-    prefix = proc.stdout.readline().strip()
+    proc, prefix = _spawn_run(tmp_path)
     try:
         assert prefix and leftovers(prefix)
         proc.terminate()

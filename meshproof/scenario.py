@@ -18,6 +18,11 @@ DEFAULT_ISTIO_VERSION = "1.30"
 DEFAULT_ROOT_NAMESPACE = "istio-system"
 
 
+def spiffe_id(namespace: str, service_account: str, trust_domain: str = "cluster.local") -> str:
+    """The identity Istio's CA puts in a workload certificate's URI SAN."""
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
 @dataclass(frozen=True)
 class Workload:
     namespace: str
@@ -27,7 +32,7 @@ class Workload:
 
     @property
     def spiffe_id(self) -> str:
-        return f"spiffe://cluster.local/ns/{self.namespace}/sa/{self.service_account}"
+        return spiffe_id(self.namespace, self.service_account)
 
 
 @dataclass(frozen=True)

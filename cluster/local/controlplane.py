@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshproof.istio_api import ClientTLS, DestinationRule, ManifestError, PeerAuthentication, Resource
+from meshproof.scenario import spiffe_id
 
 TYPE = "type.googleapis.com/envoy."
 CLUSTER_TYPE = TYPE + "config.cluster.v3.Cluster"
@@ -60,7 +61,7 @@ class Pod:
 
     @property
     def spiffe_id(self) -> str:
-        return f"spiffe://cluster.local/ns/{self.namespace}/sa/{self.service_account}"
+        return spiffe_id(self.namespace, self.service_account)
 
 
 @dataclass(frozen=True)

@@ -252,6 +252,11 @@ class KubeBackend(MeshBackend):
         handle.diagnostics_dir = diagnostics.write(parts, self.out_dir / "diagnostics" / handle.run_id)
         return handle.diagnostics_dir
 
+    def faults(self):
+        from cluster.kube.faults import KubeFaults
+
+        return KubeFaults(self)
+
     def istio_minor(self) -> str | None:
         """The server side's control plane minor, from the istiod image tag (1.30.3 -> 1.30)."""
         wanted = self.revisions.server or (self.planes[0].revision if self.planes else None)

@@ -13,13 +13,15 @@ PYTEST_ARGS ?=
 
 setup: system-deps $(STAMP)
 
-# Installs only what is missing, so a second run costs a few `command -v` calls.
+# Installs only what is missing, so a second run costs a few `command -v` calls. shellcheck checks
+# the kind scripts in the self-tests.
 system-deps:
 	@missing=""; \
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	command -v tcpdump  >/dev/null || missing="$$missing tcpdump"; \
 	command -v curl     >/dev/null || missing="$$missing curl"; \
 	command -v ip       >/dev/null || missing="$$missing iproute2"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

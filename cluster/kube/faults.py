@@ -222,9 +222,11 @@ class KubeFaults(Faults):
 
     def start_control_plane(self) -> None:
         """Restore every recorded replica count, even when one of them fails; then wait for them to serve."""
-        apps, failures = self._cluster().apps, []
         with self._lock:
             saved, self._replicas = dict(self._replicas), {}
+        if not saved:
+            return  # nothing was scaled (a refused or failed stop is healed too)
+        apps, failures = self._cluster().apps, []
         for (ns, name), replicas in saved.items():
             try:
                 apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": replicas}})
@@ -325,7 +327,7 @@ class KubeFaults(Faults):
 
     def _apply(self, handle, role: str, commands: list[list[str]]) -> None:
         key = self._pod(handle, role)
-        PodCapture(self._cluster(), *key, 0, self.backend.images).ensure_container()
+        self._ensure_tools(key)
         for command in commands:
             with self._lock:
                 applied = self._applied.setdefault(key, [])
@@ -334,6 +336,10 @@ class KubeFaults(Faults):
             self._run(key, command)
             with self._lock:
                 applied.append(command)
+
+    def _ensure_tools(self, key: tuple[str, str]) -> None:
+        """The capture's ephemeral container (it has NET_ADMIN, tc and iptables), added once per pod."""
+        PodCapture(self._cluster(), *key, 0, self.backend.images).ensure_container()
 
     def _run(self, key: tuple[str, str], command: list[str]) -> str:
         ns, pod = key

@@ -338,8 +338,9 @@ ENVOY_CONFIG = textwrap.dedent("""\
 
 def run_in_own_pid_namespace(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """`script` in a fresh PID namespace with its own /proc, so it sees only the processes it starts here."""
-    return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script], capture_output=True,
-                          text=True, timeout=60, check=False, cwd=tmp_path)
+    # --kill-child: if the test times out, the namespace's first process dies and takes the rest with it
+    return subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not ENVOY.exists(), reason="needs root (unshare) and the envoy binary")
@@ -349,13 +350,14 @@ def test_kill_script_kills_envoy_and_nothing_else(tmp_path):
     script = (f"{ENVOY} -c envoy.yaml --disable-hot-restart -l error >envoy.log 2>&1 & envoy=$!; "
               f"./envoy-helper 30 & other=$!; "
               f"sleep 1; ({kill_script(signal.SIGKILL)}) > killed.txt; code=$?; "
-              f"wait $envoy; echo envoy=$? >> killed.txt; kill -0 $other && echo other=alive >> killed.txt; "
+              f"sleep 0.5; kill -TERM $envoy 2>/dev/null; wait $envoy; echo envoy=$? >> killed.txt; "  # 137: KILL
+              f"kill -0 $other && echo other=alive >> killed.txt; "
               f"kill $other; exit $code")
     done = run_in_own_pid_namespace(script, tmp_path)
     assert done.returncode == 0, done.stderr
     lines = (tmp_path / "killed.txt").read_text().split()
+    assert "envoy=137" in lines  # 128 + SIGKILL: the script killed it, not the TERM that cleans up
     assert lines[0].isdigit()  # the PID it killed
-    assert "envoy=137" in lines  # 128 + SIGKILL
     assert "other=alive" in lines
 
 

@@ -1,0 +1,55 @@
+"""Ctrl-C in the middle of a parallel suite run leaves no network namespace, link, process or state behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster.local import lifecycle
+
+pytestmark = [pytest.mark.root, pytest.mark.mesh, pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the reference mesh needs root (netns, iptables)")]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _runs() -> set[str]:
+    return {p.name for p in lifecycle.STATE_ROOT.glob("mp*")} if lifecycle.STATE_ROOT.exists() else set()
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            lines.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return lines
+
+
+def test_ctrl_c_during_a_parallel_run_leaves_nothing(tmp_path):
+    before = _runs()
+    env = {**os.environ, "MESHPROOF_CELLS_DIR": str(tmp_path / "cells")}
+    # A terminal's Ctrl-C goes to the whole process group: the controller and its xdist workers.
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites/test_matrix.py", "-n", "2", "-q",
+                             "-p", "no:cacheprovider"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while len(_runs() - before) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    ours = _runs() - before
+    assert len(ours) == 2, "the two workers' meshes did not start"
+    time.sleep(0.5)  # mid-run: pairs up, cells in flight
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0, f"the run was not interrupted:\n{output[-2000:]}"
+    left = [ns for ns in lifecycle.list_netns() if any(ns.startswith(prefix) for prefix in ours)]
+    left += [link for link in os.listdir("/sys/class/net") if any(link.startswith(p) for p in ours)]
+    left += [str(lifecycle.STATE_ROOT / p) for p in ours if (lifecycle.STATE_ROOT / p).exists()]
+    left += [f"process {cmd}" for cmd in _command_lines() if any(prefix in cmd for prefix in ours)]
+    assert not left, f"an interrupted run left {left}"

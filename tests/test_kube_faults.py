@@ -96,6 +96,7 @@ def test_undo_pairs():
     (delay_commands, 1.5, "allowed an integer 1-60000"),
     (loss_commands, 1.0, "allowed 0 < p < 1"),
     (partition_commands, "10.0.0.1 -j ACCEPT", "does not appear to be an IPv4 or IPv6 address"),
+    (partition_commands, "fd00::7", "allowed an IPv4 pod address"),
 ])
 def test_bad_fault_parameters_are_refused_naming_the_allowed_values(build, bad, says):
     with pytest.raises(ValueError, match=says):

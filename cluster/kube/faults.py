@@ -88,9 +88,11 @@ def loss_commands(probability: float) -> list[list[str]]:
 
 
 def partition_commands(peer_ip: str) -> list[list[str]]:
-    peer = str(ipaddress.ip_address(peer_ip))  # ValueError names the bad address
-    return chain_setup() + [["iptables", "-w", "-A", FAULT_IN, "-s", peer, "-j", "DROP"],
-                            ["iptables", "-w", "-A", FAULT_OUT, "-d", peer, "-j", "DROP"]]
+    peer = ipaddress.ip_address(peer_ip)  # ValueError names the bad address
+    if peer.version != 4:
+        raise ValueError(f"partition from {peer}: allowed an IPv4 pod address (the rules are iptables, not ip6tables)")
+    return chain_setup() + [["iptables", "-w", "-A", FAULT_IN, "-s", str(peer), "-j", "DROP"],
+                            ["iptables", "-w", "-A", FAULT_OUT, "-d", str(peer), "-j", "DROP"]]
 
 
 def undo(command: list[str]) -> list[str]:

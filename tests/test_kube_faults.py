@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -322,9 +323,55 @@ def test_the_chaos_suite_skips_a_fault_the_target_cannot_inject_and_fails_on_any
         _run("network impairment", broken)
 
 
-def test_serials_from_envoy_certs():
-    body = '{"certificates": [{"cert_chain": [{"serial_number": "a1"}], "ca_cert": []}, {"cert_chain": []}]}'
-    assert serials(body) == frozenset({"a1"})
+@pytest.mark.skipif(not ENVOY.exists(), reason="needs the envoy binary")
+def test_serials_from_a_real_envoy_admin_certs_answer(tmp_path):
+    """What `pilot-agent request GET certs` prints is Envoy's admin /certs: read it from a real Envoy that
+    serves a certificate from the project's CA code."""
+    from cryptography import x509
+
+    from cluster.local.ca import MeshCA
+
+    chain, key = MeshCA().issue("spiffe://cluster.local/ns/chaos/sa/httpbin")
+    (tmp_path / "chain.pem").write_bytes(chain)
+    (tmp_path / "key.pem").write_bytes(key)
+    (tmp_path / "envoy.yaml").write_text(textwrap.dedent(f"""\
+        admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
+        static_resources:
+          listeners:
+          - address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+            filter_chains:
+            - filters:
+              - name: envoy.filters.network.tcp_proxy
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                  stat_prefix: t
+                  cluster: none
+              transport_socket:
+                name: envoy.transport_sockets.tls
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+                  common_tls_context:
+                    tls_certificates:
+                    - certificate_chain: {{filename: {tmp_path}/chain.pem}}
+                      private_key: {{filename: {tmp_path}/key.pem}}
+          clusters:
+          - name: none
+            load_assignment: {{cluster_name: none}}
+        """))
+    envoy = subprocess.Popen([str(ENVOY), "-c", "envoy.yaml", "--disable-hot-restart", "-l", "error",
+                              "--admin-address-path", "admin.txt"], cwd=tmp_path)
+    try:
+        address_file, deadline = tmp_path / "admin.txt", time.monotonic() + 20
+        while not (address_file.exists() and address_file.read_text().strip()):
+            assert time.monotonic() < deadline and envoy.poll() is None, "envoy did not start"
+            time.sleep(0.05)
+        admin = address_file.read_text().strip()
+        body = urllib.request.urlopen(f"http://{admin}/certs", timeout=5).read().decode()
+    finally:
+        envoy.kill()
+        envoy.wait()
+    leaf = x509.load_pem_x509_certificate(chain)
+    assert {int(serial, 16) for serial in serials(body)} == {leaf.serial_number}
     with pytest.raises(FaultError, match="not what the admin API returns"):
         serials("upstream connect error")
 

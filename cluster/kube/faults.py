@@ -172,6 +172,7 @@ class KubeFaults(Faults):
         self._restarts[(ns, pod)] = before.restart_count
         done = exec_in(self._cluster(), ns, pod, SIDECAR, ["sh", "-c", kill_script(signal)], EXEC_TIMEOUT_S)
         if done.exit_code != 0:
+            del self._restarts[(ns, pod)]  # nothing was killed: the heal has no restart to wait for
             raise FaultError(f"kill -{int(signal)} of envoy in {ns}/{pod} container {SIDECAR} failed (exit "
                              f"{done.exit_code}): {(done.stderr or done.stdout).strip()[:300]} (a proxy image "
                              "without a shell, e.g. distroless, cannot be used for this fault)")

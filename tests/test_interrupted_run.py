@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,8 +19,19 @@ pytestmark = [pytest.mark.root, pytest.mark.mesh, pytest.mark.slow,
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _runs() -> set[str]:
-    return {p.name for p in lifecycle.STATE_ROOT.glob("mp*")} if lifecycle.STATE_ROOT.exists() else set()
+def _runs_of(controller_pid: int) -> set[str]:
+    """The meshes whose owner is one of this pytest run's xdist workers (children of its controller);
+    other tests may start meshes of their own meanwhile."""
+    runs = set()
+    for state in lifecycle.STATE_ROOT.glob("mp*/state.json") if lifecycle.STATE_ROOT.exists() else ():
+        try:
+            owner = json.loads(state.read_text())["owner_pid"]
+            parent = int(Path(f"/proc/{owner}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, KeyError, IndexError):
+            continue
+        if parent == controller_pid:
+            runs.add(state.parent.name)
+    return runs
 
 
 def _command_lines() -> list[str]:
@@ -33,16 +45,16 @@ def _command_lines() -> list[str]:
 
 
 def test_ctrl_c_during_a_parallel_run_leaves_nothing(tmp_path):
-    before = _runs()
     env = {**os.environ, "MESHPROOF_CELLS_DIR": str(tmp_path / "cells")}
     # A terminal's Ctrl-C goes to the whole process group: the controller and its xdist workers.
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites/test_matrix.py", "-n", "2", "-q",
                              "-p", "no:cacheprovider"], cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
-    while len(_runs() - before) < 2 and time.monotonic() < deadline and proc.poll() is None:
+    ours: set[str] = set()
+    while len(ours) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    ours = _runs() - before
+        ours |= _runs_of(proc.pid)
     assert len(ours) == 2, "the two workers' meshes did not start"
     time.sleep(0.5)  # mid-run: pairs up, cells in flight
     os.killpg(proc.pid, signal.SIGINT)

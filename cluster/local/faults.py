@@ -107,8 +107,9 @@ class LocalFaults(Faults):
 
     def limit_bandwidth(self, handle, rate: str) -> None:
         for pod in handle.pair.pods():
+            # A small bucket: a large one lets the first requests of the window through at full speed.
             _run(pod.name, ["tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate,
-                            "burst", "16kb", "latency", "1s"])
+                            "burst", "3kb", "latency", "1s"])
 
     def drop_packets(self, handle, probability: float) -> None:
         server = handle.pair.server

@@ -51,14 +51,19 @@ def test_ctrl_c_during_a_parallel_run_leaves_nothing(tmp_path):
                              "-p", "no:cacheprovider"], cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
-    ours: set[str] = set()
-    while len(ours) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        ours |= _runs_of(proc.pid)
-    assert len(ours) == 2, "the two workers' meshes did not start"
-    time.sleep(0.5)  # mid-run: pairs up, cells in flight
-    os.killpg(proc.pid, signal.SIGINT)
-    output, _ = proc.communicate(timeout=60)
+    try:
+        ours: set[str] = set()
+        while len(ours) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            ours |= _runs_of(proc.pid)
+        assert len(ours) == 2, "the two workers' meshes did not start"
+        time.sleep(0.5)  # mid-run: pairs up, cells in flight
+        os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a failed check above must not leave the run going
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode != 0, f"the run was not interrupted:\n{output[-2000:]}"
     left = [ns for ns in lifecycle.list_netns() if any(ns.startswith(prefix) for prefix in ours)]
     left += [link for link in os.listdir("/sys/class/net") if any(link.startswith(p) for p in ours)]

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
 
 ENCRYPTED = ("mtls", "app-tls")
+# For a 200 the wire is the proof. A reset must show the request reached the server and was closed there (a
+# refused or black-holed connection would otherwise pass as enforcement). A 503's wire is recorded, not judged:
+# what a client sidecar sends before giving up is not what the cell is about.
+WIRE_JUDGED = ("mtls", "plaintext", "reset")
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,7 @@ def compare(prediction, result, captured: bool) -> Verdict:
     problems = []
     if result.outcome != prediction.outcome:
         problems.append("outcome")
-    if captured and prediction.outcome in ("mtls", "plaintext") and observed_wire != prediction.wire:
-        # For a 200 the wire is the proof; for failures the wire is recorded, not judged.
+    if captured and prediction.outcome in WIRE_JUDGED and observed_wire != prediction.wire:
         problems.append("wire")
     if result.peer_identity != prediction.peer_identity:
         problems.append("identity")

@@ -32,10 +32,19 @@ def test_plaintext_200_where_mtls_expected_is_unexpected_outcome():
     assert "outcome+wire+identity" in verdict.message and "rule r" in verdict.message
 
 
-def test_wire_is_judged_for_200s_only():
+def test_a_reset_must_show_the_request_reaching_the_server():
     reset_expected = prediction(outcome="reset", wire="plaintext", peer=None)
-    reset_seen = observed(outcome="reset", wire="none", peer=None, status=None)
-    assert compare(reset_expected, reset_seen, captured=True).passed
+    closed_by_server = observed(outcome="reset", wire="plaintext", peer=None, status=None)
+    assert compare(reset_expected, closed_by_server, captured=True).passed
+    refused_or_black_holed = observed(outcome="reset", wire="none", peer=None, status=None)
+    verdict = compare(reset_expected, refused_or_black_holed, captured=True)
+    assert not verdict.passed and "wire" in verdict.message
+
+
+def test_a_503s_wire_is_recorded_not_judged():
+    expected = prediction(outcome="503", wire="mtls", peer=None)
+    seen = observed(outcome="503", wire="plaintext", peer=None, status=503)
+    assert compare(expected, seen, captured=True).passed
 
 
 def test_missing_capture_is_a_harness_error_not_a_pass():

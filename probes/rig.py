@@ -9,7 +9,6 @@ root namespace; `close()` deletes both namespaces, which also removes the veth p
 from __future__ import annotations
 
 import datetime
-import secrets
 import socket
 import ssl
 import subprocess
@@ -24,10 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cluster.local.lifecycle import RunState
 from probes import netns
 
 CLIENT_IP, SERVER_IP = "10.251.0.1", "10.251.0.2"
-PREFIX = "mpw"
 ISTIO_ALPN = ["istio-peer-exchange", "istio"]
 ISTIO_SNI = "outbound_.8000_._.httpbin.ns.svc.cluster.local"
 SERVER_ID = "spiffe://cluster.local/ns/ns/sa/httpbin"
@@ -181,16 +180,18 @@ class Exchange:
 
 
 class Rig:
-    def __init__(self, prefix: str | None = None):
-        self.prefix = prefix or f"{PREFIX}{secrets.token_hex(3)}"
+    def __init__(self):
+        # Recorded like a mesh run, so `meshproof clean` removes the pair after a killed test or bench.
+        self._run = RunState()
+        self._run.create()
+        self.prefix = self._run.prefix
         self.client_ns, self.server_ns = f"{self.prefix}-c", f"{self.prefix}-s"
         self.server_iface = f"{self.prefix}-s"
         self._servers: list[socket.socket] = []
-        self._made: list[str] = []
         try:
             for ns in (self.client_ns, self.server_ns):
+                self._run.record("netns", ns)
                 _run("ip", "netns", "add", ns)
-                self._made.append(ns)
             _run("ip", "link", "add", f"{self.prefix}-c", "netns", self.client_ns, "type", "veth",
                  "peer", "name", f"{self.prefix}-s", "netns", self.server_ns)
             for ns, ip in ((self.client_ns, CLIENT_IP), (self.server_ns, SERVER_IP)):
@@ -204,9 +205,7 @@ class Rig:
     def close(self) -> None:
         for server in self._servers:
             server.close()
-        for ns in reversed(self._made):
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
-        self._made.clear()
+        self._run.teardown()
 
     def __enter__(self) -> Self:
         return self

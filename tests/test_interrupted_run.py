@@ -70,3 +70,19 @@ def test_ctrl_c_during_a_parallel_run_leaves_nothing(tmp_path):
     left += [str(lifecycle.STATE_ROOT / p) for p in ours if (lifecycle.STATE_ROOT / p).exists()]
     left += [f"process {cmd}" for cmd in _command_lines() if any(prefix in cmd for prefix in ours)]
     assert not left, f"an interrupted run left {left}"
+
+
+def test_clean_removes_the_wire_rig_of_a_killed_process(tmp_path):
+    script = tmp_path / "rig.py"
+    script.write_text("import time\nfrom probes.rig import Rig\nr = Rig()\nprint(r.prefix, flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        prefix = proc.stdout.readline().strip()
+        assert prefix and any(ns.startswith(prefix) for ns in lifecycle.list_netns())
+    finally:
+        proc.kill()
+        proc.wait()
+    removed = subprocess.run([sys.executable, "-m", "meshproof.cli", "clean"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout
+    assert f"netns {prefix}-c" in removed and f"netns {prefix}-s" in removed
+    assert not [ns for ns in lifecycle.list_netns() if ns.startswith(prefix)]

@@ -10,10 +10,12 @@ Per TCP flow and direction the bytes are TLS records or cleartext. A flow is
 - "none" when it carried no payload (refused, reset, or closed before a byte was sent).
 The probe's verdict is the worst flow's (plaintext > app-tls > mtls > none). The probe's canary in the
 clear anywhere in the capture makes the verdict "plaintext" whatever the flows looked like: the canary
-is unique to the probe, so its bytes crossed the wire readable.
+is unique to the probe, so its bytes crossed the wire readable; that holds even when the canary was seen
+only in flows to another address or port than the probe's server (then those flows stand for the probe's).
 
-A capture that saw no packets, missed the probe's flow, missed bytes of it, or saw only a reused connection
-whose handshake happened before the capture cannot prove anything: CaptureError, never a verdict.
+A capture that saw no packets, missed the probe's flow (and saw no canary in the clear elsewhere), missed
+bytes of it, or saw only a reused connection whose handshake happened before the capture cannot prove
+anything: CaptureError, never a verdict.
 """
 
 from __future__ import annotations
@@ -67,17 +69,25 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
     picked = [(server_ip is None or f.server[0] == server_ip) and (server_port is None or f.server[1] == server_port)
               for f in flows]
     target = f"{server_ip or '*'}:{server_port or '*'}"
-    if not any(picked):
+    summaries = [dict(summarize_flow(flow, canary), probe_flow=mine) for flow, mine in zip(flows, picked, strict=True)]
+    canary_in_clear = any(s["canary_in_clear"] for s in summaries)
+    probe = [s for s in summaries if s["probe_flow"]]
+    leaked_elsewhere = not probe and canary_in_clear
+    if leaked_elsewhere:
+        # The request went out readable to an address it was not meant for (a sidecar forwarding to the
+        # wrong port in the clear): a leak the mesh made, not a capture that missed something.
+        probe = [s for s in summaries if s["canary_in_clear"]]
+    elif not probe:
         seen = ", ".join(f"{f.client[0]}:{f.client[1]}->{f.server[0]}:{f.server[1]}" for f in flows) or "none"
         raise CaptureError(f"{pcap}: {frames} packets but no TCP flow to {target} (flows seen: {seen}); "
                            "the capture missed the probe's flow")
 
-    summaries = [dict(summarize_flow(flow, canary), probe_flow=mine) for flow, mine in zip(flows, picked, strict=True)]
-    probe = [s for s in summaries if s["probe_flow"]]
-    canary_in_clear = any(s["canary_in_clear"] for s in summaries)
     known = [s for s in probe if s["verdict"] != "unproven"]
     worst = max(known, key=lambda s: _RANK[s["verdict"]], default=probe[0])
-    if worst["verdict"] == "plaintext":
+    if leaked_elsewhere:
+        verdict, reason = "plaintext", (f"the canary is readable on the wire in a flow to {probe[0]['server']}, "
+                                        f"not to the probe's server {target}")
+    elif worst["verdict"] == "plaintext":
         verdict, reason = "plaintext", worst["reason"]
     elif canary_in_clear:
         verdict, reason = "plaintext", "the canary is readable on the wire, outside the flows that looked encrypted"
@@ -102,6 +112,7 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
         "certificates_visible": any(c["chain"] for c in certificates),
         "certificate_uris": sorted({uri for c in certificates for cert in c["chain"] for uri in cert["uris"]}),
         "canary_in_clear": canary_in_clear,
+        "leaking_flows": [f"{s['client']}->{s['server']}" for s in summaries if s["canary_in_clear"]],
         "request_in_clear": any(s["to_server"]["kind"] == "cleartext" for s in probe),
         "response_in_clear": any(s["to_client"]["kind"] == "cleartext" for s in probe),
         "http_request_line": next((s["to_server"]["http_request_line"] for s in probe

@@ -186,13 +186,31 @@ def test_empty_capture_is_a_harness_error(net, tmp_path):
         judge(pcap, new_canary(), rig.SERVER_IP, 8998)
 
 
-def test_capture_that_missed_the_probe_flow_is_a_harness_error(net, tmp_path):
+def test_capture_that_missed_the_probe_flow_is_a_harness_error(net, pki, tmp_path):
+    """The capture holds only an encrypted flow to another port: nothing about the probe's flow is known."""
     pcap, canary = tmp_path / "other.pcap", new_canary()
     with Capture(net.server_iface, "tcp", pcap, netns=net.server_ns):
-        net.exchange(PLAIN, rig.http_request(canary))
-    assert judge(pcap, canary, rig.SERVER_IP, PLAIN)["verdict"] == "plaintext"
+        exchange = net.exchange(TLS_KEEPALIVE, rig.http_request(canary), mesh_client(pki), rig.ISTIO_SNI)
+    assert canary.encode() in exchange.response  # the request was sent, only elsewhere
+    assert judge(pcap, canary, rig.SERVER_IP, TLS_KEEPALIVE)["verdict"] == "mtls"
     with pytest.raises(CaptureError, match="missed the probe's flow"):
         judge(pcap, canary, rig.SERVER_IP, MTLS)
+
+
+def test_canary_in_the_clear_to_an_unexpected_port_is_a_leak(net, tmp_path):
+    """A sidecar that forwards the request in cleartext to a port other than the probe's server: no flow to
+    the server's port, but the canary crossed the wire readable, so it is a plaintext leak, not a capture error.
+    Its sibling above (the same wrong port, encrypted) stays a harness error."""
+    pcap, canary = tmp_path / "wrong-port.pcap", new_canary()
+    with Capture(net.server_iface, "tcp", pcap, netns=net.server_ns):
+        exchange = net.exchange(PLAIN, rig.http_request(canary))
+    assert exchange.response.startswith(b"HTTP/1.1 200")
+    wire = judge(pcap, canary, rig.SERVER_IP, MTLS)
+    assert wire["verdict"] == "plaintext" and wire["canary_in_clear"] is True
+    assert f"to {rig.SERVER_IP}:{PLAIN}, not to the probe's server {rig.SERVER_IP}:{MTLS}" in wire["reason"]
+    assert [f.split("->")[1] for f in wire["leaking_flows"]] == [f"{rig.SERVER_IP}:{PLAIN}"]
+    assert [f["probe_flow"] for f in wire["flows"]] == [False]
+    assert wire["request_in_clear"] and wire["http_request_line"] == "GET /headers HTTP/1.1"
 
 
 def _pooled(net, port, tls, tmp_path, name):

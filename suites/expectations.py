@@ -22,10 +22,11 @@ suites compare the two.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, replace
 
-from meshproof.istio_api import ClientTLS, DestinationRule, ManifestError, PeerAuthentication
-from meshproof.scenario import SUPPORTED_ISTIO_VERSIONS, Scenario
+from meshproof.istio_api import ClientTLS, DestinationRule, PeerAuthentication
+from meshproof.scenario import Scenario, check_istio_version
 
 ISTIO = "istio/istio"
 SRC_PA_COMPOSE = f"{ISTIO} pilot/pkg/security/authn/policy_applier.go ComposePeerAuthentication"
@@ -43,9 +44,16 @@ SRC_DR_PORT = f"{ISTIO} pilot/pkg/networking/util/util.go GetPortLevelTrafficPol
 SRC_HOST = f"{ISTIO} pilot/pkg/model/config.go ResolveShortnameToFQDN + MostSpecificHostMatch"
 SRC_UPSTREAM_TLS = (f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go constructUpstreamTLS + "
                     "setAutoSniAndAutoSanValidation; envoy default_validator.cc verifySubjectAltName")
+SRC_ISTIO_MUTUAL = (f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go buildUpstreamTLSSettings + "
+                    "buildIstioMutualTLS + buildUpstreamClusterTLSContext (case ISTIO_MUTUAL)")
 SRC_CREDENTIAL = f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go buildUpstreamClusterTLSContext (credentialName)"
 SRC_REACHABILITY = f"{ISTIO} tests/integration/security/reachability_test.go TestReachability"
 SRC_FILE_CERTS = f"{ISTIO} tests/integration/security/file_mounted_certs/p2p_mtls_test.go TestClientToServiceTls"
+
+# The SNI Istio sets for ISTIO_MUTUAL when the DestinationRule names none: the cluster name
+# (pilot/pkg/model/service.go BuildSubsetKey). The wire classifier (probes/verdict.py) calls a flow Istio mTLS
+# only with this SNI form and Istio's ALPN.
+ISTIO_SNI = re.compile(r"^outbound_\.\d+_\.[^_]*_\..+$")
 
 # What a user of Istio's docs mounts for DestinationRule MUTUAL: the workload's own mesh-CA files
 # (the reference mesh mounts them in each sidecar; on kube via sidecar.istio.io/userVolumeMount).
@@ -446,6 +454,9 @@ class Origination:
     # accepts the ClientHello: STRICT for any TLS, PERMISSIVE only for Istio's ALPN; otherwise the server
     # refuses at filter chain match, before it sends a certificate.
     rejects_server_cert: str | None = None
+    # ISTIO_MUTUAL with a DestinationRule sni that is not of Istio's outbound_ form: Istio's ALPN goes out
+    # without Istio's SNI, so the wire is not recognisable as Istio mTLS.
+    foreign_sni: bool = False
 
 
 def client_origination(scenario: Scenario, policy: ServerPolicy, chosen: ChosenRule) -> Origination:
@@ -479,14 +490,7 @@ def client_origination(scenario: Scenario, policy: ServerPolicy, chosen: ChosenR
     if mode == "DISABLE":
         return Origination("plaintext", None, (*steps, "the DestinationRule sets tls DISABLE: plaintext"))
     if mode == "ISTIO_MUTUAL":
-        steps.append("the DestinationRule sets ISTIO_MUTUAL: Istio mTLS to every endpoint, sidecar or not")
-        spiffe = server.spiffe_id
-        if cluster_tls.subject_alt_names and spiffe not in cluster_tls.subject_alt_names \
-                and not cluster_tls.insecure_skip_verify:
-            # buildUpstreamTLSSettings: the DR's subjectAltNames replace the service accounts.
-            return Origination("istio-mutual", None, tuple(steps), (
-                f"subjectAltNames {list(cluster_tls.subject_alt_names)} do not include the server's {spiffe}"))
-        return Origination("istio-mutual", None, tuple(steps))
+        return _istio_mutual(cluster_tls, server.spiffe_id, steps)
     sends = mode.lower()
     if cluster_tls.credential_name and not entry.first.workload_selector \
             and not cluster_tls.credential_name.startswith("configmap://"):
@@ -502,6 +506,27 @@ def client_origination(scenario: Scenario, policy: ServerPolicy, chosen: ChosenR
         return Origination(sends, None, tuple(steps))
     trusted, why = _verifies_server(cluster_tls, scenario)
     return Origination(sends, None, tuple(steps), None if trusted else why)
+
+
+def _istio_mutual(tls: ClientTLS, spiffe: str, steps: list[str]) -> Origination:
+    """A DestinationRule's ISTIO_MUTUAL. Source: SRC_ISTIO_MUTUAL."""
+    steps.append("the DestinationRule sets ISTIO_MUTUAL: Istio mTLS to every endpoint, sidecar or not")
+    if tls.insecure_skip_verify:
+        # The ISTIO_MUTUAL context always validates with the mesh root (SDS ROOTCA) and MatchSubjectAltNames.
+        # buildIstioMutualTLS drops the flag in 1.28/1.29; 1.30 keeps it for dynamic-forward-proxy clusters only.
+        steps.append("insecureSkipVerify has no effect with ISTIO_MUTUAL: the server certificate is still checked "
+                     "against the mesh root CA and the expected identities")
+    foreign_sni = bool(tls.sni) and not ISTIO_SNI.match(tls.sni)
+    if foreign_sni:
+        # The inbound filter chains match transport protocol and ALPN only, never the SNI
+        # (filterchain_options.go FilterChainMatchOptions has no server names), so the server still accepts.
+        steps.append(f"the DestinationRule's sni {tls.sni!r} replaces Istio's outbound_ SNI, so Istio's ALPN goes "
+                     "out without Istio's SNI and the wire does not read as Istio mTLS")
+    rejects = None
+    if tls.subject_alt_names and spiffe not in tls.subject_alt_names:
+        # buildUpstreamTLSSettings: the DR's subjectAltNames replace the service accounts.
+        rejects = f"subjectAltNames {list(tls.subject_alt_names)} do not include the server's {spiffe}"
+    return Origination("istio-mutual", None, tuple(steps), rejects, foreign_sni)
 
 
 def _auto_mtls(scenario: Scenario, policy: ServerPolicy, endpoint_mode: str | None,
@@ -564,10 +589,8 @@ def _verifies_server(tls: ClientTLS, scenario: Scenario) -> tuple[bool, str]:
 
 def expect(scenario: Scenario) -> Prediction:
     """What Istio does with one request sleep -> httpbin's Service port in this scenario."""
-    if scenario.istio_version not in SUPPORTED_ISTIO_VERSIONS:
-        # Scenario files are validated on load; this catches a version set afterwards (--istio-version).
-        raise ManifestError(f"{scenario.name or 'scenario'} with --istio-version", "scenario", "istio_version",
-                            f"{scenario.istio_version!r} is not supported; allowed: {', '.join(SUPPORTED_ISTIO_VERSIONS)}")
+    # Scenario files are checked on load; this catches a version set afterwards (--istio-version).
+    check_istio_version(scenario.istio_version, scenario.name or "scenario", "istio_version")
     policy = server_policy(scenario)
     chosen = select_destination_rule(scenario) if scenario.client.sidecar else ChosenRule(None, ())
     origin = client_origination(scenario, policy, chosen)
@@ -579,6 +602,8 @@ def expect(scenario: Scenario) -> Prediction:
         origin = replace(origin, steps=(*origin.steps, origin.rejects_server_cert))
     rule = RULES[rule_id]
     wire = rule.wire or ("mtls" if origin.sends == "istio-mutual" else "app-tls")
+    if wire == "mtls" and origin.foreign_sni:
+        wire = "app-tls"
     client_tls = "plaintext" if origin.sends == "naked" else origin.sends
     identity = scenario.client.spiffe_id if rule.identity else None
     server_text = "the server has no sidecar" if policy.mode == "no-sidecar" else \

@@ -105,12 +105,10 @@ def matrix_scenarios() -> list[tuple[str, dict]]:
 
 def matrix_predictions(istio_version: str | None = None) -> list[dict]:
     """The default matrix with the oracle's prediction per cell, for `meshproof expect --matrix`."""
-    from meshproof.istio_api import ManifestError
-    from meshproof.scenario import SUPPORTED_ISTIO_VERSIONS, scenario_from_dict
+    from meshproof.scenario import check_istio_version, scenario_from_dict
 
-    if istio_version is not None and istio_version not in SUPPORTED_ISTIO_VERSIONS:
-        raise ManifestError("--istio-version", "matrix", "istio_version",
-                            f"{istio_version!r} is not supported; allowed: {', '.join(SUPPORTED_ISTIO_VERSIONS)}")
+    if istio_version is not None:
+        check_istio_version(istio_version, "--istio-version", "istio_version", resource="matrix")
     out = []
     for cell, data in matrix_scenarios():
         if istio_version is not None:
@@ -254,6 +252,14 @@ def scope_scenarios() -> list[tuple[str, dict]]:
         # ISTIO_MUTUAL from a DestinationRule goes to a sidecar-less server too (no auto fallback).
         ("dr-istio-mutual-naked-server", "ISTIO_MUTUAL to a server without sidecar", [dr("ISTIO_MUTUAL")],
          {"server_sidecar": False}),
+        # ISTIO_MUTUAL with its own sni: the server's chains match ALPN, never SNI, so the call succeeds with
+        # the client's identity, but Istio's ALPN goes out with the user's SNI (the wire reads app TLS).
+        ("dr-istio-mutual-custom-sni", "ISTIO_MUTUAL with sni set to the service host, under STRICT",
+         [pa("STRICT"), dr(None, traffic_policy={"tls": tls("ISTIO_MUTUAL", sni=HOST)})], {}),
+        # insecureSkipVerify does not switch off ISTIO_MUTUAL's subjectAltNames check.
+        ("dr-istio-mutual-insecure-wrong-san", "ISTIO_MUTUAL, insecureSkipVerify, subjectAltNames of another SA",
+         [dr(None, traffic_policy={"tls": tls("ISTIO_MUTUAL", insecureSkipVerify=True,
+                                              subjectAltNames=["spiffe://cluster.local/ns/other/sa/other"])})], {}),
         # Auto mTLS falls back to plaintext for a sidecar-less server even under mesh STRICT
         # (reachability_test.go 'global automtls strict': notFromNaked succeed).
         ("auto-mtls-naked-server", "mesh STRICT, no DestinationRule, server without sidecar",

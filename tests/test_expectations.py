@@ -6,6 +6,7 @@ truth table is hit by at least one case, and deliberately wrong rules make the c
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,14 @@ CASES: list[tuple[str, dict, str, str, str]] = [
     ("istio-mutual-right-san-strict", scenario([pa("STRICT"), dr(None, traffic_policy={"tls": tls(
         "ISTIO_MUTUAL", subjectAltNames=["spiffe://cluster.local/ns/httpbin/sa/httpbin"])})]), "mtls",
      "istio-mutual-accepted", "cluster_tls.go buildIstioMutualTLS"),
+    ("istio-mutual-insecure-wrong-san-permissive", scenario([dr(None, traffic_policy={"tls": tls(
+        "ISTIO_MUTUAL", insecureSkipVerify=True, subjectAltNames=["spiffe://cluster.local/ns/other/sa/other"])})]),
+     "503", "client-rejects-server-cert-503",
+     ("cluster_tls.go buildUpstreamClusterTLSContext case ISTIO_MUTUAL (always MatchSubjectAltNames + ROOTCA; "
+      "buildIstioMutualTLS drops insecureSkipVerify in 1.28/1.29, 1.30 reads it for DFP clusters only)")),
+    ("istio-mutual-custom-sni-strict", scenario([pa("STRICT"), dr(None, traffic_policy={"tls": tls(
+        "ISTIO_MUTUAL", sni="httpbin.httpbin.svc.cluster.local")})]), "mtls", "istio-mutual-accepted",
+     "cluster_tls.go buildUpstreamClusterTLSContext (Sni = tls.Sni); filterchain_options.go (no SNI match inbound)"),
     ("istio-mutual-wrong-san-disable", scenario([pa("DISABLE"), dr(None, traffic_policy={"tls": tls(
         "ISTIO_MUTUAL", subjectAltNames=["spiffe://x/ns/o/sa/o"])})]), "503", "istio-mutual-to-disable-503",
      "filterchain_options.go inboundPlainTextHTTPFilterChainMatchOptions (refused before any certificate)"),
@@ -194,6 +203,59 @@ def test_mutual_cell_wire_is_app_tls_not_istio():
     assert "auto_san_validation" in p.reason
 
 
+# --- ISTIO_MUTUAL details (cluster_tls.go buildUpstreamTLSSettings, buildUpstreamClusterTLSContext) --------
+
+OTHER_SAN = "spiffe://cluster.local/ns/other/sa/other"
+
+
+def istio_mutual(*resources, **settings) -> dict:
+    return scenario([*resources, dr(None, traffic_policy={"tls": tls("ISTIO_MUTUAL", **settings)})])
+
+
+@pytest.mark.parametrize("resources", [[pa("STRICT")], []], ids=["strict", "permissive"])
+def test_insecure_skip_verify_does_not_skip_the_san_check(resources):
+    # The ISTIO_MUTUAL context always carries MatchSubjectAltNames and the mesh root; the flag changes nothing.
+    p = predict(istio_mutual(*resources, insecureSkipVerify=True, subjectAltNames=[OTHER_SAN]))
+    assert (p.outcome, p.rule) == ("503", "client-rejects-server-cert-503"), p.details
+    assert any("insecureSkipVerify has no effect" in step for step in p.details)
+    # ... and with the server's own identity (or none listed) the call still succeeds.
+    for sans in (["spiffe://cluster.local/ns/httpbin/sa/httpbin"], []):
+        p = predict(istio_mutual(*resources, insecureSkipVerify=True, subjectAltNames=sans))
+        assert (p.outcome, p.wire) == ("mtls", "mtls"), p.details
+
+
+@pytest.mark.parametrize("resources,outcome", [([pa("STRICT")], "mtls"), ([], "mtls"), ([pa("DISABLE")], "503")],
+                         ids=["strict", "permissive", "disable"])
+def test_istio_mutual_with_own_sni_is_not_istio_on_the_wire(resources, outcome):
+    # Sni = tls.Sni replaces the outbound_ cluster name; Istio's ALPN stays. The inbound chains match ALPN
+    # and transport protocol, never server names, so STRICT and PERMISSIVE accept it with the client's identity.
+    p = predict(istio_mutual(*resources, sni="httpbin.httpbin.svc.cluster.local"))
+    assert (p.outcome, p.wire, p.client_tls) == (outcome, "app-tls", "istio-mutual"), p.details
+    assert p.peer_identity == (SLEEP_ID if outcome == "mtls" else None)
+    assert "without Istio's SNI" in " ".join(p.details)
+
+
+def test_istio_mutual_with_an_outbound_sni_stays_istio_mtls():
+    p = predict(istio_mutual(pa("STRICT"), sni="outbound_.8000_._.httpbin.httpbin.svc.cluster.local"))
+    assert (p.outcome, p.wire) == ("mtls", "mtls")
+
+
+def test_istio_sni_form_agrees_with_the_wire_classifier():
+    # The oracle predicts the label probes/verdict.py gives; both must read the same SNIs as Istio's.
+    from probes.verdict import is_mesh_sni
+
+    for sni in ("outbound_.8000_._.httpbin.httpbin.svc.cluster.local", "outbound_.80_.v1_.a.b.svc.cluster.local",
+                "httpbin.httpbin.svc.cluster.local", "outbound_.x_._.host", "inbound_.8080_._.host", ""):
+        assert bool(expectations.ISTIO_SNI.match(sni)) == is_mesh_sni(sni), sni
+
+
+def test_mutation_sni_ignored_is_caught(monkeypatch):
+    # An oracle that calls every ISTIO_MUTUAL flow Istio mTLS, whatever its SNI, predicts the wrong wire.
+    monkeypatch.setattr(expectations, "ISTIO_SNI", re.compile(".*"))
+    p = predict(istio_mutual(pa("STRICT"), sni="httpbin.httpbin.svc.cluster.local"))
+    assert p.wire == "mtls"
+
+
 # --- PeerAuthentication scope (policy_applier.go ComposePeerAuthentication, authentication.go) ---------
 
 def mode_of(resources, **server):
@@ -285,6 +347,8 @@ def test_auto_mtls(resources, outcome, client_tls):
     ("dr-port-level-without-tls-top-disable", "plaintext"),
     ("dr-port-level-without-tls-naked-server", "plaintext"),
     ("dr-credential-name-without-selector", "plaintext"),
+    ("dr-istio-mutual-custom-sni", "istio-mutual"),
+    ("dr-istio-mutual-insecure-wrong-san", "istio-mutual"),
     ("dr-istio-mutual-naked-server", "istio-mutual"),
     ("dr-root-wildcard-istio-mutual-naked-server", "istio-mutual"),
     ("dr-root-wildcard-istio-mutual", "istio-mutual"),

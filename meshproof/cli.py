@@ -87,11 +87,9 @@ def _expect(args) -> int:
     if args.istio_version:
         from dataclasses import replace
 
-        from meshproof.scenario import SUPPORTED_ISTIO_VERSIONS
-        if args.istio_version not in SUPPORTED_ISTIO_VERSIONS:
-            raise UsageError(f"--istio-version {args.istio_version!r} is not supported; "
-                             f"allowed: {', '.join(SUPPORTED_ISTIO_VERSIONS)}")
-        scenario = replace(scenario, istio_version=args.istio_version)
+        from meshproof.scenario import check_istio_version
+        version = check_istio_version(args.istio_version, "command line", "--istio-version")
+        scenario = replace(scenario, istio_version=version)
     print(json.dumps(expectations.expect(scenario).to_json()))
     return EXIT_OK
 

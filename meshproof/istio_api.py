@@ -111,9 +111,9 @@ def parse_resource(doc: Any, source: str, index: int) -> Resource:
     if not isinstance(metadata, dict):
         raise ManifestError(source, where, "metadata", "required mapping with name and namespace")
     name, namespace = metadata.get("name"), metadata.get("namespace")
-    if not isinstance(name, str) or not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
+    if not is_dns_subdomain(name):
         raise ManifestError(source, where, "metadata.name", f"{name!r} is not a DNS-1123 subdomain")
-    if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63:
+    if not is_dns_label(namespace):
         raise ManifestError(source, where, "metadata.namespace",
                             f"{namespace!r}: required, a DNS-1123 label (meshproof never guesses a namespace)")
     spec = doc.get("spec", {})
@@ -179,12 +179,19 @@ def _destination_rule(spec, name, namespace, index, source, where) -> Destinatio
     tls, port_tls = _traffic_policy_tls(policy, source, where, "spec.trafficPolicy") if policy is not None \
         else (None, {})
     subsets = []
-    for i, subset in enumerate(spec.get("subsets") or []):
+    raw_subsets = spec.get("subsets") or []
+    if not isinstance(raw_subsets, list):
+        raise ManifestError(source, where, "spec.subsets", "must be a list of {name: ..., labels: {...}}")
+    for i, subset in enumerate(raw_subsets):
         path = f"spec.subsets[{i}]"
         if not isinstance(subset, dict) or not isinstance(subset.get("name"), str) or not subset["name"]:
             raise ManifestError(source, where, f"{path}.name", "every subset needs a name")
+        _reject_unknown(subset, ("name", "labels", "trafficPolicy"), source, where, path)
         if subset["name"] in subsets:
             raise ManifestError(source, where, f"{path}.name", f"duplicate subset name {subset['name']!r}")
+        if subset.get("labels") is not None:
+            # validation.go validateSubset: labels.Instance(subset.Labels).Validate()
+            check_labels(subset["labels"], source, where, f"{path}.labels")
         if subset.get("trafficPolicy") is not None:
             _traffic_policy_tls(subset["trafficPolicy"], source, where, f"{path}.trafficPolicy")
         subsets.append(subset["name"])
@@ -241,15 +248,16 @@ def _client_tls(tls: Any, source: str, where: str, path: str) -> ClientTLS | Non
     if mode not in DR_TLS_MODES:
         raise ManifestError(source, where, f"{path}.mode",
                             f"{mode!r} is not a TLS mode; allowed: {', '.join(DR_TLS_MODES)}")
+    _check_tls_types(tls, source, where, path)
     settings = ClientTLS(
         mode=mode,
-        client_certificate=str(tls.get("clientCertificate", "")),
-        private_key=str(tls.get("privateKey", "")),
-        ca_certificates=str(tls.get("caCertificates", "")),
-        credential_name=str(tls.get("credentialName", "")),
-        sni=str(tls.get("sni", "")),
+        client_certificate=tls.get("clientCertificate") or "",
+        private_key=tls.get("privateKey") or "",
+        ca_certificates=tls.get("caCertificates") or "",
+        credential_name=tls.get("credentialName") or "",
+        sni=tls.get("sni") or "",
         subject_alt_names=tuple(tls.get("subjectAltNames") or ()),
-        insecure_skip_verify=bool(tls.get("insecureSkipVerify", False)),
+        insecure_skip_verify=bool(tls.get("insecureSkipVerify")),
     )
     file_certs = settings.client_certificate or settings.private_key or settings.ca_certificates or tls.get("caCrl")
     # validation/agent/validation.go ValidateTLS; the insecureSkipVerify checks apply to SIMPLE and MUTUAL only
@@ -274,6 +282,25 @@ def _client_tls(tls: Any, source: str, where: str, path: str) -> ClientTLS | Non
     return settings
 
 
+_TLS_STRING_FIELDS = ("clientCertificate", "privateKey", "caCertificates", "credentialName", "sni", "caCrl")
+
+
+def _check_tls_types(tls: dict, source: str, where: str, path: str) -> None:
+    # The CRD's OpenAPI schema types every ClientTLSSettings field; the API server refuses a wrong type
+    # rather than converting it. A null is pruned like an absent field (insecureSkipVerify is nullable).
+    for name in _TLS_STRING_FIELDS:
+        value = tls.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ManifestError(source, where, f"{path}.{name}", f"{value!r} must be a string")
+    names = tls.get("subjectAltNames")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise ManifestError(source, where, f"{path}.subjectAltNames",
+                            f"{names!r} must be a list of strings, like [spiffe://cluster.local/ns/NS/sa/SA]")
+    skip = tls.get("insecureSkipVerify")
+    if skip is not None and not isinstance(skip, bool):
+        raise ManifestError(source, where, f"{path}.insecureSkipVerify", f"{skip!r}: allowed: true, false")
+
+
 def _export_to(value: Any, source: str, where: str, namespace: str, has_selector: bool) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -281,7 +308,7 @@ def _export_to(value: Any, source: str, where: str, namespace: str, has_selector
         raise ManifestError(source, where, "spec.exportTo", "must be a list of namespaces, '.' or '*'")
     for v in value:
         # visibility.go Instance.Validate: '~' (none) is only for ServiceEntry
-        if v not in (".", "*") and not _DNS_LABEL.match(v):
+        if v not in (".", "*") and not is_dns_label(v):
             raise ManifestError(source, where, "spec.exportTo",
                                 f"{v!r}: allowed values are '.', '*' or a namespace name")
     # validation.go validateExportTo: '.' stands for the own namespace, so '.' plus its name is a duplicate
@@ -303,15 +330,34 @@ def _selector(value: Any, source: str, where: str, path: str) -> dict[str, str] 
     if not isinstance(value, dict):
         raise ManifestError(source, where, path, "must be a mapping {matchLabels: {key: value}}")
     _reject_unknown(value, ("matchLabels",), source, where, path)
-    labels = value.get("matchLabels") or {}
+    return check_labels(value.get("matchLabels") or {}, source, where, f"{path}.matchLabels")
+
+
+def is_dns_label(value: Any) -> bool:
+    """A DNS-1123 label: what Kubernetes allows as a namespace name."""
+    return isinstance(value, str) and len(value) <= 63 and bool(_DNS_LABEL.match(value))
+
+
+def is_dns_subdomain(value: Any) -> bool:
+    """A DNS-1123 subdomain: what Kubernetes allows as an object name (a ServiceAccount's, for one)."""
+    return isinstance(value, str) and len(value) <= 253 and bool(_DNS_SUBDOMAIN.match(value))
+
+
+def check_labels(labels: Any, source: str, resource: str, path: str) -> dict[str, str]:
+    """Kubernetes label keys ([prefix/]name) and values; raise ManifestError naming the first bad one."""
     if not isinstance(labels, dict):
-        raise ManifestError(source, where, f"{path}.matchLabels", "must be a mapping of label key to value")
+        raise ManifestError(source, resource, path, "must be a mapping of label key to string value")
     for key, val in labels.items():
-        key_name = str(key).rsplit("/", 1)[-1]
-        if not _LABEL_KEY_NAME.match(key_name) or len(key_name) > 63:
-            raise ManifestError(source, where, f"{path}.matchLabels", f"{key!r} is not a valid label key")
+        prefix, _, key_name = key.rpartition("/") if isinstance(key, str) else ("", "", "")
+        if not _LABEL_KEY_NAME.match(key_name) or len(key_name) > 63 or (
+                prefix and not is_dns_subdomain(prefix)) or ("/" in key and not prefix):
+            raise ManifestError(source, resource, path,
+                                f"{key!r} is not a valid label key (a string: [DNS subdomain/]name, name at most "
+                                "63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric)")
         if not isinstance(val, str) or not _LABEL_VALUE.match(val) or len(val) > 63:
-            raise ManifestError(source, where, f"{path}.matchLabels.{key}", f"{val!r} is not a valid label value")
+            raise ManifestError(source, resource, f"{path}.{key}",
+                                f"{val!r} is not a valid label value (a string of at most 63 characters of "
+                                "[A-Za-z0-9-_.], starting and ending alphanumeric, or empty)")
     return dict(labels)
 
 

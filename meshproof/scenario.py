@@ -11,11 +11,29 @@ from typing import Any
 
 import yaml
 
-from meshproof.istio_api import ManifestError, Resource, parse_resources
+from meshproof.istio_api import (
+    ManifestError,
+    Resource,
+    check_labels,
+    is_dns_label,
+    is_dns_subdomain,
+    parse_resources,
+)
 
 SUPPORTED_ISTIO_VERSIONS = ("1.28", "1.29", "1.30")
 DEFAULT_ISTIO_VERSION = "1.30"
 DEFAULT_ROOT_NAMESPACE = "istio-system"
+
+
+def check_istio_version(value: Any, source: str, field: str, resource: str = "scenario") -> str:
+    """The one supported-version check, for scenario files, the matrix and --istio-version alike."""
+    version = value if isinstance(value, str) else str(value)
+    if version not in SUPPORTED_ISTIO_VERSIONS:
+        # YAML reads an unquoted 1.30 as the number 1.3
+        hint = "" if isinstance(value, str) else ' (write it quoted, like "1.30")'
+        raise ManifestError(source, resource, field,
+                            f"{version!r} is not supported{hint}; allowed: {', '.join(SUPPORTED_ISTIO_VERSIONS)}")
+    return version
 
 
 def spiffe_id(namespace: str, service_account: str, trust_domain: str = "cluster.local") -> str:
@@ -85,11 +103,8 @@ def scenario_from_dict(data: Any, source: str = "<scenario>") -> Scenario:
     if not isinstance(data, dict):
         raise ManifestError(source, "scenario", "", "must be a mapping with client, server and resources")
     _only(data, _TOP_FIELDS, source, "scenario", "")
-    version = str(data.get("istio_version", DEFAULT_ISTIO_VERSION))
-    if version not in SUPPORTED_ISTIO_VERSIONS:
-        raise ManifestError(source, "scenario", "istio_version",
-                            f"{version!r} is not supported; allowed: {', '.join(SUPPORTED_ISTIO_VERSIONS)}")
-    root = data.get("root_namespace", DEFAULT_ROOT_NAMESPACE)
+    version = check_istio_version(data.get("istio_version", DEFAULT_ISTIO_VERSION), source, "istio_version")
+    root = _namespace(data.get("root_namespace", DEFAULT_ROOT_NAMESPACE), source, "root_namespace")
     client = _workload(data.get("client") or {}, source, "client", "sleep", "sleep")
     server = _workload(data.get("server") or {}, source, "server", "httpbin", "httpbin")
     manifests = data.get("resources") or []
@@ -106,11 +121,15 @@ def _workload(raw: Any, source: str, role: str, default_ns: str, app: str) -> Wo
     sidecar = raw.get("sidecar", True)
     if not isinstance(sidecar, bool):
         raise ManifestError(source, "scenario", f"{role}.sidecar", f"{sidecar!r}: allowed: true, false")
-    labels = raw.get("labels", {"app": app})
-    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise ManifestError(source, "scenario", f"{role}.labels", "must be a mapping of label key to string value")
-    common = {"namespace": str(raw.get("namespace", default_ns)), "sidecar": sidecar, "labels": dict(labels),
-              "service_account": str(raw.get("service_account", app))}
+    labels = check_labels(raw.get("labels", {"app": app}), source, "scenario", f"{role}.labels")
+    account = raw.get("service_account", app)
+    if not is_dns_subdomain(account):
+        # Kubernetes names a ServiceAccount with a DNS-1123 subdomain; it becomes the SPIFFE ID's sa segment
+        raise ManifestError(source, "scenario", f"{role}.service_account",
+                            f"{account!r} is not a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', "
+                            "starting and ending alphanumeric, at most 253 characters)")
+    common = {"namespace": _namespace(raw.get("namespace", default_ns), source, f"{role}.namespace"),
+              "sidecar": sidecar, "labels": labels, "service_account": account}
     if role == "client":
         return Workload(**common)
     ports = {}
@@ -124,6 +143,14 @@ def _workload(raw: Any, source: str, role: str, default_ns: str, app: str) -> Wo
         raise ManifestError(source, "scenario", "server.target_port",
                             f"{ports['target_port']} is reserved for the sidecar ({sorted(reserved)})")
     return Server(**common, **ports)
+
+
+def _namespace(value: Any, source: str, field: str) -> str:
+    if not is_dns_label(value):
+        raise ManifestError(source, "scenario", field,
+                            f"{value!r} is not a namespace name: a DNS-1123 label (lower-case letters, digits and "
+                            "'-', starting and ending alphanumeric, at most 63 characters)")
+    return value
 
 
 def _only(raw: dict, allowed: tuple[str, ...], source: str, resource: str, path: str) -> None:

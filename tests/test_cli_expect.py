@@ -99,6 +99,17 @@ BAD_INPUT = [
     ("unknown-scenario-field", bad(["clients"], {}), ["scenario", "clients", "allowed: name, client, server"]),
     ("bad-sidecar-value", bad(["client", "sidecar"], "yes"), ["client.sidecar", "allowed: true, false"]),
     ("bad-version", bad(["istio_version"], "1.27"), ["istio_version", "allowed: 1.28, 1.29, 1.30"]),
+    ("bad-client-namespace", bad(["client", "namespace"], "Bad NS!"), ["client.namespace", "DNS-1123 label"]),
+    ("server-namespace-number", bad(["server", "namespace"], 5), ["server.namespace", "5 is not a namespace"]),
+    ("bad-root-namespace", bad(["root_namespace"], "Istio_System"), ["root_namespace", "DNS-1123 label"]),
+    ("bad-service-account", bad(["client", "service_account"], "Sleep SA"),
+     ["client.service_account", "DNS-1123 subdomain"]),
+    ("bad-label-key", bad(["server", "labels"], {"bad key": "x"}), ["server.labels", "not a valid label key"]),
+    ("bad-label-value", bad(["server", "labels"], {"app": "http bin"}),
+     ["server.labels.app", "not a valid label value"]),
+    ("label-value-number", bad(["client", "labels"], {"version": 1}), ["client.labels.version", "label value"]),
+    ("labels-not-mapping", bad(["client", "labels"], ["app=sleep"]), ["client.labels", "mapping of label key"]),
+    ("unquoted-version", bad(["istio_version"], 1.3), ["istio_version", "'1.3' is not supported", "quoted"]),
     ("yaml-error", "client: {namespace: sleep\nserver: [\n", ["not valid YAML", "line "]),
     ("not-a-mapping", "- just\n- a list\n", ["scenario", "must be a mapping"]),
 ]
@@ -116,6 +127,16 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, content, words):
         assert word in lines[0]
 
 
+def test_valid_names_and_labels_are_accepted(tmp_path):
+    # The good side of the refusals above: dashes, a dotted service account, prefixed keys, an empty value.
+    data = bad(["client"], {"namespace": "sleep-2", "service_account": "sleep.v2",
+                            "labels": {"app.kubernetes.io/name": "sleep", "version": ""}})
+    data["root_namespace"] = "mesh-root"
+    done = run(str(write(tmp_path, data)))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["server_mode"] == "STRICT"
+
+
 def test_missing_file(tmp_path):
     done = run(str(tmp_path / "nope.yaml"))
     assert done.returncode == 2 and "nope.yaml" in done.stderr and "file not found" in done.stderr
@@ -124,6 +145,7 @@ def test_missing_file(tmp_path):
 def test_bad_version_override():
     done = run(str(EXAMPLES[0]), "--istio-version", "2.0")
     assert done.returncode == 2 and "allowed: 1.28, 1.29, 1.30" in done.stderr
+    assert "--istio-version: '2.0' is not supported" in done.stderr
     done = run("--matrix", "--istio-version", "2.0")
     assert done.returncode == 2 and "--istio-version" in done.stderr
 
@@ -131,3 +153,10 @@ def test_bad_version_override():
 def test_no_arguments():
     done = run()
     assert done.returncode == 2 and "give a scenario file or --matrix" in done.stderr
+
+
+def test_version_check_lives_in_one_place():
+    # Every entry point calls meshproof.scenario.check_istio_version; none keeps its own copy of the rule.
+    for module in ("meshproof/cli.py", "suites/expectations.py", "suites/matrix.py"):
+        text = (ROOT / module).read_text()
+        assert "SUPPORTED_ISTIO_VERSIONS" not in text and "check_istio_version(" in text, module

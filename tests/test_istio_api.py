@@ -116,6 +116,35 @@ INVALID = [
      "spec.exportTo", "workloadSelector"),
     ("dr-subset-without-name", with_spec(dr(None), subsets=[{"labels": {"v": "1"}}]), "spec.subsets[0].name",
      "needs a name"),
+    # Wrong types in ClientTLSSettings: the CRD schema refuses them, nothing is converted.
+    ("tls-san-string", dr_tls({"mode": "ISTIO_MUTUAL", "subjectAltNames": "spiffe://cluster.local/ns/a/sa/b"}),
+     "spec.trafficPolicy.tls.subjectAltNames", "must be a list of strings"),
+    ("tls-san-not-all-strings", dr_tls({"mode": "ISTIO_MUTUAL", "subjectAltNames": ["spiffe://a", 5]}),
+     "spec.trafficPolicy.tls.subjectAltNames", "must be a list of strings"),
+    ("tls-insecure-string", dr_tls({"mode": "SIMPLE", "insecureSkipVerify": "false"}),
+     "spec.trafficPolicy.tls.insecureSkipVerify", "allowed: true, false"),
+    ("tls-insecure-number", dr_tls({"mode": "SIMPLE", "insecureSkipVerify": 0}),
+     "spec.trafficPolicy.tls.insecureSkipVerify", "allowed: true, false"),
+    ("tls-sni-number", dr_tls({"mode": "ISTIO_MUTUAL", "sni": 5}), "spec.trafficPolicy.tls.sni", "must be a string"),
+    ("tls-cert-list", dr_tls({"mode": "MUTUAL", **CERTS, "clientCertificate": ["/c.pem"]}),
+     "spec.trafficPolicy.tls.clientCertificate", "must be a string"),
+    ("tls-ca-crl-number", dr_tls({"mode": "SIMPLE", "caCrl": 1}), "spec.trafficPolicy.tls.caCrl", "must be a string"),
+    ("port-tls-sni-number", with_spec(dr(None), trafficPolicy={"portLevelSettings": [
+        {"port": {"number": 8000}, "tls": {"mode": "ISTIO_MUTUAL", "sni": 8000}}]}),
+     "spec.trafficPolicy.portLevelSettings[0].tls.sni", "must be a string"),
+    ("subsets-not-list", with_spec(dr(None), subsets={"name": "v1"}), "spec.subsets", "must be a list"),
+    ("subset-labels-number", with_spec(dr(None), subsets=[{"name": "v1", "labels": 3}]), "spec.subsets[0].labels",
+     "mapping of label key to string value"),
+    ("subset-label-value-number", with_spec(dr(None), subsets=[{"name": "v1", "labels": {"version": 1}}]),
+     "spec.subsets[0].labels.version", "not a valid label value"),
+    ("subset-label-bad-key", with_spec(dr(None), subsets=[{"name": "v1", "labels": {"bad key": "x"}}]),
+     "spec.subsets[0].labels", "not a valid label key"),
+    ("subset-typo", with_spec(dr(None), subsets=[{"name": "v1", "lables": {"v": "1"}}]), "spec.subsets[0].lables",
+     "allowed: name, labels, trafficPolicy"),
+    ("pa-selector-bad-prefix", pa("STRICT", selector={"Bad_Prefix/app": "x"}), "spec.selector.matchLabels",
+     "not a valid label key"),
+    ("pa-selector-empty-prefix", pa("STRICT", selector={"/app": "x"}), "spec.selector.matchLabels",
+     "not a valid label key"),
     ("dr-subset-bad-tls", with_spec(dr(None), subsets=[{"name": "v1", "trafficPolicy": {"tls": {"mode": "X"}}}]),
      "spec.subsets[0].trafficPolicy.tls.mode", "allowed: DISABLE"),
 ]
@@ -146,3 +175,23 @@ def test_every_invalid_case_differs_from_a_valid_one():
     parse_resources([pa("STRICT", selector={"app": "httpbin"}, ports={8080: "DISABLE"}),
                      dr("MUTUAL", name="m"), dr("DISABLE", name="d", export_to=["."]),
                      with_spec(dr(None, name="s"), subsets=[{"name": "v1"}])], "f.yaml")
+
+
+def test_typed_tls_fields_are_read_as_written():
+    # The well-typed versions of the refused type cases parse, into exactly the values written.
+    san = "spiffe://cluster.local/ns/a/sa/b"
+    peer, rule, port_rule, subset_rule = parse_resources([
+        pa("STRICT", selector={"app.kubernetes.io/name": "httpbin"}),
+        dr_tls({"mode": "ISTIO_MUTUAL", "subjectAltNames": [san], "sni": "x.example", "insecureSkipVerify": False}),
+        with_spec(dr(None, name="p"), trafficPolicy={"portLevelSettings": [
+            {"port": {"number": 8000}, "tls": {"mode": "ISTIO_MUTUAL", "sni": "8000.example"}}]}),
+        with_spec(dr(None, name="s"), subsets=[{"name": "v1", "labels": {"version": "v1", "example.com/tier": ""}}]),
+    ], "f.yaml")
+    assert peer.selector == {"app.kubernetes.io/name": "httpbin"}
+    assert rule.tls == ClientTLS("ISTIO_MUTUAL", sni="x.example", subject_alt_names=(san,))
+    assert port_rule.port_tls[8000].sni == "8000.example" and subset_rule.subsets == ("v1",)
+    # insecureSkipVerify is a nullable BoolValue: null reads as unset, true as true.
+    nullable = parse_resources([dr_tls({"mode": "SIMPLE", "insecureSkipVerify": None}),
+                                dr_tls({"mode": "SIMPLE", "insecureSkipVerify": True}) | {
+                                    "metadata": {"name": "t", "namespace": "sleep"}}], "f.yaml")
+    assert [r.tls.insecure_skip_verify for r in nullable] == [False, True]

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from cluster.faults import FaultError, Faults
+from cluster.faults import FaultError, Faults, FaultUnavailable
 from reports.categories import PLAINTEXT_LEAK, PROPAGATION_TIMEOUT, UNEXPECTED_OUTCOME
 from reports.timeline import draw
 from suites.chaos import checks
 from suites.chaos.checks import FAIL_CLOSED, Expect
-from suites.chaos.traffic import FaultWindow, Request
+from suites.chaos.traffic import FaultWindow, Request, _settle
 
 MTLS = Expect.of("mtls", encrypt=True)
 
@@ -67,6 +67,24 @@ def test_convergence_waits_for_the_outcome_to_stay():
 def test_no_traffic_is_a_failure_not_a_pass():
     assert checks.needs_traffic([], "while down")[0].startswith(UNEXPECTED_OUTCOME)
     assert checks.needs_traffic([req(0, "503")], "while down") == []
+
+
+@pytest.mark.parametrize("app_said", ["mtls", "plaintext"])
+def test_a_200_without_its_flow_is_a_harness_error_whatever_the_app_echoed(app_said):
+    """The app's echo is no proof of the wire: a 200 the capture holds no flow for is an error, not kept."""
+    missed = req(0, app_said, wire="none")
+    _settle(missed)
+    assert missed.outcome == "error"
+    assert "capture holds no mTLS or plaintext flow for it (wire none, 0 flows)" in missed.failure_detail
+    for wire in ("mtls", "plaintext"):  # its sibling with the flow seen takes the wire's word
+        seen = req(1, app_said, wire=wire)
+        seen.flows = 1
+        _settle(seen)
+        assert (seen.outcome, seen.failure_detail) == (wire, None)
+    cut = req(2, app_said, wire="none")
+    cut.curl_exit = 18  # the answer was cut off mid-body
+    _settle(cut)
+    assert cut.outcome == "reset"
 
 
 class Recorder(Faults):
@@ -132,3 +150,21 @@ def test_timeline_draws_a_png(tmp_path):
                [FaultWindow("kill", 100.5, 101.0)], tmp_path / "t.png", title="test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.stat().st_size > 5000
+
+
+def test_only_a_fault_the_target_cannot_inject_skips_a_chaos_test():
+    """A skip is reserved for FaultUnavailable: a NotImplementedError from a bug must fail the test."""
+    from suites.chaos.test_chaos import _run
+
+    def unavailable(*_):
+        raise FaultUnavailable("partition on this target: no NET_ADMIN")
+
+    with pytest.raises(pytest.skip.Exception, match="network impairment: partition on this target"):
+        _run("network impairment", unavailable)
+
+    def unfinished(*_):
+        raise NotImplementedError("a helper the scenario calls is not written yet")
+
+    with pytest.raises(BaseException) as raised:  # BaseException: a skip must land here and fail the test
+        _run("network impairment", unfinished)
+    assert raised.type is NotImplementedError, f"a bug's NotImplementedError became {raised.type.__name__}"

@@ -222,6 +222,18 @@ def test_answers_the_capture_cannot_prove_encrypted_are_harness_errors(mesh, fau
     assert PLAINTEXT_LEAK not in _categories(result)
 
 
+def test_answers_the_capture_missed_are_harness_errors_where_plaintext_is_allowed(mesh, faults):
+    """A sidecar-less client under PERMISSIVE: no phase demands encryption, yet a 200 with no flow on the
+    wire proves nothing and must not keep the outcome the app's echo suggests."""
+    result = scenarios.sidecar_crash(mesh, BlindCapture(faults, mesh), "server", mid_request=False,
+                                     client_sidecar=False)
+    before = result.traffic.of(phase="before")
+    assert before and all(r.outcome == "error" and r.http_status == 200 for r in before), before[:3]
+    assert any(p.startswith(HARNESS_ERROR) and "(before)" in p and "capture holds no" in p
+               for p in result.problems), result.problems[:3]
+    assert PLAINTEXT_LEAK not in _categories(result)
+
+
 def test_control_plane_that_never_left_is_caught(mesh, faults):
     result = scenarios.control_plane_away(mesh, ControlPlaneNeverAway(faults, mesh))
     assert any("changed while away" in p and p.startswith(UNEXPECTED_OUTCOME) for p in result.problems), \

@@ -178,7 +178,7 @@ class Traffic:
             except Exception as err:  # noqa: BLE001 - a probe that broke is recorded (a harness error), not lost
                 request = Request(index=0, client=name, started=started, ended=time.time(), outcome="error",
                                   http_status=None, curl_exit=-1, canary="", phase_at_start=phase,
-                                  failure_detail=f"{type(err).__name__}: {err}")
+                                  failure_detail=f"the probe itself failed: {type(err).__name__}: {err}")
             with self._lock:
                 request.index = len(self.requests)
                 self.requests.append(request)
@@ -218,7 +218,7 @@ class Traffic:
                 if RANK[summary["verdict"]] > RANK[owner.wire]:
                     owner.wire = summary["verdict"]
         for request in self.requests:
-            request.outcome = _settled_outcome(request)
+            _settle(request)
 
     def _phase_of(self, request: Request) -> str | None:
         at_start = at_end = None
@@ -238,14 +238,20 @@ class Traffic:
         return next(when for when, name in self.phases if name == phase)
 
 
-def _settled_outcome(request: Request) -> str:
+def _settle(request: Request) -> None:
     """The outcome as the wire proves it: an answer cut off mid-body (curl exit != 0) is a reset, and a 200
-    is mTLS or plaintext by its flows, not by whether the app echoed an identity."""
+    is mTLS or plaintext by its flows, not by whether the app echoed an identity. A 200 the capture holds no
+    mTLS or plaintext flow for is a harness error in every phase: nothing shows how it crossed the wire."""
     if request.http_status != 200 or request.outcome == "error":
-        return request.outcome
+        return
     if request.curl_exit != 0:
-        return "reset"
-    return request.wire if request.wire in SUCCESS else request.outcome
+        request.outcome = "reset"
+    elif request.wire in SUCCESS:
+        request.outcome = request.wire
+    else:
+        request.failure_detail = (f"answered 200 ({request.outcome} by the app's echo) but the capture holds no "
+                                  f"mTLS or plaintext flow for it (wire {request.wire}, {request.flows} flows)")
+        request.outcome = "error"
 
 
 def flow_spans(pcap: Path) -> dict[frozenset, tuple[float, float]]:

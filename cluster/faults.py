@@ -31,6 +31,11 @@ class FaultError(RuntimeError):
     """A fault could not be injected or healed; the message names the pod and the command."""
 
 
+class FaultUnavailable(NotImplementedError):
+    """This mesh target cannot inject the fault at all (raised before anything was changed); the message
+    says what is missing. The chaos suites skip on this alone: any other error is a failure."""
+
+
 class Faults(ABC):
     """Primitives a mesh target implements, plus bounded windows built on them."""
 

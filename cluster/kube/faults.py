@@ -13,7 +13,7 @@ netfilter rules in the pods' network namespaces.
   server's egress would hold replies in the kernel, where a killed server sidecar cannot take them back).
 - Certificates: what the sidecars serve is read from Envoy's admin /certs through pilot-agent. Istio gives
   no way to re-issue, shorten or swap a workload certificate without restarting the pod, so those faults
-  raise NotImplementedError naming what is missing, and the chaos suites skip them.
+  raise FaultUnavailable naming what is missing, and the chaos suites skip them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from cluster.faults import DEFAULT_BOUND_S, FaultError, Faults, check_role
+from cluster.faults import DEFAULT_BOUND_S, FaultError, Faults, FaultUnavailable, check_role
 from cluster.kube.capture import CONTAINER as TOOLS
 from cluster.kube.capture import PodCapture
 from cluster.kube.client import exec_in
@@ -256,19 +256,19 @@ class KubeFaults(Faults):
     # --- certificates -------------------------------------------------------------------------------
 
     def rotate_certificates(self, handle) -> None:
-        raise NotImplementedError(
+        raise FaultUnavailable(
             "certificate rotation on kube: Istio re-issues a workload certificate only on the agent's own "
             "schedule (SECRET_TTL, SECRET_GRACE_PERIOD_RATIO) or when the pod restarts; there is no API to "
             "trigger a re-issue without a restart")
 
     def expire_certificate(self, handle, role: str, lifetime_s: float) -> float:
-        raise NotImplementedError(
+        raise FaultUnavailable(
             "certificate expiry on kube: istiod's CA sets the lifetime of every certificate it signs (no "
             "per-request TTL below its minimum) and nothing swaps one workload's certificate in place; it needs "
             "a custom CA integration")
 
     def rogue_certificate(self, handle, role: str) -> None:
-        raise NotImplementedError(
+        raise FaultUnavailable(
             "rogue peer on kube: a certificate from an untrusted CA needs a workload whose sidecar serves "
             "file-mounted certificates (userVolumeMount), which means a new pod instead of a swap under traffic")
 

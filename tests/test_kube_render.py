@@ -30,6 +30,7 @@ from cluster.kube.render import (
 from cluster.schemas.validate import SchemaError, errors, validate
 from meshproof.istio_api import ManifestError
 from meshproof.scenario import scenario_from_dict
+from suites.matrix import matrix_scenarios, scope_scenarios
 
 RUN = "kab12c1"
 PA_STRICT = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
@@ -255,15 +256,8 @@ def test_unknown_kind_and_api_version_are_named():
 
 # --- the suites' manifests ------------------------------------------------------------------------
 
-def _suite_cells():
-    matrix = pytest.importorskip("suites.matrix", reason="suites.matrix is not in this tree yet")
-    cells = list(matrix.matrix_scenarios())
-    cells += list(getattr(matrix, "scope_scenarios", list)())
-    return cells
-
-
 def test_every_suite_cell_renders_to_valid_objects():
-    cells = _suite_cells()
+    cells = list(matrix_scenarios()) + list(scope_scenarios())
     assert len(cells) >= 100
     for cell_id, raw in cells:
         scn = scenario_from_dict(copy.deepcopy(raw), cell_id)

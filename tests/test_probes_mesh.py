@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from cluster.local.controlplane import ISTIO_CLIENT_ALPN
 from meshproof.scenario import scenario_from_dict
 from probes.verdict import judge
 
@@ -53,7 +54,8 @@ def test_strict_with_sidecars_is_mtls_on_the_wire(local_mesh):
     assert result.http_status == 200 and result.peer_identity == CLIENT_ID
     assert wire["verdict"] == "mtls" and result.outcome == "mtls"
     assert wire["sni"] == "outbound_.8000_._.httpbin.foo.svc.cluster.local"
-    assert "istio-peer-exchange" in wire["alpn"] and wire["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    # What the reference mesh's client sidecar is configured to offer, seen on the wire.
+    assert wire["alpn"] == ISTIO_CLIENT_ALPN and wire["tls_version"] in ("TLSv1.2", "TLSv1.3")
     assert wire["canary_in_clear"] is False and result.canary
     # The backend keeps the pcap: judged again on its own it gives the same verdict.
     assert judge(wire["pcap"], result.canary)["verdict"] == "mtls"

@@ -107,7 +107,8 @@ def test_istio_mutual_sni_alpn_and_server_identity():
     cluster, _ = _cluster(dr("d", "foo", "ISTIO_MUTUAL"))
     tls = _upstream(cluster["transport_socket"])
     assert tls["sni"] == "outbound_.8000_._.httpbin.bar.svc.cluster.local"
-    assert tls["common_tls_context"]["alpn_protocols"] == ["istio-peer-exchange", "istio"]
+    # What Istio's istio.alpn filter makes the ClientHello offer for an HTTP/1.1 service.
+    assert tls["common_tls_context"]["alpn_protocols"] == ["istio-http/1.1", "istio"]
     assert tls["common_tls_context"]["tls_params"]["tls_maximum_protocol_version"] == "TLSv1_3"
     sans = tls["common_tls_context"]["combined_validation_context"]["default_validation_context"]
     assert {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/bar/sa/httpbin"}} in \
@@ -172,7 +173,7 @@ def test_port_level_tls_overrides_the_rule_for_the_service_port():
 @pytest.mark.parametrize(("mode", "chains"), [
     ("STRICT", [("8080_mtls", "tls", None)]),
     ("PERMISSIVE", [("8080_mtls", "tls", cp.ISTIO_ALPNS), ("8080_plaintext", "raw_buffer", None)]),
-    ("DISABLE", [("8080_plaintext", None, None)]),
+    ("DISABLE", [("8080_plaintext", "raw_buffer", None)]),  # TLS matches no chain: closed, no HTTP 400
 ])
 def test_inbound_chains_per_mode(mode, chains):
     got = cp.inbound_chains(SERVER, 8080, mode)
@@ -184,3 +185,49 @@ def test_inbound_chains_per_mode(mode, chains):
         hcm = chain["filters"][0]["typed_config"]
         assert hcm["forward_client_cert_details"] == "APPEND_FORWARD"
         assert hcm["set_current_client_cert_details"]["uri"] is True
+
+
+@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE", "DISABLE"])
+def test_passthrough_chains_follow_the_workload_mode(mode):
+    chains = cp.inbound_chains(SERVER, None, mode)
+    assert all("destination_port" not in c["filter_chain_match"] for c in chains)
+    transports = [c["filter_chain_match"]["transport_protocol"] for c in chains]
+    assert transports == {"STRICT": ["tls"], "PERMISSIVE": ["tls", "raw_buffer"], "DISABLE": ["raw_buffer"]}[mode]
+
+
+def _credential_dr(selector=None, mode="SIMPLE", name="httpbin-ca", **tls):
+    return dr("cred", "foo", mode, selector=selector, credentialName=name, **tls)
+
+
+def test_credential_name_without_selector_sends_no_tls():
+    cluster, decision = _cluster(_credential_dr())
+    assert "transport_socket" not in cluster and "transport_socket_matches" not in cluster
+    assert "no TLS context" in decision["note"]
+
+
+@pytest.mark.parametrize(("selector", "mode", "name"), [
+    ({"app": "sleep"}, "SIMPLE", "httpbin-ca"),
+    ({"app": "sleep"}, "MUTUAL", "httpbin-ca"),
+    (None, "SIMPLE", "configmap://httpbin-ca"),  # a ConfigMap is readable by anyone: no short cut
+])
+def test_credential_name_otherwise_waits_for_a_secret_that_never_arrives(selector, mode, name):
+    cluster, decision = _cluster(_credential_dr(selector, mode, name))
+    context = _upstream(cluster["transport_socket"])
+    common = context["common_tls_context"]
+    secret_name = name if "://" in name else f"kubernetes://{name}"
+    [cert] = common["tls_certificate_sds_secret_configs"]
+    ca = common["combined_validation_context"]["validation_context_sds_secret_config"]
+    assert (cert["name"], ca["name"]) == (secret_name, secret_name + "-cacert")
+    for sds in (cert, ca):
+        assert sds["sds_config"]["path_config_source"]["path"] == cp.SECRET_NEVER_SERVED
+    assert "tls_certificates" not in common and "alpn_protocols" not in common
+    assert "never arrives" in decision["note"]
+    upstream = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["upstream_http_protocol_options"]
+    assert upstream == {"auto_sni": True, "auto_san_validation": True}
+
+
+def test_credential_name_with_insecure_skip_verify_waits_for_the_certificate_only():
+    cluster, _ = _cluster(_credential_dr({"app": "sleep"}, "MUTUAL", insecureSkipVerify=True))
+    common = _upstream(cluster["transport_socket"])["common_tls_context"]
+    assert "combined_validation_context" not in common and len(common["tls_certificate_sds_secret_configs"]) == 1

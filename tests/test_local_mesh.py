@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -273,6 +274,64 @@ def test_wire_proof_of_mtls_and_plaintext(mesh):
     assert Path(mtls.wire["pcap"]).stat().st_size > 0
     plain = probe(mesh, scenario("PERMISSIVE", None, client_sidecar=False), capture=True)
     assert (plain.outcome, plain.wire["verdict"], plain.wire["canary_in_clear"]) == ("plaintext", "plaintext", True)
+
+
+def _credential_scenario(pa_mode="PERMISSIVE", selector=True):
+    spec = {"host": "httpbin.bar.svc.cluster.local",
+            "trafficPolicy": {"tls": {"mode": "SIMPLE", "credentialName": "httpbin-ca"}}}
+    if selector:
+        spec["workloadSelector"] = {"matchLabels": {"app": "sleep"}}
+    docs = manifests(pa_mode, None) + [{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                                        "metadata": {"name": "cred", "namespace": "foo"}, "spec": spec}]
+    return scenario_from_dict({"client": {"namespace": "foo"}, "server": {"namespace": "bar"},
+                               "resources": docs}, source="test")
+
+
+def test_credential_name_secret_that_never_arrives_is_a_503_with_nothing_on_the_wire(mesh):
+    """A selector-scoped SIMPLE rule with credentialName: Istio builds a TLS context whose secret the mesh never
+    has, so the client sidecar answers 503 and neither TLS nor cleartext reaches the server."""
+    result = probe(mesh, _credential_scenario(), capture=True)
+    assert (result.outcome, result.http_status) == ("503", 503), result.to_json()
+    assert result.wire["verdict"] == "none" and not result.wire["canary_in_clear"], result.wire
+    assert "Secret_is_not_supplied_by_SDS" in result.failure_detail
+
+
+def test_credential_name_checks_go_red_when_the_rule_is_skipped(mesh, monkeypatch):
+    """The check above must be able to fail: a control plane that skips the TLS context (the rule without a
+    selector) sends the request in cleartext, and so does the same rule without a selector."""
+    from cluster.local import controlplane
+
+    monkeypatch.setattr(controlplane, "_credential_skipped", lambda tls, dr: True)
+    broken = probe(mesh, _credential_scenario(), capture=True)
+    assert (broken.outcome, broken.wire["canary_in_clear"]) == ("plaintext", True)
+    monkeypatch.undo()
+    unscoped = probe(mesh, _credential_scenario(selector=False), capture=True)
+    assert (unscoped.outcome, unscoped.wire["canary_in_clear"]) == ("plaintext", True)
+
+
+@pytest.mark.parametrize("dr_mode", ["ISTIO_MUTUAL", "SIMPLE"])
+def test_tls_into_a_disable_server_is_closed_without_an_http_answer(mesh, dr_mode):
+    """DISABLE serves raw_buffer only (as Istio's plaintext filter chain match): a ClientHello matches no
+    chain and is closed; no cleartext HTTP 400 comes back."""
+    result = probe(mesh, scenario("DISABLE", dr_mode), capture=True)
+    assert result.outcome == "503", result.to_json()
+    assert result.wire["response"] != "cleartext" and result.wire["http_status_on_wire"] is None, result.wire
+    assert re.search(r"server:\S*no_filter_chain_match", result.failure_detail), result.failure_detail
+
+
+def test_tls_to_a_port_the_disable_server_does_not_serve_is_closed_too(mesh):
+    """The passthrough chain of a DISABLE workload matches raw_buffer only as well: TLS to another port is
+    refused by the sidecar (no_filter_chain_match) instead of being passed to the app's address."""
+    handle = mesh.deploy(scenario("DISABLE", None, client_sidecar=False))
+    try:
+        server = mesh.sidecar(handle, "server")
+        before = server.counters(r"no_filter_chain_match$")
+        subprocess.run(["ip", "netns", "exec", handle.pair.client.name, "curl", "-sk", "--max-time", "3",
+                        f"https://{handle.pair.server.ip}:9443/"], capture_output=True, check=False)
+        after = server.counters(r"no_filter_chain_match$")
+        assert sum(after.values()) == sum(before.values()) + 1, (before, after)
+    finally:
+        mesh.teardown(handle)
 
 
 def test_a_capture_that_misses_the_probe_is_a_harness_error(mesh, monkeypatch):

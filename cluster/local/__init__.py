@@ -19,15 +19,21 @@ KNOWN_DIFFERENCES = {
         "SPIFFE-only certificate lacks."
     ),
     "credentialName": (
-        "Only Istio's rule that a sidecar sends no TLS for SIMPLE/MUTUAL with credentialName and no workload "
-        "selector is modelled; no secret is ever fetched."
+        "No secret is ever fetched. As in Istio, SIMPLE/MUTUAL with credentialName in a rule without "
+        "workloadSelector (and not configmap://) gets no TLS context, so the sidecar sends plaintext; otherwise "
+        "the cluster's TLS context waits for a secret that never comes. Istio's cluster then keeps warming (an "
+        "older version of it may go on serving until then); here Envoy drops the empty secret source at once and "
+        "every connection closes before a byte is sent (503, nothing on the wire). A secret that does exist on a "
+        "cluster would give TLS there."
     ),
     "endpoints and routing": (
         "One endpoint per Service, static (no EDS, health checks, outlier detection, locality); subsets and "
         "VirtualServices are ignored; each pod pair sees only its own Service."
     ),
-    "metadata exchange": (
-        "ALPN istio-peer-exchange is offered as Istio does, but no peer metadata filter runs; nothing in the "
+    "metadata exchange and ALPN": (
+        "Istio mTLS clusters offer ALPN istio-http/1.1,istio, the list Istio's outbound istio.alpn filter puts in "
+        "the ClientHello for an HTTP/1.1 service; the upstream Envoy here lacks that filter, so the cluster sets "
+        "the list itself (every cluster here is HTTP/1.1). No peer metadata exchange filter runs; nothing in the "
         "suites observes it."
     ),
     "connection reuse": (

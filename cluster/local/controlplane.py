@@ -6,16 +6,19 @@ suites/ (never imported here), so that the suites' comparison of the two means s
   without selector, namespace, workload selector outside the root namespace; oldest wins; UNSET inherits;
   portLevelMtls keyed by the workload's target port, UNSET there inherits the workload mode).
 - Inbound chains for an HTTP port: networking/core/filterchain_options.go (STRICT: TLS only, client cert
-  required; PERMISSIVE: TLS with an Istio ALPN -> mTLS, raw_buffer -> plaintext; DISABLE: plaintext);
+  required; PERMISSIVE: TLS with an Istio ALPN -> mTLS, raw_buffer -> plaintext; DISABLE: raw_buffer only,
+  so TLS meets no chain and is closed);
   XFCC as listener_inbound.go / util.GetProxyHeaders set it (APPEND_FORWARD, subject, URI, DNS).
 - DestinationRule choice: model/push_context.go setDestinationRules and destinationRule (client namespace,
   then the service namespace's exported rules, then the root namespace's; exportTo), destination_rule.go
   mergeDestinationRule (same host: merged, the oldest trafficPolicy wins) and sidecar.go DestinationRule
   (a matching workload selector, else the last rule without one).
-- Client TLS: networking/core/cluster_tls.go (ISTIO_MUTUAL SNI outbound_.<port>_._.<fqdn>, ALPN
-  istio-peer-exchange,istio; SIMPLE/MUTUAL auto SNI and auto SAN validation, no ALPN for HTTP/1.1; auto mTLS
-  only when no rule sets TLS and the service namespace's mode is not DISABLE) and xds/endpoints/
-  mtls_checker.go (an endpoint gets tlsMode=istio only with a sidecar and a non-DISABLE port mode).
+- Client TLS: networking/core/cluster_tls.go (ISTIO_MUTUAL SNI outbound_.<port>_._.<fqdn>; SIMPLE/MUTUAL
+  auto SNI and auto SAN validation, no ALPN for HTTP/1.1; credentialName: no TLS, or a secret that never
+  arrives; auto mTLS only when no rule sets TLS and the service namespace's mode is not DISABLE), the
+  outbound istio.alpn filter (xds/filters/filters.go Alpn: ALPN istio-http/1.1,istio on Istio mTLS clusters)
+  and xds/endpoints/mtls_checker.go (an endpoint gets tlsMode=istio only with a sidecar and a non-DISABLE
+  port mode).
 Service ports are treated as declared HTTP (port name `http`).
 """
 
@@ -33,12 +36,19 @@ TYPE = "type.googleapis.com/envoy."
 CLUSTER_TYPE = TYPE + "config.cluster.v3.Cluster"
 LISTENER_TYPE = TYPE + "config.listener.v3.Listener"
 ISTIO_ALPNS = ["istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"]
-ISTIO_CLIENT_ALPN = ["istio-peer-exchange", "istio"]
+# What Istio's client sidecar offers on an HTTP/1.1 Istio mTLS cluster. The cluster itself says
+# istio-peer-exchange,istio (cluster_tls.go, ALPNInMeshWithMxc), but the outbound HTTP connection manager's
+# istio.alpn filter (xds/filters/filters.go Alpn, on by PILOT_ENABLE_ALPN_FILTER) replaces it per upstream
+# protocol with mtlsHTTP11ALPN; util.AddALPNOverrideToMetadata exempts only SIMPLE/MUTUAL clusters. Upstream
+# Envoy lacks that filter, and every cluster here is HTTP/1.1, so the cluster offers the result directly.
+ISTIO_CLIENT_ALPN = ["istio-http/1.1", "istio"]
 TRUST_DOMAIN_PREFIX = "spiffe://cluster.local/"
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 MESH_CERT_FILES = {"/etc/certs/cert-chain.pem": "cert-chain.pem", "/etc/certs/key.pem": "key.pem",
                    "/etc/certs/root-cert.pem": "root-cert.pem"}
 FLAGS_HEADER = "x-meshproof-response-flags"
+# credentialName secrets come from here: Envoy needs an existing file, and an empty one never holds a secret.
+SECRET_NEVER_SERVED = "/dev/null"
 
 
 class UnsupportedConfig(ManifestError):
@@ -361,6 +371,35 @@ def _simple_or_mutual(client: Pod, tls: ClientTLS, mutual: bool, dr: Destination
     return _tls_socket("UpstreamTlsContext", context)
 
 
+def _credential_skipped(tls: ClientTLS, dr: DestinationRule) -> bool:
+    """cluster_tls.go buildUpstreamClusterTLSContext: for a sidecar, SIMPLE/MUTUAL with a credentialName it
+    would need privileges to read (anything but configmap://) in a rule without workloadSelector gets no TLS
+    context, so that istiod never hands a secret to every sidecar the rule reaches."""
+    return dr.workload_selector is None and not tls.credential_name.startswith("configmap://")
+
+
+def _credential_tls(tls: ClientTLS) -> dict:
+    """constructUpstreamTLS with credentialName (security/model ApplyCustomSDSToClientCommonTLSContext): the
+    certificate and, unless insecureSkipVerify, the CA come over SDS as `<name>` and `<name>-cacert`.
+
+    The reference mesh never has the secret, so both are read from an empty file: Envoy drops the empty
+    update at once, the cluster goes active without a certificate, and each connection is closed before a
+    byte is sent ("Secret is not supplied by SDS") -> 503, as the cluster in Istio never gets one.
+    """
+    name = tls.credential_name if "://" in tls.credential_name else f"kubernetes://{tls.credential_name}"
+    missing = {"resource_api_version": "V3", "path_config_source": {"path": SECRET_NEVER_SERVED}}
+    common: dict = {"tls_params": _tls_params(),
+                    "tls_certificate_sds_secret_configs": [{"name": name, "sds_config": missing}]}
+    if not tls.insecure_skip_verify:
+        common["combined_validation_context"] = {
+            "default_validation_context": {"match_typed_subject_alt_names": _san_matchers(tls.subject_alt_names)},
+            "validation_context_sds_secret_config": {"name": f"{name}-cacert", "sds_config": missing}}
+    context: dict = {"common_tls_context": common}
+    if tls.sni:
+        context["sni"] = tls.sni
+    return _tls_socket("UpstreamTlsContext", context)
+
+
 def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication], drs: list[DestinationRule],
                      root_ns: str, policy_keys: set[tuple[str, str]] = frozenset()) -> tuple[dict, dict]:
     name = f"outbound|{service.port}||{service.host}"
@@ -386,12 +425,17 @@ def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication
     elif tls.mode == "ISTIO_MUTUAL":
         cluster["transport_socket"] = _istio_mutual(client, tls.sni or sni,
                                                     list(tls.subject_alt_names) or sans)
-    elif tls.mode in ("SIMPLE", "MUTUAL") and tls.credential_name:
-        # cluster_tls.go: a sidecar without a selector-scoped rule cannot read credentialName secrets and
-        # sends no TLS at all.
-        decision["note"] = "credentialName on a sidecar: no TLS (as Istio does)"
+    elif tls.mode in ("SIMPLE", "MUTUAL") and tls.credential_name and _credential_skipped(tls, merged.rule):
+        decision["note"] = ("credentialName in a rule without workloadSelector: istiod builds no TLS context "
+                            "for a sidecar, so it sends plaintext")
     elif tls.mode in ("SIMPLE", "MUTUAL"):
-        cluster["transport_socket"] = _simple_or_mutual(client, tls, tls.mode == "MUTUAL", merged.rule)
+        if tls.credential_name:
+            cluster["transport_socket"] = _credential_tls(tls)
+            decision["note"] = (f"credentialName {tls.credential_name!r}: a TLS context whose secret never "
+                                "arrives, so the sidecar answers 503 without sending a byte")
+        else:
+            cluster["transport_socket"] = _simple_or_mutual(client, tls, tls.mode == "MUTUAL", merged.rule)
+        # cluster_tls.go constructUpstreamTLS -> setAutoSniAndAutoSanValidation, with or without credentialName
         auto_sni = not tls.sni
         auto_san = auto_sni and not tls.subject_alt_names and not tls.insecure_skip_verify
     cluster["typed_extension_protocol_options"] = _http_options(auto_sni, auto_san)
@@ -460,8 +504,10 @@ def inbound_chains(pod: Pod, port: int | None, mode: str) -> list[dict]:
     if mode == "PERMISSIVE":
         mtls["filter_chain_match"]["application_protocols"] = ISTIO_ALPNS
         return [mtls, plain]
-    # DISABLE: plaintext only, whatever arrives (TLS bytes then meet an HTTP parser).
-    return [{**plain, "filter_chain_match": match}]
+    # DISABLE: filterchain_options.go inboundPlainTextHTTPFilterChainMatchOptions (a served HTTP port) and
+    # inboundPlainTextFilterChainMatchOptions (the passthrough) match raw_buffer only: a TLS ClientHello
+    # meets no chain and the connection is closed, with no HTTP answer.
+    return [plain]
 
 
 def inbound_passthrough_cluster() -> dict:

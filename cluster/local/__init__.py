@@ -21,10 +21,10 @@ KNOWN_DIFFERENCES = {
     "credentialName": (
         "No secret is ever fetched. As in Istio, SIMPLE/MUTUAL with credentialName in a rule without "
         "workloadSelector (and not configmap://) gets no TLS context, so the sidecar sends plaintext; otherwise "
-        "the cluster's TLS context waits for a secret that never comes. Istio's cluster then keeps warming (an "
-        "older version of it may go on serving until then); here Envoy drops the empty secret source at once and "
-        "every connection closes before a byte is sent (503, nothing on the wire). A secret that does exist on a "
-        "cluster would give TLS there."
+        "the cluster's TLS context waits for a secret that never comes. Istio leaves Envoy's 15 s initial fetch "
+        "timeout in place (security/model SDSAdsConfig), so its cluster warms for up to 15 s (an older version "
+        "may serve meanwhile) and then runs without the secret; here that wait ends at once. After it, both "
+        "close every connection before a byte is sent (503, nothing on the wire)."
     ),
     "endpoints and routing": (
         "One endpoint per Service, static (no EDS, health checks, outlier detection, locality); subsets and "

@@ -384,7 +384,8 @@ def _credential_tls(tls: ClientTLS) -> dict:
 
     The reference mesh never has the secret, so both are read from an empty file: Envoy drops the empty
     update at once, the cluster goes active without a certificate, and each connection is closed before a
-    byte is sent ("Secret is not supplied by SDS") -> 503, as the cluster in Istio never gets one.
+    byte is sent ("Secret is not supplied by SDS") -> 503. In Istio the same happens once Envoy's 15 s initial
+    fetch timeout runs out (security/model SDSAdsConfig leaves it set so a missing secret blocks nothing).
     """
     name = tls.credential_name if "://" in tls.credential_name else f"kubernetes://{tls.credential_name}"
     missing = {"resource_api_version": "V3", "path_config_source": {"path": SECRET_NEVER_SERVED}}

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cluster.backend import outcome_of
-from cluster.kube.backend import parse_curl_output
+from cluster.kube.backend import parse_curl_output, read_probe
 
 SLEEP = "spiffe://cluster.local/ns/sleep-k1/sa/sleep"
+XFCC_SLEEP = [f'By=spiffe://cluster.local/ns/httpbin-k1/sa/httpbin;Hash=ab;Subject="";URI={SLEEP}']
 
 
-def go_httpbin_headers(xfcc: list[str] | None) -> str:
-    headers = {"Host": ["httpbin.httpbin-k1.svc.cluster.local:8000"], "X-Meshproof-Canary": ["mp-canary-1"]}
+def go_httpbin_headers(xfcc: list[str] | None, canary: str | None = "mp-canary-1") -> str:
+    headers = {"Host": ["httpbin.httpbin-k1.svc.cluster.local:8000"]}
+    if canary is not None:
+        headers["X-Meshproof-Canary"] = [canary]
     if xfcc is not None:
         headers["X-Forwarded-Client-Cert"] = xfcc
     return json.dumps({"headers": headers})
@@ -53,3 +58,23 @@ def test_reset_has_no_status_and_keeps_curls_error():
 def test_garbage_is_not_an_identity():
     assert parse_curl_output("<html>oops</html>\n200", "")[1] is None
     assert parse_curl_output('{"headers": ["not", "a", "map"]}\n200', "")[1] is None
+
+
+def test_a_200_that_echoes_this_probes_canary_is_its_answer():
+    outcome, status, identity, detail = read_probe(go_httpbin_headers(XFCC_SLEEP) + "\n200", "", 0, "mp-canary-1")
+    assert (outcome, status, identity, detail) == ("mtls", 200, SLEEP, None)
+
+
+@pytest.mark.parametrize("echoed", ["mp-canary-2", None], ids=["another-probe", "no-canary"])
+def test_a_200_for_another_request_is_a_harness_error(echoed):
+    """A 200 that does not carry this probe's canary (a reused or mixed-up answer) proves nothing about it."""
+    outcome, status, identity, detail = read_probe(go_httpbin_headers(XFCC_SLEEP, echoed) + "\n200", "", 0,
+                                                   "mp-canary-1")
+    assert (outcome, status, identity) == ("error", 200, SLEEP)
+    assert "did not echo this probe's canary mp-canary-1" in detail
+
+
+def test_the_canary_check_leaves_refusals_alone():
+    body = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+    assert read_probe(body + "\n503", "", 0, "mp-canary-1")[0] == "503"
+    assert read_probe("\n000", "curl: (56) Recv failure", 56, "mp-canary-1")[0] == "reset"

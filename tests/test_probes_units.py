@@ -12,7 +12,7 @@ from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
 from probes import tls
-from probes.canary import PREFIX, new_canary
+from probes.canary import PREFIX, echoed_canary, new_canary
 from probes.flows import read_flows
 from probes.identity import peer_identity_from_headers
 from probes.verdict import CaptureError, is_mesh_alpn, is_mesh_sni, judge
@@ -220,3 +220,18 @@ def test_canary_in_another_flow_overrides_a_tls_looking_probe(tmp_path):
     assert [f["canary_in_clear"] for f in wire["flows"]] == [False, True]
     with pytest.raises(CaptureError, match="reused a TLS connection"):
         judge(tmp_path / "bypass.pcap", "mp-canary-absent", S[0], S[1])
+
+
+@pytest.mark.parametrize(("body", "echoed"), [
+    ('{"headers": {"X-Meshproof-Canary": "mp-canary-1"}}', "mp-canary-1"),  # python httpbin
+    ('{"headers": {"X-Meshproof-Canary": ["mp-canary-1"]}}', "mp-canary-1"),  # go-httpbin lists values
+    ('{"headers": {"x-meshproof-canary": "mp-canary-1"}}', "mp-canary-1"),  # header names are case-blind
+    ('{"headers": {"X-Meshproof-Canary": ["mp-canary-1", "mp-canary-2"]}}', "mp-canary-1, mp-canary-2"),
+    ('{"headers": {"Host": "httpbin"}}', None),
+    ('{"headers": ["X-Meshproof-Canary"]}', None),
+    ("[1, 2]", None),
+    ("upstream connect error", None),
+    (b"\xff\xfe", None),
+])
+def test_echoed_canary_reads_both_httpbins_and_nothing_else(body, echoed):
+    assert echoed_canary(body) == echoed

@@ -48,13 +48,13 @@ from cluster.kube.render import (
 from cluster.schemas.validate import validate
 from meshproof.istio_api import parse_resources
 from meshproof.scenario import Scenario
-from probes.canary import new_canary
+from probes.canary import HEADER as CANARY_HEADER
+from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError as WireCaptureError
 from probes.identity import peer_identity_from_headers
 from probes.verdict import judge
 
 SIDECAR = "istio-proxy"
-CANARY_HEADER = "X-Meshproof-Canary"  # the header the local mesh's probe sends too
 CLIENT_REVISION_ENV, SERVER_REVISION_ENV = "MESHPROOF_CLIENT_REVISION", "MESHPROOF_SERVER_REVISION"
 CREATE_SPACING_S = 1.05  # creationTimestamp has 1 s resolution; Istio lets the oldest conflicting policy win
 
@@ -232,7 +232,9 @@ class KubeBackend(MeshBackend):
                                      f"HTTP {result.http_status}, curl exit {result.curl_exit}")
             return result
         result.wire = wire
-        result.outcome = outcome_of(result.http_status, result.curl_exit, wire.get("verdict"), result.peer_identity)
+        if result.outcome != "error":  # a 200 that answered another request stays a harness error
+            result.outcome = outcome_of(result.http_status, result.curl_exit, wire.get("verdict"),
+                                        result.peer_identity)
         return result
 
     def teardown(self, handle: KubeHandle) -> None:
@@ -357,8 +359,8 @@ class KubeBackend(MeshBackend):
         command = ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\\n%{http_code}", "-X", "GET",
                    "-H", f"{CANARY_HEADER}: {canary}", "--data-binary", f"canary={canary}", handle.url]
         done = exec_in(self._cluster(), ns, pod, "sleep", command, timeout_s=30)
-        status, identity, detail = parse_curl_output(done.stdout, done.stderr)
-        return ProbeResult(outcome=outcome_of(status, done.exit_code, None, identity), http_status=status,
+        outcome, status, identity, detail = read_probe(done.stdout, done.stderr, done.exit_code, canary)
+        return ProbeResult(outcome=outcome, http_status=status,
                            curl_exit=done.exit_code, peer_identity=identity, failure_detail=detail,
                            canary=canary, elapsed_ms=done.elapsed_s * 1000,
                            command=f"kubectl exec -n {ns} {pod} -c sleep -- " + " ".join(_quote(c) for c in command),
@@ -429,6 +431,19 @@ def parse_curl_output(stdout: str, stderr: str) -> tuple[int | None, str | None,
     identity = _peer_identity(body) if status == 200 else None
     detail = None if status == 200 else (body.strip()[:500] or stderr.strip()[:500] or None)
     return status, identity, detail
+
+
+def read_probe(stdout: str, stderr: str, curl_exit: int, canary: str) -> tuple[str, int | None, str | None,
+                                                                             str | None]:
+    """(outcome, HTTP status, peer identity, failure detail) of one probe. A 200 that does not echo this
+    probe's canary answered some other request: a harness error, never a pass (as on the local mesh)."""
+    status, identity, detail = parse_curl_output(stdout, stderr)
+    outcome = outcome_of(status, curl_exit, None, identity)
+    if status == 200 and curl_exit == 0 and echoed_canary(stdout.rpartition("\n")[0]) != canary:
+        outcome = "error"
+        detail = (f"the 200 did not echo this probe's canary {canary}: it answered another request; "
+                  f"the probe got HTTP {status}, curl exit {curl_exit}")
+    return outcome, status, identity, detail
 
 
 def _peer_identity(body: str) -> str | None:

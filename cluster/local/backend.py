@@ -26,10 +26,10 @@ from cluster.local.doctor import require as require_prerequisites
 from cluster.local.envoy import Sidecar, envoy_binary
 from cluster.local.iptables import PROXY_UID, ServiceRule
 from cluster.local.lifecycle import STATE_ROOT, RunState, clean_leftovers, install_teardown, owner_alive
-from cluster.local.workloads import Httpbin, Sleep, echoed_canary
+from cluster.local.workloads import Httpbin, Sleep
 from meshproof.istio_api import parse_resources
 from meshproof.scenario import Scenario, Server, Workload
-from probes.canary import new_canary
+from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError
 from probes.identity import peer_identity_from_headers
 

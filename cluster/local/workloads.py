@@ -6,7 +6,6 @@ Both run inside their pod as APP_UID: not the proxy's 1337 (interception must ap
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -16,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.local import netns
+from probes.canary import HEADER as CANARY_HEADER
 
 APP_UID = 1717
-CANARY_HEADER = "X-Meshproof-Canary"
 
 
 def app_python() -> tuple[str, list[str]]:
@@ -125,10 +124,3 @@ def _split_response(output: str) -> tuple[int | None, dict[str, str], str]:
         key, _, value = line.partition(":")
         headers[key.strip().lower()] = value.strip()
     return status, headers, body
-
-
-def echoed_canary(body: str) -> str | None:
-    try:
-        return json.loads(body).get("headers", {}).get(CANARY_HEADER)
-    except (ValueError, AttributeError):
-        return None

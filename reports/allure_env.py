@@ -42,13 +42,14 @@ def _joined(values) -> str:
 
 
 def environment_facts(records: list[CellRecord]) -> dict[str, str]:
-    """What ran: mesh kind(s) and Istio API version(s) from the cells, and the local tool versions.
-    For a kube run the backend knows the control plane's real version: it writes that to
-    environment.properties itself, and those entries win (see write_environment)."""
+    """What ran: mesh kind(s) from the cells, the Istio version(s) the oracle predicted for, and the local tool
+    versions. `oracle_istio_version` is only the API version the expectations were computed for: on the
+    reference mesh no Istio ran. A kube run's backend records the control planes' real versions under keys of
+    their own (istio_control_planes), and entries the run wrote win (see write_environment)."""
     meshes = _joined(r.mesh for r in records)
     facts = {
         "mesh": meshes,
-        "istio_version": _joined(r.istio_version for r in records),
+        "oracle_istio_version": _joined(r.istio_version for r in records),
         "meshproof": meshproof_version(),
         "python": platform.python_version(),
         "cells": str(len(records)),

@@ -12,13 +12,14 @@ import pytest
 
 from reports import build
 from reports.allure_env import (
+    environment_facts,
     read_properties,
     read_recorded_environment,
     record_environment,
     write_environment,
 )
 from reports.categories import CATEGORIES
-from reports.cells import record_cell
+from reports.cells import CellRecord, record_cell
 
 REPORTS_DIR = Path(build.__file__).resolve().parent
 LEAK_CELL = "client-sidecar/server-sidecar/pa-strict/dr-disable"
@@ -69,6 +70,25 @@ def test_environment_keeps_what_the_run_wrote(tmp_path):
     assert read_properties(path) == {"istio_version": "1.29.2", "envoy": "1.40.0", "note": "a=b: c"}
 
 
+def test_oracle_version_is_not_presented_as_a_running_istio():
+    local = [CellRecord(cell="a", passed=True, expected={}, observed={}, mesh="local", istio_version="1.30")]
+    facts = environment_facts(local)
+    assert facts["oracle_istio_version"] == "1.30" and "istio_version" not in facts
+    assert facts["mesh_version"].startswith("reference mesh ")
+    kube = [CellRecord(cell="a", passed=True, expected={}, observed={}, mesh="kube", istio_version="1.29")]
+    facts = environment_facts(kube)
+    assert facts["oracle_istio_version"] == "1.29" and "envoy" not in facts and "mesh_version" not in facts
+
+
+def test_kube_control_plane_versions_stay_beside_the_oracle_version(tmp_path):
+    """The run's recorded real versions and the oracle's version are two facts; neither replaces the other."""
+    (tmp_path / "environment.properties").write_text("istio_control_planes=default=1.29.2\n")
+    kube = [CellRecord(cell="a", passed=True, expected={}, observed={}, mesh="kube", istio_version="1.29")]
+    path = write_environment(tmp_path, environment_facts(kube))
+    env = read_properties(path)
+    assert env["istio_control_planes"] == "default=1.29.2" and env["oracle_istio_version"] == "1.29"
+
+
 def test_recorded_environment_merges_workers(tmp_path, monkeypatch):
     for worker, plane in (("gw0", "1.29.2"), ("gw1", "1.30.3")):
         monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
@@ -86,7 +106,9 @@ def test_build_writes_environment_categories_matrix_and_html(allure_cli, tiny_ru
     assert code == 0
 
     env = read_properties(results / "environment.properties")
-    assert env["mesh"] == "local" and env["istio_version"] == "1.30" and env["cells"] == "1"
+    # The reference mesh ran, not Istio: the version is the one the oracle predicted for, named so.
+    assert env["mesh"] == "local" and env["oracle_istio_version"] == "1.30" and env["cells"] == "1"
+    assert "istio_version" not in env
     assert re.fullmatch(r"\d+\.\d+\.\d+", env["envoy"]) and env["python"].startswith("3.11")
     assert env["kernel"] == "6.18.44"  # recorded by the run's backend
     categories = json.loads((results / "categories.json").read_text())

@@ -82,7 +82,7 @@ def test_clean_removes_the_wire_rig_of_a_killed_process(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    removed = subprocess.run([sys.executable, "-m", "meshproof.cli", "clean"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout
-    assert f"netns {prefix}-c" in removed and f"netns {prefix}-s" in removed
+    # Killed, the rig could not remove its namespaces; a clean did (this one, or a parallel test's mesh start).
+    subprocess.run([sys.executable, "-m", "meshproof.cli", "clean"], cwd=ROOT, capture_output=True, check=True)
     assert not [ns for ns in lifecycle.list_netns() if ns.startswith(prefix)]
+    assert not (lifecycle.STATE_ROOT / prefix).exists()

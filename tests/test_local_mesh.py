@@ -246,8 +246,9 @@ def test_kill_9_then_clean_leaves_nothing_and_spares_live_runs(mesh, tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    removed = lifecycle.clean_leftovers()
-    assert any(f"netns {prefix}" in line for line in removed)
+    # A SIGKILLed run cannot tear itself down, so whatever is gone now was removed by a clean: this one, or
+    # one that a mesh starting in a parallel test ran first.
+    lifecycle.clean_leftovers()
     assert leftovers(prefix) == []
     assert [pid for pid, start in state["pids"] if lifecycle._proc_start_time(pid) == start] == []
     # The live run of this module was not touched.

@@ -11,7 +11,7 @@ from reports.categories import PLAINTEXT_LEAK, PROPAGATION_TIMEOUT, UNEXPECTED_O
 from reports.timeline import draw
 from suites.chaos import checks
 from suites.chaos.checks import FAIL_CLOSED, Expect
-from suites.chaos.traffic import FaultWindow, Request, _settle
+from suites.chaos.traffic import FaultWindow, Request, _settle, retransmissions
 
 MTLS = Expect.of("mtls", encrypt=True)
 
@@ -168,3 +168,23 @@ def test_only_a_fault_the_target_cannot_inject_skips_a_chaos_test():
     with pytest.raises(BaseException) as raised:  # BaseException: a skip must land here and fail the test
         _run("network impairment", unfinished)
     assert raised.type is NotImplementedError, f"a bug's NotImplementedError became {raised.type.__name__}"
+
+
+def test_retransmissions_count_only_segments_sent_again_inside_the_window(tmp_path):
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    def segment(when, seq, flags="PA", payload=b"hello"):
+        frame = Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=8080, flags=flags, seq=seq)
+        frame = frame / payload if payload else frame
+        frame.time = when
+        return frame
+
+    frames = [segment(10.0, 1, "S", b""), segment(10.1, 2), segment(10.2, 7, "A", b""), segment(10.3, 7, "A", b""),
+              segment(11.0, 1, "S", b""), segment(11.5, 2), segment(13.0, 2)]
+    wrpcap(str(tmp_path / "w.pcap"), frames)
+    # The SYN and the data segment each sent again inside [10.5, 12]; bare ACKs repeat without counting.
+    assert retransmissions(tmp_path / "w.pcap", 10.5, 12.0) == 2
+    assert retransmissions(tmp_path / "w.pcap", 10.5, 14.0) == 3
+    assert retransmissions(tmp_path / "w.pcap", 0.0, 10.9) == 0  # nothing resent before its copy came

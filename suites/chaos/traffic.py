@@ -27,7 +27,7 @@ from typing import Any, Self
 from scapy.utils import RawPcapReader
 
 from probes.canary import PREFIX as CANARY_PREFIX
-from probes.flows import read_flows, tcp_of_frame
+from probes.flows import TCP_SYN, read_flows, tcp_of_frame
 from probes.verdict import summarize_flow  # per flow: a window pcap holds many probes
 
 RANK = {"none": 0, "unproven": 1, "mtls": 2, "app-tls": 3, "plaintext": 4}
@@ -267,3 +267,24 @@ def flow_spans(pcap: Path) -> dict[frozenset, tuple[float, float]]:
             when = meta.sec + meta.usec / 1e6
             spans[key] = (spans.get(key, (when, when))[0], when)
     return spans
+
+
+def retransmissions(pcap: Path, start: float, end: float) -> int:
+    """Segments (a SYN or payload) sent again between `start` and `end`: the same endpoints, sequence number
+    and length as an earlier frame. On a veth nothing is lost by itself, so these show packets were dropped."""
+    seen: set[tuple] = set()
+    again = 0
+    with RawPcapReader(str(pcap)) as reader:
+        for frame, meta in reader:
+            parsed = tcp_of_frame(frame, reader.linktype)
+            if parsed is None or len(parsed[2]) < 20:
+                continue
+            src_ip, dst_ip, tcp = parsed
+            flags, length = tcp[13], len(tcp) - (tcp[12] >> 4) * 4
+            if not (flags & TCP_SYN or length > 0):
+                continue
+            key = (src_ip, dst_ip, tcp[0:4], tcp[4:8], length, flags & TCP_SYN)
+            if key in seen and start <= meta.sec + meta.usec / 1e6 <= end:
+                again += 1
+            seen.add(key)
+    return again

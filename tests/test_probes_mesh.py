@@ -83,12 +83,14 @@ def test_client_without_sidecar_to_strict_is_rejected_on_the_wire(local_mesh):
     assert wire["http_status_on_wire"] is None
 
 
-def test_mesh_client_to_plaintext_server_gets_a_400_on_the_wire(local_mesh):
+def test_mesh_client_to_plaintext_only_server_is_refused_on_the_wire(local_mesh):
+    """A DISABLE server has no chain for TLS: the mesh ClientHello is on the wire, then a reset, no answer."""
     result = probe(local_mesh, scenario("DISABLE", client_tls="ISTIO_MUTUAL"))
     wire = result.wire
-    assert result.http_status == 503
-    assert (wire["request"], wire["response"]) == ("tls", "cleartext") and wire["http_status_on_wire"] == 400
-    assert wire["canary_in_clear"] is False
+    assert result.http_status == 503 and "no_filter_chain_match" in result.failure_detail
+    assert (wire["request"], wire["response"]) == ("tls", "none") and wire["http_status_on_wire"] is None
+    assert wire["sni"] == "outbound_.8000_._.httpbin.foo.svc.cluster.local" and wire["flows"][0]["ended"] == "rst"
+    assert wire["verdict"] == "mtls" and wire["canary_in_clear"] is False  # only the handshake's first flight
 
 
 def test_simple_client_tls_is_app_tls(local_mesh):

@@ -86,6 +86,7 @@ class Capture:
         self.packets = 0
         self.dropped = 0  # frames the kernel could not queue for the sniffer: the pcap is then incomplete
         self.timings_ms: dict[str, float] = {}
+        self.settled_by = ""  # after exit: "closed", "quiet" or "limit" (MAX_SETTLE_S ran out)
         self._flows: dict[tuple, dict] = {}
         self._last_frame = 0.0
         self._socket: _ListenSocket | None = None
@@ -135,21 +136,23 @@ class Capture:
         if tcp[13] & TCP_FIN:
             state["fin"].add(src)
 
-    def _settled(self) -> bool:
+    def _settled(self) -> str | None:
+        """Why the capture may stop now: "closed" (every flow ended), "quiet" (silence), or None."""
         assert self._socket is not None
         if select.select([self._socket.ins], [], [], 0)[0]:
-            return False  # frames still queued for the sniffer thread
+            return None  # frames still queued for the sniffer thread
         quiet = time.monotonic() - self._last_frame
         flows = list(self._flows.values())
         if flows and all(f["rst"] or len(f["fin"]) == 2 for f in flows):
-            return quiet >= CLOSED_GRACE_S
-        return quiet >= SETTLE_QUIET_S
+            return "closed" if quiet >= CLOSED_GRACE_S else None
+        return "quiet" if quiet >= SETTLE_QUIET_S else None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         began = time.perf_counter()
         deadline = time.monotonic() + MAX_SETTLE_S
-        while not self._settled() and time.monotonic() < deadline:
+        while not (settled_by := self._settled()) and time.monotonic() < deadline:
             time.sleep(0.001)
+        self.settled_by = settled_by or "limit"
         self.timings_ms["settle"] = (time.perf_counter() - began) * 1e3
         frames = self._stop()
         began = time.perf_counter()

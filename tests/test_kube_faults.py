@@ -415,3 +415,13 @@ def test_kill_script_reports_a_container_without_envoy(tmp_path):
     done = run_in_own_pid_namespace(kill_script(signal.SIGKILL), tmp_path)
     assert done.returncode == 3
     assert "no envoy process in this container" in done.stderr
+
+
+def test_clean_finds_the_istiods_a_dead_run_left_scaled_down():
+    from cluster.kube.faults import RESTORE_ANNOTATION, istiods_to_restore
+
+    deployments = [("istio-system", "istiod", {RESTORE_ANNOTATION: "2"}),
+                   ("istio-system", "istiod-1-30", {"other": "x"}),
+                   ("istio-canary", "istiod-canary", None),
+                   ("istio-system", "istiod-broken", {RESTORE_ANNOTATION: "two"})]
+    assert istiods_to_restore(deployments) == [("istio-system", "istiod", 2)]

@@ -408,9 +408,11 @@ def delete_labelled(cluster: Cluster, selector: str) -> list[str]:
 
 def clean_leftovers(kubeconfig: str | None = None, context: str | None = None) -> list[str]:
     """`meshproof clean --mesh kube`: everything any meshproof run left on this cluster, by label."""
+    from cluster.kube.faults import restore_istiods
+
     cluster = connect(kubeconfig, context)
     try:
-        return delete_labelled(cluster, leftover_selector())
+        return restore_istiods(cluster.apps) + delete_labelled(cluster, leftover_selector())
     finally:
         cluster.api.close()
 

@@ -136,6 +136,33 @@ def istiod_targets(deployments: list[tuple[str, str, str]], revisions: set[str |
 
 # --- the faults ---------------------------------------------------------------------------------------------
 
+# On an istiod deployment scaled to 0 by a control-plane-away fault: the replica count to give back.
+RESTORE_ANNOTATION = "meshproof.io/restore-replicas"
+
+
+def istiods_to_restore(deployments: list[tuple[str, str, dict]]) -> list[tuple[str, str, int]]:
+    """(namespace, name, replicas) for each istiod a dead run left scaled down, from (namespace, name,
+    annotations) of the cluster's istiod deployments."""
+    found = []
+    for ns, name, notes in deployments:
+        value = (notes or {}).get(RESTORE_ANNOTATION)
+        if value is not None and value.isdigit():
+            found.append((ns, name, int(value)))
+    return found
+
+
+def restore_istiods(apps: client.AppsV1Api) -> list[str]:
+    """Scale back every istiod a run left down; returns a line per deployment restored."""
+    deployments = [(d.metadata.namespace, d.metadata.name, d.metadata.annotations)
+                   for d in apps.list_deployment_for_all_namespaces(label_selector="app=istiod").items]
+    restored = []
+    for ns, name, replicas in istiods_to_restore(deployments):
+        apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": replicas}})
+        apps.patch_namespaced_deployment(name, ns, {"metadata": {"annotations": {RESTORE_ANNOTATION: None}}})
+        restored.append(f"deployment {ns}/{name} scaled back to {replicas} replicas")
+    return restored
+
+
 class KubeFaults(Faults):
     backend_name = "kube"
 
@@ -219,6 +246,10 @@ class KubeFaults(Faults):
             with self._lock:
                 if (ns, name) not in self._replicas:  # recorded before scaling, so a heal can always restore
                     self._replicas[(ns, name)] = apps.read_namespaced_deployment_scale(name, ns).spec.replicas
+                    # ...and on the deployment itself, so `meshproof clean --mesh kube` can restore it after
+                    # a run that died while istiod was down.
+                    apps.patch_namespaced_deployment(name, ns, {"metadata": {"annotations": {
+                        RESTORE_ANNOTATION: str(self._replicas[(ns, name)])}}})
             apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": 0}})
         for ns, name in list(self._replicas):
             self._wait_replicas(ns, name, 0)
@@ -238,7 +269,8 @@ class KubeFaults(Faults):
         for (ns, name), replicas in saved.items():
             try:
                 self._wait_replicas(ns, name, replicas)
-            except FaultError as err:
+                apps.patch_namespaced_deployment(name, ns, {"metadata": {"annotations": {RESTORE_ANNOTATION: None}}})
+            except (FaultError, client.ApiException) as err:
                 failures.append(str(err))
         if failures:
             raise FaultError("restoring istiod: " + "; ".join(failures))

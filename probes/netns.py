@@ -39,7 +39,10 @@ def entered(netns: str | None) -> Iterator[None]:
         try:
             yield
         finally:
-            _setns(own, "the thread's original network namespace")
+            if _libc.setns(own, _CLONE_NEWNET) != 0:
+                # Carrying on would open every later socket of this thread in the wrong namespace.
+                os.write(2, f"cannot return from network namespace {netns!r}; aborting\n".encode())
+                os.abort()
     finally:
         os.close(target)
         os.close(own)

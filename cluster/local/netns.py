@@ -5,19 +5,13 @@ The bridge has no address and the root namespace gets no routes or rules: pods o
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import os
 import socket
 import subprocess
-import threading
-from contextlib import contextmanager
 
 from cluster.local.lifecycle import NETNS_ETC, RunState
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-_setns_lock = threading.Lock()
+from probes.netns import entered
 
 
 class NetnsError(RuntimeError):
@@ -87,28 +81,9 @@ def delete_pod(name: str, veth_host: str) -> None:
         etc.rmdir()
 
 
-@contextmanager
-def inside(netns: str):
-    """Run the body with this thread in the pod's network namespace (sockets made here stay there)."""
-    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    home = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
-    try:
-        with _setns_lock:
-            if _libc.setns(target, CLONE_NEWNET) != 0:
-                raise NetnsError(f"setns {netns}: {os.strerror(ctypes.get_errno())}")
-            try:
-                yield
-            finally:
-                if _libc.setns(home, CLONE_NEWNET) != 0:  # never carry on in the wrong namespace
-                    os.abort()
-    finally:
-        os.close(target)
-        os.close(home)
-
-
 def connect(netns: str, host: str, port: int, timeout: float = 1.0) -> socket.socket:
     """A TCP connection made from inside the pod (e.g. to its sidecar's admin on 127.0.0.1)."""
-    with inside(netns):
+    with entered(netns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

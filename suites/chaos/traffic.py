@@ -254,18 +254,21 @@ def _settle(request: Request) -> None:
         request.outcome = "error"
 
 
-def flow_spans(pcap: Path) -> dict[frozenset, tuple[float, float]]:
-    """{(endpoint, endpoint): (first frame time, last frame time)} for every TCP flow of a pcap."""
-    spans: dict[frozenset, tuple[float, float]] = {}
+def _tcp_frames(pcap: Path, min_header: int):
+    """(time, source IP, destination IP, TCP header and payload) of each TCP frame of a pcap."""
     with RawPcapReader(str(pcap)) as reader:
         for frame, meta in reader:
             parsed = tcp_of_frame(frame, reader.linktype)
-            if parsed is None or len(parsed[2]) < 4:
-                continue
-            src_ip, dst_ip, tcp = parsed
-            key = frozenset(((src_ip, int.from_bytes(tcp[0:2], "big")), (dst_ip, int.from_bytes(tcp[2:4], "big"))))
-            when = meta.sec + meta.usec / 1e6
-            spans[key] = (spans.get(key, (when, when))[0], when)
+            if parsed is not None and len(parsed[2]) >= min_header:
+                yield (meta.sec + meta.usec / 1e6, *parsed)
+
+
+def flow_spans(pcap: Path) -> dict[frozenset, tuple[float, float]]:
+    """{(endpoint, endpoint): (first frame time, last frame time)} for every TCP flow of a pcap."""
+    spans: dict[frozenset, tuple[float, float]] = {}
+    for when, src_ip, dst_ip, tcp in _tcp_frames(pcap, 4):
+        key = frozenset(((src_ip, int.from_bytes(tcp[0:2], "big")), (dst_ip, int.from_bytes(tcp[2:4], "big"))))
+        spans[key] = (spans.get(key, (when, when))[0], when)
     return spans
 
 
@@ -274,17 +277,12 @@ def retransmissions(pcap: Path, start: float, end: float) -> int:
     and length as an earlier frame. On a veth nothing is lost by itself, so these show packets were dropped."""
     seen: set[tuple] = set()
     again = 0
-    with RawPcapReader(str(pcap)) as reader:
-        for frame, meta in reader:
-            parsed = tcp_of_frame(frame, reader.linktype)
-            if parsed is None or len(parsed[2]) < 20:
-                continue
-            src_ip, dst_ip, tcp = parsed
-            flags, length = tcp[13], len(tcp) - (tcp[12] >> 4) * 4
-            if not (flags & TCP_SYN or length > 0):
-                continue
-            key = (src_ip, dst_ip, tcp[0:4], tcp[4:8], length, flags & TCP_SYN)
-            if key in seen and start <= meta.sec + meta.usec / 1e6 <= end:
-                again += 1
-            seen.add(key)
+    for when, src_ip, dst_ip, tcp in _tcp_frames(pcap, 20):
+        flags, length = tcp[13], len(tcp) - (tcp[12] >> 4) * 4
+        if not (flags & TCP_SYN or length > 0):
+            continue
+        key = (src_ip, dst_ip, tcp[0:4], tcp[4:8], length, flags & TCP_SYN)
+        if key in seen and start <= when <= end:
+            again += 1
+        seen.add(key)
     return again

@@ -72,6 +72,18 @@ def _out(name: str):
     return OUT / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+@contextmanager
+def under_traffic(mesh, faults, name: str, max_seconds: float, mode: str = "STRICT",
+                  client_sidecar: bool = True) -> Iterator:
+    """A deployed pair with its traffic loop running and past the `before` phase: yields (handle, traffic)."""
+    client = "sidecar" if client_sidecar else "no-sidecar"
+    with deployed(mesh, mode, client_sidecar) as handle, Traffic(mesh, faults, {client: handle}, _out(name),
+                                                                 max_seconds=max_seconds) as traffic:
+        traffic.mark("before")
+        traffic.wait(BEFORE_S)
+        yield handle, traffic
+
+
 def evaluate(traffic: Traffic, expect_of: Callable) -> list[str]:
     """The checks every scenario runs: leaks, plaintext answers policy forbids, outcomes per phase."""
     for request in traffic.requests:
@@ -124,10 +136,7 @@ def sidecar_crash(mesh, faults, role: str, mid_request: bool, client_sidecar: bo
     mode = "STRICT" if client_sidecar else "PERMISSIVE"
     base = predict(mode, client_sidecar)
     fail_closed = FAIL_CLOSED if client_sidecar else Expect(FAIL_CLOSED.outcomes, encrypt=False)
-    with deployed(mesh, mode, client_sidecar) as handle, Traffic(mesh, faults, {client: handle}, _out(name),
-                                                                 max_seconds=20) as traffic:
-        traffic.mark("before")
-        traffic.wait(BEFORE_S)
+    with under_traffic(mesh, faults, name, 20, mode, client_sidecar) as (handle, traffic):
         with faults.packet_delay(handle, 1000) if mid_request else nullcontext():
             if mid_request:
                 traffic.mark("slowed")
@@ -264,10 +273,7 @@ def certificate_rotation(mesh, faults, rotations: int = 3) -> Result:
     """Both workloads get new certificates three times under traffic: no request may fail."""
     name = "certificate rotation under traffic"
     base = predict("STRICT")
-    with deployed(mesh, "STRICT") as handle, Traffic(mesh, faults, {"sidecar": handle}, _out(name),
-                                                     max_seconds=15) as traffic:
-        traffic.mark("before")
-        traffic.wait(BEFORE_S)
+    with under_traffic(mesh, faults, name, max_seconds=15) as (handle, traffic):
         served = [faults.serving_certificates(handle)]
         with traffic.fault("certificate rotations", "rotating", "after"):
             for _ in range(rotations):
@@ -294,10 +300,7 @@ def certificate_expiry(mesh, faults, lifetime_s: float = 1.5) -> Result:
     """The server's certificate expires under traffic: requests fail closed until it is renewed."""
     name = "certificate expiry"
     base = predict("STRICT")
-    with deployed(mesh, "STRICT") as handle, Traffic(mesh, faults, {"sidecar": handle}, _out(name),
-                                                     max_seconds=20) as traffic:
-        traffic.mark("before")
-        traffic.wait(BEFORE_S)
+    with under_traffic(mesh, faults, name, max_seconds=20) as (handle, traffic):
         with traffic.fault("server certificate expires", "short-lived", "after"), \
                 faults.certificate_expiring(handle, "server", lifetime_s) as expiry:
             traffic.wait(max(0.0, expiry - time.time() - 0.25))
@@ -320,10 +323,7 @@ def untrusted_peer(mesh, faults) -> Result:
     """The client presents a certificate with its own SPIFFE ID from a CA the mesh does not trust: refused."""
     name = "untrusted CA peer"
     base = predict("STRICT")
-    with deployed(mesh, "STRICT") as handle, Traffic(mesh, faults, {"sidecar": handle}, _out(name),
-                                                     max_seconds=20) as traffic:
-        traffic.mark("before")
-        traffic.wait(BEFORE_S)
+    with under_traffic(mesh, faults, name, max_seconds=20) as (handle, traffic):
         with traffic.fault("client certificate from a rogue CA", "loading", "after"), \
                 faults.rogue_peer(handle, "client"):
             loaded = traffic.phases[-1][0]
@@ -365,10 +365,7 @@ def network_impairment(mesh, faults, kind: str) -> Result:
               "loss": lambda h: faults.packet_loss(h, 0.3),
               "delay": lambda h: faults.packet_delay(h, 300),
               "partition": lambda h: faults.partitioned(h)}[kind]
-    with deployed(mesh, "STRICT") as handle, Traffic(mesh, faults, {"sidecar": handle}, _out(name),
-                                                     max_seconds=25) as traffic:
-        traffic.mark("before")
-        traffic.wait(BEFORE_S)
+    with under_traffic(mesh, faults, name, max_seconds=25) as (handle, traffic):
         with traffic.fault(what, "injecting", "after"), inject(handle):
             traffic.mark("impaired")
             traffic.wait(seconds)

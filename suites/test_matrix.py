@@ -9,9 +9,9 @@ import pytest
 from suites.matrix import matrix_scenarios
 from suites.runner import cell_marks, run_cell
 
-CELLS = matrix_scenarios()
+SCENARIOS = dict(matrix_scenarios())
 
 
-@pytest.mark.parametrize("cell_id,scenario", [pytest.param(c, s, id=c, marks=cell_marks(s)) for c, s in CELLS])
-def test_matrix(mesh, mesh_options_fixture, cell_id, scenario):
-    run_cell(mesh, mesh_options_fixture, cell_id, scenario, tags=tuple(cell_id.split("/")))
+@pytest.mark.parametrize("cell_id", [pytest.param(c, id=c, marks=cell_marks(s)) for c, s in SCENARIOS.items()])
+def test_matrix(mesh, mesh_options_fixture, cell_id):
+    run_cell(mesh, mesh_options_fixture, cell_id, SCENARIOS[cell_id], tags=tuple(cell_id.split("/")))

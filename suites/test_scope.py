@@ -10,9 +10,10 @@ import pytest
 from suites.matrix import scope_scenarios
 from suites.runner import cell_marks, run_cell
 
-CELLS = scope_scenarios()
+SCENARIOS = dict(scope_scenarios())
 
 
-@pytest.mark.parametrize("cell_id,scenario", [pytest.param(c, s, id=c, marks=cell_marks(s)) for c, s in CELLS])
-def test_scope(mesh, mesh_options_fixture, cell_id, scenario):
-    run_cell(mesh, mesh_options_fixture, cell_id, scenario, tags=("scope",) + tuple(scenario.get("tags", ())))
+@pytest.mark.parametrize("cell_id", [pytest.param(c, id=c, marks=cell_marks(s)) for c, s in SCENARIOS.items()])
+def test_scope(mesh, mesh_options_fixture, cell_id):
+    tags = tuple(dict.fromkeys(("scope", *SCENARIOS[cell_id].get("tags", ()))))  # once each, in order
+    run_cell(mesh, mesh_options_fixture, cell_id, SCENARIOS[cell_id], tags=tags)

@@ -3,6 +3,10 @@
 Safe on shared clusters: it creates only namespaces named `<scenario ns>-<run id>` and labelled with the
 run, touches the root namespace only with --allow-mesh-wide, stops when someone else's mesh-wide policy
 would change the expectations, and removes what it created by label (also after an interrupted run).
+
+Creating pods is what a cell costs on a cluster, so a pod pair (namespaces, workloads) is reused by later
+cells of the same shape: such a cell only deletes the previous cell's Istio objects (by their cell label)
+and creates its own. A few idle pairs are kept; the least recently used beyond that are deleted.
 """
 
 from __future__ import annotations
@@ -34,15 +38,19 @@ from cluster.kube.inspect import (
     root_namespace,
 )
 from cluster.kube.render import (
+    CELL_LABEL,
     OWNER_LABEL,
     ROLE_LABEL,
+    RUN_LABEL,
     Images,
     Revisions,
+    cell_labels,
+    cells_selector,
     leftover_selector,
     namespace_docs,
     policy_docs,
-    run_labels,
     run_selector,
+    shape_key,
     workload_docs,
 )
 from cluster.schemas.validate import validate
@@ -57,6 +65,10 @@ from probes.verdict import judge
 SIDECAR = "istio-proxy"
 CLIENT_REVISION_ENV, SERVER_REVISION_ENV = "MESHPROOF_CLIENT_REVISION", "MESHPROOF_SERVER_REVISION"
 CREATE_SPACING_S = 1.05  # creationTimestamp has 1 s resolution; Istio lets the oldest conflicting policy win
+# Idle pod pairs a backend keeps for later cells of the same shape. The suites list cells grouped by shape,
+# so a few keep reuse high without one pair per shape ever seen piling up on the cluster.
+MAX_IDLE_PAIRS = 3
+DELETE_TIMEOUT_S = 30.0  # a deleted policy without finalizers is gone within a request; this is slack
 
 
 class WorkloadNotReady(RuntimeError):
@@ -64,12 +76,29 @@ class WorkloadNotReady(RuntimeError):
 
 
 @dataclass
+class Pair:
+    """Namespaces and sleep/httpbin pods of one run id, shared by the cells of one shape in turn."""
+
+    key: tuple  # render.shape_key
+    run_id: str
+    namespaces: dict[str, str]  # scenario namespace -> run namespace
+    client_pod: tuple[str, str] = ("", "")  # (namespace, name)
+    server_pod: tuple[str, str, str] = ("", "", "")  # (namespace, name, pod IP)
+    in_use: bool = False
+    last_used: float = 0.0
+    cells: int = 0  # deployed on it so far
+
+
+@dataclass
 class KubeHandle:
     scenario: Scenario
-    run_id: str
+    run_id: str  # the pair's: its namespaces and pods carry it
     namespaces: dict[str, str]  # scenario namespace -> run namespace
     client_pod: tuple[str, str]  # (namespace, name)
     server_pod: tuple[str, str, str]  # (namespace, name, pod IP)
+    cell_id: str = ""  # this cell's: its Istio objects, pcaps and diagnostics carry it
+    pair: Pair | None = None
+    reused: bool = False  # the pods served earlier cells (recorded with every result)
     started: float = field(default_factory=time.monotonic)
     policies: list[dict] = field(default_factory=list)  # as created, for replacement and teardown
     convergence: Convergence | None = None
@@ -106,7 +135,9 @@ class KubeBackend(MeshBackend):
         self.root_ns = "istio-system"
         self.planes: list = []
         self._seq = 0
-        self._handles: dict[str, KubeHandle] = {}
+        self._handles: dict[str, KubeHandle] = {}  # by cell id
+        self.pairs: list[Pair] = []
+        self._faults: list = []  # the KubeFaults handed out: a pair with unhealed faults is not reused
 
     @classmethod
     def from_options(cls, options: Any) -> KubeBackend:
@@ -146,7 +177,8 @@ class KubeBackend(MeshBackend):
             return
         for handle in list(self._handles.values()):
             self.teardown(handle)
-        self._delete_by_selector(f"{OWNER_LABEL}={self.owner}")
+        self._delete_by_selector(f"{OWNER_LABEL}={self.owner}")  # every pair's namespaces and Istio objects
+        self.pairs = []
         self.cluster.api.close()
         self.cluster = None
 
@@ -167,41 +199,96 @@ class KubeBackend(MeshBackend):
             raise KubeUnavailable(f"scenario root_namespace {scenario.root_namespace!r} differs from the cluster's "
                                   f"meshConfig.rootNamespace {self.root_ns!r}")
         self._seq += 1
-        run_id = f"{self.owner}{self._seq:x}"
-        labels = run_labels(self.session, self.owner, run_id)
+        cell_id = f"{self.owner}{self._seq:x}"
+        key = shape_key(scenario, self.revisions)
+        pair = reusable_pair(self.pairs, key)
+        # Everything is rendered and validated (refusals included) before any API call.
+        docs = self._render(scenario, pair.run_id if pair else cell_id, cell_id, workloads=pair is None)
+        self._cluster()
+        if pair is not None and not self._pair_ready(pair):  # e.g. a pod evicted by the node: start afresh
+            self._delete_pair(pair)
+            pair = None
+            docs = self._render(scenario, cell_id, cell_id, workloads=True)
+        if pair is None:
+            for idle in idle_pairs_to_evict(self.pairs, keep=MAX_IDLE_PAIRS - 1):
+                self._delete_pair(idle)
+            pair = self._create_pair(key, cell_id, scenario, docs)
+        pair.in_use, pair.last_used, pair.cells = True, time.monotonic(), pair.cells + 1
+        handle = KubeHandle(scenario, pair.run_id, pair.namespaces, pair.client_pod, pair.server_pod,
+                            cell_id=cell_id, pair=pair, reused=pair.cells > 1)
+        self._handles[cell_id] = handle
+        try:
+            self._clear_cells(pair.run_id)  # normally the previous teardown left nothing
+            self._create_policies(handle, [d for d in docs if d["kind"] in ISTIO_KINDS])
+        except BaseException:
+            self._handles.pop(cell_id, None)
+            self._delete_pair(pair)  # the pair's state is unknown now: nothing half-applied stays
+            raise
+        return handle
+
+    def _render(self, scenario: Scenario, run_id: str, cell_id: str, workloads: bool) -> list[dict]:
+        """A new pair's namespaces and workloads (when `workloads`), then the cell's Istio objects, validated."""
+        labels = cell_labels(self.session, self.owner, run_id, cell_id)
         policies = policy_docs(scenario, run_id, self.allow_mesh_wide, labels)  # refusals before creating
-        namespaces = namespace_docs(scenario, run_id, self.session, self.owner, self.revisions)
-        workloads = workload_docs(scenario, run_id, self.images, self.revisions)
-        for doc in namespaces + workloads + policies:
-            validate(doc, f"kube run {run_id}")
-        cluster = self._cluster()  # everything above refuses bad input before any API call
+        docs = policies
+        if workloads:
+            docs = (namespace_docs(scenario, run_id, self.session, self.owner, self.revisions)
+                    + workload_docs(scenario, run_id, self.images, self.revisions) + policies)
+        for doc in docs:
+            validate(doc, f"kube run {run_id} cell {cell_id}")
+        return docs
+
+    def _create_pair(self, key: tuple, run_id: str, scenario: Scenario, docs: list[dict]) -> Pair:
+        namespaces = [d for d in docs if d["kind"] == "Namespace"]
         names = {d["metadata"]["labels"]["meshproof.io/scenario-namespace"]: d["metadata"]["name"]
                  for d in namespaces}
-        handle = KubeHandle(scenario, run_id, names, ("", ""), ("", "", ""))
-        self._handles[run_id] = handle
+        pair = Pair(key, run_id, names)
+        self.pairs.append(pair)
+        cluster = self._cluster()
         try:
             for doc in namespaces:
                 cluster.core.create_namespace(doc)
-            for doc in workloads:
-                self._create(doc)
+            for doc in docs:
+                if doc["kind"] != "Namespace" and doc["kind"] not in ISTIO_KINDS:
+                    self._create(doc)
             client_pod = self._wait_ready(names[scenario.client.namespace], "sleep", scenario.client.sidecar)
             server_pod = self._wait_ready(names[scenario.server.namespace], "httpbin", scenario.server.sidecar)
-            handle.client_pod = (client_pod.metadata.namespace, client_pod.metadata.name)
-            handle.server_pod = (server_pod.metadata.namespace, server_pod.metadata.name, server_pod.status.pod_ip)
-            self._create_policies(handle, policies)
         except BaseException:
-            self.teardown(handle)
+            self._delete_pair(pair)
             raise
-        return handle
+        pair.client_pod = (client_pod.metadata.namespace, client_pod.metadata.name)
+        pair.server_pod = (server_pod.metadata.namespace, server_pod.metadata.name, server_pod.status.pod_ip)
+        return pair
+
+    def _pair_ready(self, pair: Pair) -> bool:
+        """Both pods still there, Ready, and the server at the address the probes judge the wire by."""
+        core = self._cluster().core
+        for ns, name, ip in (pair.client_pod + ("",), pair.server_pod):
+            try:
+                pod = core.read_namespaced_pod(name, ns)
+            except client.ApiException as err:
+                if err.status == 404:
+                    return False
+                raise
+            ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+            if pod.metadata.deletion_timestamp or not ready or (ip and pod.status.pod_ip != ip):
+                return False
+        return True
+
+    def _delete_pair(self, pair: Pair) -> None:
+        if pair in self.pairs:
+            self.pairs.remove(pair)
+        self._delete_by_selector(run_selector(pair.run_id))
 
     def apply(self, handle: KubeHandle, manifests: list[dict]) -> None:
         resources = parse_resources(manifests, f"apply to run {handle.run_id}")
         scenario = dataclasses.replace(handle.scenario, manifests=tuple(manifests), resources=tuple(resources))
-        labels = run_labels(self.session, self.owner, handle.run_id)
+        labels = cell_labels(self.session, self.owner, handle.run_id, handle.cell_id)
         policies = policy_docs(scenario, handle.run_id, self.allow_mesh_wide, labels)
         for doc in policies:
-            validate(doc, f"kube run {handle.run_id}")
-        self._delete_policies(handle)
+            validate(doc, f"kube run {handle.run_id} cell {handle.cell_id}")
+        self._clear_cells(handle.run_id)
+        handle.policies = []
         handle.scenario = scenario
         self._create_policies(handle, policies)
 
@@ -222,7 +309,7 @@ class KubeBackend(MeshBackend):
         result = self._probe_once(handle, canary)
         try:
             time.sleep(0.3)  # let the last ACKs and FINs reach the capture
-            pcap = self.out_dir / "pcaps" / f"{handle.run_id}-{canary}.pcap"
+            pcap = self.out_dir / "pcaps" / f"{handle.cell_id}-{canary}.pcap"
             pcap.parent.mkdir(parents=True, exist_ok=True)
             pcap.write_bytes(handle.capture.stop(canary))
             wire = judge(pcap, canary, ip, handle.scenario.server.target_port)
@@ -238,26 +325,47 @@ class KubeBackend(MeshBackend):
         return result
 
     def teardown(self, handle: KubeHandle) -> None:
+        """Delete the cell's Istio objects and leave its pods idle for the next cell of the same shape."""
         if self.cluster is None:
             return
-        self._delete_policies(handle)
-        self._delete_by_selector(run_selector(handle.run_id))
-        self._handles.pop(handle.run_id, None)
+        self._handles.pop(handle.cell_id, None)
+        pair = handle.pair
+        if pair is None or pair not in self.pairs:
+            return
+        pair.in_use, pair.last_used = False, time.monotonic()
+        if self._faults_left_on(pair):
+            self._delete_pair(pair)
+            return
+        try:
+            self._clear_cells(pair.run_id)
+        except BaseException:
+            self._delete_pair(pair)
+            raise
+        handle.policies = []
+
+    def _faults_left_on(self, pair: Pair) -> bool:
+        """An unhealed network fault (a qdisc, a DROP rule) would change every later cell on these pods.
+        KubeFaults records what is still applied per (namespace, pod) until its heal succeeds."""
+        pods = {pair.client_pod, pair.server_pod[:2]}
+        return any(commands for faults in self._faults for pod, commands in faults._applied.items()
+                   if pod in pods)
 
     def diagnostics(self, handle: KubeHandle) -> Path:
-        """Write the bundle for a failed cell under out_dir/diagnostics/<run id>/ and return that folder."""
+        """Write the bundle for a failed cell under out_dir/diagnostics/<cell id>/ and return that folder."""
         pods = {"sleep": handle.client_pod, "httpbin": handle.server_pod[:2]}
         parts = diagnostics.collect(self._cluster(), sorted(set(handle.namespaces.values())), pods,
                                     int(time.monotonic() - handle.started) + 60, self.kubeconfig, self.context)
         if handle.convergence:
             parts["convergence.json"] = json.dumps(handle.convergence.summary(), indent=1)
-        handle.diagnostics_dir = diagnostics.write(parts, self.out_dir / "diagnostics" / handle.run_id)
+        handle.diagnostics_dir = diagnostics.write(parts, self.out_dir / "diagnostics" / handle.cell_id)
         return handle.diagnostics_dir
 
     def faults(self):
         from cluster.kube.faults import KubeFaults
 
-        return KubeFaults(self)
+        faults = KubeFaults(self)
+        self._faults.append(faults)
+        return faults
 
     def istio_minor(self) -> str | None:
         """The server side's control plane minor, from the istiod image tag (1.30.3 -> 1.30)."""
@@ -309,17 +417,33 @@ class KubeBackend(MeshBackend):
         if not handle.convergence.converged:  # a propagation timeout: keep the evidence while it is fresh
             handle.diagnostics_dir = self.diagnostics(handle)
 
-    def _delete_policies(self, handle: KubeHandle) -> None:
+    def _clear_cells(self, run_id: str) -> None:
+        """Delete the Istio objects any cell left on this run's pods (the root namespace's too) and wait
+        until they are gone, so the next cell's objects never meet them (same names, older timestamps)."""
         custom = self._cluster().custom
-        for doc in handle.policies:
-            group, version = doc["apiVersion"].split("/")
-            try:
-                custom.delete_namespaced_custom_object(group, version, doc["metadata"]["namespace"],
-                                                       ISTIO_KINDS[doc["kind"]][2], doc["metadata"]["name"])
-            except client.ApiException as err:
-                if err.status != 404:
-                    raise
-        handle.policies = []
+        deadline = time.monotonic() + DELETE_TIMEOUT_S
+        while True:
+            left = cell_objects(self._list_istio(cells_selector(run_id)), run_id)
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"run {run_id}: still there {DELETE_TIMEOUT_S:g} s after deletion: "
+                                   + ", ".join(f"{kind} {ns}/{name}" for kind, ns, name in left))
+            for kind, ns, name in left:
+                group, version, plural = ISTIO_KINDS[kind]
+                try:
+                    custom.delete_namespaced_custom_object(group, version, ns, plural, name)
+                except client.ApiException as err:
+                    if err.status != 404:
+                        raise
+            time.sleep(0.2)
+
+    def _list_istio(self, selector: str) -> list[dict]:
+        custom, items = self._cluster().custom, []
+        for kind, (group, version, plural) in ISTIO_KINDS.items():
+            listed = custom.list_cluster_custom_object(group, version, plural, label_selector=selector)["items"]
+            items += [{**item, "kind": kind} for item in listed]
+        return items
 
     def _delete_by_selector(self, selector: str) -> list[str]:
         return delete_labelled(self._cluster(), selector)
@@ -368,7 +492,8 @@ class KubeBackend(MeshBackend):
 
     @staticmethod
     def _extra(handle: KubeHandle) -> dict[str, Any]:
-        extra: dict[str, Any] = {"run_id": handle.run_id, "namespaces": handle.namespaces}
+        extra: dict[str, Any] = {"run_id": handle.run_id, "cell_id": handle.cell_id, "reused_pods": handle.reused,
+                                 "namespaces": handle.namespaces}
         if handle.convergence:
             extra["convergence"] = handle.convergence.summary()
         if handle.diagnostics_dir:
@@ -404,6 +529,29 @@ def delete_labelled(cluster: Cluster, selector: str) -> list[str]:
             if err.status not in (404, 409):
                 raise
     return removed
+
+
+def cell_objects(items: list[dict], run_id: str) -> list[tuple[str, str, str]]:
+    """(kind, namespace, name) of the listed Istio objects that a cell on this run's pods created: the run
+    label and a cell label, both checked here too, so nothing else is deleted whatever the listing matched."""
+    found = []
+    for item in items:
+        meta = item["metadata"]
+        labels = meta.get("labels") or {}
+        if labels.get(RUN_LABEL) == run_id and labels.get(CELL_LABEL):
+            found.append((item["kind"], meta["namespace"], meta["name"]))
+    return sorted(found)
+
+
+def reusable_pair(pairs: list[Pair], key: tuple) -> Pair | None:
+    """An idle pair of this shape, the most recently used one (its pods are the likeliest still warm)."""
+    return max((p for p in pairs if p.key == key and not p.in_use), key=lambda p: p.last_used, default=None)
+
+
+def idle_pairs_to_evict(pairs: list[Pair], keep: int) -> list[Pair]:
+    """The idle pairs beyond `keep`, least recently used first; pairs in use are never chosen."""
+    idle = sorted((p for p in pairs if not p.in_use), key=lambda p: p.last_used)
+    return idle[:max(0, len(idle) - keep)]
 
 
 def clean_leftovers(kubeconfig: str | None = None, context: str | None = None) -> list[str]:

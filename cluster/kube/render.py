@@ -25,6 +25,7 @@ SESSION_LABEL = "meshproof.io/session"
 OWNER_LABEL = "meshproof.io/owner"
 RUN_LABEL = "meshproof.io/run"
 ROLE_LABEL = "meshproof.io/role"
+CELL_LABEL = "meshproof.io/cell"  # on a cell's Istio objects: a pod pair outlives its cells
 INJECT_LABEL = "sidecar.istio.io/inject"
 REV_LABEL = "istio.io/rev"
 _RUN_ID = re.compile(r"^[a-z0-9]{1,20}$")
@@ -89,6 +90,26 @@ def namespace_map(scenario: Scenario, run_id: str) -> dict[str, str]:
 def run_labels(session: str, owner: str, run_id: str) -> dict[str, str]:
     """Labels on everything a deploy creates: cleanup selects by run, by owner (one backend) or by session."""
     return {MANAGED_BY: "meshproof", SESSION_LABEL: session, OWNER_LABEL: owner, RUN_LABEL: run_id}
+
+
+def cell_labels(session: str, owner: str, run_id: str, cell_id: str) -> dict[str, str]:
+    """Labels on one cell's Istio objects: the pair's run labels (cleanup by run, owner, session still finds
+    them) plus the cell, so the next cell on the same pods deletes exactly these."""
+    if not _RUN_ID.match(cell_id):
+        raise ValueError(f"cell id {cell_id!r}: allowed: 1-20 lowercase letters and digits")
+    return {**run_labels(session, owner, run_id), CELL_LABEL: cell_id}
+
+
+def shape_key(scenario: Scenario, revisions: Revisions) -> tuple:
+    """Everything the namespaces and workloads of a run depend on: two scenarios with one key can share
+    one pod pair, and only their Istio objects differ. Extra manifest namespaces are part of it because
+    a pair has run namespaces for exactly those."""
+    c, s = scenario.client, scenario.server
+    extra = sorted({r.namespace for r in scenario.resources if r.namespace != scenario.root_namespace}
+                   - {c.namespace, s.namespace})
+    return (c.namespace, tuple(sorted(c.labels.items())), c.sidecar, c.service_account,
+            s.namespace, tuple(sorted(s.labels.items())), s.sidecar, s.service_account, s.service_port,
+            s.target_port, tuple(extra), scenario.root_namespace, revisions.client, revisions.server)
 
 
 def namespace_docs(scenario: Scenario, run_id: str, session: str, owner: str, revisions: Revisions) -> list[dict]:
@@ -200,3 +221,8 @@ def leftover_selector(session: str | None = None) -> str:
 
 def run_selector(run_id: str) -> str:
     return f"{RUN_LABEL}={run_id}"
+
+
+def cells_selector(run_id: str) -> str:
+    """The Istio objects of any cell on this run's pods (the pair's EnvoyFilter carries no cell label)."""
+    return f"{RUN_LABEL}={run_id},{CELL_LABEL}"

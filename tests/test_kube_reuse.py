@@ -109,6 +109,17 @@ def test_a_cells_objects_are_in_the_pairs_namespaces_with_its_cell_label_and_val
     assert errors(broken)
 
 
+def test_a_root_namespace_selector_on_a_reused_pair_selects_the_pairs_pods():
+    selected = copy.deepcopy(MESH_WIDE)
+    selected["spec"]["selector"] = {"matchLabels": {"app": "httpbin"}}
+    [doc] = cell_docs(scenario([selected]), "kab12c7", allow_mesh_wide=True)
+    pods = [d["spec"]["template"]["metadata"]["labels"] for d in workload_docs(scenario(), PAIR, Images(), Revisions())
+            if d["kind"] == "Deployment"]
+    # The pods were created by the pair's first cell: they carry its run id, not this cell's id.
+    assert doc["spec"]["selector"]["matchLabels"] == {"app": "httpbin", RUN_LABEL: PAIR}
+    assert [p for p in pods if doc["spec"]["selector"]["matchLabels"].items() <= p.items()] == pods[1:]
+
+
 def test_cell_id_is_checked():
     with pytest.raises(ValueError, match="cell id 'Bad_Id': allowed: 1-20 lowercase"):
         cell_labels("s", "o", PAIR, "Bad_Id")

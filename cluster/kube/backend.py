@@ -347,8 +347,7 @@ class KubeBackend(MeshBackend):
         """An unhealed network fault (a qdisc, a DROP rule) would change every later cell on these pods.
         KubeFaults records what is still applied per (namespace, pod) until its heal succeeds."""
         pods = {pair.client_pod, pair.server_pod[:2]}
-        return any(commands for faults in self._faults for pod, commands in faults._applied.items()
-                   if pod in pods)
+        return any(faults.unhealed_on(pods) for faults in self._faults)
 
     def diagnostics(self, handle: KubeHandle) -> Path:
         """Write the bundle for a failed cell under out_dir/diagnostics/<cell id>/ and return that folder."""

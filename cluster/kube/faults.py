@@ -232,6 +232,10 @@ class KubeFaults(Faults):
             time.sleep(0.5)
         raise FaultError(f"{problem} within {timeout_s:g} s")
 
+    def unhealed_on(self, pods: set[tuple[str, str]]) -> bool:
+        """Whether a network fault is still applied on any of these (namespace, pod): its heal failed."""
+        return any(commands for pod, commands in self._applied.items() if pod in pods)
+
     # --- control plane ------------------------------------------------------------------------------
 
     def stop_control_plane(self) -> None:

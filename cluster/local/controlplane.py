@@ -285,7 +285,7 @@ def _tls_params() -> dict:
     return {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
 
 
-def _hcm(stat_prefix: str, cluster: str, inbound: bool, access_log: str | None = None) -> dict:
+def _hcm(stat_prefix: str, cluster: str, inbound: bool) -> dict:
     route = {"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}
     config = {
         "@type": f"{TYPE}extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",

@@ -49,12 +49,6 @@ class RunState:
         self.data = {"prefix": self.prefix, "owner_pid": os.getpid(), "owner_start": _proc_start_time(os.getpid()),
                      "created": time.time(), "netns": [], "links": [], "pids": [], "paths": []}
 
-    @classmethod
-    def load(cls, prefix: str) -> RunState:
-        run = cls(prefix)
-        run.data = json.loads(run.path.read_text())
-        return run
-
     def create(self) -> None:
         STATE_ROOT.mkdir(mode=0o755, exist_ok=True)
         os.chmod(STATE_ROOT, 0o755)

@@ -287,17 +287,21 @@ def test_frames_the_kernel_dropped_make_the_capture_an_error(net, tmp_path, monk
         net.exchange(LARGE, rig.http_request(new_canary()))
 
 
-def test_capture_in_this_namespace_on_loopback(tmp_path):
-    """netns=None: the sniffer opens in the caller's namespace (here: loopback of this process)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
+def _answer_once(listener: socket.socket, answer) -> int:
+    """Serve one connection on `listener` with `answer` in a thread; returns the listening port."""
     def serve():
         conn, _ = listener.accept()
         with conn:
-            rig.answer_echo(conn)
+            answer(conn)
 
     threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def test_capture_in_this_namespace_on_loopback(tmp_path):
+    """netns=None: the sniffer opens in the caller's namespace (here: loopback of this process)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = _answer_once(listener, rig.answer_echo)
     canary, pcap = new_canary(), tmp_path / "lo.pcap"
     try:
         with Capture("lo", f"tcp port {port}", pcap) as cap, socket.create_connection(("127.0.0.1", port)) as conn:
@@ -312,14 +316,7 @@ def test_capture_in_this_namespace_on_loopback(tmp_path):
 
 def test_ipv6_flow_on_loopback(tmp_path):
     listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
-    port = listener.getsockname()[1]
-
-    def serve():
-        conn, _ = listener.accept()
-        with conn:
-            rig.answer_400(conn)
-
-    threading.Thread(target=serve, daemon=True).start()
+    port = _answer_once(listener, rig.answer_400)
     canary, pcap = new_canary(), tmp_path / "lo6.pcap"
     try:
         with Capture("lo", f"tcp port {port}", pcap), socket.create_connection(("::1", port)) as conn:

@@ -31,22 +31,11 @@ from cluster.schemas.validate import SchemaError, errors, validate
 from meshproof.istio_api import ManifestError
 from meshproof.scenario import scenario_from_dict
 from suites.matrix import matrix_scenarios, scope_scenarios
+from tests.kube_scenarios import MESH_WIDE, PA_STRICT, RUN, dr_istio_mutual, scenario
 
-RUN = "kab12c1"
-PA_STRICT = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-             "metadata": {"name": "default", "namespace": "httpbin"}, "spec": {"mtls": {"mode": "STRICT"}}}
-DR_MUTUAL = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-             "metadata": {"name": "httpbin", "namespace": "sleep"},
-             "spec": {"host": "httpbin.httpbin.svc.cluster.local", "exportTo": ["sleep"],
-                      "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}}
-MESH_WIDE = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-             "metadata": {"name": "default", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "STRICT"}}}
+DR_MUTUAL = dr_istio_mutual(exportTo=["sleep"])
 
 
-def scenario(resources=(), client=None, server=None):
-    return scenario_from_dict({"client": client or {"namespace": "sleep", "sidecar": True},
-                               "server": server or {"namespace": "httpbin", "sidecar": True},
-                               "resources": [copy.deepcopy(r) for r in resources]}, "test")
 
 
 def all_docs(scn, revisions=None, allow_mesh_wide=False):

@@ -122,8 +122,14 @@ def exec_in(cluster: Cluster, namespace: str, pod: str, container: str, command:
             timeout_s: float = 30.0) -> ExecResult:
     """Run a command in a container and wait for it (the exec subresource, like `kubectl exec`)."""
     started = time.monotonic()
-    ws = stream(cluster.core.connect_get_namespaced_pod_exec, pod, namespace, container=container,
-                command=command, stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    # kubernetes.stream.stream swaps `call_api` on the ApiClient of the method it is given for the length of
+    # the call (kubernetes/stream/stream.py, client v37; kubernetes-client/python#928). On a shared client a
+    # REST call of another thread (chaos traffic beside the main thread) would then go out as a WebSocket,
+    # and two overlapping execs restore each other's swap, leaving it in place for good. So every exec gets
+    # an ApiClient of its own on the same configuration; the WebSocket it opens does not need it afterwards.
+    with client.ApiClient(cluster.api.configuration) as own:
+        ws = stream(client.CoreV1Api(own).connect_get_namespaced_pod_exec, pod, namespace, container=container,
+                    command=command, stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
     stdout, stderr = [], []
     try:
         while ws.is_open():

@@ -42,6 +42,7 @@ from cluster.kube.faults import (
 )
 from cluster.kube.render import Images, capture_container
 from cluster.schemas.validate import errors
+from tests.kube_apiserver import FakeApiServer
 
 ENVOY = Path(sys.executable).parent.parent / "lib/python3.11/site-packages/envoy/_bin/envoy"
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("iptables") or not shutil.which("tc"),
@@ -180,26 +181,54 @@ def test_inject_changes_the_pod_and_heal_restores_it_exactly(pair, fault):
 
 
 class NetnsFaults(KubeFaults):
-    """KubeFaults whose pod exec runs in the pair's network namespaces instead: it proves the bookkeeping
-    of what was applied and healed with real commands. The exec itself needs a cluster and is not tested here."""
+    """KubeFaults, unchanged, on a loopback API server (tests/kube_apiserver.py) whose pods are the pair's
+    network namespaces: the ephemeral tools container is added by its PATCH and seen running, the client's
+    IP is read from the pod, and every command goes through the real exec path (WebSocket, status channel)
+    and runs in the pod's network namespace. It proves the client side and the bookkeeping of what was
+    applied and healed; whether a cluster admits the container is for `meshproof doctor` on a cluster."""
 
-    def __init__(self, pair: NetnsPair, allow_mesh_wide: bool = False):
-        super().__init__(KubeBackend(allow_mesh_wide=allow_mesh_wide))
-        self.pair, self.ran = pair, []
+    def __init__(self, pair: NetnsPair, api: FakeApiServer, allow_mesh_wide: bool = False):
+        backend = KubeBackend(allow_mesh_wide=allow_mesh_wide)
+        backend.cluster = api.cluster()
+        super().__init__(backend)
+        self.pair, self.api = pair, api
+        self.tools: dict[str, list] = {"sleep": [], "httpbin": []}  # ephemeral containers added per pod
+        api.on_exec = self._exec
+        api.route("GET", r"/api/v1/namespaces/chaos/pods/(sleep|httpbin)", self._pod_answer)
+        api.route("PATCH", r"/api/v1/namespaces/chaos/pods/(sleep|httpbin)/ephemeralcontainers", self._add_tools)
 
-    def _ensure_tools(self, key):
-        pass
+    @property
+    def ran(self) -> list[tuple[str, list[str]]]:
+        """(pod, command) of every exec in the tools container, in order."""
+        return [(r.path.split("/")[5], r.query["command"]) for r in self.api.requests
+                if r.websocket and r.query.get("container") == [kube_faults.TOOLS]]
 
-    def _run(self, key, command):
-        ns = self.pair.client if key[1] == "sleep" else self.pair.server
-        self.ran.append((key[1], command))
-        done = self.pair.run(ns, command)
-        if done.returncode != 0:
-            raise FaultError(f"in pod {key[1]}: {' '.join(command)}: {done.stderr.strip()}")
-        return done.stdout
+    def _exec(self, call):
+        assert call.container == kube_faults.TOOLS and self.tools[call.pod], "exec before the container was added"
+        done = self.pair.run(self.pair.client if call.pod == "sleep" else self.pair.server, call.command)
+        return done.returncode, done.stdout, done.stderr
 
-    def _client_ip(self, handle):
-        return self.pair.client_ip
+    def _pod_answer(self, request, match):
+        name = match.group(1)
+        ip = self.pair.client_ip if name == "sleep" else self.pair.server_ip
+        tools = self.tools[name]
+        return 200, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "chaos"},
+                     "spec": {"containers": [{"name": name, "image": "x"}], "ephemeralContainers": tools},
+                     "status": {"podIP": ip, "ephemeralContainerStatuses": [
+                         {"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
+                          "state": {"running": {}}} for c in tools]}}
+
+    def _add_tools(self, request, match):
+        added = request.body["spec"]["ephemeralContainers"]
+        assert errors(added[0], as_kind="EphemeralContainer") == []
+        self.tools[match.group(1)] = added
+        return self._pod_answer(request, match)
+
+
+@pytest.fixture
+def api():
+    with FakeApiServer() as server:
+        yield server
 
 
 def handle_of(pair: NetnsPair):
@@ -207,8 +236,8 @@ def handle_of(pair: NetnsPair):
 
 
 @needs_root
-def test_partition_cuts_the_pods_apart_and_heal_joins_them(pair):
-    faults, handle = NetnsFaults(pair), handle_of(pair)
+def test_partition_cuts_the_pods_apart_and_heal_joins_them(pair, api):
+    faults, handle = NetnsFaults(pair, api), handle_of(pair)
     assert pair.reachable()
     with faults.partitioned(handle):
         assert not pair.reachable()
@@ -216,8 +245,8 @@ def test_partition_cuts_the_pods_apart_and_heal_joins_them(pair):
 
 
 @needs_root
-def test_stacked_faults_hook_the_chains_once_and_heal_everything(pair):
-    faults, handle = NetnsFaults(pair), handle_of(pair)
+def test_stacked_faults_hook_the_chains_once_and_heal_everything(pair, api):
+    faults, handle = NetnsFaults(pair, api), handle_of(pair)
     before = {ns: pair.state(ns) for ns in (pair.client, pair.server)}
     faults.drop_packets(handle, 0.2)
     faults.partition(handle)
@@ -232,8 +261,8 @@ def test_stacked_faults_hook_the_chains_once_and_heal_everything(pair):
 
 
 @needs_root
-def test_a_failed_injection_is_healed_back_to_the_start(pair):
-    faults, handle = NetnsFaults(pair), handle_of(pair)
+def test_a_failed_injection_is_healed_back_to_the_start(pair, api):
+    faults, handle = NetnsFaults(pair, api), handle_of(pair)
     before = pair.state(pair.server)
     theirs = ["tc", "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "tbf", "rate", "2mbit", "burst", "16kb",
               "latency", "1s"]
@@ -249,8 +278,8 @@ def test_a_failed_injection_is_healed_back_to_the_start(pair):
 
 
 @needs_root
-def test_the_watchdog_heals_a_window_that_outlives_its_bound(pair):
-    faults, handle = NetnsFaults(pair), handle_of(pair)
+def test_the_watchdog_heals_a_window_that_outlives_its_bound(pair, api):
+    faults, handle = NetnsFaults(pair, api), handle_of(pair)
     started = time.monotonic()
     with faults.partitioned(handle, bound_s=0.5):
         assert not pair.reachable()
@@ -273,12 +302,6 @@ def test_stopping_the_control_plane_is_refused_without_allow_mesh_wide():
     # the window's heal has nothing to restore and adds no error of its own
     with pytest.raises(MeshWideRefused), faults.control_plane_away():
         pass
-
-
-def test_with_allow_mesh_wide_the_stop_goes_to_the_cluster():
-    faults = KubeFaults(KubeBackend(allow_mesh_wide=True))
-    with pytest.raises(RuntimeError, match="start\\(\\) was not called"):  # no refusal: it asks the API
-        faults.stop_control_plane()
 
 
 DEPLOYMENTS = [("istio-system", "istiod", "default"), ("istio-system", "istiod-1-30-3", "1-30-3"),

@@ -344,10 +344,11 @@ class KubeBackend(MeshBackend):
         handle.policies = []
 
     def _faults_left_on(self, pair: Pair) -> bool:
-        """An unhealed network fault (a qdisc, a DROP rule) would change every later cell on these pods.
-        KubeFaults records what is still applied per (namespace, pod) until its heal succeeds."""
+        """An unhealed network fault (a qdisc, a DROP rule) would change every later cell on these pods, and a
+        killed sidecar's next restart would wait out the kubelet's back-off. KubeFaults records both per
+        (namespace, pod)."""
         pods = {pair.client_pod, pair.server_pod[:2]}
-        return any(faults.unhealed_on(pods) for faults in self._faults)
+        return any(faults.unhealed_on(pods) or faults.crashed_on(pods) for faults in self._faults)
 
     def diagnostics(self, handle: KubeHandle) -> Path:
         """Write the bundle for a failed cell under out_dir/diagnostics/<cell id>/ and return that folder."""
@@ -555,11 +556,12 @@ def idle_pairs_to_evict(pairs: list[Pair], keep: int) -> list[Pair]:
 
 def clean_leftovers(kubeconfig: str | None = None, context: str | None = None) -> list[str]:
     """`meshproof clean --mesh kube`: everything any meshproof run left on this cluster, by label."""
-    from cluster.kube.faults import restore_istiods
+    from cluster.kube.faults import restore_istiods, restore_validators
 
     cluster = connect(kubeconfig, context)
     try:
-        return restore_istiods(cluster.apps) + delete_labelled(cluster, leftover_selector())
+        return (restore_istiods(cluster.apps) + restore_validators(cluster.admission)
+                + delete_labelled(cluster, leftover_selector()))
     finally:
         cluster.api.close()
 

@@ -42,6 +42,10 @@ class Cluster:
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
+    @property
+    def admission(self) -> client.AdmissionregistrationV1Api:
+        return client.AdmissionregistrationV1Api(self.api)
+
 
 def kubeconfig_path(kubeconfig: str | None) -> Path | None:
     """The file the usual resolution picks: --kubeconfig, then $KUBECONFIG (first entry), ~/.kube/config."""

@@ -3,9 +3,14 @@ netfilter rules in the pods' network namespaces.
 
 - Sidecar crash: a signal to the Envoy process inside `istio-proxy` (exec, like `kubectl exec`). Since
   Istio 1.4 pilot-agent exits when Envoy dies, so the container restarts; recovery is the time until the
-  container runs again and the pod is Ready.
-- Control plane away: every istiod deployment serving the workloads' revisions scaled to 0 and back to the
-  replica count it had. It is mesh-wide, so it is refused unless the backend allows mesh-wide changes.
+  container runs again and the pod is Ready. The kubelet delays each further restart of a container
+  (CrashLoopBackOff), so the wait for it grows with the restarts the pod already had, and a pair whose
+  sidecar was killed is never reused by a later cell.
+- Control plane away: every istiod deployment serving the workloads' revisions scaled to 0 (until no pod
+  of it is left) and back to the replica count it had. Istio's validating webhook is fail-closed once istiod
+  has been ready, so with istiod gone it would refuse the very policy change the scenario makes while the
+  control plane is away: its failurePolicy is set to Ignore for the window and restored after. Both are
+  mesh-wide, so they are refused unless the backend allows mesh-wide changes.
 - Network: the capture's ephemeral container (pinned image, NET_ADMIN) runs `tc` and `iptables` in the pod's
   network namespace. Every command that was run is recorded, and `heal` runs exactly its inverse, newest
   first, so it removes what was added and nothing else (Istio's own interception rules stay untouched).
@@ -40,6 +45,9 @@ QDISC_HANDLE = "4d50:"  # our root qdisc's handle, so heal deletes exactly it
 EXEC_TIMEOUT_S = 20.0
 KILL_SEEN_S = 15.0  # the kubelet reports a dead container within a few seconds (PLEG relist is 1 s)
 RECOVER_S = 120.0  # a restarted sidecar fetches its certificate and config before it is Ready
+# The kubelet's restart back-off: 10 s, doubled per restart, at most 300 s (kubernetes
+# pkg/kubelet/kubelet.go backOffPeriod and MaxContainerBackOff, v1.34).
+BACKOFF_S, MAX_BACKOFF_S = 10.0, 300.0
 SCALE_S = 120.0
 _RATE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
 
@@ -119,6 +127,12 @@ def kill_script(signal: int) -> str:
     return KILL_SCRIPT.format(signal=int(signal))
 
 
+def recovery_budget_s(restarts_before: int) -> float:
+    """How long a killed sidecar may take to run and be Ready again: the kubelet's back-off before this
+    restart (an upper bound: 10 s doubled per earlier restart, capped) plus the start itself."""
+    return RECOVER_S + min(MAX_BACKOFF_S, BACKOFF_S * 2 ** min(restarts_before, 16))
+
+
 def istiod_targets(deployments: list[tuple[str, str, str]], revisions: set[str | None]) -> list[tuple[str, str]]:
     """(namespace, name) of the istiod deployments to stop, from (namespace, name, revision) of all of them.
 
@@ -138,6 +152,49 @@ def istiod_targets(deployments: list[tuple[str, str, str]], revisions: set[str |
 
 # On an istiod deployment scaled to 0 by a control-plane-away fault: the replica count to give back.
 RESTORE_ANNOTATION = "meshproof.io/restore-replicas"
+# On a ValidatingWebhookConfiguration opened for the window: {webhook name: failurePolicy} to give back.
+RESTORE_POLICY_ANNOTATION = "meshproof.io/restore-failure-policy"
+REV_LABEL = "istio.io/rev"
+
+
+def validator_selector(revisions: set[str]) -> str:
+    """Istio's validating webhook configurations of these revisions: the revision's own
+    (istio-validator-<rev>-<ns>) and a tag's (istiod-default-validator) both carry istio.io/rev=<rev>
+    (manifests/charts/istio-control/istio-discovery/templates/validatingwebhookconfiguration.yaml, and the
+    label selector istiod's webhook controller watches: pkg/webhooks/validation/controller/controller.go,
+    release-1.28 to 1.30)."""
+    return f"{REV_LABEL} in ({','.join(sorted(revisions))})"
+
+
+def opening_patch(webhooks: list[tuple[str, str | None]]) -> dict | None:
+    """The strategic-merge patch (webhooks merge by name) that sets every webhook to Ignore and records the
+    policies it had; None when all of them already ignore failures."""
+    closed = {name: policy or "Fail" for name, policy in webhooks if policy != "Ignore"}
+    if not closed:
+        return None
+    return {"metadata": {"annotations": {RESTORE_POLICY_ANNOTATION: json.dumps(closed, sort_keys=True)}},
+            "webhooks": [{"name": name, "failurePolicy": "Ignore"} for name in sorted(closed)]}
+
+
+def restoring_patch(annotations: dict | None) -> dict | None:
+    """The patch that gives the recorded policies back and drops the record; None without a record."""
+    recorded = (annotations or {}).get(RESTORE_POLICY_ANNOTATION)
+    if recorded is None:
+        return None
+    policies = json.loads(recorded)
+    return {"metadata": {"annotations": {RESTORE_POLICY_ANNOTATION: None}},
+            "webhooks": [{"name": name, "failurePolicy": policy} for name, policy in sorted(policies.items())]}
+
+
+def restore_validators(admission: client.AdmissionregistrationV1Api) -> list[str]:
+    """Give back the failurePolicy of every Istio validating webhook a run left open; a line per one."""
+    restored = []
+    for config in admission.list_validating_webhook_configuration(label_selector=REV_LABEL).items:
+        patch = restoring_patch(config.metadata.annotations)
+        if patch:
+            admission.patch_validating_webhook_configuration(config.metadata.name, patch)
+            restored.append(f"validatingwebhookconfiguration {config.metadata.name}: failurePolicy restored")
+    return restored
 
 
 def istiods_to_restore(deployments: list[tuple[str, str, dict]]) -> list[tuple[str, str, int]]:
@@ -172,6 +229,8 @@ class KubeFaults(Faults):
         self._applied: dict[tuple[str, str], list[list[str]]] = {}  # (namespace, pod) -> commands run, in order
         self._restarts: dict[tuple[str, str], int] = {}  # (namespace, pod) -> sidecar restarts before a kill
         self._replicas: dict[tuple[str, str], int] = {}  # istiod (namespace, name) -> replicas before the stop
+        self._opened: list[str] = []  # validating webhook configurations set to Ignore for the window
+        self._crashed: set[tuple[str, str]] = set()  # (namespace, pod) whose sidecar was killed
         self.recoveries: list[tuple[str, float]] = []  # (role, seconds from kill to Ready again)
         self._killed_at: dict[tuple[str, str], float] = {}
 
@@ -197,6 +256,7 @@ class KubeFaults(Faults):
         if before is None or not before.ready:
             raise FaultError(f"the {role} sidecar in {ns}/{pod} is not ready; nothing to kill")
         self._restarts[(ns, pod)] = before.restart_count
+        self._crashed.add((ns, pod))  # a restart back-off would follow it into later cells: no reuse
         done = exec_in(self._cluster(), ns, pod, SIDECAR, ["sh", "-c", kill_script(signal)], EXEC_TIMEOUT_S)
         if done.exit_code != 0:
             del self._restarts[(ns, pod)]  # nothing was killed: the heal has no restart to wait for
@@ -215,7 +275,8 @@ class KubeFaults(Faults):
         if before is None:
             return  # nothing was killed (a failed kill is healed too)
         self._wait_pod(ns, pod, lambda s: s is not None and s.ready and s.restart_count > before,
-                       RECOVER_S, f"the {role} sidecar in {ns}/{pod} did not restart and become ready")
+                       recovery_budget_s(before),
+                       f"the {role} sidecar in {ns}/{pod} did not restart and become ready")
         killed = self._killed_at.pop((ns, pod), None)
         if killed is not None:
             self.recoveries.append((role, time.monotonic() - killed))
@@ -236,6 +297,10 @@ class KubeFaults(Faults):
         """Whether a network fault is still applied on any of these (namespace, pod): its heal failed."""
         return any(commands for pod, commands in self._applied.items() if pod in pods)
 
+    def crashed_on(self, pods: set[tuple[str, str]]) -> bool:
+        """Whether a sidecar of these (namespace, pod) was killed: its next restart would wait out a back-off."""
+        return bool(self._crashed & pods)
+
     # --- control plane ------------------------------------------------------------------------------
 
     def stop_control_plane(self) -> None:
@@ -243,10 +308,12 @@ class KubeFaults(Faults):
             raise MeshWideRefused("stopping the control plane stops istiod for every workload of the cluster's "
                                   "mesh; refused unless --allow-mesh-wide (run it on a cluster of its own)")
         apps = self._cluster().apps
-        found = [(d.metadata.namespace, d.metadata.name, (d.metadata.labels or {}).get("istio.io/rev", "default"))
+        found = [(d.metadata.namespace, d.metadata.name, (d.metadata.labels or {}).get(REV_LABEL, "default"))
                  for d in apps.list_deployment_for_all_namespaces(label_selector="app=istiod").items]
         revisions = {self.backend.revisions.client, self.backend.revisions.server}
-        for ns, name in istiod_targets(found, revisions):
+        targets = istiod_targets(found, revisions)
+        self._open_validators({rev for ns, name, rev in found if (ns, name) in targets})
+        for ns, name in targets:
             with self._lock:
                 if (ns, name) not in self._replicas:  # recorded before scaling, so a heal can always restore
                     self._replicas[(ns, name)] = apps.read_namespaced_deployment_scale(name, ns).spec.replicas
@@ -256,14 +323,40 @@ class KubeFaults(Faults):
                         RESTORE_ANNOTATION: str(self._replicas[(ns, name)])}}})
             apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": 0}})
         for ns, name in list(self._replicas):
-            self._wait_replicas(ns, name, 0)
+            self._wait_gone(ns, name)
+
+    def _open_validators(self, revisions: set[str]) -> None:
+        """Set the revisions' validating webhooks to Ignore before istiod goes (recorded on each object, so
+        `meshproof clean --mesh kube` restores them after a run that died in the window)."""
+        admission = self._cluster().admission
+        for config in admission.list_validating_webhook_configuration(
+                label_selector=validator_selector(revisions)).items:
+            patch = opening_patch([(w.name, w.failure_policy) for w in config.webhooks or []])
+            if patch:
+                admission.patch_validating_webhook_configuration(config.metadata.name, patch)
+                with self._lock:
+                    self._opened.append(config.metadata.name)
+
+    def _close_validators(self) -> list[str]:
+        """Give the opened webhooks their policy back (istiod also sets Fail itself once it is ready)."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        admission, failures = self._cluster().admission, []
+        for name in opened:
+            try:
+                patch = restoring_patch(admission.read_validating_webhook_configuration(name).metadata.annotations)
+                if patch:
+                    admission.patch_validating_webhook_configuration(name, patch)
+            except client.ApiException as err:
+                failures.append(f"validatingwebhookconfiguration {name}: {err.status} {err.reason}")
+        return failures
 
     def start_control_plane(self) -> None:
         """Restore every recorded replica count, even when one of them fails; then wait for them to serve."""
         with self._lock:
             saved, self._replicas = dict(self._replicas), {}
-        if not saved:
-            return  # nothing was scaled (a refused or failed stop is healed too)
+        if not saved and not self._opened:
+            return  # nothing was scaled or opened (a refused or failed stop is healed too)
         apps, failures = self._cluster().apps, []
         for (ns, name), replicas in saved.items():
             try:
@@ -276,6 +369,7 @@ class KubeFaults(Faults):
                 apps.patch_namespaced_deployment(name, ns, {"metadata": {"annotations": {RESTORE_ANNOTATION: None}}})
             except (FaultError, client.ApiException) as err:
                 failures.append(str(err))
+        failures += self._close_validators()
         if failures:
             raise FaultError("restoring istiod: " + "; ".join(failures))
 
@@ -283,11 +377,26 @@ class KubeFaults(Faults):
         deadline = time.monotonic() + SCALE_S
         while time.monotonic() < deadline:
             status = self._cluster().apps.read_namespaced_deployment(name, ns).status
-            running = status.replicas or 0  # pods still there, terminating ones included
-            if (replicas == 0 and running == 0) or (replicas and (status.ready_replicas or 0) >= replicas):
+            if (status.ready_replicas or 0) >= replicas:
                 return
             time.sleep(1.0)
         raise FaultError(f"istiod {ns}/{name} did not reach {replicas} ready replicas within {SCALE_S:g} s")
+
+    def _wait_gone(self, ns: str, name: str) -> None:
+        """Until no pod of the deployment exists, terminating ones included: a deployment's status.replicas
+        counts only pods without a deletion timestamp, so it reads 0 while istiod still shuts down and
+        serves its sidecars."""
+        apps, core = self._cluster().apps, self._cluster().core
+        labels = apps.read_namespaced_deployment(name, ns).spec.selector.match_labels or {}
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        deadline = time.monotonic() + SCALE_S
+        left: list[str] = []
+        while time.monotonic() < deadline:
+            left = [p.metadata.name for p in core.list_namespaced_pod(ns, label_selector=selector).items]
+            if not left:
+                return
+            time.sleep(1.0)
+        raise FaultError(f"istiod {ns}/{name}: pods {', '.join(left)} still exist {SCALE_S:g} s after the scale to 0")
 
     # --- certificates -------------------------------------------------------------------------------
 

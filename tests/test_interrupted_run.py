@@ -67,7 +67,8 @@ def test_ctrl_c_during_a_parallel_run_leaves_nothing(tmp_path):
     assert proc.returncode != 0, f"the run was not interrupted:\n{output[-2000:]}"
     left = [ns for ns in lifecycle.list_netns() if any(ns.startswith(prefix) for prefix in ours)]
     left += [link for link in os.listdir("/sys/class/net") if any(link.startswith(p) for p in ours)]
-    left += [str(lifecycle.STATE_ROOT / p) for p in ours if (lifecycle.STATE_ROOT / p).exists()]
+    left += [str(root / p) for p in ours for root in (lifecycle.STATE_ROOT, lifecycle.RUNTIME_ROOT)
+             if (root / p).exists()]
     left += [f"process {cmd}" for cmd in _command_lines() if any(prefix in cmd for prefix in ours)]
     assert not left, f"an interrupted run left {left}"
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
+import shutil
+import tempfile
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 import yaml
 
 from cluster.factory import Check
-from cluster.local import doctor, lifecycle
+from cluster.local import doctor, lifecycle, runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the reference mesh needs root (netns, iptables)")
@@ -90,3 +93,36 @@ def test_doctor_lines_say_how_to_fix_what_is_missing():
     assert Check("curl", True, "/usr/bin/curl").line() == "✓ curl: /usr/bin/curl"
     tool = doctor._tool("surely-not-a-command-meshproof", "nothing")
     assert not tool.ok and "apt-get install" in tool.hint
+
+
+@needs_root
+@pytest.mark.root
+def test_doctor_names_the_folder_a_workload_user_cannot_enter_and_the_fix(monkeypatch):
+    """The apps' packages staged behind a 0700 folder (as a venv under /root is): the doctor runs the import
+    as the apps' user for real, fails, and names that folder and a fix."""
+    private = Path(tempfile.mkdtemp(prefix="meshproof-wall-"))  # mode 0700, in world-searchable /tmp
+    stage = runtime.stage
+
+    def stage_behind_a_wall(root):
+        staged = stage(root)
+        shutil.copytree(staged.site, private / "site")
+        return dataclasses.replace(staged, site=private / "site")
+
+    monkeypatch.setattr(runtime, "stage", stage_behind_a_wall)
+    try:
+        apps = next(c for c in doctor.checks() if c.name == "apps (uid 1717)")
+    finally:
+        shutil.rmtree(private)
+    assert not apps.ok
+    assert f"{private} is mode 0700" in apps.detail and "cannot reach" in apps.detail, apps.detail
+    assert "apt-get install -y python3" in apps.hint
+
+
+@needs_root
+@pytest.mark.root
+def test_doctor_leaves_no_run_behind():
+    before = set(os.listdir(lifecycle.RUNTIME_ROOT)) if lifecycle.RUNTIME_ROOT.exists() else set()
+    checks = doctor.checks()
+    assert all(c.ok for c in checks if "uid" in c.name), [c.line() for c in checks]
+    after = set(os.listdir(lifecycle.RUNTIME_ROOT)) if lifecycle.RUNTIME_ROOT.exists() else set()
+    assert {p for p in after - before if (lifecycle.STATE_ROOT / p).exists() is False} == set()

@@ -73,6 +73,8 @@ def leftovers(prefix: str) -> list[str]:
         if lifecycle.NETNS_ETC.exists() else []
     if (lifecycle.STATE_ROOT / prefix).exists():
         found.append(f"state {lifecycle.STATE_ROOT / prefix}")
+    if (lifecycle.RUNTIME_ROOT / prefix).exists():
+        found.append(f"runtime {lifecycle.RUNTIME_ROOT / prefix}")
     return found
 
 

@@ -22,10 +22,18 @@ from typing import Any
 from cluster.backend import MeshBackend, ProbeResult, outcome_of
 from cluster.local import ca as mesh_ca
 from cluster.local import controlplane, iptables, netns
+from cluster.local import runtime as workload_runtime
 from cluster.local.doctor import require as require_prerequisites
-from cluster.local.envoy import Sidecar, envoy_binary
+from cluster.local.envoy import Sidecar
 from cluster.local.iptables import PROXY_UID, ServiceRule
-from cluster.local.lifecycle import STATE_ROOT, RunState, clean_leftovers, install_teardown, owner_alive
+from cluster.local.lifecycle import (
+    STATE_ROOT,
+    RunState,
+    clean_leftovers,
+    install_teardown,
+    owner_alive,
+    shared_folder,
+)
 from cluster.local.workloads import Httpbin, Sleep
 from meshproof.istio_api import parse_resources
 from meshproof.scenario import Scenario, Server, Workload
@@ -102,6 +110,7 @@ class LocalBackend(MeshBackend):
         self._pairs_created = 0
         self.version = 0
         self.ca: mesh_ca.MeshCA | None = None
+        self.runtime: workload_runtime.Runtime | None = None
         self.rogue_ca: mesh_ca.MeshCA | None = None
         self._next_host = 2
         # None while the control plane is up; during a "control plane away" fault, the pushes it owes:
@@ -116,6 +125,9 @@ class LocalBackend(MeshBackend):
         self.run = RunState()
         self.run.create()
         install_teardown(self.run)
+        # The workloads' users must not need to reach the checkout: they run the run's own staged copies.
+        self.run.record("paths", str(self.run.runtime_dir))
+        self.runtime = workload_runtime.stage(self.run.runtime_dir)
         self.subnet = netns.pick_subnet(self.run, _subnets_in_use())
         self.run.data["subnet"] = str(self.subnet)
         self.run.save()
@@ -244,12 +256,12 @@ class LocalBackend(MeshBackend):
     def _start_pod(self, pair: Pair, pod: LocalPod, config: controlplane.SidecarConfig | None,
                    version: str) -> None:
         run, service = self.run, pair.service
-        pod.dir.mkdir(mode=0o755)
+        shared_folder(pod.dir)
         netns.create_pod(run, pod.name, pod.veth, self.bridge, pod.ip, self.subnet.prefixlen, {service.host: pair.vip})
         rule = ServiceRule(pair.vip, service.port, pair.server.ip, service.target_port)
         iptables.install(pod.name, pod.workload.sidecar, [rule])
         if pod.role == "server":
-            pod.app = Httpbin(pod.name, pod.dir, service.target_port)
+            pod.app = Httpbin(pod.name, pod.dir, service.target_port, self.runtime)
             pod.app.start(run.record_pid)
         else:
             pod.app = Sleep(pod.name)
@@ -261,7 +273,7 @@ class LocalBackend(MeshBackend):
         mesh_ca.install_identity(pod.dir / "certs", pod.dir / "sds", self.ca, pod.workload.spiffe_id, PROXY_UID)
         controlplane.write_xds(xds, config, version, uid=PROXY_UID)
         node = f"sidecar~{pod.ip}~{pod.name}.{pod.workload.namespace}~{pod.workload.namespace}.svc.cluster.local"
-        pod.sidecar = Sidecar(pod.name, pod.dir, node, f"{pod.role}.{pod.workload.namespace}")
+        pod.sidecar = Sidecar(pod.name, pod.dir, node, f"{pod.role}.{pod.workload.namespace}", self.runtime.envoy)
         pod.sidecar.start(run.record_pid)
 
     def _destroy_pair(self, pair: Pair) -> None:
@@ -367,7 +379,7 @@ class LocalBackend(MeshBackend):
     # --- facts and chaos helpers ------------------------------------------------------------------------
 
     def environment(self) -> dict[str, str]:
-        version = subprocess.run([envoy_binary(), "--version"], check=False, capture_output=True, text=True).stdout.split()
+        version = subprocess.run([str(workload_runtime.envoy_source()), "--version"], check=False, capture_output=True, text=True).stdout.split()
         ipt = subprocess.run(["iptables", "--version"], check=False, capture_output=True, text=True).stdout.strip()
         return {"mesh": self.name, "implementation": "the reference mesh (a reference implementation of Istio's API)",
                 "envoy": version[-1].split("/")[1] if version else "?", "kernel": platform.release(),

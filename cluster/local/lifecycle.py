@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 STATE_ROOT = Path("/run/meshproof")
+# What the workloads execute (cluster/local/runtime.py): off /run, which Debian mounts noexec. It outlives a
+# reboot where /run does not, so clean_leftovers also removes folders here that no state file names.
+RUNTIME_ROOT = Path("/var/lib/meshproof")
 PREFIX_RE = re.compile(r"^mp[0-9a-f]{6}$")
 NETNS_ETC = Path("/etc/netns")
 
@@ -44,15 +47,16 @@ class RunState:
     def __init__(self, prefix: str | None = None):
         self.prefix = prefix or f"mp{secrets.token_hex(3)}"
         self.dir = STATE_ROOT / self.prefix
+        self.runtime_dir = RUNTIME_ROOT / self.prefix
         self.path = self.dir / "state.json"
         self._lock = threading.Lock()
         self.data = {"prefix": self.prefix, "owner_pid": os.getpid(), "owner_start": _proc_start_time(os.getpid()),
                      "created": time.time(), "netns": [], "links": [], "pids": [], "paths": []}
 
     def create(self) -> None:
-        STATE_ROOT.mkdir(mode=0o755, exist_ok=True)
-        os.chmod(STATE_ROOT, 0o755)
-        self.dir.mkdir(mode=0o755)
+        shared_folder(STATE_ROOT)
+        self.dir.mkdir()
+        os.chmod(self.dir, 0o755)
         self.save()
 
     def save(self) -> None:
@@ -76,6 +80,17 @@ class RunState:
             removed = _remove_objects(self.data)
             shutil.rmtree(self.dir, ignore_errors=True)
             return removed
+
+
+def shared_folder(path: Path) -> None:
+    """Create `path` (and missing parents) so that the workload users may enter it, whatever the umask:
+    mkdir's mode is masked by it, and a root umask of 077 would lock Envoy and the apps out."""
+    if path.is_dir() and path not in (STATE_ROOT, RUNTIME_ROOT):  # never chmod a folder that is not ours
+        return
+    if not path.is_dir():
+        shared_folder(path.parent)
+        path.mkdir(exist_ok=True)  # exist_ok: a parallel run may create it first
+    os.chmod(path, 0o755)
 
 
 def _remove_objects(data: dict) -> list[str]:
@@ -131,8 +146,14 @@ def _netns_pids(name: str) -> list[int]:
 def clean_leftovers() -> list[str]:
     """Remove the objects of every run whose owner process is dead; returns a line per object removed."""
     removed: list[str] = []
-    if not STATE_ROOT.is_dir():
-        return removed
+    if STATE_ROOT.is_dir():
+        removed += _clean_dead_runs()
+    removed += _clean_orphan_runtimes()
+    return removed
+
+
+def _clean_dead_runs() -> list[str]:
+    removed: list[str] = []
     for entry in sorted(STATE_ROOT.iterdir()):
         if not PREFIX_RE.match(entry.name):
             continue
@@ -150,6 +171,19 @@ def clean_leftovers() -> list[str]:
         removed += _remove_objects(data)
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(f"path {entry}")
+    return removed
+
+
+def _clean_orphan_runtimes() -> list[str]:
+    """Runtime folders whose run has no state file left (a reboot emptied /run, or the run died between
+    recording its state and removing it)."""
+    if not RUNTIME_ROOT.is_dir():
+        return []
+    removed = []
+    for entry in sorted(RUNTIME_ROOT.iterdir()):
+        if PREFIX_RE.match(entry.name) and not (STATE_ROOT / entry.name).exists():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(f"path {entry}")
     return removed
 
 

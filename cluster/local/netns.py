@@ -10,7 +10,7 @@ import os
 import socket
 import subprocess
 
-from cluster.local.lifecycle import NETNS_ETC, RunState
+from cluster.local.lifecycle import NETNS_ETC, RunState, shared_folder
 from probes.netns import entered
 
 
@@ -50,10 +50,11 @@ def create_pod(run: RunState, name: str, veth_host: str, bridge: str, address: s
     run.record("netns", name)
     run.record("links", veth_host)
     etc = NETNS_ETC / name
-    etc.mkdir(parents=True, exist_ok=True)
+    shared_folder(etc)
     # `ip netns exec` bind-mounts this over /etc/hosts: the pod's DNS for Service names.
     lines = ["127.0.0.1 localhost", f"{address} {name}"] + [f"{ip} {host}" for host, ip in hosts.items()]
     (etc / "hosts").write_text("\n".join(lines) + "\n")
+    os.chmod(etc / "hosts", 0o644)  # whatever the umask: the apps resolve Service names with it
     run_ip(["netns", "add", name])
     run_ip(["link", "add", veth_host, "type", "veth", "peer", "name", "eth0", "netns", name])
     run_ip(["link", "set", veth_host, "master", bridge, "up"])

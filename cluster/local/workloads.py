@@ -9,45 +9,28 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.local import netns
+from cluster.local.runtime import Runtime
 from probes.canary import HEADER as CANARY_HEADER
 
 APP_UID = 1717
 
 
-def app_python() -> tuple[str, list[str]]:
-    """An interpreter APP_UID may run, and the env that gives it this venv's packages.
-
-    The venv's own interpreter often lives under /root (mode 0700); the system python of the same minor
-    version with the venv's site-packages on PYTHONPATH then runs the same httpbin and gunicorn.
-    """
-    real = Path(sys.executable).resolve()
-    if all(os.stat(p).st_mode & 0o001 for p in real.parents):
-        return sys.executable, []
-    site = [p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)]
-    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
-    if not system.exists():
-        raise RuntimeError(f"{real} is not reachable for uid {APP_UID} and {system} does not exist")
-    return str(system), [f"PYTHONPATH={':'.join(site)}"]
-
-
 class Httpbin:
-    def __init__(self, pod_netns: str, pod_dir: Path, port: int):
-        self.netns, self.dir, self.port = pod_netns, pod_dir, port
+    def __init__(self, pod_netns: str, pod_dir: Path, port: int, runtime: Runtime):
+        self.netns, self.dir, self.port, self.runtime = pod_netns, pod_dir, port, runtime
         self.process: subprocess.Popen | None = None
 
     def start(self, record_pid) -> None:
         home = self.dir / "home"
         home.mkdir(exist_ok=True)
         os.chown(home, APP_UID, APP_UID)
-        python, env = app_python()
         cmd = netns.exec_prefix(self.netns, APP_UID) + [
-            "env", f"HOME={home}", *env, python, "-m", "gunicorn", "-b", f"0.0.0.0:{self.port}", "-w", "1", "--log-level", "warning",
+            "env", f"HOME={home}", *self.runtime.app_env(), str(self.runtime.python), "-m", "gunicorn", "-b", f"0.0.0.0:{self.port}", "-w", "1", "--log-level", "warning",
             "--no-control-socket", "--log-file=-", "httpbin:app"]
         with open(self.dir / "httpbin.log", "ab") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

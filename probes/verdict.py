@@ -29,7 +29,7 @@ from probes import tls
 from probes.errors import CaptureError
 from probes.flows import Direction, Flow, read_flows
 
-__all__ = ["CaptureError", "is_mesh_alpn", "is_mesh_sni", "judge"]
+__all__ = ["CaptureError", "is_mesh_alpn", "is_mesh_sni", "judge", "tls_shortfalls"]
 
 MESH_ALPN = ("istio-peer-exchange", "istio", "istio-h2")
 MESH_ALPN_PREFIX = "istio-http/"
@@ -125,6 +125,22 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
         "pcap": str(pcap),
         "flows": summaries,
     }
+
+
+def tls_shortfalls(verdict: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """How a judged capture falls short of the TLS facts a handshake should show: `expected` holds `version`
+    (negotiated), `certificates_visible`, `alpn` (a protocol the ClientHello must offer) and `sni` (exact);
+    a None value is not checked. Empty when the wire shows all of them."""
+    problems = []
+    if expected.get("version") and verdict.get("tls_version") != expected["version"]:
+        problems.append(f"negotiated {verdict.get('tls_version') or 'no TLS version'}, not {expected['version']}")
+    if expected.get("certificates_visible") is False and verdict.get("certificates_visible"):
+        problems.append(f"certificates readable on the wire ({', '.join(verdict.get('certificate_uris') or [])})")
+    if expected.get("alpn") and expected["alpn"] not in (verdict.get("alpn") or []):
+        problems.append(f"ClientHello ALPN {verdict.get('alpn')} lacks {expected['alpn']}")
+    if expected.get("sni") and verdict.get("sni") != expected["sni"]:
+        problems.append(f"SNI {verdict.get('sni')!r}, not {expected['sni']!r}")
+    return problems
 
 
 def summarize_flow(flow: Flow, canary: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PLAINTEXT_LEAK = "PLAINTEXT LEAK:"
+WEAK_TLS = "WEAK TLS:"
 UNEXPECTED_OUTCOME = "UNEXPECTED OUTCOME:"
 PROPAGATION_TIMEOUT = "PROPAGATION TIMEOUT:"
 HARNESS_ERROR = "HARNESS ERROR:"
@@ -35,6 +36,9 @@ class Category:
 # Order matters: Allure puts a result in the first category that matches.
 CATEGORIES = (
     Category("Plaintext leak", PLAINTEXT_LEAK, "The canary crossed the wire in clear where policy demands TLS."),
+    Category("Weak TLS", WEAK_TLS,
+             "The call succeeded as predicted, but its handshake is weaker than Istio's: an older TLS version, "
+             "certificates readable on the wire, or Istio's ALPN or SNI missing."),
     Category("Unexpected outcome", UNEXPECTED_OUTCOME,
              "The mesh answered, but outcome, wire verdict or peer identity differ from the oracle."),
     Category("Propagation timeout", PROPAGATION_TIMEOUT, "A policy change did not reach the sidecars in time."),

@@ -49,6 +49,13 @@ SRC_ISTIO_MUTUAL = (f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go buildUpst
 SRC_CREDENTIAL = f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go buildUpstreamClusterTLSContext (credentialName)"
 SRC_REACHABILITY = f"{ISTIO} tests/integration/security/reachability_test.go TestReachability"
 SRC_FILE_CERTS = f"{ISTIO} tests/integration/security/file_mounted_certs/p2p_mtls_test.go TestClientToServiceTls"
+SRC_REQUIRE_CLIENT_CERT = f"{ISTIO} pilot/pkg/security/authn/utils/utils.go BuildInboundTLS (RequireClientCertificate)"
+SRC_TLS_VERSIONS = (f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go defaultUpstreamCommonTLSContext (client: TLS "
+                    "1.2-1.3; 'if not specified, envoy use TLSv1_2 as default for client') + "
+                    "pilot/pkg/security/authn/utils/utils.go BuildInboundTLS (server: TlsMaximumProtocolVersion "
+                    "TLSv1_3, minimum GetMinTLSVersion = meshMTLS.minProtocolVersion, default TLSv1_2)")
+SRC_MESH_ALPN = (f"{ISTIO} pilot/pkg/xds/filters/filters.go Alpn (mtlsHTTP11ALPN istio-http/1.1,istio,http/1.1) + "
+                 "pilot/pkg/networking/util/util.go ALPNInMesh ('istio' marks in-mesh traffic)")
 
 # The SNI Istio sets for ISTIO_MUTUAL when the DestinationRule names none: the cluster name
 # (pilot/pkg/model/service.go BuildSubsetKey). The wire classifier (probes/verdict.py) calls a flow Istio mTLS
@@ -81,6 +88,8 @@ class Prediction:
     server_mode: str  # STRICT | PERMISSIVE | DISABLE | "no-sidecar"
     istio_version: str = ""
     details: tuple[str, ...] = field(default=())  # the decisions that led here, in order
+    # For a handshake the two sidecars complete: what a passive observer must see of it (`wire_tls`).
+    tls: dict | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -144,9 +153,9 @@ RULES: dict[str, Rule] = {
         f"{SRC_FCM} inboundPlainTextHTTPFilterChainMatchOptions"),
     "simple-to-strict-503": Rule(
         "503", "app-tls", False,
-        "STRICT requires a client certificate and SIMPLE sends none, so the handshake fails and the client sidecar "
-        "answers 503",
-        f"{ISTIO} pilot/pkg/security/authn/utils/utils.go BuildInboundTLS (RequireClientCertificate)"),
+        "STRICT requires a client certificate and SIMPLE sends none, so the server sidecar ends the handshake and "
+        "the client sidecar answers 503",
+        SRC_REQUIRE_CLIENT_CERT),
     "mutual-mesh-cert-to-strict": Rule(
         "mtls", "app-tls", True,
         "STRICT's HTTP chain matches any TLS with a mesh-signed client certificate (no ALPN match), so the "
@@ -612,7 +621,24 @@ def expect(scenario: Scenario) -> Prediction:
     return Prediction(outcome=rule.outcome, wire=wire, peer_identity=identity, reason=reason, rule=rule_id,
                       source=rule.source, client_tls=client_tls, server_mode=policy.mode,
                       istio_version=scenario.istio_version,
-                      details=policy.steps + chosen.steps + origin.steps)
+                      details=policy.steps + chosen.steps + origin.steps,
+                      tls=wire_tls(scenario, wire) if rule.outcome == "mtls" else None)
+
+
+def wire_tls(scenario: Scenario, wire: str) -> dict:
+    """What the wire shows of a handshake between two sidecars that completes (outcome mtls).
+
+    Both sides offer TLS 1.2 to 1.3, so they settle on TLS 1.3, where the certificates travel encrypted: a
+    certificate seen in clear means a downgrade (SRC_TLS_VERSIONS). Istio mTLS also carries the in-mesh ALPN
+    `istio` and the cluster name as SNI (SRC_MESH_ALPN, SRC_ISTIO_MUTUAL); app TLS (DestinationRule MUTUAL, or
+    ISTIO_MUTUAL with its own sni) is judged on version and certificates only.
+    """
+    server = scenario.server
+    istio = wire == "mtls"
+    return {"version": "TLSv1.3", "certificates_visible": False,
+            "alpn": "istio" if istio else None,
+            "sni": f"outbound_.{server.service_port}_._.{server.host}" if istio else None,
+            "source": f"{SRC_TLS_VERSIONS}; {SRC_MESH_ALPN}" if istio else SRC_TLS_VERSIONS}
 
 
 def matrix_predictions(istio_version: str | None = None) -> list[dict]:

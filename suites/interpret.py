@@ -1,14 +1,15 @@
 """Compare what the oracle predicted with what a probe observed, and say what differed in one line.
 
 The first word of a failure message is a category the report groups by (reports/categories.py):
-PLAINTEXT LEAK beats UNEXPECTED OUTCOME beats a wire or identity mismatch.
+PLAINTEXT LEAK beats UNEXPECTED OUTCOME (outcome, wire or identity differ) beats WEAK TLS (the right outcome over
+a handshake weaker than the oracle's TLS facts).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
+from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME, WEAK_TLS
 
 ENCRYPTED = ("mtls", "app-tls")
 # For a 200 the wire is the proof. A reset must show the request reached the server and was closed there (a
@@ -51,4 +52,10 @@ def compare(prediction, result, captured: bool) -> Verdict:
     if problems:
         return Verdict(False, UNEXPECTED_OUTCOME,
                        f"{UNEXPECTED_OUTCOME} {'+'.join(problems)} differ: {summary}{detail}")
+    expected_tls = getattr(prediction, "tls", None) if captured else None
+    if expected_tls:
+        from probes.verdict import tls_shortfalls  # imports scapy: only runs that capture pay for it
+
+        if weak := tls_shortfalls(wire, expected_tls):
+            return Verdict(False, WEAK_TLS, f"{WEAK_TLS} {'; '.join(weak)}; {summary}{detail}")
     return Verdict(True, "", f"as expected: {summary}")

@@ -120,6 +120,9 @@ def matrix_predictions(istio_version: str | None = None) -> list[dict]:
 
 S = SERVER_NS
 APP = {"app": "httpbin"}
+# The server's identity, as a client that verifies it names it in subjectAltNames.
+SERVER_SAN = "spiffe://cluster.local/ns/httpbin/sa/httpbin"
+CA = MESH_CERT_FILES["caCertificates"]
 
 
 def scope_scenarios() -> list[tuple[str, dict]]:
@@ -270,6 +273,22 @@ def scope_scenarios() -> list[tuple[str, dict]]:
          [pa("STRICT", ROOT_NS), dr("ISTIO_MUTUAL", ROOT_NS, name="default", host="*")], {"server_sidecar": False}),
         ("dr-root-wildcard-istio-mutual", "mesh STRICT + root DR '*' ISTIO_MUTUAL",
          [pa("STRICT", ROOT_NS), dr("ISTIO_MUTUAL", ROOT_NS, name="default", host="*")], {}),
+        # --- Cells where only the server can refuse -------------------------------------------------
+        # The client sidecar accepts the server's certificate here (mesh CA and the server's SAN, or no check
+        # at all), so its own verification cannot end the call first: STRICT's client certificate
+        # requirement, and PERMISSIVE's match on Istio's ALPN, are what the outcome shows.
+        ("server-refuses-simple-mesh-ca-strict", "SIMPLE, mesh CA, the server's SAN, no client cert, under STRICT",
+         [pa("STRICT"), dr(None, traffic_policy={"tls": tls("SIMPLE", caCertificates=CA,
+                                                            subjectAltNames=[SERVER_SAN])})], {}),
+        ("server-refuses-simple-insecure-strict", "SIMPLE with insecureSkipVerify, no client cert, under STRICT",
+         [pa("STRICT"), dr(None, traffic_policy={"tls": tls("SIMPLE", insecureSkipVerify=True)})], {}),
+        ("server-refuses-mutual-mesh-certs-permissive", "MUTUAL, mesh certs, the server's SAN, under PERMISSIVE",
+         [pa("PERMISSIVE"), dr(None, traffic_policy={"tls": tls("MUTUAL", subjectAltNames=[SERVER_SAN])})], {}),
+        ("server-refuses-mutual-mesh-certs-disable", "MUTUAL, mesh certs, the server's SAN, under DISABLE",
+         [pa("DISABLE"), dr(None, traffic_policy={"tls": tls("MUTUAL", subjectAltNames=[SERVER_SAN])})], {}),
+        # The control: the same MUTUAL client is accepted by STRICT, with its identity (but not Istio's wire).
+        ("server-accepts-mutual-mesh-certs-strict", "MUTUAL, mesh certs, the server's SAN, under STRICT",
+         [pa("STRICT"), dr(None, traffic_policy={"tls": tls("MUTUAL", subjectAltNames=[SERVER_SAN])})], {}),
     ]
     out = []
     for cell_id, text, resources, options in cells:

@@ -450,3 +450,45 @@ def test_mutation_strict_as_permissive_turns_the_matrix_red(monkeypatch):
     wrong = _matrix_differences()
     assert wrong and all("/pa-strict/" in w for w in wrong)
     assert len(wrong) == 5 + 1  # naked client x 5 DR modes, sidecar client with dr-disable
+
+
+# --- Istio's TLS facts on the wire --------------------------------------------------------------------
+
+def test_istio_mtls_handshake_facts_are_tls13_hidden_certificates_istio_alpn_and_sni():
+    # cluster_tls.go defaultUpstreamCommonTLSContext + authn/utils/utils.go BuildInboundTLS: both sides max 1.3.
+    p = predict(scenario([pa("STRICT")]))
+    assert p.tls["version"] == "TLSv1.3" and p.tls["certificates_visible"] is False
+    assert p.tls["alpn"] == "istio" and p.tls["sni"] == "outbound_.8000_._.httpbin.httpbin.svc.cluster.local"
+    assert "defaultUpstreamCommonTLSContext" in p.tls["source"] and "BuildInboundTLS" in p.tls["source"]
+
+
+def test_app_tls_success_is_judged_on_version_and_certificates_only():
+    p = predict(scenario([pa("STRICT"), dr(None, traffic_policy={"tls": tls(
+        "MUTUAL", subjectAltNames=["spiffe://cluster.local/ns/httpbin/sa/httpbin"])})]))
+    assert (p.wire, p.tls["version"], p.tls["alpn"], p.tls["sni"]) == ("app-tls", "TLSv1.3", None, None)
+
+
+def test_no_tls_facts_without_a_completed_sidecar_handshake():
+    for data in (scenario([pa("DISABLE"), dr("ISTIO_MUTUAL")]), scenario([], client_sidecar=False),
+                 scenario([pa("STRICT"), dr("SIMPLE")]), scenario([dr("DISABLE")])):
+        assert predict(data).tls is None
+
+
+def test_every_mtls_outcome_has_tls_facts():
+    for cell, data in matrix_scenarios() + scope_scenarios():
+        p = predict(data)
+        assert (p.tls is not None) == (p.outcome == "mtls"), cell
+
+
+def test_scope_has_cells_where_only_the_server_can_refuse():
+    # The client accepts the server's certificate in each, so the server's own rule decides.
+    cells = dict(scope_scenarios())
+    rules = {cell: predict(cells[f"scope/{cell}"]).rule for cell in (
+        "server-refuses-simple-mesh-ca-strict", "server-refuses-simple-insecure-strict",
+        "server-refuses-mutual-mesh-certs-permissive", "server-refuses-mutual-mesh-certs-disable",
+        "server-accepts-mutual-mesh-certs-strict")}
+    assert rules == {"server-refuses-simple-mesh-ca-strict": "simple-to-strict-503",
+                     "server-refuses-simple-insecure-strict": "simple-to-strict-503",
+                     "server-refuses-mutual-mesh-certs-permissive": "app-tls-to-permissive-503",
+                     "server-refuses-mutual-mesh-certs-disable": "app-tls-to-disable-503",
+                     "server-accepts-mutual-mesh-certs-strict": "mutual-mesh-cert-to-strict"}

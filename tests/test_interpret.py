@@ -3,7 +3,7 @@
 from types import SimpleNamespace
 
 from cluster.backend import ProbeResult
-from suites.interpret import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME, compare
+from suites.interpret import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME, WEAK_TLS, compare
 
 PEER = "spiffe://cluster.local/ns/sleep/sa/sleep"
 
@@ -57,3 +57,36 @@ def test_missing_capture_is_a_harness_error_not_a_pass():
 def test_without_capture_identity_still_checked():
     verdict = compare(prediction(), observed(peer="spiffe://cluster.local/ns/evil/sa/x"), captured=False)
     assert not verdict.passed and "identity" in verdict.message
+
+
+TLS13 = {"version": "TLSv1.3", "certificates_visible": False, "alpn": "istio",
+         "sni": "outbound_.8000_._.httpbin.httpbin.svc.cluster.local"}
+
+
+def test_a_downgraded_handshake_is_weak_tls_not_a_pass():
+    expected = prediction()
+    expected.tls = TLS13
+    seen = observed()
+    seen.wire.update(tls_version="TLSv1.2", certificates_visible=True, certificate_uris=[PEER], alpn=["istio"],
+                     sni=TLS13["sni"])
+    verdict = compare(expected, seen, captured=True)
+    assert not verdict.passed and verdict.category == WEAK_TLS and verdict.message.startswith(WEAK_TLS)
+    assert "negotiated TLSv1.2, not TLSv1.3" in verdict.message and PEER in verdict.message
+    seen.wire.update(tls_version="TLSv1.3", certificates_visible=False, certificate_uris=[])
+    assert compare(expected, seen, captured=True).passed
+
+
+def test_missing_istio_alpn_or_sni_is_weak_tls():
+    expected = prediction()
+    expected.tls = TLS13
+    seen = observed()
+    seen.wire.update(tls_version="TLSv1.3", certificates_visible=False, alpn=["http/1.1"], sni="httpbin")
+    verdict = compare(expected, seen, captured=True)
+    assert verdict.category == WEAK_TLS and "lacks istio" in verdict.message and "SNI 'httpbin'" in verdict.message
+
+
+def test_a_wrong_outcome_stays_unexpected_outcome_even_over_weak_tls():
+    expected = prediction()
+    expected.tls = TLS13
+    seen = observed(outcome="plaintext", wire="plaintext", peer=None)
+    assert compare(expected, seen, captured=True).category == UNEXPECTED_OUTCOME

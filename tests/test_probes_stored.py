@@ -71,3 +71,17 @@ def test_envoy_clienthello_came_as_one_frame_larger_than_the_mtu():
 
     with RawPcapReader(str(DATA / "envoy-strict-mtls.pcap")) as reader:
         assert max(len(frame) for frame, _ in reader) > 1514
+
+
+def test_tls_facts_of_stored_captures():
+    from probes.verdict import tls_shortfalls
+
+    istio = {"version": "TLSv1.3", "certificates_visible": False, "alpn": "istio", "sni": MESH_SNI}
+    probe = INDEX["envoy-strict-mtls"]
+    assert tls_shortfalls(judge(DATA / "envoy-strict-mtls.pcap", probe["canary"], probe["server_ip"],
+                                probe["server_port"]), istio) == []
+    probe = INDEX["python-mtls-tls12"]
+    weak = tls_shortfalls(judge(DATA / "python-mtls-tls12.pcap", probe["canary"], probe["server_ip"],
+                                probe["server_port"]), istio)
+    uris = "spiffe://cluster.local/ns/ns/sa/httpbin, spiffe://cluster.local/ns/ns/sa/sleep"
+    assert weak[:2] == ["negotiated TLSv1.2, not TLSv1.3", f"certificates readable on the wire ({uris})"]

@@ -13,7 +13,7 @@ def test_every_prefix_has_its_category_and_only_its_own():
         matching = [c.name for c in CATEGORIES if re.fullmatch(c.message_regex(), message)]
         assert matching == [category.name]
     assert category_of("AssertionError: assert 1 == 2") is None
-    assert len(set(PREFIXES)) == len(PREFIXES) == 5
+    assert len(set(PREFIXES)) == len(PREFIXES) == 6
 
 
 def test_the_earliest_prefix_in_a_message_decides():

@@ -1,7 +1,9 @@
-"""The conformance matrix run against deliberately broken reference meshes goes red in exactly the cells the
-break affects, and a sidecar that sends cleartext where policy says mTLS is reported as a plaintext leak.
+"""The conformance suites run against deliberately broken reference meshes go red in exactly the cells the
+break affects, each under the category that names it (a plaintext leak, a weak handshake, an unexpected outcome).
 
-Which cells must go red is derived from the oracle, not listed by hand."""
+Which cells must go red is derived from the oracle, not listed by hand. The breaks of issue 13 (STRICT without
+a client certificate, PERMISSIVE accepting any TLS, sidecars capped at TLS 1.2) passed every cell before the
+scope suite gained cells where only the server can refuse and the oracle predicted Istio's TLS facts."""
 
 from __future__ import annotations
 
@@ -14,34 +16,43 @@ from pathlib import Path
 import pytest
 
 from meshproof.scenario import scenario_from_dict
-from reports.categories import PLAINTEXT_LEAK
+from reports.categories import PLAINTEXT_LEAK, UNEXPECTED_OUTCOME, WEAK_TLS
 from suites.expectations import expect
-from suites.matrix import matrix_scenarios
+from suites.matrix import matrix_scenarios, pa, scope_scenarios
 
 pytestmark = [pytest.mark.root, pytest.mark.mesh, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="the reference mesh needs root (netns, iptables)")]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_matrix_with(mutant: str, tmp_path: Path) -> dict[str, str]:
-    """Run the matrix suite with a mutant plugin; returns {cell id: failure message} of the red cells."""
+def run_matrix_with(mutant: str, tmp_path: Path, suites: tuple[str, ...] = ("suites/test_matrix.py",)) -> dict[str, str]:
+    """Run the suites with a mutant plugin; returns {cell id: failure message} of the red cells."""
     junit = tmp_path / "junit.xml"
     env = {**os.environ, "MESHPROOF_CELLS_DIR": str(tmp_path / "cells")}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_matrix.py", "-p", f"tests.mutants.{mutant}",
+    proc = subprocess.run([sys.executable, "-m", "pytest", *suites, "-p", f"tests.mutants.{mutant}",
                            "-n", "2", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"],
                           check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert junit.exists(), f"the suite did not run:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    red = {}
+    red, ran = {}, 0
     for case in ET.parse(junit).iter("testcase"):
+        ran += 1
         failure = case.find("failure")
         if failure is not None:
-            cell = case.get("name").removeprefix("test_matrix[").removesuffix("]")
+            cell = case.get("name").partition("[")[2].removesuffix("]")
             red[cell] = failure.get("message", "")
+    assert ran, f"no cell ran:\n{proc.stdout[-3000:]}"
     return red
 
 
-def predictions():
-    return {cell: expect(scenario_from_dict(scn, cell)) for cell, scn in matrix_scenarios()}
+MATRIX_AND_SCOPE = ("suites/test_matrix.py", "suites/test_scope.py")
+
+
+def predictions(cells=None):
+    return {cell: expect(scenario_from_dict(scn, cell)) for cell, scn in (cells or matrix_scenarios())}
+
+
+def all_cells():
+    return matrix_scenarios() + scope_scenarios()
 
 
 def test_strict_compiled_as_permissive_turns_exactly_the_strict_only_cells_red(tmp_path):
@@ -74,3 +85,38 @@ def _strict_to_permissive(manifest: dict) -> dict:
     if mtls.get("mode") != "STRICT":
         return manifest
     return {**manifest, "spec": {**spec, "mtls": {**mtls, "mode": "PERMISSIVE"}}}
+
+
+def test_strict_without_a_client_certificate_requirement_is_caught_where_only_the_server_refuses(tmp_path):
+    # The rule that STRICT's client certificate requirement decides; the client accepts the server's certificate.
+    expected_red = {cell for cell, p in predictions(all_cells()).items() if p.rule == "simple-to-strict-503"}
+    assert any(cell.startswith("scope/") for cell in expected_red), "no cell lets only the server refuse"
+    red = run_matrix_with("strict_without_client_cert", tmp_path, MATRIX_AND_SCOPE)
+    assert set(red) == expected_red
+    assert all(UNEXPECTED_OUTCOME in message for message in red.values()), red
+
+
+def test_permissive_accepting_any_tls_is_caught_where_strict_would_accept_the_client(tmp_path):
+    # Such a PERMISSIVE server treats TLS without Istio's ALPN as STRICT would: red where STRICT accepts it.
+    expected_red = set()
+    for cell, scn in all_cells():
+        if expect(scenario_from_dict(scn, cell)).rule != "app-tls-to-permissive-503":
+            continue
+        as_strict = [m for m in scn["resources"] if m["kind"] != "PeerAuthentication"] + [pa("STRICT")]
+        if expect(scenario_from_dict({**scn, "resources": as_strict}, cell)).outcome != "503":
+            expected_red.add(cell)
+    assert expected_red, "the mutant changes no prediction: this test could not go red"
+    red = run_matrix_with("permissive_any_tls", tmp_path, MATRIX_AND_SCOPE)
+    assert set(red) == expected_red
+    assert all(UNEXPECTED_OUTCOME in message for message in red.values()), red
+
+
+def test_sidecars_capped_at_tls12_are_weak_tls_in_every_cell_with_a_sidecar_handshake(tmp_path):
+    expected_red = {cell for cell, p in predictions(all_cells()).items() if p.tls}
+    assert expected_red, "the oracle predicts no TLS facts: this test could not go red"
+    red = run_matrix_with("tls12_max", tmp_path, MATRIX_AND_SCOPE)
+    assert set(red) == expected_red
+    for cell, message in red.items():
+        assert WEAK_TLS in message and "negotiated TLSv1.2" in message, (cell, message)
+    # A full TLS 1.2 handshake shows the certificates; one resumed from a session ticket shows none.
+    assert any("certificates readable" in message for message in red.values())

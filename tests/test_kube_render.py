@@ -252,3 +252,46 @@ def test_every_suite_cell_renders_to_valid_objects():
         scn = scenario_from_dict(copy.deepcopy(raw), cell_id)
         for doc in all_docs(scn, allow_mesh_wide=True):
             assert errors(doc) == [], f"{cell_id}: {doc['kind']} {doc['metadata']['name']}: {errors(doc)}"
+
+
+# --- pod placement and the mesh certificate files -------------------------------------------------------
+
+def deployments(scn, spread="preferred") -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in workload_docs(scn, RUN, Images(), Revisions(), spread)
+            if d["kind"] == "Deployment"}
+
+
+@pytest.mark.parametrize("spread", ["required", "preferred"])
+def test_client_and_server_keep_apart_by_node(spread):
+    """Each pod's anti-affinity selects exactly the other pod of this run, in its namespace, per node."""
+    found = deployments(scenario(), spread)
+    for me, other in (("sleep", "httpbin"), ("httpbin", "sleep")):
+        terms = found[me]["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        [term] = terms[f"{spread}DuringSchedulingIgnoredDuringExecution"]
+        term = term.get("podAffinityTerm", term)
+        target = found[other]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["namespaces"] == [target["metadata"]["namespace"]]
+        labels = target["spec"]["template"]["metadata"]["labels"]
+        assert term["labelSelector"]["matchLabels"].items() <= labels.items()
+        assert not term["labelSelector"]["matchLabels"].items() <= found[me]["spec"]["template"]["metadata"][
+            "labels"].items()  # it does not select itself
+        assert errors(found[me]) == []
+    with pytest.raises(ValueError, match="allowed: required, preferred"):
+        deployments(scenario(), "anywhere")
+
+
+def test_a_client_sidecar_keeps_its_mesh_certificate_where_mutual_cells_name_it():
+    """The oracle's MUTUAL cells name /etc/certs/{cert-chain,key,root-cert}.pem: pilot-agent writes exactly
+    these names (OutputKeyCertToDir) to OUTPUT_CERTS, which must be that directory, mounted in the sidecar."""
+    from suites.expectations import MESH_CERT_FILES
+
+    notes = deployments(scenario())["sleep"]["spec"]["template"]["metadata"]["annotations"]
+    directory = json.loads(notes["proxy.istio.io/config"])["proxyMetadata"]["OUTPUT_CERTS"]
+    assert {path.rsplit("/", 1)[0] for path in MESH_CERT_FILES.values()} == {directory}
+    assert {path.rsplit("/", 1)[1] for path in MESH_CERT_FILES.values()} == {"cert-chain.pem", "key.pem",
+                                                                            "root-cert.pem"}
+    mounts, volumes = json.loads(notes["sidecar.istio.io/userVolumeMount"]), json.loads(notes["sidecar.istio.io/userVolume"])
+    assert [m["mountPath"] for m in mounts.values()] == [directory] and mounts.keys() == volumes.keys()
+    no_sidecar = scenario(client={"namespace": "sleep", "sidecar": False})
+    assert "annotations" not in deployments(no_sidecar)["sleep"]["spec"]["template"]["metadata"]

@@ -39,6 +39,7 @@ from cluster.kube.inspect import (
 )
 from cluster.kube.render import (
     CELL_LABEL,
+    NODE_SPREADS,
     OWNER_LABEL,
     ROLE_LABEL,
     RUN_LABEL,
@@ -64,6 +65,7 @@ from probes.verdict import judge
 
 SIDECAR = "istio-proxy"
 CLIENT_REVISION_ENV, SERVER_REVISION_ENV = "MESHPROOF_CLIENT_REVISION", "MESHPROOF_SERVER_REVISION"
+NODE_SPREAD_ENV = "MESHPROOF_NODE_SPREAD"
 CREATE_SPACING_S = 1.05  # creationTimestamp has 1 s resolution; Istio lets the oldest conflicting policy win
 # Idle pod pairs a backend keeps for later cells of the same shape. The suites list cells grouped by shape,
 # so a few keep reuse high without one pair per shape ever seen piling up on the cluster.
@@ -84,6 +86,7 @@ class Pair:
     namespaces: dict[str, str]  # scenario namespace -> run namespace
     client_pod: tuple[str, str] = ("", "")  # (namespace, name)
     server_pod: tuple[str, str, str] = ("", "", "")  # (namespace, name, pod IP)
+    nodes: tuple[str, str] = ("", "")  # (client's node, server's node)
     in_use: bool = False
     last_used: float = 0.0
     cells: int = 0  # deployed on it so far
@@ -119,7 +122,7 @@ class KubeBackend(MeshBackend):
                  allow_mesh_wide: bool = False, images: Images | None = None,
                  convergence: ConvergencePolicy | None = None, ready_timeout_s: float = 180.0,
                  stale_after_s: float = 3600.0, out_dir: str | Path = "reports/out/kube",
-                 connect_timeout_s: float = 3.0):
+                 connect_timeout_s: float = 3.0, node_spread: str | None = None):
         self.kubeconfig, self.context = kubeconfig, context
         self.revisions = Revisions(client_revision or revision, server_revision or revision)
         self.allow_mesh_wide = allow_mesh_wide
@@ -127,6 +130,10 @@ class KubeBackend(MeshBackend):
         self.policy = convergence or ConvergencePolicy()
         self.ready_timeout_s, self.stale_after_s = ready_timeout_s, stale_after_s
         self.out_dir, self.connect_timeout_s = Path(out_dir), connect_timeout_s
+        # MESHPROOF_NODE_SPREAD=required (make kind-conformance): client and server must land on two nodes.
+        self.spread = node_spread or os.environ.get(NODE_SPREAD_ENV) or "preferred"
+        if self.spread not in NODE_SPREADS:
+            raise KubeUnavailable(f"{NODE_SPREAD_ENV}={self.spread!r}: allowed: {', '.join(NODE_SPREADS)}")
         self.owner = "k" + secrets.token_hex(3)  # this backend instance (one per pytest worker)
         # Shared by all xdist workers of one pytest run, so a worker never cleans its siblings' namespaces.
         self.session = re.sub(r"[^a-z0-9]", "", os.environ.get("PYTEST_XDIST_TESTRUNUID", "").lower())[:16] \
@@ -233,7 +240,7 @@ class KubeBackend(MeshBackend):
         docs = policies
         if workloads:
             docs = (namespace_docs(scenario, run_id, self.session, self.owner, self.revisions)
-                    + workload_docs(scenario, run_id, self.images, self.revisions) + policies)
+                    + workload_docs(scenario, run_id, self.images, self.revisions, self.spread) + policies)
         for doc in docs:
             validate(doc, f"kube run {run_id} cell {cell_id}")
         return docs
@@ -258,6 +265,7 @@ class KubeBackend(MeshBackend):
             raise
         pair.client_pod = (client_pod.metadata.namespace, client_pod.metadata.name)
         pair.server_pod = (server_pod.metadata.namespace, server_pod.metadata.name, server_pod.status.pod_ip)
+        pair.nodes = (client_pod.spec.node_name or "", server_pod.spec.node_name or "")
         return pair
 
     def _pair_ready(self, pair: Pair) -> bool:
@@ -494,6 +502,9 @@ class KubeBackend(MeshBackend):
     def _extra(handle: KubeHandle) -> dict[str, Any]:
         extra: dict[str, Any] = {"run_id": handle.run_id, "cell_id": handle.cell_id, "reused_pods": handle.reused,
                                  "namespaces": handle.namespaces}
+        if handle.pair and all(handle.pair.nodes):
+            extra["nodes"] = {"client": handle.pair.nodes[0], "server": handle.pair.nodes[1],
+                              "cross_node": handle.pair.nodes[0] != handle.pair.nodes[1]}
         if handle.convergence:
             extra["convergence"] = handle.convergence.summary()
         if handle.diagnostics_dir:

@@ -8,6 +8,7 @@ tested, and schema-validated, without a cluster.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -28,6 +29,17 @@ ROLE_LABEL = "meshproof.io/role"
 CELL_LABEL = "meshproof.io/cell"  # on a cell's Istio objects: a pod pair outlives its cells
 INJECT_LABEL = "sidecar.istio.io/inject"
 REV_LABEL = "istio.io/rev"
+# DestinationRule MUTUAL cells name the workload's own mesh certificate as files in this directory. Istio's
+# supported way to have them there: pilot-agent writes the workload's key.pem, cert-chain.pem and
+# root-cert.pem to OUTPUT_CERTS (pilot/cmd/pilot-agent/options/options.go, security/pkg/nodeagent/util
+# OutputKeyCertToDir; secretcache.go never reads its own output back as the mesh certificate), into a
+# volume mounted in the sidecar with the userVolume annotations (the injection template, release-1.28..1.30).
+MESH_CERT_DIR = "/etc/certs"
+CERT_VOLUME = "meshproof-mesh-certs"
+# Client and server on different nodes, so the captured hop crosses the node network as east-west traffic
+# does: "required" on a cluster with room for it (kind's two workers), "preferred" elsewhere.
+NODE_SPREADS = ("required", "preferred")
+HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 _RUN_ID = re.compile(r"^[a-z0-9]{1,20}$")
 
 
@@ -134,9 +146,13 @@ def _namespace_injection(scenario: Scenario, scenario_ns: str, revisions: Revisi
     return {REV_LABEL: rev} if rev else {"istio-injection": "enabled"}
 
 
-def workload_docs(scenario: Scenario, run_id: str, images: Images, revisions: Revisions) -> list[dict]:
+def workload_docs(scenario: Scenario, run_id: str, images: Images, revisions: Revisions,
+                  spread: str = "preferred") -> list[dict]:
     """ServiceAccounts, Services and Deployments of sleep and httpbin, deduplicated by kind/namespace/name,
-    and, with a client sidecar, the EnvoyFilter that makes it open one upstream connection per request."""
+    and, with a client sidecar, the EnvoyFilter that makes it open one upstream connection per request.
+    The two pods keep apart by node (`spread`), and a client sidecar writes its mesh certificate as files."""
+    if spread not in NODE_SPREADS:
+        raise ValueError(f"node spread {spread!r}: allowed: {', '.join(NODE_SPREADS)}")
     names = namespace_map(scenario, run_id)
     client, server = scenario.client, scenario.server
     docs = render_template("sleep.yaml", namespace=names[client.namespace], run_id=run_id,
@@ -148,7 +164,12 @@ def workload_docs(scenario: Scenario, run_id: str, images: Images, revisions: Re
         if doc["kind"] == "Deployment":
             workload, rev = (client, revisions.client) if doc["metadata"]["name"] == "sleep" \
                 else (server, revisions.server)
-            doc["spec"]["template"]["metadata"]["labels"].update(pod_labels(workload, rev))
+            template = doc["spec"]["template"]
+            template["metadata"]["labels"].update(pod_labels(workload, rev))
+            other = ("httpbin", names[server.namespace]) if workload is client else ("sleep", names[client.namespace])
+            template["spec"]["affinity"] = apart_from(*other, run_id, spread)
+            if workload is client and client.sidecar:
+                template["metadata"].setdefault("annotations", {}).update(mesh_cert_files())
     if client.sidecar:
         docs += render_template("no-connection-reuse.yaml", namespace=names[client.namespace], run_id=run_id,
                                 server_host=f"httpbin.{names[server.namespace]}.svc.cluster.local",
@@ -157,6 +178,23 @@ def workload_docs(scenario: Scenario, run_id: str, images: Images, revisions: Re
     for doc in docs:
         unique.setdefault((doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"]), doc)
     return list(unique.values())
+
+
+def apart_from(role: str, namespace: str, run_id: str, spread: str) -> dict:
+    """Pod anti-affinity to the run's pod of `role` in `namespace`, by node."""
+    term = {"labelSelector": {"matchLabels": {ROLE_LABEL: role, RUN_LABEL: run_id}}, "namespaces": [namespace],
+            "topologyKey": HOSTNAME_TOPOLOGY}
+    if spread == "required":
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": term}]}}
+
+
+def mesh_cert_files() -> dict[str, str]:
+    """Pod annotations that make the sidecar keep its mesh certificate as files under MESH_CERT_DIR."""
+    return {"proxy.istio.io/config": json.dumps({"proxyMetadata": {"OUTPUT_CERTS": MESH_CERT_DIR}}),
+            "sidecar.istio.io/userVolume": json.dumps({CERT_VOLUME: {"emptyDir": {"medium": "Memory"}}}),
+            "sidecar.istio.io/userVolumeMount": json.dumps({CERT_VOLUME: {"mountPath": MESH_CERT_DIR}})}
 
 
 def pod_labels(workload: Workload, revision: str | None) -> dict[str, str]:

@@ -72,29 +72,43 @@ clean:
 	rm -rf $(OUT) .pytest_cache
 
 # --- real clusters (docs/kube.md): a kind cluster with Istio, the suites on it, pre-upgrade validation ---
+# These targets need no host tcpdump or iptables (the capture and the faults run inside the pods), so they
+# depend on the .venv and Allure only, never on system-deps (which needs root for apt-get).
 ISTIO_VERSION ?= 1.30
 KIND_KUBECONFIG ?= $(HOME)/.kube/meshproof-kind.yaml
 KUBE_ARGS = --mesh kube --kubeconfig $(KIND_KUBECONFIG)
+ALLOW_UNPINNED ?=
 
-.PHONY: kind-up kind-conformance kind-down upgrade-check
+.PHONY: kind-up kind-doctor kind-conformance kind-down upgrade-check
 
 # ISTIO_VERSION may list several versions (canary): make kind-up ISTIO_VERSION="1.29 1.30"
+# ALLOW_UNPINNED=1: accept a download without a sum in cluster/kind/checksums.txt (its release's own sum).
 kind-up:
-	KIND_KUBECONFIG=$(KIND_KUBECONFIG) cluster/kind/up.sh $(ISTIO_VERSION)
+	ALLOW_UNPINNED=$(ALLOW_UNPINNED) KIND_KUBECONFIG=$(KIND_KUBECONFIG) cluster/kind/up.sh $(ISTIO_VERSION)
 
-kind-conformance: setup $(ALLURE)
-	@rm -rf $(OUT)/allure-results $(OUT)/cells; mkdir -p $(OUT); \
-	$(BIN)/pytest suites $(KUBE_ARGS) --istio-version $(firstword $(ISTIO_VERSION)) \
-	  --alluredir $(OUT)/allure-results $(PYTEST_ARGS); rc=$$?; \
+kind-doctor: $(STAMP)
+	$(BIN)/meshproof doctor $(KUBE_ARGS)
+
+# The namespace-scoped cells with 2 workers, then the mesh-wide cells alone (the kind cluster is ours), then
+# the report. Client and server pods must land on different nodes (kind-config.yaml has two workers).
+# Exit 1 when either run failed; a tree without mesh-wide cells (pytest exit 5 there) is not a failure.
+kind-conformance: $(STAMP) $(ALLURE)
+	@rm -rf $(OUT)/allure-results $(OUT)/cells; mkdir -p $(OUT); export MESHPROOF_NODE_SPREAD=required; \
+	$(BIN)/pytest suites $(KUBE_ARGS) --istio-version $(firstword $(ISTIO_VERSION)) -m "not mesh_wide" -n 2 \
+	  --alluredir $(OUT)/allure-results --junitxml $(OUT)/junit.xml $(PYTEST_ARGS); scoped=$$?; \
+	$(BIN)/pytest suites $(KUBE_ARGS) --istio-version $(firstword $(ISTIO_VERSION)) -m mesh_wide --allow-mesh-wide \
+	  --alluredir $(OUT)/allure-results --junitxml $(OUT)/junit-mesh-wide.xml $(PYTEST_ARGS); wide=$$?; \
 	$(MAKE) --no-print-directory report; \
-	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+	if [ $$scoped -eq 5 ]; then echo "error: pytest collected no namespace-scoped cells"; exit 1; fi; \
+	if [ $$wide -eq 5 ]; then wide=0; fi; \
+	if [ $$scoped -ne 0 ] || [ $$wide -ne 0 ]; then exit 1; fi
 
 kind-down:
 	KIND_KUBECONFIG=$(KIND_KUBECONFIG) cluster/kind/down.sh
 
 # OLD_REVISION / NEW_REVISION: the istio.io/rev values of the current and the candidate control plane.
 # Exit 1 on a regression; the HTML report (revisions side by side, the diff) is built either way.
-upgrade-check: setup $(ALLURE)
+upgrade-check: $(STAMP) $(ALLURE)
 	@$(BIN)/meshproof upgrade-check $(KUBE_ARGS) --old-revision $(OLD_REVISION) --new-revision $(NEW_REVISION) \
 	  --out $(OUT)/upgrade $(UPGRADE_ARGS); rc=$$?; \
 	if [ -d $(OUT)/upgrade/allure-results ]; then $(BIN)/python -m reports.build --results \

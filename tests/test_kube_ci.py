@@ -48,16 +48,64 @@ def test_workflow_matrix_is_the_supported_istio_minors(workflow):
     assert job["strategy"]["fail-fast"] is False  # one broken minor must not hide the others
 
 
-def test_workflow_steps_bring_up_kind_run_the_suites_and_tear_down(steps):
-    names = [s.get("name", "") for s in steps]
-    assert "make kind-up ISTIO_VERSION=${{ matrix.istio }}" in step(steps, "kind cluster")["run"]
-    cells = step(steps, "Conformance suites (namespace")["run"]
-    assert "pytest suites --mesh kube" in cells and "--istio-version ${{ matrix.istio }}" in cells
-    assert "--junitxml" in cells and "--alluredir" in cells
-    assert "--allow-mesh-wide" in step(steps, "Conformance suites (mesh-wide")["run"]
-    assert names.index("meshproof doctor") < names.index(step(steps, "Conformance suites (namespace")["name"])
+def documented_kind_commands() -> list[str]:
+    """The commands of docs/kube.md "kind, step by step", comments and blank lines left out."""
+    text = (ROOT / "docs" / "kube.md").read_text()
+    section = text[text.index("## kind, step by step"):]
+    block = section[section.index("```bash\n") + len("```bash\n"):]
+    block = block[:block.index("```")]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def test_the_workflow_runs_the_documented_kind_commands_as_written(steps):
+    """Every command of the kind steps is a documented line (for the minor of the job), in the documented
+    order, and every documented command runs; nothing else (no sudo, no apt-get) is run around them."""
+    documented = documented_kind_commands()
+    ran = [s["run"].replace("${{ matrix.istio }}", "1.30") for s in steps
+           if "run" in s and s["run"].startswith("make ")]
+    assert ran == documented
+    assert not any("sudo" in s.get("run", "") or "system-deps" in s.get("run", "") for s in steps)
     down = steps[-1]
-    assert down["run"].startswith("make kind-down") and down["if"] == "${{ always() }}"
+    assert down["run"] == "make kind-down" and down["if"] == "${{ always() }}"
+
+
+def prerequisites() -> dict[str, list[str]]:
+    """Each Make target's prerequisites, from make's own database (-p; -n and an unknown goal run nothing)."""
+    database = subprocess.run(["make", "-pn", "__meshproof_nothing__"], cwd=ROOT, capture_output=True, text=True,
+                              check=False).stdout
+    found = {}
+    for line in database.splitlines():
+        target, colon, rest = line.partition(":")
+        if colon and target and not target.startswith(("#", "\t", " ")) and not rest.startswith("="):
+            found.setdefault(target, rest.split())
+    return found
+
+
+@pytest.mark.parametrize("target", ["kind-up", "kind-doctor", "kind-conformance", "kind-down", "upgrade-check"])
+def test_kube_targets_never_need_root_or_host_capture_tools(target):
+    """system-deps installs iptables and tcpdump with apt-get (root); a GitHub runner has no root for it and
+    the kube path runs both inside the pods."""
+    graph, seen, todo = prerequisites(), set(), [target]
+    assert target in graph
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += graph.get(name, [])
+    assert "system-deps" not in seen and "setup" not in seen, sorted(seen)
+
+
+def test_kind_conformance_runs_both_cell_sets_on_two_nodes_and_fails_on_either():
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\nkind-conformance:"):].split("\n\n")[0]
+    assert "MESHPROOF_NODE_SPREAD=required" in recipe
+    assert '-m "not mesh_wide" -n 2' in recipe and "-m mesh_wide --allow-mesh-wide" in recipe
+    assert "if [ $$scoped -ne 0 ] || [ $$wide -ne 0 ]; then exit 1; fi" in recipe
+
+
+def test_kind_has_two_workers_for_client_and_server():
+    config = yaml.safe_load((KIND / "kind-config.yaml").read_text())
+    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker", "worker"]
 
 
 def test_workflow_uploads_junit_allure_and_the_html_report(steps):
@@ -71,8 +119,9 @@ def test_workflow_uploads_junit_allure_and_the_html_report(steps):
 
 def test_workflow_job_summary_and_report(steps):
     assert "GITHUB_STEP_SUMMARY" in step(steps, "Job summary")["run"]
-    # reports.build appends the matrix picture to the job summary when GITHUB_STEP_SUMMARY is set.
-    assert step(steps, "HTML report")["run"] == "make report"
+    # kind-conformance builds the report; reports.build appends the matrix picture to the job summary.
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(MAKE) --no-print-directory report" in makefile[makefile.index("\nkind-conformance:"):].split("\n\n")[0]
     assert "GITHUB_STEP_SUMMARY" in (ROOT / "reports" / "build.py").read_text()
 
 
@@ -107,14 +156,71 @@ def test_up_refuses_an_unsupported_version_before_creating_anything(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no tools folder, no kubeconfig folder
 
 
-def _verify(tmp_path, pinned_sum: str) -> subprocess.CompletedProcess:
-    artifact = tmp_path / "istioctl-1.30.3-linux-amd64.tar.gz"
+def _verify(tmp_path, pinned_sum: str | None, url: str = "http://127.0.0.1:9/unused.sha256",
+            **env: str) -> subprocess.CompletedProcess:
+    artifact = tmp_path / "istio-1.30.3-linux-amd64.tar.gz"
     artifact.write_bytes(b"not really a tarball")
     sums = tmp_path / "checksums.txt"
-    sums.write_text(f"{pinned_sum}  {artifact.name}\n")
-    script = f'source "{KIND}/up.sh"; verify "{artifact}" "http://127.0.0.1:9/unused.sha256" && echo verified'
-    env = dict(os.environ, MESHPROOF_CHECKSUMS=str(sums), HOME=str(tmp_path))
+    sums.write_text(f"{pinned_sum}  {artifact.name}\n" if pinned_sum else "# nothing pinned\n")
+    script = f'source "{KIND}/up.sh"; verify "{artifact}" "{url}" && echo verified'
+    env = dict(os.environ, MESHPROOF_CHECKSUMS=str(sums), HOME=str(tmp_path), **env)
     return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def published_sum():
+    """The release's own .sha256 of the artifact, served on loopback (what up.sh would fetch)."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from threading import Thread
+
+    body = f"{hashlib.sha256(b'not really a tarball').hexdigest()}  istio-1.30.3-linux-amd64.tar.gz\n".encode()
+
+    class Sum(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Sum)
+    Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/istio.tar.gz.sha256"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_download_without_a_committed_sum_is_refused_even_when_its_release_publishes_one(tmp_path, published_sum):
+    done = _verify(tmp_path, None, published_sum)
+    assert done.returncode == 2 and "no sha256 committed" in done.stderr and "ALLOW_UNPINNED=1" in done.stderr
+    assert not (tmp_path / "istio-1.30.3-linux-amd64.tar.gz").exists()
+
+
+def test_allow_unpinned_trusts_the_release_sum_and_says_so(tmp_path, published_sum):
+    done = _verify(tmp_path, None, published_sum, ALLOW_UNPINNED="1")
+    assert done.returncode == 0 and done.stdout.strip() == "verified"
+    assert "UNPINNED: istio-1.30.3-linux-amd64.tar.gz" in done.stderr
+
+
+def committed_sums() -> dict[str, str]:
+    return {name: digest for digest, name in (line.split() for line in (KIND / "checksums.txt").read_text().splitlines()
+                                              if line.strip() and not line.startswith("#"))}
+
+
+def test_kind_downloads_are_pinned_and_the_unpinned_istio_bundles_are_named():
+    pins = dict(line.split("=", 1) for line in (KIND / "versions.env").read_text().splitlines()
+                if line and not line.startswith("#"))
+    sums, notes = committed_sums(), (KIND / "checksums.txt").read_text()
+    for arch in ("amd64", "arm64"):
+        assert re.fullmatch(r"[0-9a-f]{64}", sums[f"kind-{pins['KIND_VERSION']}-linux-{arch}"])
+    for minor in SUPPORTED_ISTIO_VERSIONS:
+        version = pins[f"ISTIO_{minor.replace('.', '_')}"]
+        for arch in ("amd64", "arm64"):
+            name = f"istio-{version}-linux-{arch}.tar.gz"
+            assert name in sums or f"istio-{version}-linux-{{amd64,arm64}}" in notes or name.removesuffix(
+                ".tar.gz") in notes, f"{name}: neither pinned nor listed as not pinned"
 
 
 def test_checksum_pinned_in_the_repo_is_enforced(tmp_path):
@@ -125,7 +231,7 @@ def test_checksum_pinned_in_the_repo_is_enforced(tmp_path):
 def test_checksum_mismatch_refuses_and_removes_the_download(tmp_path):
     done = _verify(tmp_path, "0" * 64)
     assert done.returncode == 2 and "differs from the expected" in done.stderr
-    assert not (tmp_path / "istioctl-1.30.3-linux-amd64.tar.gz").exists()
+    assert not (tmp_path / "istio-1.30.3-linux-amd64.tar.gz").exists()
 
 
 def test_make_targets(tmp_path):

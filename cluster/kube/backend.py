@@ -361,8 +361,10 @@ class KubeBackend(MeshBackend):
     def diagnostics(self, handle: KubeHandle) -> Path:
         """Write the bundle for a failed cell under out_dir/diagnostics/<cell id>/ and return that folder."""
         pods = {"sleep": handle.client_pod, "httpbin": handle.server_pod[:2]}
+        server_first = sorted(self.planes, key=lambda p: p.revision != self.revisions.server)
         parts = diagnostics.collect(self._cluster(), sorted(set(handle.namespaces.values())), pods,
-                                    int(time.monotonic() - handle.started) + 60, self.kubeconfig, self.context)
+                                    int(time.monotonic() - handle.started) + 60, self.kubeconfig, self.context,
+                                    diagnostics.find_istioctl([p.version for p in server_first]))
         if handle.convergence:
             parts["convergence.json"] = json.dumps(handle.convergence.summary(), indent=1)
         handle.diagnostics_dir = diagnostics.write(parts, self.out_dir / "diagnostics" / handle.cell_id)

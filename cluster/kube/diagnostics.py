@@ -1,15 +1,18 @@
 """The diagnostics bundle for a failed cell: what a person needs to see why the real mesh did what it did.
 
-Namespace objects and events, the Istio policies, `istioctl proxy-status` / `proxy-config` of both pods
-when istioctl is on PATH, and istiod's log for the run's window. Each part is a text file; a part that
-cannot be read says why instead of failing the bundle.
+Namespace objects and events, the Istio policies, `istioctl proxy-status` / `proxy-config` of both pods,
+and istiod's log for the run's window. Each part is a text file; a part that cannot be read says why instead
+of failing the bundle. The istioctl is the one `make kind-up` fetched for the control plane's version (CI has
+none on PATH), else one named by MESHPROOF_ISTIOCTL or on PATH.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import yaml
@@ -18,10 +21,30 @@ from kubernetes import client
 from cluster.kube.client import Cluster
 from cluster.kube.inspect import ISTIO_KINDS, control_planes
 
+ISTIOCTL_ENV, TOOLS_ENV = "MESHPROOF_ISTIOCTL", "MESHPROOF_TOOLS"
+DEFAULT_TOOLS = "~/.cache/meshproof/bin"  # cluster/kind/up.sh keeps istioctl at <tools>/istio-<version>/istioctl
+
+
+def find_istioctl(versions: list[str], env: Mapping[str, str] | None = None) -> str | None:
+    """MESHPROOF_ISTIOCTL; else the istioctl kind-up fetched for the first of `versions` (control plane image
+    tags such as 1.30.3 or 1.30.3-distroless) it has; else istioctl on PATH; else None."""
+    env = os.environ if env is None else env
+    if env.get(ISTIOCTL_ENV):
+        return env[ISTIOCTL_ENV]
+    tools = Path(env.get(TOOLS_ENV) or Path(DEFAULT_TOOLS).expanduser())
+    for version in versions:
+        release = re.match(r"\d+\.\d+\.\d+", version.lstrip("v"))
+        candidate = tools / f"istio-{release[0]}" / "istioctl" if release else None
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which("istioctl", path=env.get("PATH"))
+
 
 def collect(cluster: Cluster, namespaces: list[str], pods: dict[str, tuple[str, str]], since_s: int,
-            kubeconfig: str | None = None, context: str | None = None) -> dict[str, str]:
-    """`pods` maps a role (sleep, httpbin) to (namespace, pod name). Returns file name -> text."""
+            kubeconfig: str | None = None, context: str | None = None,
+            istioctl: str | None = None) -> dict[str, str]:
+    """`pods` maps a role (sleep, httpbin) to (namespace, pod name); `istioctl` from find_istioctl.
+    Returns file name -> text."""
     parts: dict[str, str] = {}
     sanitize = cluster.api.sanitize_for_serialization
     for ns in namespaces:
@@ -34,7 +57,6 @@ def collect(cluster: Cluster, namespaces: list[str], pods: dict[str, tuple[str, 
                 cluster.custom.list_namespaced_custom_object(g, v, ns, p)["items"]))
     for plane in control_planes(cluster):
         _part(parts, f"istiod-{plane.revision}.log", lambda plane=plane: _istiod_log(cluster, plane, since_s))
-    istioctl = shutil.which("istioctl")
     if istioctl:
         base = [istioctl] + (["--kubeconfig", kubeconfig] if kubeconfig else []) + \
                (["--context", context] if context else [])
@@ -44,7 +66,9 @@ def collect(cluster: Cluster, namespaces: list[str], pods: dict[str, tuple[str, 
                 _part(parts, f"proxy-config-{role}-{what}.txt",
                       lambda ns=ns, pod=pod, what=what: _run(base + ["proxy-config", what, f"{pod}.{ns}"]))
     else:
-        parts["proxy-config.txt"] = "istioctl is not on PATH: no proxy-status / proxy-config in this bundle\n"
+        parts["proxy-config.txt"] = (f"no istioctl (not fetched by make kind-up under ${TOOLS_ENV} or {DEFAULT_TOOLS}, "
+                                     f"no ${ISTIOCTL_ENV}, none on PATH): no proxy-status / proxy-config in this "
+                                     "bundle\n")
     return parts
 
 

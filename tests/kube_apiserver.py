@@ -55,7 +55,8 @@ Answer = tuple[int, object]  # (HTTP status, JSON body)
 
 @dataclass
 class FakeApiServer:
-    """routes: (METHOD, path regex) -> function(Request, match) -> (status, body). Unrouted: 404 Status."""
+    """routes: (METHOD, path regex) -> function(Request, match) -> (status, body): JSON, or bytes sent as they
+    are. Unrouted: 404 Status."""
 
     routes: list[tuple[str, str, Callable[[Request, re.Match], Answer]]] = field(default_factory=list)
     # exec: function(ExecCall) -> (exit code, stdout, stderr), or None to refuse the upgrade (403)
@@ -103,9 +104,10 @@ class FakeApiServer:
                 self._json(status, body)
 
             def _json(self, status: int, body: object) -> None:
-                data = json.dumps(body).encode()
+                raw = isinstance(body, bytes)  # a file, sent as it is
+                data = body if raw else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -170,26 +170,12 @@ def _verify(tmp_path, pinned_sum: str | None, url: str = "http://127.0.0.1:9/unu
 @pytest.fixture
 def published_sum():
     """The release's own .sha256 of the artifact, served on loopback (what up.sh would fetch)."""
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-    from threading import Thread
+    from tests.kube_apiserver import FakeApiServer
 
     body = f"{hashlib.sha256(b'not really a tarball').hexdigest()}  istio-1.30.3-linux-amd64.tar.gz\n".encode()
-
-    class Sum(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Sum)
-    Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/istio.tar.gz.sha256"
-    server.shutdown()
-    server.server_close()
+    with FakeApiServer() as server:
+        server.route("GET", "/istio.tar.gz.sha256", (200, body))
+        yield f"{server.host}/istio.tar.gz.sha256"
 
 
 def test_a_download_without_a_committed_sum_is_refused_even_when_its_release_publishes_one(tmp_path, published_sum):

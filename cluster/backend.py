@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from meshproof.namespaces import RunNamespaces
 from meshproof.scenario import Scenario
 
 OUTCOMES = ("mtls", "plaintext", "503", "reset")
@@ -74,8 +75,14 @@ class MeshBackend(ABC):
         if a manifest is invalid."""
 
     @abstractmethod
+    def run_namespaces(self, handle: Any) -> RunNamespaces:
+        """The namespace mapping the handle's scenario runs under: its workloads live in `<ns>-<run>`, and
+        apply() rewrites manifests with it. The suites predict on its rewrite_scenario() of the scenario."""
+
+    @abstractmethod
     def apply(self, handle: Any, manifests: list[dict]) -> None:
-        """Replace the Istio manifests of a deployed scenario; returns once the mesh has converged."""
+        """Replace the Istio manifests of a deployed scenario (written in the scenario's namespaces, as
+        deploy() takes them); returns once the mesh has converged."""
 
     @abstractmethod
     def probe(self, handle: Any, capture: bool = True) -> ProbeResult:

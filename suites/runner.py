@@ -25,15 +25,16 @@ def run_cell(mesh, options, cell_id: str, scenario_dict: dict, tags: tuple[str, 
     version = options.istio_version or mesh.istio_minor()
     if version:
         scenario = replace(scenario, istio_version=version)
-    prediction = expect(scenario)
-    _describe(cell_id, scenario, prediction, tags, mesh)
+    _describe(cell_id, scenario, tags, mesh)
 
     started = time.perf_counter()
-    with allure.step(f"apply {len(scenario.manifests)} manifest(s) and deploy"):
-        allure.attach(yaml.safe_dump_all(list(scenario.manifests)) or "# no manifests\n", "manifests.yaml",
-                      allure.attachment_type.YAML)
+    with allure.step(f"deploy in run namespaces and apply {len(scenario.manifests)} manifest(s)"):
         handle = mesh.deploy(scenario)
     try:
+        names, run_scenario, prediction = predict_for_run(mesh, handle, scenario)
+        allure.dynamic.description(f"{prediction.reason}\n\nRule `{prediction.rule}`: {prediction.source}")
+        allure.attach(yaml.safe_dump_all(list(run_scenario.manifests)) or "# no manifests\n", "manifests.yaml",
+                      allure.attachment_type.YAML)
         with allure.step("probe sleep -> httpbin" + (" with capture" if options.capture else "")):
             result = mesh.probe(handle, capture=options.capture)
             allure.attach(json.dumps(result.to_json(), indent=1), "probe.json", allure.attachment_type.JSON)
@@ -46,14 +47,21 @@ def run_cell(mesh, options, cell_id: str, scenario_dict: dict, tags: tuple[str, 
     finally:
         mesh.teardown(handle)
     duration_ms = (time.perf_counter() - started) * 1000
-    _record(cell_id, tags, scenario, prediction, result, verdict, duration_ms, mesh)
+    _record(cell_id, tags, scenario, prediction, result, verdict, duration_ms, mesh, names)
     if not verdict:
         pytest.fail(verdict.message, pytrace=False)
 
 
-def _describe(cell_id, scenario, prediction, tags, mesh) -> None:
+def predict_for_run(mesh, handle, scenario):
+    """(mapping, scenario as deployed, prediction): the workloads run in <ns>-<run>, so the oracle predicts
+    for the scenario rewritten by the run's mapping, identities and all, and the comparison happens there."""
+    names = mesh.run_namespaces(handle)
+    run_scenario = names.rewrite_scenario(scenario)
+    return names, run_scenario, expect(run_scenario)
+
+
+def _describe(cell_id, scenario, tags, mesh) -> None:
     allure.dynamic.title(cell_id)
-    allure.dynamic.description(f"{prediction.reason}\n\nRule `{prediction.rule}`: {prediction.source}")
     # Stable parameters: the same cell lines up across runs and versions in Allure's history (the suites
     # parametrize by cell id only, so a cell's history key is its id, the mesh and the version).
     allure.dynamic.parameter("mesh", mesh.name)
@@ -77,15 +85,21 @@ def _attach_diagnostics(folder: Path) -> None:
             allure.attach.file(str(path), path.name, allure.attachment_type.TEXT)
 
 
-def _record(cell_id, tags, scenario, prediction, result, verdict, duration_ms, mesh) -> None:
+def _record(cell_id, tags, scenario, prediction, result, verdict, duration_ms, mesh, names) -> None:
+    """Identities are recorded in the scenario's namespaces, so cells of different runs (and upgrade-check
+    legs) compare; the run's own names go along in observed.run."""
     from reports.cells import record_cell
 
     wire = result.wire or {}
     record_cell(
         cell=cell_id, tags=list(tags), mesh=mesh.name, istio_version=scenario.istio_version,
-        expected={"outcome": prediction.outcome, "wire": prediction.wire, "peer_identity": prediction.peer_identity},
-        observed={"outcome": result.outcome, "wire": wire.get("verdict"), "peer_identity": result.peer_identity,
-                  "http_status": result.http_status, "failure_detail": result.failure_detail},
+        expected={"outcome": prediction.outcome, "wire": prediction.wire,
+                  "peer_identity": names.normalise_identity(prediction.peer_identity)},
+        observed={"outcome": result.outcome, "wire": wire.get("verdict"),
+                  "peer_identity": names.normalise_identity(result.peer_identity),
+                  "http_status": result.http_status, "failure_detail": result.failure_detail,
+                  "run": {"run_id": names.run_id, "namespaces": names.run_namespaces(),
+                          "peer_identity": result.peer_identity}},
         rule=prediction.rule, passed=verdict.passed, category=verdict.category, message=verdict.message,
         duration_ms=round(duration_ms, 1), pcap=wire.get("pcap"),
     )

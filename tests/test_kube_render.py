@@ -21,9 +21,7 @@ from cluster.kube.render import (
     namespace_map,
     policy_docs,
     render_template,
-    rewrite_host,
     run_labels,
-    run_namespace,
     run_selector,
     workload_docs,
 )
@@ -140,16 +138,18 @@ def test_policies_move_into_run_namespaces_and_keep_order():
     assert scn.manifests[0]["metadata"]["namespace"] == "httpbin"  # the scenario itself is untouched
 
 
-@pytest.mark.parametrize("host,expected", [
-    ("httpbin.httpbin.svc.cluster.local", f"httpbin.httpbin-{RUN}.svc.cluster.local"),
-    ("httpbin.httpbin", f"httpbin.httpbin-{RUN}"),
-    ("*.httpbin.svc.cluster.local", f"*.httpbin-{RUN}.svc.cluster.local"),
-    ("httpbin", "httpbin"),  # short name: relative to the rule's own (rewritten) namespace
-    ("*", "*"),
-    ("other.elsewhere.svc.cluster.local", "other.elsewhere.svc.cluster.local"),
-])
-def test_rewrite_host(host, expected):
-    assert rewrite_host(host, {"httpbin": f"httpbin-{RUN}", "sleep": f"sleep-{RUN}"}) == expected
+def test_policies_name_the_run_identities_and_hosts_wherever_they_name_a_namespace():
+    """sni and subjectAltNames name the server's namespace: left as written, a DestinationRule pinning the
+    server's identity would refuse the run's server (spiffe://.../ns/httpbin-<run>/...)."""
+    pinned = dr_istio_mutual(exportTo=["sleep"])
+    pinned["spec"]["trafficPolicy"]["tls"].update(
+        sni="outbound_.8000_._.httpbin.httpbin.svc.cluster.local",
+        subjectAltNames=["spiffe://cluster.local/ns/httpbin/sa/httpbin"])
+    [doc] = policy_docs(scenario([pinned]), RUN, False)
+    tls = doc["spec"]["trafficPolicy"]["tls"]
+    assert tls["sni"] == f"outbound_.8000_._.httpbin.httpbin-{RUN}.svc.cluster.local"
+    assert tls["subjectAltNames"] == [f"spiffe://cluster.local/ns/httpbin-{RUN}/sa/httpbin"]
+    assert doc["spec"]["exportTo"] == [f"sleep-{RUN}"]
 
 
 def test_extra_manifest_namespaces_get_run_namespaces_but_the_root_does_not():
@@ -187,11 +187,11 @@ def test_root_namespace_selector_is_narrowed_to_the_runs_pods():
 
 
 def test_namespace_names_and_run_ids_are_checked():
-    assert run_namespace("httpbin", RUN) == f"httpbin-{RUN}"
+    assert namespace_map(scenario(), RUN)["httpbin"] == f"httpbin-{RUN}"
     with pytest.raises(ValueError, match="run id"):
-        run_namespace("httpbin", "Bad_Id")
+        namespace_map(scenario(), "Bad_Id")
     with pytest.raises(ManifestError, match="longer than 63"):
-        run_namespace("n" * 60, RUN)
+        namespace_map(scenario(server={"namespace": "n" * 60, "sidecar": True}), RUN)
 
 
 def test_template_placeholder_without_value_is_an_error():

@@ -25,7 +25,6 @@ pytestmark = [pytest.mark.root, pytest.mark.mesh,
 
 PA_MODES = (None, "STRICT", "PERMISSIVE", "DISABLE")
 DR_MODES = (None, "DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
-SLEEP_ID = "spiffe://cluster.local/ns/foo/sa/sleep"
 
 
 def manifests(pa_mode: str | None, dr_mode: str | None) -> list[dict]:
@@ -64,6 +63,11 @@ def probe(mesh, scn, capture=False):
         return mesh.probe(handle, capture=capture)
     finally:
         mesh.teardown(handle)
+
+
+def sleep_id(mesh) -> str:
+    """The client's identity: its workload lives in the run namespace foo-<run>, as on a cluster."""
+    return f"spiffe://cluster.local/ns/foo-{mesh.run.prefix}/sa/sleep"
 
 
 def leftovers(prefix: str) -> list[str]:
@@ -137,13 +141,40 @@ def test_known_cells_and_record_the_whole_matrix(mesh):
     wrong = {cell: (want, observed[cell].outcome, observed[cell].failure_detail)
              for cell, want in KNOWN_CELLS.items() if observed[cell].outcome != want}
     assert wrong == {}
-    assert observed[("STRICT", "ISTIO_MUTUAL", True, True)].peer_identity == SLEEP_ID
+    assert observed[("STRICT", "ISTIO_MUTUAL", True, True)].peer_identity == sleep_id(mesh)
     assert observed[("PERMISSIVE", None, False, True)].peer_identity is None
     # Failures say why: the server's stats or the client sidecar's response flags.
     assert "no_filter_chain_match" in observed[("STRICT", None, False, True)].failure_detail
     assert "response_flags=UF" in observed[("STRICT", "SIMPLE", True, True)].failure_detail
     # Without a sidecar on either side, no policy can matter.
     assert {observed[(pa, dr, False, False)].outcome for pa in PA_MODES for dr in DR_MODES} == {"plaintext"}
+
+
+def test_workloads_live_in_run_namespaces_and_the_policies_follow_them(mesh):
+    """As on a cluster, the pods are in <ns>-<run>: the client's identity names that namespace, the Service
+    is known only by its run name, and a DestinationRule written in the scenario's names (the server's
+    identity pinned in subjectAltNames) applies to the run, rewritten by the same mapping as on kube."""
+    def pinned(san: str) -> list[dict]:
+        rule = manifests("STRICT", "ISTIO_MUTUAL")
+        rule[1]["spec"]["trafficPolicy"]["tls"]["subjectAltNames"] = [san]
+        return rule
+
+    handle = mesh.deploy(scenario_from_dict({"client": {"namespace": "foo"}, "server": {"namespace": "bar"},
+                                             "resources": pinned("spiffe://cluster.local/ns/bar/sa/httpbin")}))
+    try:
+        run = f"-{mesh.run.prefix}"
+        assert mesh.run_namespaces(handle).run_namespaces() == {"bar": f"bar{run}", "foo": f"foo{run}"}
+        assert (handle.pair.client.workload.namespace, handle.pair.server.workload.namespace) == (f"foo{run}",
+                                                                                                  f"bar{run}")
+        hosts = (lifecycle.NETNS_ETC / handle.pair.client.name / "hosts").read_text()
+        assert f" httpbin.bar{run}.svc.cluster.local" in hosts and " httpbin.bar.svc" not in hosts
+        result = mesh.probe(handle, capture=False)
+        assert (result.outcome, result.peer_identity) == ("mtls", sleep_id(mesh))
+        # The pinned identity is checked: another service account's is refused by the client sidecar.
+        mesh.apply(handle, pinned("spiffe://cluster.local/ns/bar/sa/other"))
+        assert mesh.probe(handle, capture=False).outcome == "503"
+    finally:
+        mesh.teardown(handle)
 
 
 def test_a_broken_control_plane_turns_the_known_cells_red(mesh, monkeypatch):
@@ -206,7 +237,7 @@ def test_certificate_rotation_is_picked_up_without_restart(mesh):
         assert "ssl.fail_verify_error" in rejected.failure_detail
         mesh.rotate_identity(handle, "client")
         accepted = _eventually(lambda: mesh.probe(handle, capture=False), lambda r: r.outcome == "mtls")
-        assert accepted.peer_identity == SLEEP_ID
+        assert accepted.peer_identity == sleep_id(mesh)
         assert mesh.sidecar(handle, "client").process.pid == pid
     finally:
         mesh.teardown(handle)
@@ -272,7 +303,7 @@ def test_sigterm_tears_the_run_down_by_itself(tmp_path):
 def test_wire_proof_of_mtls_and_plaintext(mesh):
     mtls = probe(mesh, scenario("STRICT", "ISTIO_MUTUAL"), capture=True)
     assert (mtls.outcome, mtls.wire["verdict"], mtls.wire["tls_version"]) == ("mtls", "mtls", "TLSv1.3")
-    assert mtls.wire["sni"] == "outbound_.8000_._.httpbin.bar.svc.cluster.local"
+    assert mtls.wire["sni"] == f"outbound_.8000_._.httpbin.bar-{mesh.run.prefix}.svc.cluster.local"
     assert not mtls.wire["canary_in_clear"] and not mtls.wire["certificates_visible"]
     assert Path(mtls.wire["pcap"]).stat().st_size > 0
     plain = probe(mesh, scenario("PERMISSIVE", None, client_sidecar=False), capture=True)
@@ -394,7 +425,7 @@ def test_diagnostics_bundle_for_a_red_cell(mesh):
                 "server-xds-lds.json", "server-httpbin.log"} <= names
         assert "REDIRECT" in (folder / "client-iptables.txt").read_text()
         decisions = json.loads((folder / "decisions.json").read_text())
-        assert decisions["client"]["outbound"]["httpbin.bar.svc.cluster.local"]["tls_mode"] == "SIMPLE"
+        assert decisions["client"]["outbound"][f"httpbin.bar-{mesh.run.prefix}.svc.cluster.local"]["tls_mode"] == "SIMPLE"
     finally:
         mesh.teardown(handle)
 

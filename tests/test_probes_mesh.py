@@ -15,8 +15,6 @@ from probes.verdict import judge
 pytestmark = [pytest.mark.mesh, pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="the reference mesh needs root")]
 
-CLIENT_ID = "spiffe://cluster.local/ns/foo/sa/sleep"
-
 
 @pytest.fixture(scope="module")
 def local_mesh():
@@ -51,9 +49,10 @@ def probe(backend, scenario_):
 def test_strict_with_sidecars_is_mtls_on_the_wire(local_mesh):
     result = probe(local_mesh, scenario("STRICT"))
     wire = result.wire
-    assert result.http_status == 200 and result.peer_identity == CLIENT_ID
+    run_ns = f"foo-{local_mesh.run.prefix}"  # the workloads live in the run namespace, as on a cluster
+    assert result.http_status == 200 and result.peer_identity == f"spiffe://cluster.local/ns/{run_ns}/sa/sleep"
     assert wire["verdict"] == "mtls" and result.outcome == "mtls"
-    assert wire["sni"] == "outbound_.8000_._.httpbin.foo.svc.cluster.local"
+    assert wire["sni"] == f"outbound_.8000_._.httpbin.{run_ns}.svc.cluster.local"
     # What the reference mesh's client sidecar is configured to offer, seen on the wire.
     assert wire["alpn"] == ISTIO_CLIENT_ALPN and wire["tls_version"] in ("TLSv1.2", "TLSv1.3")
     assert wire["canary_in_clear"] is False and result.canary
@@ -89,7 +88,7 @@ def test_mesh_client_to_plaintext_only_server_is_refused_on_the_wire(local_mesh)
     wire = result.wire
     assert result.http_status == 503 and "no_filter_chain_match" in result.failure_detail
     assert (wire["request"], wire["response"]) == ("tls", "none") and wire["http_status_on_wire"] is None
-    assert wire["sni"] == "outbound_.8000_._.httpbin.foo.svc.cluster.local" and wire["flows"][0]["ended"] == "rst"
+    assert wire["sni"] == f"outbound_.8000_._.httpbin.foo-{local_mesh.run.prefix}.svc.cluster.local" and wire["flows"][0]["ended"] == "rst"
     assert wire["verdict"] == "mtls" and wire["canary_in_clear"] is False  # only the handshake's first flight
 
 

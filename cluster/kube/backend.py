@@ -50,12 +50,14 @@ from cluster.kube.render import (
     leftover_selector,
     namespace_docs,
     policy_docs,
+    run_names,
     run_selector,
     shape_key,
     workload_docs,
 )
 from cluster.schemas.validate import validate
 from meshproof.istio_api import parse_resources
+from meshproof.namespaces import RunNamespaces
 from meshproof.scenario import Scenario
 from probes.canary import HEADER as CANARY_HEADER
 from probes.canary import echoed_canary, new_canary
@@ -287,6 +289,9 @@ class KubeBackend(MeshBackend):
         if pair in self.pairs:
             self.pairs.remove(pair)
         self._delete_by_selector(run_selector(pair.run_id))
+
+    def run_namespaces(self, handle: KubeHandle) -> RunNamespaces:
+        return run_names(handle.scenario, handle.run_id)
 
     def apply(self, handle: KubeHandle, manifests: list[dict]) -> None:
         resources = parse_resources(manifests, f"apply to run {handle.run_id}")

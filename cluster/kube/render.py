@@ -7,10 +7,8 @@ tested, and schema-validated, without a cluster.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -18,6 +16,7 @@ from string import Template
 import yaml
 
 from meshproof.istio_api import ManifestError
+from meshproof.namespaces import RUN_ID, RunNamespaces
 from meshproof.scenario import Scenario, Workload
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
@@ -40,7 +39,6 @@ CERT_VOLUME = "meshproof-mesh-certs"
 # does: "required" on a cluster with room for it (kind's two workers), "preferred" elsewhere.
 NODE_SPREADS = ("required", "preferred")
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
-_RUN_ID = re.compile(r"^[a-z0-9]{1,20}$")
 
 
 @dataclass(frozen=True)
@@ -82,21 +80,18 @@ def render_template(template: str, /, **values: object) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def run_namespace(scenario_namespace: str, run_id: str) -> str:
-    if not _RUN_ID.match(run_id):
-        raise ValueError(f"run id {run_id!r}: allowed: 1-20 lowercase letters and digits")
-    name = f"{scenario_namespace}-{run_id}"
-    if len(name) > 63:
-        raise ManifestError("scenario", "namespace", scenario_namespace,
-                            f"{name!r} is longer than 63 characters; use a shorter namespace name")
-    return name
+def run_names(scenario: Scenario, run_id: str) -> RunNamespaces:
+    """The run's namespace mapping (meshproof/namespaces.py). The scenario's root namespace is the cluster's
+    (the backend refuses any other), so it is kept: a run never renames or creates the mesh's root."""
+    return RunNamespaces.for_scenario(scenario, run_id, mesh_root=scenario.root_namespace)
 
 
 def namespace_map(scenario: Scenario, run_id: str) -> dict[str, str]:
     """Scenario namespace -> run namespace, for the workloads and every non-root manifest namespace."""
     names = {scenario.client.namespace, scenario.server.namespace}
     names |= {r.namespace for r in scenario.resources if r.namespace != scenario.root_namespace}
-    return {ns: run_namespace(ns, run_id) for ns in sorted(names)}
+    mapping = run_names(scenario, run_id)
+    return {ns: mapping.to_run(ns) for ns in sorted(names)}
 
 
 def run_labels(session: str, owner: str, run_id: str) -> dict[str, str]:
@@ -107,7 +102,7 @@ def run_labels(session: str, owner: str, run_id: str) -> dict[str, str]:
 def cell_labels(session: str, owner: str, run_id: str, cell_id: str) -> dict[str, str]:
     """Labels on one cell's Istio objects: the pair's run labels (cleanup by run, owner, session still finds
     them) plus the cell, so the next cell on the same pods deletes exactly these."""
-    if not _RUN_ID.match(cell_id):
+    if not RUN_ID.match(cell_id):
         raise ValueError(f"cell id {cell_id!r}: allowed: 1-20 lowercase letters and digits")
     return {**run_labels(session, owner, run_id), CELL_LABEL: cell_id}
 
@@ -207,18 +202,19 @@ def pod_labels(workload: Workload, revision: str | None) -> dict[str, str]:
 
 def policy_docs(scenario: Scenario, run_id: str, allow_mesh_wide: bool,
                 labels: dict[str, str] | None = None) -> list[dict]:
-    """The scenario's Istio manifests in creation order, moved into the run namespaces and labelled.
+    """The scenario's Istio manifests in creation order, rewritten into the run namespaces by the run's
+    mapping (namespaces, hosts, exportTo, sni, subjectAltNames) and labelled.
 
     A manifest in the root namespace changes policy for every workload of the mesh, so it is refused
     unless allow_mesh_wide; when allowed it stays in the root namespace, labelled for cleanup."""
-    names = namespace_map(scenario, run_id)
+    names = run_names(scenario, run_id)
     out = []
     for index, manifest in enumerate(scenario.manifests):
-        doc = copy.deepcopy(manifest)
+        doc = names.rewrite_manifest(manifest)
         meta = doc["metadata"]
-        where = f"resources[{index}] {doc['kind']} {meta['namespace']}/{meta['name']}"
-        if meta["namespace"] == scenario.root_namespace:
+        if manifest["metadata"]["namespace"] == scenario.root_namespace:
             if not allow_mesh_wide:
+                where = f"resources[{index}] {doc['kind']} {meta['namespace']}/{meta['name']}"
                 raise ManifestError(scenario.name or "scenario", where, "metadata.namespace",
                                     f"{scenario.root_namespace!r} is the root namespace: this policy would apply "
                                     "to every workload of the cluster's mesh; refused unless --allow-mesh-wide")
@@ -227,24 +223,9 @@ def policy_docs(scenario: Scenario, run_id: str, allow_mesh_wide: bool,
             for key in ("selector", "workloadSelector"):
                 if ((doc.get("spec") or {}).get(key) or {}).get("matchLabels"):
                     doc["spec"][key]["matchLabels"][RUN_LABEL] = run_id
-        else:
-            meta["namespace"] = names[meta["namespace"]]
         meta.setdefault("labels", {}).update(labels or {RUN_LABEL: run_id})
-        spec = doc.get("spec") or {}
-        if doc["kind"] == "DestinationRule":
-            spec["host"] = rewrite_host(spec["host"], names)
-            if "exportTo" in spec:
-                spec["exportTo"] = [names.get(ns, ns) for ns in spec["exportTo"]]
         out.append(doc)
     return out
-
-
-def rewrite_host(host: str, names: dict[str, str]) -> str:
-    """httpbin.<ns>[.svc.cluster.local] (or *.<ns>...) names a scenario namespace in its second label."""
-    parts = host.split(".")
-    if len(parts) >= 2 and parts[1] in names:
-        parts[1] = names[parts[1]]
-    return ".".join(parts)
 
 
 def capture_container(name: str, images: Images) -> dict:

@@ -36,6 +36,7 @@ from cluster.local.lifecycle import (
 )
 from cluster.local.workloads import Httpbin, Sleep
 from meshproof.istio_api import parse_resources
+from meshproof.namespaces import RunNamespaces
 from meshproof.scenario import Scenario, Server, Workload
 from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError
@@ -91,7 +92,8 @@ class Pair:
 @dataclass
 class Handle:
     pair: Pair
-    scenario: Scenario
+    scenario: Scenario  # as deployed: in the run's namespaces
+    names: RunNamespaces
     resources: list = field(default_factory=list)
 
 
@@ -151,23 +153,31 @@ class LocalBackend(MeshBackend):
     # --- deploy / apply ---------------------------------------------------------------------------------
 
     def deploy(self, scenario: Scenario) -> Handle:
+        # As on a cluster, the workloads live in run namespaces <ns>-<run> and the manifests follow them
+        # (meshproof/namespaces.py); the mesh's root namespace stays istio-system, as a cluster's does.
+        names = RunNamespaces.for_scenario(scenario, self.run.prefix)
+        scenario = names.rewrite_scenario(scenario)
         resources = list(scenario.resources)
         key = _shape(scenario)
         pair = next((p for p in self.pairs if p.key == key and not p.in_use), None)
         if pair is None:
             self._evict_idle_pairs(keep=MAX_IDLE_PAIRS - 1)
             pair = self._create_pair(scenario, key, resources)
-            handle = Handle(pair, scenario, resources)
+            handle = Handle(pair, scenario, names, resources)
         else:
-            handle = Handle(pair, scenario, resources)
+            handle = Handle(pair, scenario, names, resources)
             self._apply_resources(handle, resources, list(scenario.manifests))
         pair.in_use = True
         pair.last_used = time.monotonic()
         return handle
 
+    def run_namespaces(self, handle: Handle) -> RunNamespaces:
+        return handle.names
+
     def apply(self, handle: Handle, manifests: list[dict]) -> None:
-        resources = parse_resources(list(manifests), source="apply")  # raises before anything changes
-        self._apply_resources(handle, resources, list(manifests))
+        manifests = handle.names.rewrite_manifests(manifests)
+        resources = parse_resources(manifests, source="apply")  # raises before anything changes
+        self._apply_resources(handle, resources, manifests)
 
     def _apply_resources(self, handle: Handle, resources: list, manifests: list[dict]) -> None:
         pair = handle.pair

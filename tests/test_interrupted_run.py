@@ -87,3 +87,22 @@ def test_clean_removes_the_wire_rig_of_a_killed_process(tmp_path):
     subprocess.run([sys.executable, "-m", "meshproof.cli", "clean"], cwd=ROOT, capture_output=True, check=True)
     assert not [ns for ns in lifecycle.list_netns() if ns.startswith(prefix)]
     assert not (lifecycle.STATE_ROOT / prefix).exists()
+
+
+def test_clean_removes_runtime_folders_no_state_names_and_keeps_live_ones():
+    """/var/lib outlives a reboot that empties /run: a runtime folder without its run's state is an orphan.
+    A live run's runtime folder (its state file exists) stays."""
+    live = lifecycle.RunState()
+    live.create()
+    orphan = lifecycle.RUNTIME_ROOT / f"mp{os.urandom(3).hex()}"
+    try:
+        for folder in (orphan, live.runtime_dir):
+            lifecycle.shared_folder(folder / "bin")
+            (folder / "bin" / "envoy").write_text("")
+        removed = lifecycle.clean_leftovers()
+        assert f"path {orphan}" in removed and not orphan.exists()
+        assert live.runtime_dir.exists()
+    finally:
+        live.record("paths", str(live.runtime_dir))
+        live.teardown()
+    assert not live.runtime_dir.exists()

@@ -7,9 +7,9 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest

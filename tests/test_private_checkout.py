@@ -60,11 +60,11 @@ def _link_or_copy(source: str, target: str) -> None:
 
 def _as_user(uid: int, command: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
 
 
-def _strict_umask():
-    os.umask(0o077)
+def _with_strict_umask(command: list[str]) -> list[str]:
+    return ["sh", "-c", 'umask 077 && exec "$@"', "sh", *command]
 
 
 def test_premise_the_workload_users_cannot_read_the_checkout(private_checkout):
@@ -77,10 +77,10 @@ def test_premise_the_workload_users_cannot_read_the_checkout(private_checkout):
 
 def test_one_cell_end_to_end_from_a_private_checkout(private_checkout):
     checkout, python = private_checkout
-    proc = subprocess.run(
+    proc = subprocess.run(_with_strict_umask(
         [str(python), "-m", "pytest", "suites/test_matrix.py", "-k", CELL, "-p", "no:cacheprovider", "-q",
-         "--alluredir", "reports/out/allure-results"],
-        cwd=checkout, capture_output=True, text=True, timeout=300, preexec_fn=_strict_umask)
+         "--alluredir", "reports/out/allure-results"]),
+        check=False, cwd=checkout, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "1 passed" in proc.stdout
     assert list((checkout / "reports/out/local/pcaps").glob("*.pcap")), "the cell captured nothing"
@@ -96,8 +96,8 @@ def test_a_killed_run_is_cleaned_from_a_private_checkout(private_checkout, tmp_p
         "b.deploy(scenario_from_dict({'client': {'namespace': 'foo'}, 'server': {'namespace': 'bar'}}))\n"
         "print(b.run.prefix, flush=True)\n"
         "time.sleep(600)\n")
-    proc = subprocess.Popen([str(python), "-c", script], cwd=checkout, stdout=subprocess.PIPE, text=True,
-                            preexec_fn=_strict_umask)
+    proc = subprocess.Popen(_with_strict_umask([str(python), "-c", script]), cwd=checkout,
+                            stdout=subprocess.PIPE, text=True)
     try:
         prefix = proc.stdout.readline().strip()
         assert prefix, "the run did not start"

@@ -55,6 +55,7 @@ from cluster.kube.render import (
     shape_key,
     workload_docs,
 )
+from cluster.kube.xds_sync import SyncWait, read_syncz, wait_pushed
 from cluster.schemas.validate import validate
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
@@ -107,6 +108,7 @@ class KubeHandle:
     started: float = field(default_factory=time.monotonic)
     policies: list[dict] = field(default_factory=list)  # as created, for replacement and teardown
     convergence: Convergence | None = None
+    sync: SyncWait | None = None  # istiod's push of the cell's objects and the sidecars' ACK
     capture: PodCapture | None = None
     diagnostics_dir: Path | None = None  # written when convergence timed out, or on request
 
@@ -372,6 +374,8 @@ class KubeBackend(MeshBackend):
                                     diagnostics.find_istioctl([p.version for p in server_first]))
         if handle.convergence:
             parts["convergence.json"] = json.dumps(handle.convergence.summary(), indent=1)
+        if handle.sync:
+            parts["xds-sync.json"] = json.dumps(handle.sync.summary(), indent=1)
         handle.diagnostics_dir = diagnostics.write(parts, self.out_dir / "diagnostics" / handle.cell_id)
         return handle.diagnostics_dir
 
@@ -406,31 +410,35 @@ class KubeBackend(MeshBackend):
             raise RuntimeError("KubeBackend.start() was not called")
         return self.cluster
 
-    def _create(self, doc: dict) -> None:
+    def _create(self, doc: dict) -> Any:
         cluster, kind, ns = self._cluster(), doc["kind"], doc["metadata"].get("namespace")
         if kind == "ServiceAccount":
-            cluster.core.create_namespaced_service_account(ns, doc)
-        elif kind == "Service":
-            cluster.core.create_namespaced_service(ns, doc)
-        elif kind == "Deployment":
-            cluster.apps.create_namespaced_deployment(ns, doc)
-        else:
-            group, version = doc["apiVersion"].split("/")
-            plural = "envoyfilters" if kind == "EnvoyFilter" else ISTIO_KINDS[kind][2]
-            cluster.custom.create_namespaced_custom_object(group, version, ns, plural, doc)
+            return cluster.core.create_namespaced_service_account(ns, doc)
+        if kind == "Service":
+            return cluster.core.create_namespaced_service(ns, doc)
+        if kind == "Deployment":
+            return cluster.apps.create_namespaced_deployment(ns, doc)
+        group, version = doc["apiVersion"].split("/")
+        plural = "envoyfilters" if kind == "EnvoyFilter" else ISTIO_KINDS[kind][2]
+        return cluster.custom.create_namespaced_custom_object(group, version, ns, plural, doc)
 
     def _create_policies(self, handle: KubeHandle, policies: list[dict]) -> None:
-        last = 0.0
+        last, stored = 0.0, None
         for doc in policies:
             wait = last + CREATE_SPACING_S - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            self._create(doc)
+            stored = self._create(doc)["metadata"]["creationTimestamp"]
             last = time.monotonic()
             handle.policies.append(doc)
+        sidecars = [pod for pod, workload in ((handle.client_pod, handle.scenario.client),
+                                              (handle.server_pod[:2], handle.scenario.server)) if workload.sidecar]
+        if stored and sidecars:  # istiod pushed it and the sidecars ACKed; the probe streak then confirms
+            handle.sync = wait_pushed(lambda: read_syncz(self._cluster()), sidecars,
+                                      datetime.fromisoformat(stored), self.policy.sync_timeout_s)
         handle.convergence = converge(lambda: self._probe_once(handle), _convergence_key, self.policy)
-        if not handle.convergence.converged:  # a propagation timeout: keep the evidence while it is fresh
-            handle.diagnostics_dir = self.diagnostics(handle)
+        if not handle.convergence.converged or (handle.sync and not handle.sync.synced and not handle.sync.unreadable):
+            handle.diagnostics_dir = self.diagnostics(handle)  # keep the evidence while it is fresh
 
     def _clear_cells(self, run_id: str) -> None:
         """Delete the Istio objects any cell left on this run's pods (the root namespace's too) and wait
@@ -514,6 +522,8 @@ class KubeBackend(MeshBackend):
                               "cross_node": handle.pair.nodes[0] != handle.pair.nodes[1]}
         if handle.convergence:
             extra["convergence"] = handle.convergence.summary()
+        if handle.sync:
+            extra["xds_sync"] = handle.sync.summary()
         if handle.diagnostics_dir:
             extra["diagnostics"] = str(handle.diagnostics_dir)
         return extra

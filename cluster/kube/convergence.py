@@ -20,6 +20,9 @@ class ConvergencePolicy:
     timeout_s: float = 60.0  # from the apply to giving up
     interval_s: float = 1.0  # between the starts of two probes
     settle_s: float = 1.0  # results before this (since the apply) never count towards the streak
+    # istiod's push and the sidecars' ACK (cluster/kube/xds_sync.py), before the probes: istiod's debounce
+    # (PILOT_DEBOUNCE_MAX 10 s) plus the push itself
+    sync_timeout_s: float = 20.0
 
     def __post_init__(self) -> None:
         if self.required < 1:

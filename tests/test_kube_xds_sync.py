@@ -1,0 +1,128 @@
+"""Waiting for istiod's push and the sidecars' ACK (cluster/kube/xds_sync.py) before the probe streak.
+
+syncz answers are shaped as pilot/pkg/xds/debug.go (release-1.30) writes them; they reach the client through
+the real exec path of a loopback API server (tests/kube_apiserver.py). What is proven: which proxy states
+count as "the change arrived", that the backend waits for them before its first probe, and what it does
+when istiod cannot be asked. How long a real istiod takes is not shown here (docs/kube.md)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from cluster.kube.backend import KubeBackend, KubeHandle
+from cluster.kube.convergence import ConvergencePolicy
+from cluster.kube.xds_sync import CHANGED_TYPES, SYNCZ_COMMAND, proxy_state, read_syncz, wait_pushed
+from tests.kube_apiserver import FakeApiServer
+from tests.kube_scenarios import PA_STRICT, scenario
+
+CHANGE = datetime(2026, 11, 30, 5, 0, 0, tzinfo=UTC)
+BEFORE, AFTER = "2026-11-30T04:59:58.5Z", "2026-11-30T05:00:01.25Z"
+CLIENT, SERVER = ("sleep-r1", "sleep-a"), ("httpbin-r1", "httpbin-b")
+
+
+def entry(pod: tuple[str, str], sent: str, acked: str, at: str, error: str = "") -> dict:
+    ns, name = pod
+    status = {"sent": sent, "acked": acked, "sentTime": at, **({"lastError": error} if error else {})}
+    return {"proxy": f"sidecar~10.0.0.1~{name}.{ns}~{ns}.svc.cluster.local",
+            "resources": {CHANGED_TYPES["cluster"]: status, CHANGED_TYPES["listener"]: {
+                "sent": "l1", "acked": "l1", "sentTime": BEFORE}}}
+
+
+@pytest.mark.parametrize(("sent", "acked", "at", "error", "state"), [
+    ("n2", "n2", AFTER, "", "acked"),
+    ("n2", "n1", AFTER, "", "sent"),  # on its way, not accepted yet
+    ("n2", "n1", AFTER, "cluster rejected: bad tls context", "rejected"),  # a NACK
+    ("n1", "n1", BEFORE, "", "not pushed"),  # only what it had before the change
+])
+def test_a_sidecar_has_the_change_when_it_acked_a_push_sent_after_it(sent, acked, at, error, state):
+    assert proxy_state(entry(CLIENT, sent, acked, at, error), CHANGE)[0] == state
+    assert proxy_state(None, CHANGE)[0] == "not connected"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def istiod(api: FakeApiServer, answers: list[list[dict]]) -> list:
+    """An istiod pod whose syncz answers follow `answers` (the last one repeats); returns the exec log."""
+    calls = []
+    api.route("GET", "/api/v1/pods", (200, {"items": [
+        {"metadata": {"name": "istiod-1-30-3-x", "namespace": "istio-system"}, "status": {"phase": "Running"}}]}))
+
+    def syncz(call):
+        calls.append(call)
+        return 0, json.dumps(answers[min(len(calls), len(answers)) - 1]), ""
+    api.on_exec = syncz
+    return calls
+
+
+def test_waits_through_a_push_in_flight_until_both_sidecars_acked_it():
+    answers = [[entry(CLIENT, "n1", "n1", BEFORE), entry(SERVER, "n1", "n1", BEFORE)],
+               [entry(CLIENT, "n2", "n1", AFTER), entry(SERVER, "n2", "n2", AFTER)],
+               [entry(CLIENT, "n2", "n2", AFTER), entry(SERVER, "n2", "n2", AFTER)]]
+    clock = Clock()
+    with FakeApiServer() as api:
+        calls = istiod(api, answers)
+        done = wait_pushed(lambda: read_syncz(api.cluster()), [CLIENT, SERVER], CHANGE, 20, clock=clock,
+                           sleep=clock.sleep)
+    assert done.synced and done.reads == 3 and {p.state for p in done.proxies} == {"acked"}
+    assert calls[0].container == "discovery" and calls[0].command == SYNCZ_COMMAND
+
+
+@pytest.mark.parametrize(("client_state", "synced"), [
+    (entry(CLIENT, "n1", "n1", BEFORE), True),  # istiod found the change outside its scope: nothing outstanding
+    (entry(CLIENT, "n2", "n1", AFTER), False),  # never ACKed within the bound
+    (entry(CLIENT, "n2", "n1", AFTER, "NACK"), False),
+])
+def test_at_the_bound_only_a_proxy_with_nothing_outstanding_counts_as_settled(client_state, synced):
+    clock = Clock()
+    done = wait_pushed(lambda: [client_state, entry(SERVER, "n2", "n2", AFTER)], [CLIENT, SERVER], CHANGE, 20,
+                       clock=clock, sleep=clock.sleep)
+    assert done.synced is synced and clock.now <= 20
+
+
+def test_without_a_running_istiod_the_probes_decide_alone():
+    with FakeApiServer() as api:
+        api.route("GET", "/api/v1/pods", (200, {"items": []}))
+        done = wait_pushed(lambda: read_syncz(api.cluster()), [CLIENT], CHANGE, 20)
+    assert not done.synced and "control plane away" in done.unreadable
+
+
+def test_the_backend_probes_only_after_the_sidecars_acked_the_cells_objects():
+    """Create -> syncz until both ACKed a push after the object's creationTimestamp -> the probe streak."""
+    def created(request, match):
+        return 201, {**request.body, "metadata": {**request.body["metadata"],
+                                                  "creationTimestamp": "2026-11-30T05:00:00Z"}}
+
+    answers = [[entry(CLIENT, "n1", "n1", BEFORE), entry(SERVER, "n1", "n1", BEFORE)],
+               [entry(CLIENT, "n2", "n2", AFTER), entry(SERVER, "n2", "n2", AFTER)]]
+    with FakeApiServer() as api:
+        calls = istiod(api, answers)
+        syncz = api.on_exec
+
+        def exec_(call):
+            if call.container == "discovery":
+                return syncz(call)
+            calls.append(call)
+            canary = next(c for c in call.command if c.lower().startswith("x-meshproof-canary")).split(": ")[1]
+            return 0, json.dumps({"headers": {"X-Meshproof-Canary": [canary]}}) + "\n200", ""
+        api.on_exec = exec_
+        api.route("POST", r"/apis/security.istio.io/v1/namespaces/[a-z0-9-]+/peerauthentications", created)
+        backend = KubeBackend(convergence=ConvergencePolicy(required=1, settle_s=0, interval_s=0, timeout_s=5))
+        backend.cluster = api.cluster()
+        handle = KubeHandle(scenario([PA_STRICT]), "r1", {"sleep": CLIENT[0], "httpbin": SERVER[0]}, CLIENT,
+                            (*SERVER, "10.0.0.2"), cell_id="c1")
+        backend._create_policies(handle, [dict(PA_STRICT, metadata={"name": "default", "namespace": "httpbin-r1"})])
+    assert [c.container for c in calls] == ["discovery", "discovery", "sleep"]
+    assert handle.sync.synced and handle.convergence.converged
+    assert backend._extra(handle)["xds_sync"]["proxies"] == {"sleep-r1/sleep-a": "acked", "httpbin-r1/httpbin-b": "acked"}

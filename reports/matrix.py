@@ -1,8 +1,12 @@
-"""The matrix picture of a run: expected vs observed for every mTLS matrix cell, as HTML, PNG and markdown.
+"""The matrix picture of a run, coloured by what happened on the wire: HTML (hover, links), PNG and markdown.
 
-Rows are client sidecar x server sidecar x PeerAuthentication mode, columns the DestinationRule tls mode.
-Like the Kubernetes NetworkPolicy truth tables, a cell shows '.' when the mesh did what the oracle said and
-'X' when it did not. A matrix cell is found by its tags (the suites tag cells with the cell id's parts):
+Each cell is filled with the class of what the probe saw (reports/wire_classes.py: Istio mTLS, other TLS,
+cleartext, refused), so where traffic crosses the network in clear, and where it is refused, reads at a
+glance. A cell where the mesh did not do what the oracle said gets a ✗ and a heavy border and shows both
+classes, expected and observed.
+
+Rows are grouped by client -> server sidecars, then the PeerAuthentication mode; columns are the
+DestinationRule tls mode. A matrix cell is found by its tags (the suites tag cells with the cell id's parts):
 
     client-sidecar | client-no-sidecar      server-sidecar | server-no-sidecar   ("naked-client" works too)
     pa-none | pa-unset | pa-disable | pa-permissive | pa-strict
@@ -17,14 +21,26 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from reports.cells import PROOF_KEYS, CellRecord
+from reports.cells import CellRecord
+from reports.wire_classes import (
+    CLASSES,
+    CLEARTEXT,
+    MISMATCH_GLYPH,
+    NOT_RUN,
+    counts,
+    counts_line,
+    expected_class,
+    observed_class,
+    outcome_text,
+)
 
 CLIENTS = ("sidecar", "no-sidecar")
 SERVERS = ("sidecar", "no-sidecar")
 PA_MODES = ("none", "unset", "disable", "permissive", "strict")
 DR_MODES = ("none", "disable", "simple", "mutual", "istio-mutual")
-AS_EXPECTED, DIFFERENT = ".", "X"
-GREEN, RED, GREY = "#1a9850", "#d73027", "#bdbdbd"
+# The facts of a wire verdict (probes/verdict.py) worth reading in a tooltip or a report.
+WIRE_FACT_KEYS = ("tls_version", "alpn", "sni", "cipher", "certificates_visible", "canary_in_clear", "reason")
+TITLE = "mTLS conformance matrix: what crossed the wire"
 
 
 @dataclass(frozen=True)
@@ -64,12 +80,29 @@ def position_of(tags: list[str]) -> Position | None:
     return Position(**found) if len(found) == 4 else None
 
 
-ROWS = [(c, s, pa) for c in CLIENTS for s in SERVERS for pa in PA_MODES]
+GROUPS = [(c, s) for c in CLIENTS for s in SERVERS]
+ROWS = [(c, s, pa) for c, s in GROUPS for pa in PA_MODES]
+
+
+def side_label(side: str) -> str:
+    return side.replace("-", " ")
+
+
+def group_label(client: str, server: str) -> str:
+    """e.g. "sidecar → no sidecar": the client's sidecar, then the server's."""
+    return f"{side_label(client)} → {side_label(server)}"
+
+
+def pa_label(pa: str) -> str:
+    return "none" if pa == "none" else pa.upper()
+
+
+def dr_label(dr: str) -> str:
+    return "no DR" if dr == "none" else dr.upper().replace("-", "_")
 
 
 def row_label(row: tuple[str, str, str]) -> str:
-    client, server, pa = row
-    return f"client {client} -> server {server}, PA {pa}"
+    return f"{group_label(row[0], row[1])}, PA {pa_label(row[2])}"
 
 
 @dataclass(frozen=True)
@@ -79,10 +112,8 @@ class Matrix:
 
     @property
     def counts(self) -> dict[str, int]:
-        records = list(self.cells.values())
-        return {"cells": len(records), "as_expected": sum(r.passed for r in records),
-                "different": sum(not r.passed for r in records), "missing": len(ROWS) * len(DR_MODES) - len(records),
-                "other_cells": len(self.others), "other_different": sum(not r.passed for r in self.others)}
+        return {**counts(list(self.cells.values())), "missing": len(ROWS) * len(DR_MODES) - len(self.cells),
+                "other_cells": len(self.others), "other_mismatched": sum(not r.passed for r in self.others)}
 
 
 def build_matrix(records: list[CellRecord]) -> Matrix:
@@ -97,136 +128,206 @@ def build_matrix(records: list[CellRecord]) -> Matrix:
     return Matrix(cells, others)
 
 
-def marker(record: CellRecord | None) -> str:
+def class_text(record: CellRecord | None, side: str = "observed") -> str:
+    """Glyph and class, with the outcome when the class alone hides it (503 vs reset), e.g. "⊘ refused 503"."""
     if record is None:
-        return "?"
-    return AS_EXPECTED if record.passed else DIFFERENT
+        return f"{NOT_RUN.glyph} {NOT_RUN.label}"
+    found = observed_class(record) if side == "observed" else expected_class(record)
+    extra = outcome_text(record.observed.get("outcome") if side == "observed" else record.expected.get("outcome"))
+    return f"{found.glyph} {found.label}{' ' + extra if extra and found.key == 'refused' else ''}"
 
 
 def cell_text(record: CellRecord | None) -> str:
-    """Short text for one cell: the expected outcome, and what differed when it did."""
-    if record is None:
-        return "not run"
-    expected, observed = record.proof("expected"), record.proof("observed")
-    if record.passed:
-        return str(expected[0])
-    for key, want, got in zip(PROOF_KEYS, expected, observed):
-        if want != got:
-            name = "" if key == "outcome" else f"{key.replace('peer_', '')} "
-            return f"{name}{_short(want)}->{_short(got)}"
-    return f"{expected[0]} (failed: {record.category or 'see message'})"
+    """One cell's text: its class; a mismatch shows ✗ and both classes."""
+    if record is None or record.passed:
+        return class_text(record)
+    return f"{MISMATCH_GLYPH} expected {class_text(record, 'expected')} / observed {class_text(record)}"
 
 
-def _short(value) -> str:
-    text = str(value)
-    return "sa/" + text.rsplit("/sa/", 1)[1] if "/sa/" in text else text
+def wire_facts(record: CellRecord) -> dict:
+    facts = record.observed.get("wire_facts") or {}
+    return {k: facts[k] for k in WIRE_FACT_KEYS if facts.get(k) not in (None, [], "")}
 
 
-def _summary_line(matrix: Matrix) -> str:
+def _fact(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def hover_text(record: CellRecord) -> str:
+    """What a hover shows: the rule, the wire facts and the failure message."""
+    lines = [record.cell, f"rule: {record.rule or '-'}",
+             f"expected: {record.expected.get('outcome')} (wire {record.expected.get('wire')})",
+             (f"observed: {record.observed.get('outcome')} (http {record.observed.get('http_status')}, "
+              f"wire {record.observed.get('wire')})")]
+    lines += [f"{key}: {_fact(value)}" for key, value in wire_facts(record).items()]
+    if record.observed.get("failure_detail"):
+        lines.append(f"envoy: {record.observed['failure_detail']}")
+    if not record.passed:
+        lines.append(record.message)
+    return "\n".join(lines)
+
+
+def summary_line(matrix: Matrix) -> str:
     c = matrix.counts
-    line = f"{c['cells']} matrix cells: {c['as_expected']} as expected, {c['different']} different"
+    line = f"{c['cells']} matrix cells: {counts_line(c)}"
     if c["missing"]:
-        line += f", {c['missing']} not run"
+        line += f" · {c['missing']} not run"
     if c["other_cells"]:
-        line += f"; {c['other_cells']} other cells, {c['other_different']} different"
+        line += f"; {c['other_cells']} other cells, {c['other_mismatched']} mismatched"
     return line
 
 
-def to_markdown(matrix: Matrix, title: str = "mTLS conformance matrix") -> str:
-    lines = [f"### {title}", "", _summary_line(matrix), "",
-             "`.` as expected, `X` different (expected->observed), `?` not run. Columns: DestinationRule tls mode.",
-             "", "| client -> server, PA | " + " | ".join(f"DR {dr}" for dr in DR_MODES) + " |",
-             "|---|" + "---|" * len(DR_MODES)]
+def legend_text() -> str:
+    return " · ".join(f"{c.glyph} {c.label}" for c in CLASSES) + f" · {MISMATCH_GLYPH} mismatch (heavy border)"
+
+
+def to_markdown(matrix: Matrix, title: str = TITLE) -> str:
+    lines = [f"### {title}", "", summary_line(matrix), "", f"Legend: {legend_text()} · {NOT_RUN.glyph} not run",
+             "", "| client → server | PA | " + " | ".join(dr_label(dr) for dr in DR_MODES) + " |",
+             "|---|---|" + "---|" * len(DR_MODES)]
     for row in ROWS:
         entries = []
         for dr in DR_MODES:
             record = matrix.cells.get((row, dr))
-            text = f"{marker(record)} {cell_text(record)}"
+            text = cell_text(record)
             entries.append(f"**{text}**" if record is not None and not record.passed else text)
-        lines.append(f"| {row_label(row)} | " + " | ".join(e.replace("|", "\\|") for e in entries) + " |")
-    failed_others = [r for r in matrix.others if not r.passed]
-    if failed_others:
+        group = group_label(row[0], row[1]) if row[2] == PA_MODES[0] else ""
+        lines.append(f"| {group} | {pa_label(row[2])} | " + " | ".join(e.replace("|", "\\|") for e in entries) + " |")
+    mismatched_others = [r for r in matrix.others if not r.passed]
+    if mismatched_others:
         lines += ["", "Other cells that differ:", ""]
-        lines += [f"- `{r.cell}`: {r.message or cell_text(r)}" for r in failed_others]
+        lines += [f"- `{r.cell}`: {r.message or cell_text(r)}" for r in mismatched_others]
     return "\n".join(lines) + "\n"
 
 
-_CSS = f"""
+def _css() -> str:
+    fills = "".join(f"td.{c.key} {{ background: {c.colour}; color: {c.ink}; }}\n" for c in (*CLASSES, NOT_RUN))
+    return f"""
 body {{ font-family: sans-serif; margin: 1em; }}
 table {{ border-collapse: collapse; }}
-th, td {{ border: 1px solid #999; padding: 4px 8px; text-align: center; font-size: 13px; }}
-th.row {{ text-align: left; font-weight: normal; white-space: nowrap; }}
-td.ok {{ background: {GREEN}; color: white; }}
-td.bad {{ background: {RED}; color: white; font-weight: bold; }}
-td.missing {{ background: {GREY}; color: #333; }}
-.marker {{ font-family: monospace; font-size: 15px; margin-right: 4px; }}
-"""
+th, td {{ border: 1px solid #777; padding: 4px 8px; font-size: 13px; }}
+th.group {{ text-align: left; white-space: nowrap; background: #f4f4f4; }}
+th.pa {{ font-weight: normal; font-family: monospace; text-align: left; }}
+td.cell {{ position: relative; text-align: center; min-width: 7em; }}
+td.cell a {{ color: inherit; text-decoration: none; display: block; }}
+td.mismatch {{ outline: 4px solid #000; outline-offset: -4px; font-weight: bold; }}
+.glyph {{ font-size: 16px; }}
+.tip {{ display: none; position: absolute; z-index: 2; left: 50%; top: 100%; white-space: pre-wrap;
+        text-align: left; background: #222; color: #fff; padding: 6px; width: 32em; font-size: 12px;
+        font-weight: normal; }}
+td.cell:hover .tip {{ display: block; }}
+.legend span {{ display: inline-block; padding: 3px 8px; margin-right: 6px; border: 1px solid #777; }}
+.legend span.mismatch {{ outline: 3px solid #000; outline-offset: -3px; font-weight: bold; }}
+.counts b {{ font-size: 16px; }}
+{fills}"""
 
 
-def to_html(matrix: Matrix, title: str = "mTLS conformance matrix") -> str:
+def _td(record: CellRecord | None, link: str | None) -> str:
     esc = html.escape
-    head = "".join(f"<th>DR {esc(dr)}</th>" for dr in DR_MODES)
+    if record is None:
+        return f'<td class="cell {NOT_RUN.key}">{esc(cell_text(None))}</td>'
+    found = observed_class(record)
+    classes = f"cell {found.key}" + ("" if record.passed else " mismatch")
+    content = esc(cell_text(record))
+    if link:
+        content = f'<a href="{esc(link)}" target="_blank">{content}</a>'
+    return (f'<td class="{classes}" data-cell="{esc(record.cell)}" data-class="{found.key}" '
+            f'data-expected-class="{expected_class(record).key}">{content}'
+            f'<div class="tip">{esc(hover_text(record))}</div></td>')
+
+
+def to_html(matrix: Matrix, title: str = TITLE, links: dict[str, str] | None = None) -> str:
+    """links: cell id -> URL of its Allure page (a click on the cell opens it)."""
+    esc, links = html.escape, links or {}
+    c = matrix.counts
+    counts_html = (f'<p class="counts"><b>{c["encrypted"]}</b> encrypted ({c["mtls"]} Istio mTLS, '
+                   f'{c["other_tls"]} other TLS) · <b>{c["cleartext"]}</b> cleartext · <b>{c["refused"]}</b> '
+                   f'refused · <b>{c["mismatched"]}</b> mismatched · {c["missing"]} not run</p>')
+    legend = "".join(f'<span class="{k.key}" style="background:{k.colour};color:{k.ink}" title="{esc(k.meaning)}">'
+                     f'{k.glyph} {esc(k.label)}</span>' for k in CLASSES)
+    legend += f'<span class="mismatch">{MISMATCH_GLYPH} expected ≠ observed</span>'
+    head = "".join(f"<th>{esc(dr_label(dr))}</th>" for dr in DR_MODES)
     rows = []
     for row in ROWS:
-        tds = []
-        for dr in DR_MODES:
-            record = matrix.cells.get((row, dr))
-            css = "missing" if record is None else ("ok" if record.passed else "bad")
-            tip = "not run" if record is None else f"{record.cell}\nrule {record.rule}\n{record.message}"
-            tds.append(f'<td class="{css}" title="{esc(tip)}"><span class="marker">{esc(marker(record))}</span>'
-                       f"{esc(cell_text(record))}</td>")
-        rows.append(f'<tr><th class="row">{esc(row_label(row))}</th>{"".join(tds)}</tr>')
+        group = ""
+        if row[2] == PA_MODES[0]:
+            group = f'<th class="group" rowspan="{len(PA_MODES)}">{esc(group_label(row[0], row[1]))}</th>'
+        records = [matrix.cells.get((row, dr)) for dr in DR_MODES]
+        tds = "".join(_td(r, links.get(r.cell) if r else None) for r in records)
+        rows.append(f'<tr>{group}<th class="pa">{esc(pa_label(row[2]))}</th>{tds}</tr>')
     others = ""
     if matrix.others:
-        items = "".join(f'<tr><td class="{"ok" if r.passed else "bad"}">{esc(marker(r))}</td>'
-                        f'<td style="text-align:left">{esc(r.cell)}</td>'
-                        f'<td style="text-align:left">{esc(r.message if not r.passed else cell_text(r))}</td></tr>'
-                        for r in matrix.others)
-        others = f"<h3>Other cells</h3><table><tr><th></th><th>cell</th><th>result</th></tr>{items}</table>"
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h2>{esc(title)}</h2><p>{esc(_summary_line(matrix))}</p>"
-            "<p><code>.</code> as expected, <code>X</code> different (expected-&gt;observed), "
-            "<code>?</code> not run. Hover a cell for its rule and message.</p>"
-            f"<table><tr><th>client -&gt; server, PA</th>{head}</tr>{''.join(rows)}</table>{others}</body></html>\n")
+        items = "".join(f"<tr>{_td(r, links.get(r.cell))}<td>{esc(r.cell)}</td>"
+                        f"<td>{esc(r.message if not r.passed else r.rule)}</td></tr>" for r in matrix.others)
+        others = f"<h3>Other cells</h3><table><tr><th>wire</th><th>cell</th><th>rule / failure</th></tr>{items}</table>"
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{_css()}</style></head><body><h2>{esc(title)}</h2>{counts_html}"
+            f'<p class="legend">{legend}</p><p>Hover a cell for its rule, wire facts and failure; click it for its '
+            "Allure page.</p>"
+            f'<table class="matrix"><tr><th>client → server sidecar</th><th>PeerAuthentication</th>{head}</tr>'
+            f"{''.join(rows)}</table>{others}</body></html>\n")
 
 
-def to_png(matrix: Matrix, path: Path, title: str = "mTLS conformance matrix") -> None:
+def to_png(matrix: Matrix, path: Path, title: str = TITLE) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display here, and none wanted
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch, Rectangle
 
-    # 0 different, 1 as expected, 2 not run
-    grid = [[2 if (r := matrix.cells.get((row, dr))) is None else int(r.passed) for dr in DR_MODES] for row in ROWS]
-    fig, ax = plt.subplots(figsize=(11, 11))
-    ax.imshow(grid, cmap=ListedColormap([RED, GREEN, GREY]), vmin=0, vmax=2, aspect="auto")
+    fig, ax = plt.subplots(figsize=(13, 12))
+    n_rows, n_cols = len(ROWS), len(DR_MODES)
     for y, row in enumerate(ROWS):
         for x, dr in enumerate(DR_MODES):
             record = matrix.cells.get((row, dr))
-            ax.text(x, y, f"{marker(record)} {cell_text(record)}", ha="center", va="center", fontsize=8,
-                    color="black" if record is None else "white", fontweight="bold" if grid[y][x] == 0 else None)
-    ax.set_xticks(range(len(DR_MODES)), [f"DR {dr}" for dr in DR_MODES])
-    ax.set_yticks(range(len(ROWS)), [row_label(row) for row in ROWS], fontsize=8)
+            found = observed_class(record)
+            # Cleartext is hatched too, so it stands out in grey-scale print.
+            ax.add_patch(Rectangle((x, y), 1, 1, facecolor=found.colour, edgecolor="white", linewidth=1.5,
+                                   hatch="/" if found is CLEARTEXT else None))
+            if record is not None and not record.passed:
+                ax.add_patch(Rectangle((x + 0.05, y + 0.07), 0.9, 0.86, fill=False, edgecolor="black", linewidth=4))
+                text = f"{MISMATCH_GLYPH} exp {class_text(record, 'expected')}\nobs {class_text(record)}"
+            else:
+                text = class_text(record)
+            ax.text(x + 0.5, y + 0.5, text, ha="center", va="center", fontsize=9, color=found.ink,
+                    fontweight="bold" if record is not None and not record.passed else None,
+                    bbox={"facecolor": found.colour, "edgecolor": "none", "pad": 3} if found is CLEARTEXT else None)
+    ax.set_xlim(0, n_cols)
+    ax.set_ylim(n_rows, 0)
+    ax.set_xticks([x + 0.5 for x in range(n_cols)], [dr_label(dr) for dr in DR_MODES], fontsize=10)
     ax.xaxis.tick_top()
-    # White lines between cells, so a lone red cell stands out as one cell.
-    ax.set_xticks([x - 0.5 for x in range(1, len(DR_MODES))], minor=True)
-    ax.set_yticks([y - 0.5 for y in range(1, len(ROWS))], minor=True)
-    ax.grid(which="minor", color="white", linewidth=1.5)
-    ax.tick_params(which="minor", length=0)
-    ax.set_title(f"{title}\n{_summary_line(matrix)}", fontsize=10)
-    fig.tight_layout()
+    ax.set_yticks([y + 0.5 for y in range(n_rows)], [pa_label(row[2]) for row in ROWS], fontsize=9,
+                  family="monospace")
+    for index, (client, server) in enumerate(GROUPS):
+        top = index * len(PA_MODES)
+        ax.axhline(top, color="black", linewidth=2)
+        ax.text(-0.62, top + len(PA_MODES) / 2, group_label(client, server), rotation=90, ha="center",
+                va="center", fontsize=11, fontweight="bold", transform=ax.transData, clip_on=False)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_xlabel("DestinationRule tls mode (client namespace)", fontsize=10)
+    ax.xaxis.set_label_position("top")
+    handles = [Patch(facecolor=c.colour, edgecolor="#777", hatch="/" if c is CLEARTEXT else None,
+                     label=f"{c.glyph} {c.label}") for c in CLASSES]
+    handles.append(Patch(facecolor="white", edgecolor="black", linewidth=3, label=f"{MISMATCH_GLYPH} mismatch"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=len(handles), fontsize=10,
+              frameon=False)
+    ax.set_title(f"{title}\n{summary_line(matrix)}", fontsize=11, pad=36)
+    fig.subplots_adjust(left=0.13, right=0.98, top=0.9, bottom=0.05)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def write_matrix(records: list[CellRecord], out_dir: str | Path) -> dict[str, Path]:
+def write_matrix(records: list[CellRecord], out_dir: str | Path, links: dict[str, str] | None = None
+                 ) -> dict[str, Path]:
     """Write matrix.html, matrix.png and matrix.md into out_dir; returns their paths by format."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     matrix = build_matrix(records)
     paths = {"html": out / "matrix.html", "png": out / "matrix.png", "md": out / "matrix.md"}
-    paths["html"].write_text(to_html(matrix), encoding="utf-8")
+    paths["html"].write_text(to_html(matrix, links=links), encoding="utf-8")
     paths["md"].write_text(to_markdown(matrix), encoding="utf-8")
     to_png(matrix, paths["png"])
     return paths
+

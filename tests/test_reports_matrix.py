@@ -1,4 +1,5 @@
-"""The matrix picture and the cell records it is drawn from: a red cell renders red, with an X."""
+"""The matrix picture and the cell records it is drawn from: a cell is filled with what crossed the wire, and a
+mismatch carries a ✗ and a heavy border."""
 
 import json
 
@@ -7,6 +8,8 @@ from matplotlib.image import imread
 
 from reports.cells import CellsError, read_cells, record_cell
 from reports.matrix import Position, build_matrix, position_of, to_html, to_markdown, write_matrix
+from reports.wire_classes import CLEARTEXT, NOT_RUN, OTHER_TLS, REFUSED, classify
+from reports.wire_classes import MTLS as MTLS_CLASS
 
 MTLS = {"outcome": "mtls", "wire": "mtls", "peer_identity": "spiffe://cluster.local/ns/sleep/sa/sleep"}
 STRICT_ISTIO_MUTUAL = "client-sidecar/server-sidecar/pa-strict/dr-istio-mutual"
@@ -22,7 +25,8 @@ def record(directory, cell, passed=True, observed=None, **fields):
 def two_cells(tmp_path):
     """One cell as expected, one where the mesh answered in plaintext instead of mTLS."""
     record(tmp_path, STRICT_ISTIO_MUTUAL, duration_ms=120.0)
-    record(tmp_path, STRICT_DISABLE, passed=False, observed={**MTLS, "outcome": "plaintext", "wire": "plaintext"},
+    record(tmp_path, STRICT_DISABLE, passed=False, observed={**MTLS, "outcome": "plaintext", "wire": "plaintext",
+                                                            "wire_facts": {"canary_in_clear": True}},
            message="PLAINTEXT LEAK: canary seen in cleartext")
     return read_cells(tmp_path)
 
@@ -36,31 +40,47 @@ def test_position_of_reads_the_four_axes_from_tags():
     assert position_of(["client-sidecar", "server-sidecar", "pa-bogus", "dr-none"]) is None
 
 
-def test_html_marks_the_different_cell_red_with_x(two_cells):
-    page = to_html(build_matrix(two_cells))
-    assert '<td class="bad"' in page and page.count('<td class="bad"') == 1
-    bad_cell = page.split('<td class="bad"', 1)[1].split("</td>", 1)[0]
-    assert '<span class="marker">X</span>' in bad_cell
-    assert "mtls-&gt;plaintext" in bad_cell and STRICT_DISABLE in bad_cell
-    assert page.count('<td class="ok"') == 1
-    assert page.count('<td class="missing"') == 98  # the other cells of the 100 were not run
-    assert "2 matrix cells: 1 as expected, 1 different, 98 not run" in page
+def test_html_fills_each_cell_with_its_observed_wire_class_and_marks_the_mismatch(two_cells):
+    page = to_html(build_matrix(two_cells), links={STRICT_DISABLE: "allure-report/index.html#/abc"})
+    assert page.count('class="cell mtls"') == 1  # the passing STRICT/ISTIO_MUTUAL cell
+    mismatch = page.split('class="cell cleartext mismatch"', 1)[1].split("</td>", 1)[0]
+    assert f'data-cell="{STRICT_DISABLE}"' in mismatch and 'data-expected-class="mtls"' in mismatch
+    assert "✗ expected ● Istio mTLS / observed ○ cleartext" in mismatch
+    assert 'href="allure-report/index.html#/abc"' in mismatch  # a click opens its Allure page
+    tip = mismatch.split('<div class="tip">', 1)[1]
+    assert "rule: test-rule" in tip and "PLAINTEXT LEAK" in tip and "canary_in_clear: True" in tip
+    assert page.count('class="cell not-run"') == 98  # the other cells of the 100 were not run
+    assert "<b>1</b> encrypted (1 Istio mTLS, 0 other TLS) · <b>1</b> cleartext · <b>0</b> refused · <b>1</b> " \
+           "mismatched" in page
+    for label in ("● Istio mTLS", "◐ other TLS", "○ cleartext", "⊘ refused"):
+        assert label in page.split('class="legend"', 1)[1].split("</p>", 1)[0]
 
 
-def test_all_passing_cells_render_no_red(tmp_path):
+def test_all_passing_cells_have_no_mismatch_mark(tmp_path):
     record(tmp_path, STRICT_ISTIO_MUTUAL)
     page = to_html(build_matrix(read_cells(tmp_path)))
-    assert '<td class="bad"' not in page and '<span class="marker">X</span>' not in page
+    table = page.split('<table class="matrix"', 1)[1]
+    assert " mismatch" not in table and "✗" not in table
 
 
-def test_markdown_has_x_in_the_right_row_and_column(two_cells):
+@pytest.mark.parametrize("outcome,wire,expected", [
+    ("mtls", "mtls", MTLS_CLASS), ("mtls", "app-tls", OTHER_TLS), ("200-app-tls", "app-tls", OTHER_TLS),
+    ("plaintext", "plaintext", CLEARTEXT), ("mtls", "plaintext", CLEARTEXT), ("503", "plaintext", REFUSED),
+    ("reset", "plaintext", REFUSED), ("timeout", None, REFUSED), ("503", "", REFUSED), ("mtls", None, MTLS_CLASS),
+    ("error", None, NOT_RUN)])
+def test_outcome_and_wire_map_to_one_class(outcome, wire, expected):
+    assert classify(outcome, wire) is expected
+
+
+def test_markdown_has_both_classes_in_the_right_row_and_column(two_cells):
     lines = to_markdown(build_matrix(two_cells)).splitlines()
-    header = next(line for line in lines if line.startswith("| client -> server"))
-    row = next(line for line in lines if line.startswith("| client sidecar -> server sidecar, PA strict |"))
+    header = next(line for line in lines if line.startswith("| client → server"))
+    strict_rows = [line for line in lines if "| STRICT |" in line]
+    row = strict_rows[0]  # the first group: sidecar -> sidecar
     columns = [c.strip() for c in header.strip("|").split("|")]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[columns.index("DR disable")] == "**X mtls->plaintext**"
-    assert cells[columns.index("DR istio-mutual")] == ". mtls"
+    assert cells[columns.index("DISABLE")] == "**✗ expected ● Istio mTLS / observed ○ cleartext**"
+    assert cells[columns.index("ISTIO_MUTUAL")] == "● Istio mTLS"
 
 
 def test_cells_outside_the_matrix_are_listed_separately(tmp_path):
@@ -71,19 +91,27 @@ def test_cells_outside_the_matrix_are_listed_separately(tmp_path):
     assert "`scope/workload-over-namespace`: UNEXPECTED OUTCOME" in to_markdown(matrix)
 
 
-def _red_pixels(png) -> int:
+def _pixels_of(png, colour: str) -> int:
     image = imread(png)[:, :, :3]
-    red = (image[:, :, 0] > 0.75) & (image[:, :, 1] < 0.3) & (image[:, :, 2] < 0.3)
-    return int(red.sum())
+    want = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    close = abs(image[:, :, 0] - want[0]) + abs(image[:, :, 1] - want[1]) + abs(image[:, :, 2] - want[2]) < 0.05
+    return int(close.sum())
 
 
-def test_png_heatmap_is_red_only_where_a_cell_differs(two_cells, tmp_path):
-    paths = write_matrix(two_cells, tmp_path / "with-red")
+def _black_pixels(png) -> int:
+    image = imread(png)[:, :, :3]
+    return int((image.sum(axis=2) < 0.1).sum())
+
+
+def test_png_colours_cells_by_wire_class_and_borders_the_mismatch(two_cells, tmp_path):
+    paths = write_matrix(two_cells, tmp_path / "with-leak")
     assert set(paths) == {"html", "png", "md"} and all(p.exists() for p in paths.values())
-    assert _red_pixels(paths["png"]) > 1000  # one whole cell
-
-    passing = [r for r in two_cells if r.passed]
-    assert _red_pixels(write_matrix(passing, tmp_path / "all-green")["png"]) == 0
+    assert _pixels_of(paths["png"], MTLS_CLASS.colour) > 2000  # one whole cell
+    assert _pixels_of(paths["png"], CLEARTEXT.colour) > 1000  # the leak, hatched
+    passing = write_matrix([r for r in two_cells if r.passed], tmp_path / "no-leak")["png"]
+    # The cleartext cell and its heavy border are gone: only the legend's swatch stays orange.
+    assert _pixels_of(passing, CLEARTEXT.colour) < _pixels_of(paths["png"], CLEARTEXT.colour) / 4
+    assert _black_pixels(passing) < _black_pixels(paths["png"]) - 500
 
 
 def test_each_worker_writes_its_own_file(tmp_path, monkeypatch):

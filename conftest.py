@@ -11,6 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
+# Fixture teardowns in Allure without pytest's own finalizer (see the module).
+pytest_plugins = ("reports.allure_pytest_fix",)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("meshproof", "meshproof mesh target")

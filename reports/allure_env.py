@@ -112,10 +112,20 @@ def write_categories(results_dir: str | Path) -> Path:
     return path
 
 
-def write_allure_config(path: str | Path, report_name: str, attachments: list[Path]) -> Path:
-    """allurerc.json: report name, categories, and files shown on every report page (the matrix picture)."""
+# The report's tree reads Matrix › client → server sidecars › PeerAuthentication mode, not file paths.
+TREE = ["epic", "feature", "story"]
+
+
+def write_allure_config(path: str | Path, report_name: str, attachments: list[Path], history: Path | None = None
+                        ) -> Path:
+    """allurerc.json: report name, categories, the epic › feature › story tree, files shown on every report page
+    (the matrix picture) and the history file that keeps trends and retries across runs."""
     config = {"name": report_name, "categories": allure_categories(),
-              "globalAttachments": [str(Path(a).resolve()) for a in attachments]}
+              "globalAttachments": [str(Path(a).resolve()) for a in attachments],
+              # One HTML file: it opens from disk (file://), where a browser refuses the data files' fetches.
+              "plugins": {"awesome": {"options": {"groupBy": TREE, "reportName": report_name, "singleFile": True}}}}
+    if history is not None:
+        config["historyPath"] = str(Path(history).resolve())
     path = Path(path)
     path.write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
     return path

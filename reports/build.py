@@ -10,12 +10,16 @@ Exit 0 when the report was built, 1 when Allure failed, 2 on bad input or a miss
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from reports.allure_cell import CELL_LABEL
 from reports.allure_env import (
     environment_facts,
     read_recorded_environment,
@@ -29,6 +33,8 @@ from reports.matrix import write_matrix
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_ALLURE = Path(__file__).resolve().parent / "node_modules" / ".bin" / "allure"
 ALLURE_TIMEOUT_S = 300
+# Kept in --out between runs (make conformance removes only the results), so trends and retries have a past.
+HISTORY_FILE = "history.jsonl"
 
 
 class BuildError(Exception):
@@ -75,7 +81,8 @@ def build(results: Path, out: Path, allure: str, cells: str | None, name: str) -
     write_environment(results, facts)
     write_categories(results)
     pictures = write_matrix(records, out)
-    config = write_allure_config(out / "allurerc.json", name, [pictures["html"], pictures["png"]])
+    config = write_allure_config(out / "allurerc.json", name, [pictures["html"], pictures["png"]],
+                                 history=out / HISTORY_FILE)
     _append_job_summary(pictures["md"])
 
     report_dir = out / "allure-report"
@@ -87,7 +94,42 @@ def build(results: Path, out: Path, allure: str, cells: str | None, name: str) -
     index = report_dir / "index.html"
     if not index.exists():
         raise BuildError(f"Allure finished but wrote no {index}")
+    strip_analytics(index)
+    # Now that each test has its page, the matrix beside the report links every cell to it.
+    write_matrix(records, out, links=cell_links(report_dir, relative_to=out))
     return index
+
+
+def report_data(index: Path) -> dict[str, bytes]:
+    """The data files a single-file Allure 3 report embeds in its index.html, by path (e.g.
+    "widgets/categories.json", "data/test-results/<id>.json")."""
+    return {path: base64.b64decode(encoded) for path, encoded in _EMBEDDED.findall(index.read_text(encoding="utf-8"))}
+
+
+def cell_links(report_dir: Path, relative_to: Path) -> dict[str, str]:
+    """cell id -> URL of its page in the Allure report (index.html#/<test result id>), by the `cell` label."""
+    index = report_dir / "index.html"
+    base = os.path.relpath(index, relative_to)
+    links = {}
+    for path, data in report_data(index).items():
+        if path.startswith("data/test-results/"):
+            result = json.loads(data)
+            cell = next((lb["value"] for lb in result.get("labels", []) if lb.get("name") == CELL_LABEL), None)
+            if cell:
+                links[cell] = f"{base}#/{result['id']}"
+    return links
+
+
+_EMBEDDED = re.compile(r'd\("([\w./-]+)","([A-Za-z0-9+/=]*)"\)')
+# Allure 3.18's page loads Google's analytics script whatever the config says: a report of a security check
+# should not call out when opened, and offline the failed load is a console error. Removed from the page.
+_ANALYTICS = re.compile(r'<script async src="https://www\.googletagmanager\.com/[^"]*"></script>\s*<script>'
+                        r"[^<]*gtag\([^<]*</script>")
+
+
+def strip_analytics(index: Path) -> None:
+    page = index.read_text(encoding="utf-8")
+    index.write_text(_ANALYTICS.sub("", page), encoding="utf-8")
 
 
 def _allure_command(allure: str) -> list[str]:

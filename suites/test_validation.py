@@ -1,6 +1,7 @@
 """Validation: a manifest Istio refuses is refused here with an error naming the field, and changes nothing:
 the policy in force before (STRICT, so an mTLS 200) is still in force after."""
 
+import allure
 import pytest
 
 from meshproof.istio_api import ManifestError
@@ -21,6 +22,9 @@ def strict_pair(mesh):
     mesh.teardown(handle)
 
 
+@allure.epic("Validation")
+@allure.feature("refused manifests")
+@allure.title("{case_id}: refused, naming {field}, and the mesh unchanged")
 @pytest.mark.parametrize("case_id,manifest,field", INVALID_MANIFESTS, ids=[c[0] for c in INVALID_MANIFESTS])
 def test_invalid_manifest_is_refused_and_changes_nothing(mesh, strict_pair, case_id, manifest, field):
     before = mesh.probe(strict_pair, capture=False)

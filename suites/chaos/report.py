@@ -18,6 +18,9 @@ OUT = Path(__file__).resolve().parents[2] / "reports" / "out" / "chaos"
 
 
 def describe(family: str, title: str, description: str) -> None:
+    allure.dynamic.epic("Chaos")
+    allure.dynamic.feature(family)
+    allure.dynamic.story(title)
     allure.dynamic.parent_suite("chaos")
     allure.dynamic.suite("chaos")
     allure.dynamic.sub_suite(family)

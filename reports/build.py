@@ -1,5 +1,6 @@
-"""Build the run's report: environment and categories into the Allure results, the matrix picture from the
-cell records, and the Allure 3 HTML report with the picture attached to every page.
+"""Build the run's report: environment and categories into the Allure results, the matrix picture and the
+conformance report (conformance-report.yaml) from the cell records, and the Allure 3 HTML report with the
+picture attached to every page.
 
     python -m reports.build --results reports/out/allure-results --out reports/out \
         --allure reports/node_modules/.bin/allure
@@ -28,6 +29,7 @@ from reports.allure_env import (
     write_environment,
 )
 from reports.cells import CellsError, cell_files, cells_dir, read_cells
+from reports.conformance_report import REPORT_NAME, build_report, validate, write_report
 from reports.matrix import write_matrix
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -76,11 +78,14 @@ def build(results: Path, out: Path, allure: str, cells: str | None, name: str) -
     cells_path = Path(cells) if cells else cells_dir()
     records = read_cells(cells_path) if cells else _default_records()
     facts = {**environment_facts(records), **read_recorded_environment(cells_path)}
+    conformance = build_report(records, facts, results)
+    validate(conformance)
 
     out.mkdir(parents=True, exist_ok=True)
     write_environment(results, facts)
     write_categories(results)
     pictures = write_matrix(records, out)
+    write_report(conformance, out / REPORT_NAME)
     config = write_allure_config(out / "allurerc.json", name, [pictures["html"], pictures["png"]],
                                  history=out / HISTORY_FILE)
     _append_job_summary(pictures["md"])

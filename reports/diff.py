@@ -1,6 +1,7 @@
 """`meshproof diff RESULTS_A RESULTS_B`: which cells behaved differently in two runs (e.g. two Istio versions).
 
-A run is a directory with cells/*.jsonl (or *.jsonl) or one .jsonl file. Two cells differ when the expected
+A run is a directory with cells/*.jsonl (or *.jsonl), one .jsonl file, or a conformance-report.yaml
+(reports/conformance_report.py); a report and a result folder compare too. Two cells differ when the expected
 or observed (outcome, wire, peer identity) or the verdict differ, or a cell ran in only one of the runs.
 Exit 0 identical, 1 different, 2 bad input.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reports.cells import PROOF_KEYS, CellRecord, CellsError, read_cells
+from reports.conformance_report import read_report, records_of
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
 OUT_FORMATS = (".md", ".html")
@@ -114,6 +116,13 @@ def _label(path: str, records: list[CellRecord]) -> str:
     return f"{path} ({meshes}, Istio API {versions}, {len(records)} cells)"
 
 
+def load_run(path: str) -> list[CellRecord]:
+    """The cells of a run: from a conformance report (.yaml/.yml) or from cell records."""
+    if Path(path).suffix in (".yaml", ".yml"):
+        return records_of(read_report(path))
+    return read_cells(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshproof diff", description=__doc__.splitlines()[0])
     parser.add_argument("results_a")
@@ -139,7 +148,7 @@ def _run(args: argparse.Namespace) -> RunDiff:
         raise CellsError(f"--out {out}: unknown format {out.suffix or '(no suffix)'!r}; allowed: .md, .html")
     if out is not None and not out.parent.is_dir():
         raise CellsError(f"--out {out}: directory {out.parent} does not exist")
-    a, b = read_cells(args.results_a), read_cells(args.results_b)
+    a, b = load_run(args.results_a), load_run(args.results_b)
     diff = compare_runs(a, b, _label(args.results_a, a), _label(args.results_b, b))
     print(to_text(diff), end="")
     if out is not None:

@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     probe = sub.add_parser("probe", help="deploy a scenario on a mesh, send one request, print what happened")
     probe.add_argument("scenario", help="scenario YAML file")
     probe.add_argument("--no-capture", dest="capture", action="store_false", help="skip the wire capture")
+    probe.add_argument("--dry-run", action="store_true",
+                       help="kube: print, in order, the objects the run would create (YAML); contact no cluster")
+    probe.add_argument("--allow-mesh-wide", action="store_true",
+                       help="kube: allow root-namespace (mesh-wide) policies")
     _add_cluster_options(probe)
 
     clean = sub.add_parser("clean", help="remove what an interrupted run left behind")
@@ -99,6 +103,8 @@ def _probe(args) -> int:
     from meshproof.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)  # bad input fails before anything is created
+    if args.dry_run:
+        return _dry_run(args, scenario)
     with open_backend(args) as backend:
         handle = backend.deploy(scenario)
         try:
@@ -106,6 +112,21 @@ def _probe(args) -> int:
         finally:
             backend.teardown(handle)
     print(json.dumps(result.to_json()))
+    return EXIT_OK
+
+
+def _dry_run(args, scenario) -> int:
+    import yaml
+
+    from cluster.kube.backend import KubeBackend
+
+    if args.mesh != "kube":
+        raise UsageError("--dry-run shows what a run on a cluster would create: use it with --mesh kube")
+    calls = KubeBackend.from_options(args).dry_run(scenario, capture=args.capture)
+    print(f"# meshproof probe --dry-run {args.scenario}: what a kube run creates, in this order. Nothing was "
+          "sent to a cluster;\n# the run id and pod names are chosen when it runs.")
+    for index, (request, doc) in enumerate(calls, 1):
+        print(f"---\n# {index}. {request}\n" + yaml.safe_dump(doc, sort_keys=False), end="")
     return EXIT_OK
 
 

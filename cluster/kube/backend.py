@@ -26,6 +26,7 @@ from kubernetes import client
 
 from cluster.backend import MeshBackend, ProbeResult, outcome_of
 from cluster.kube import diagnostics
+from cluster.kube.capture import CONTAINER as CAPTURE_CONTAINER
 from cluster.kube.capture import CaptureError, PodCapture
 from cluster.kube.client import Cluster, KubeUnavailable, connect, exec_in
 from cluster.kube.convergence import Convergence, ConvergencePolicy, converge
@@ -45,8 +46,10 @@ from cluster.kube.render import (
     RUN_LABEL,
     Images,
     Revisions,
+    capture_patch,
     cell_labels,
     cells_selector,
+    in_creation_order,
     leftover_selector,
     namespace_docs,
     policy_docs,
@@ -56,7 +59,7 @@ from cluster.kube.render import (
     workload_docs,
 )
 from cluster.kube.xds_sync import SyncWait, read_syncz, wait_pushed
-from cluster.schemas.validate import validate
+from cluster.schemas.validate import SchemaError, errors, validate
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
 from meshproof.scenario import Scenario
@@ -243,11 +246,31 @@ class KubeBackend(MeshBackend):
         policies = policy_docs(scenario, run_id, self.allow_mesh_wide, labels)  # refusals before creating
         docs = policies
         if workloads:
-            docs = (namespace_docs(scenario, run_id, self.session, self.owner, self.revisions)
-                    + workload_docs(scenario, run_id, self.images, self.revisions, self.spread) + policies)
+            docs = in_creation_order(namespace_docs(scenario, run_id, self.session, self.owner, self.revisions)
+                                     + workload_docs(scenario, run_id, self.images, self.revisions, self.spread)
+                                     + policies)
         for doc in docs:
             validate(doc, f"kube run {run_id} cell {cell_id}")
         return docs
+
+    def dry_run(self, scenario: Scenario, capture: bool = True) -> list[tuple[str, dict]]:
+        """(request, body) of everything a run of `scenario` creates, in order, rendered and validated as
+        deploy() and the first captured probe do, without a cluster. The root namespace is taken to be the
+        scenario's (a real run checks it against the cluster's meshConfig first)."""
+        run_id = f"{self.owner}1"
+        calls = []
+        for doc in self._render(scenario, run_id, run_id, workloads=True):
+            meta = doc["metadata"]
+            calls.append((f"create {doc['kind']} " + "/".join(filter(None, (meta.get("namespace"), meta["name"]))),
+                          doc))
+        if capture:
+            patch = capture_patch(scenario, run_id, CAPTURE_CONTAINER, self.images)
+            problems = errors(patch, subresource="ephemeralcontainers")
+            if problems:
+                raise SchemaError(f"kube run {run_id}: capture container: " + "; ".join(problems))
+            where = f"{patch['metadata']['namespace']} (selected by {ROLE_LABEL}=httpbin)"
+            calls.append((f"patch pods/ephemeralcontainers of the httpbin pod in {where}", patch))
+        return calls
 
     def _create_pair(self, key: tuple, run_id: str, scenario: Scenario, docs: list[dict]) -> Pair:
         namespaces = [d for d in docs if d["kind"] == "Namespace"]

@@ -232,6 +232,26 @@ def capture_container(name: str, images: Images) -> dict:
     return render_template("capture.yaml", name=name, capture_image=images.capture)[0]
 
 
+def capture_patch(scenario: Scenario, run_id: str, name: str, images: Images) -> dict:
+    """The pods/ephemeralcontainers request that adds the capture container to the httpbin pod. The pod's
+    name comes from its Deployment once it runs; the metadata here names its namespace and the labels that
+    select it."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"namespace": run_names(scenario, run_id).to_run(scenario.server.namespace),
+                         "labels": {ROLE_LABEL: "httpbin", RUN_LABEL: run_id}},
+            "spec": {"ephemeralContainers": [capture_container(name, images)]}}
+
+
+# The order a run creates its objects in: namespaces, then what the workloads need before their pods start,
+# then the Istio objects. Policies keep the scenario's order among themselves (the oldest policy wins).
+CREATION_ORDER = ("Namespace", "ServiceAccount", "Deployment", "Service", "EnvoyFilter")
+
+
+def in_creation_order(docs: list[dict]) -> list[dict]:
+    rank = {kind: i for i, kind in enumerate(CREATION_ORDER)}
+    return sorted(docs, key=lambda d: rank.get(d["kind"], len(CREATION_ORDER)))
+
+
 def leftover_selector(session: str | None = None) -> str:
     """Label selector of meshproof's namespaces: all of them, or those of sessions other than `session`."""
     selector = f"{MANAGED_BY}=meshproof"

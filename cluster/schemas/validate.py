@@ -31,15 +31,21 @@ def supported_kinds() -> tuple[str, ...]:
     return tuple(_kubernetes()["kinds"]) + tuple(ISTIO_FILES)
 
 
-def errors(doc: Any, as_kind: str | None = None) -> list[str]:
+# Subresource request bodies: the API server takes a whole object but lets only these fields change.
+SUBRESOURCES = {("Pod", "ephemeralcontainers"): ("ephemeralContainers", "io.k8s.api.core.v1.EphemeralContainer")}
+
+
+def errors(doc: Any, as_kind: str | None = None, subresource: str | None = None) -> list[str]:
     """Every schema violation of one manifest as 'field.path: message' (empty when valid).
 
-    `as_kind` validates a part that has no apiVersion/kind of its own, e.g. an EphemeralContainer."""
+    `as_kind` validates a part that has no apiVersion/kind of its own, e.g. an EphemeralContainer;
+    `subresource` a request body for one, e.g. a Pod for pods/ephemeralcontainers (only
+    spec.ephemeralContainers, each a strict EphemeralContainer)."""
     if not isinstance(doc, dict):
         return ["<document>: a manifest must be a mapping"]
     doc = json.loads(json.dumps(doc))  # what the API server receives: YAML int keys become strings
     kind, api_version = as_kind or doc.get("kind"), doc.get("apiVersion")
-    validator = _validator(kind, api_version)
+    validator = _subresource_validator(kind, subresource) if subresource else _validator(kind, api_version)
     found = []
     for err in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
         path = ".".join(str(p) for p in err.absolute_path) or "<root>"
@@ -84,6 +90,23 @@ def _kubernetes_validator(kind: str) -> jsonschema.protocols.Validator:
     pinned = _kubernetes()
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
               "$ref": f"#/$defs/{pinned['kinds'][kind]}", "$defs": pinned["$defs"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+@cache
+def _subresource_validator(kind: Any, subresource: str) -> jsonschema.protocols.Validator:
+    if (kind, subresource) not in SUBRESOURCES:
+        allowed = ", ".join(f"{k}/{s}" for k, s in SUBRESOURCES)
+        raise SchemaError(f"{kind}/{subresource}: no pinned subresource schema; allowed: {allowed}")
+    field, item = SUBRESOURCES[(kind, subresource)]
+    pinned = _kubernetes()
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+              "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+              "properties": {"apiVersion": {"const": "v1"}, "kind": {"const": kind},
+                             "metadata": {"$ref": "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"},
+                             "spec": {"type": "object", "required": [field], "additionalProperties": False,
+                                      "properties": {field: {"type": "array", "items": {"$ref": f"#/$defs/{item}"}}}}},
+              "$defs": pinned["$defs"]}
     return jsonschema.Draft202012Validator(schema)
 
 

@@ -16,9 +16,10 @@ from cluster.backend import ProbeResult
 from cluster.kube.backend import KubeBackend, KubeHandle
 from cluster.kube.render import Images, Revisions, namespace_map, workload_docs
 from meshproof.scenario import scenario_from_dict, spiffe_id
+from reports import allure_cell
 from suites.interpret import compare
 from suites.matrix import matrix_scenarios, scope_scenarios
-from suites.runner import _record, predict_for_run
+from suites.runner import predict_for_run
 from tests.kube_scenarios import RUN
 
 CELLS = list(matrix_scenarios()) + list(scope_scenarios())
@@ -62,7 +63,7 @@ def test_records_carry_identities_in_the_scenarios_names_and_the_run_beside(tmp_
     backend = KubeBackend()
     names, _, prediction = predict_for_run(backend, kube_handle(scenario), scenario)
     observed = observed_as_predicted(prediction, rendered_client_identity(scenario))
-    _record(cell_id, (), scenario, prediction, observed, compare(prediction, observed, False), 1.0, backend, names)
+    allure_cell.record(cell_id, (), scenario, prediction, observed, compare(prediction, observed, False), 1.0, backend.name, names)
     [record] = [json.loads(line) for path in tmp_path.glob("*.jsonl") for line in path.read_text().splitlines()]
     assert record["expected"]["peer_identity"] == record["observed"]["peer_identity"] == \
         "spiffe://cluster.local/ns/sleep/sa/sleep"

@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     expect.add_argument("scenario", nargs="?", help="scenario YAML file")
     expect.add_argument("--matrix", action="store_true", help="print the default matrix with predictions")
     expect.add_argument("--istio-version", help="override the scenario's istio_version")
+    expect.add_argument("--write-tables", action="store_true",
+                        help="regenerate suites/expected/<minor>.yaml, every suite's predictions per supported minor")
+    expect.add_argument("--check-tables", action="store_true",
+                        help="exit 1 naming the tables in suites/expected/ that differ from the oracle")
+    expect.add_argument("--tables-dir", help="where the expected tables are (default: suites/expected)")
 
     probe = sub.add_parser("probe", help="deploy a scenario on a mesh, send one request, print what happened")
     probe.add_argument("scenario", help="scenario YAML file")
@@ -85,6 +90,8 @@ def _expect(args) -> int:
     if args.matrix:
         print(json.dumps(expectations.matrix_predictions(args.istio_version), indent=1))
         return EXIT_OK
+    if args.write_tables or args.check_tables:
+        return _tables(args.write_tables, args.tables_dir)
     if not args.scenario:
         raise UsageError("give a scenario file or --matrix")
     scenario = load_scenario(args.scenario)
@@ -96,6 +103,24 @@ def _expect(args) -> int:
         scenario = replace(scenario, istio_version=version)
     print(json.dumps(expectations.expect(scenario).to_json()))
     return EXIT_OK
+
+
+def _tables(write: bool, directory: str | None) -> int:
+    from pathlib import Path
+
+    from reports import expected_tables
+
+    folder = Path(directory) if directory else expected_tables.TABLES_DIR
+    if write:
+        changed = expected_tables.write_tables(folder)
+        print("\n".join(f"wrote {path}" for path in changed) or "tables already match the oracle")
+        return EXIT_OK
+    stale = expected_tables.stale_tables(folder)
+    for line in stale:
+        print(line)
+    if stale:
+        print(f"regenerate with: {expected_tables.REGENERATE}")
+    return EXIT_DIFFERENT if stale else EXIT_OK
 
 
 def _probe(args) -> int:

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--out", default="reports/out/upgrade", help="results, diff and report folder")
     upgrade.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per leg (default: 2)")
     upgrade.add_argument("--no-wire-capture", dest="capture", action="store_false", help="skip the wire capture")
+    upgrade.add_argument("--allow-mesh-wide", action="store_true",
+                         help="also move the default tag to the new revision and back (istioctl tag set)")
     _add_cluster_options(upgrade)
     upgrade.set_defaults(mesh="kube")
     return parser

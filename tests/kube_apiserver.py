@@ -181,6 +181,25 @@ def _frame(payload: bytes, opcode: int = 0x2) -> bytes:
     return head + payload
 
 
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "{host}"}}}}]
+contexts: [{{name: c, context: {{cluster: c, user: u}}}}]
+current-context: c
+users: [{{name: u, user: {{token: not-a-secret}}}}]
+"""
+VERSION = {"major": "1", "minor": "34", "gitVersion": "v1.34.0", "gitCommit": "x", "gitTreeState": "clean",
+           "buildDate": "2025-08-27T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}
+
+
+def kubeconfig_for(api: FakeApiServer, path) -> str:
+    """A kubeconfig file naming this server, for code that connects itself (connect(), clean_leftovers);
+    the server then answers /version as a v1.34 API server."""
+    api.route("GET", "/version/?", (200, VERSION))
+    path.write_text(KUBECONFIG.format(host=api.host))
+    return str(path)
+
+
 def status_failure(code: int, reason: str, message: str) -> Answer:
     return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason,
                   "message": message}

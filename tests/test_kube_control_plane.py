@@ -19,7 +19,7 @@ from cluster.kube.faults import (
     recovery_budget_s,
     restoring_patch,
 )
-from tests.kube_apiserver import FakeApiServer
+from tests.kube_apiserver import FakeApiServer, kubeconfig_for
 
 NS, NAME, REV = "istio-system", "istiod-1-30-3", "1-30-3"
 DEPLOYMENT = rf"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}"
@@ -138,28 +138,14 @@ def test_an_already_open_webhook_is_left_alone():
     assert opening_patch([("a", None)])["webhooks"] == [{"name": "a", "failurePolicy": "Ignore"}]  # default: Fail
 
 
-KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{{name: c, cluster: {{server: "{host}"}}}}]
-contexts: [{{name: c, context: {{cluster: c, user: u}}}}]
-current-context: c
-users: [{{name: u, user: {{token: not-a-secret}}}}]
-"""
-VERSION = {"major": "1", "minor": "34", "gitVersion": "v1.34.0", "gitCommit": "x", "gitTreeState": "clean",
-           "buildDate": "2025-08-27T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}
-
-
 def test_clean_restores_a_webhook_a_dead_run_left_open(tmp_path):
     with FakeApiServer() as api:
         istiod = Istiod(api, terminating=0)
         istiod.webhook["failurePolicy"] = "Ignore"
         istiod.annotations[RESTORE_POLICY_ANNOTATION] = json.dumps({"rev.validation.istio.io": "Fail"})
-        api.route("GET", "/version/?", (200, VERSION))
         api.route("GET", "/api/v1/namespaces", (200, {"items": []}))
         api.route("GET", r"/apis/[a-z.]+/v1/[a-z]+", (200, {"apiVersion": "v1", "kind": "List", "items": []}))
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(KUBECONFIG.format(host=api.host))
-        said = clean_leftovers(str(kubeconfig))
+        said = clean_leftovers(kubeconfig_for(api, tmp_path / "kubeconfig"))
     assert istiod.webhook["failurePolicy"] == "Fail" and not istiod.annotations
     assert "validatingwebhookconfiguration istiod-default-validator: failurePolicy restored" in said
 

@@ -12,19 +12,48 @@ from meshproof.upgrade import Leg, _merge_allure, compare_leg, leg_command, legs
 from reports.cells import CellRecord
 
 SLEEP = "spiffe://cluster.local/ns/sleep/sa/sleep"
+LEG_RUNS = iter(f"k{i:06x}1" for i in range(1, 10_000))  # each leg's pods live in namespaces of its own run
 
 
-def cell(name, passed=True, outcome="mtls", wire="mtls", identity=SLEEP, expected=None):
-    observed = {"outcome": outcome, "wire": wire, "peer_identity": identity}
-    return CellRecord(cell=name, passed=passed, expected=expected or dict(observed), observed=observed,
-                      message="" if passed else f"expected {outcome} differs")
+def cell(name, passed=True, outcome="mtls", wire="mtls", identity=SLEEP, expected=None, run=None):
+    """A record as a leg writes it; with `run`, identities carry that run's namespaces (an earlier run's
+    records given as --baseline, before the suites recorded them in the scenario's names)."""
+    run = run or next(LEG_RUNS)
+    raw = identity.replace("/ns/sleep/", f"/ns/sleep-{run}/") if identity else None
+    observed = {"outcome": outcome, "wire": wire, "peer_identity": raw, "run": {"run_id": run}}
+    return CellRecord(cell=name, passed=passed,
+                      expected=expected or {"outcome": outcome, "wire": wire, "peer_identity": raw},
+                      observed=observed, message="" if passed else f"expected {outcome} differs")
 
 
-def test_four_legs_cover_old_new_and_both_mixed_directions():
-    assert legs("1-29-6", "1-30-3", "1.29", "1.30") == [
-        Leg("old", "1-29-6", "1-29-6", "1.29"), Leg("new", "1-30-3", "1-30-3", "1.30"),
-        Leg("old-client-new-server", "1-29-6", "1-30-3", "1.30"),
-        Leg("new-client-old-server", "1-30-3", "1-29-6", "1.30")]
+def effective(leg: Leg) -> tuple[str, str]:
+    return (leg.client_to or leg.client_revision or leg.default_tag, leg.server_to or leg.server_revision
+            or leg.default_tag)
+
+
+def test_legs_cover_fresh_pods_the_canary_steps_and_the_rollback_with_skew_both_ways():
+    found = {leg.name: leg for leg in legs("1-29-6", "1-30-3", "1.29", "1.30")}
+    assert [effective(found[n]) for n in ("old", "new", "old-client-new-server", "new-client-old-server")] == [
+        ("1-29-6", "1-29-6"), ("1-30-3", "1-30-3"), ("1-29-6", "1-30-3"), ("1-30-3", "1-29-6")]
+    # in place, as the canary upgrade moves them: created on one revision, then relabelled and restarted
+    assert [(found[n].client_revision, effective(found[n])) for n in (
+        "canary-server-moved", "canary-both-moved", "rollback-server-moved", "rollback-both-moved")] == [
+        ("1-29-6", ("1-29-6", "1-30-3")), ("1-29-6", ("1-30-3", "1-30-3")),
+        ("1-30-3", ("1-30-3", "1-29-6")), ("1-30-3", ("1-29-6", "1-29-6"))]
+    assert found["rollback-both-moved"].istio_version == "1.29"
+    assert not any(leg.default_tag for leg in found.values())  # a mesh-wide change: only when allowed
+    tagged = legs("1-29-6", "1-30-3", "1.29", "1.30", tags=True)[-2:]
+    assert [(leg.default_tag, leg.client_revision, leg.istio_version) for leg in tagged] == [
+        ("1-30-3", "", "1.30"), ("1-29-6", "", "1.29")]
+
+
+def test_identities_of_different_runs_compare_in_the_scenarios_names():
+    """Each leg's pods carry their own run id; only a real identity change is a change."""
+    assert compare_leg("new", [cell("a")], [cell("a")]) == []
+    other = "spiffe://cluster.local/ns/sleep/sa/other"
+    found = compare_leg("new", [cell("a")], [cell("a", identity=other)])
+    assert [f.kind for f in found] == ["change"] and "sa/other" in found[0].detail
+    assert "sleep-k" not in found[0].detail  # reported in the scenario's names
 
 
 def test_identical_runs_have_no_findings():
@@ -119,6 +148,10 @@ def test_each_leg_runs_pytest_on_kube_with_its_revisions_and_its_own_results(tmp
     assert f"--alluredir {tmp_path / leg.name / 'allure-results'}" in joined
     assert env["MESHPROOF_CELLS_DIR"] == str(tmp_path / leg.name / "cells")
     assert (env["MESHPROOF_CLIENT_REVISION"], env["MESHPROOF_SERVER_REVISION"]) == ("1-29-6", "1-30-3")
+    canary = next(leg for leg in legs("1-29-6", "1-30-3", "1.29", "1.30") if leg.name == "canary-server-moved")
+    _, env = leg_command(args, canary, tmp_path / canary.name)
+    assert (env["MESHPROOF_SERVER_REVISION"], env["MESHPROOF_MIGRATE_SERVER_REVISION"],
+            env["MESHPROOF_MIGRATE_CLIENT_REVISION"]) == ("1-29-6", "1-30-3", "")
 
 
 def test_the_backend_takes_the_legs_revisions_from_the_environment(monkeypatch):
@@ -130,3 +163,85 @@ def test_the_backend_takes_the_legs_revisions_from_the_environment(monkeypatch):
     monkeypatch.setenv("MESHPROOF_SERVER_REVISION", "1-30-3")
     backend = KubeBackend.from_options(SimpleNamespace(kubeconfig=None, context=None, istio_revision=None))
     assert (backend.revisions.client, backend.revisions.server) == ("1-29-6", "1-30-3")
+
+
+# --- on a cluster, through the official client against a loopback API server (tests/kube_apiserver.py) ---
+
+def istiod_deployment(revision: str, version: str) -> dict:
+    labels = {"app": "istiod", "istio.io/rev": revision}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": f"istiod-{revision}", "namespace": "istio-system", "labels": labels},
+            "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+                "containers": [{"name": "discovery", "image": f"docker.io/istio/pilot:{version}"}]}}},
+            "status": {"readyReplicas": 1}}
+
+
+def test_every_control_planes_mesh_config_is_read(tmp_path):
+    """During a canary upgrade both revisions serve workloads, each from its own ConfigMap istio-<rev>."""
+    from cluster.kube.backend import KubeBackend
+    from cluster.kube.client import KubeUnavailable
+    from tests.kube_apiserver import FakeApiServer, kubeconfig_for
+
+    with FakeApiServer() as api:
+        api.route("GET", "/apis/apps/v1/deployments", (200, {"items": [
+            istiod_deployment("1-29-6", "1.29.6"), istiod_deployment("1-30-3", "1.30.3")]}))
+        for revision, mesh in (("1-29-6", "rootNamespace: istio-system\n"), ("1-30-3", "enableAutoMtls: false\n")):
+            api.route("GET", f"/api/v1/namespaces/istio-system/configmaps/istio-{revision}",
+                      (200, {"apiVersion": "v1", "kind": "ConfigMap", "data": {"mesh": mesh}}))
+        backend = KubeBackend(kubeconfig_for(api, tmp_path / "kubeconfig"), revision="1-29-6")
+        with pytest.raises(KubeUnavailable, match=r"enableAutoMtls is false for revision\(s\) 1-30-3"):
+            backend.start()
+        assert not api.seen("GET", "/api/v1/namespaces")  # refused before it cleans or lists anything
+
+
+def test_a_canary_leg_moves_the_server_in_place_as_the_canary_upgrade_does():
+    """Namespace relabelled, rollout restart (template annotation), and the pair takes the pod the new
+    revision injected once it is the deployment's only, Ready pod."""
+    from cluster.kube.backend import RESTARTED_AT, KubeBackend, Pair
+    from cluster.kube.render import Revisions
+    from tests.kube_apiserver import FakeApiServer
+    from tests.kube_scenarios import scenario
+
+    def pod(name, injected_by, ready, ip):
+        return {"metadata": {"name": name, "namespace": "httpbin-r1", "annotations": {"istio.io/rev": injected_by}},
+                "spec": {"containers": [{"name": "httpbin", "image": "x"}], "nodeName": "worker2"},
+                "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+    listings = iter([[pod("httpbin-old", "1-29-6", True, "10.0.0.2"), pod("httpbin-new", "1-30-3", False, "")],
+                     [pod("httpbin-new", "1-30-3", True, "10.0.0.9")]])
+    with FakeApiServer() as api:
+        api.route("GET", "/api/v1/namespaces/httpbin-r1", (200, {"metadata": {
+            "name": "httpbin-r1", "labels": {"istio.io/rev": "1-29-6"}}}))
+        api.route("PATCH", "/api/v1/namespaces/httpbin-r1", lambda request, m: (200, {"metadata": request.body["metadata"]}))
+        api.route("PATCH", "/apis/apps/v1/namespaces/httpbin-r1/deployments/httpbin",
+                  lambda *_: (200, istiod_deployment("x", "1")))
+        api.route("GET", "/api/v1/namespaces/httpbin-r1/pods", lambda *_: (200, {"items": next(listings)}))
+        backend = KubeBackend(revision="1-29-6", migrate_to=Revisions(None, "1-30-3"))
+        backend.cluster = api.cluster()
+        pair = Pair((), "r1", {"sleep": "sleep-r1", "httpbin": "httpbin-r1"}, ("sleep-r1", "sleep-a"),
+                    ("httpbin-r1", "httpbin-old", "10.0.0.2"), ("worker1", "worker2"))
+        backend._migrate(pair, scenario())
+    [relabel] = api.seen("PATCH", "/api/v1/namespaces/httpbin-r1")
+    assert relabel.body == {"metadata": {"labels": {"istio.io/rev": "1-30-3"}}}
+    [restart] = api.seen("PATCH", "/apis/apps/v1/namespaces/httpbin-r1/deployments/httpbin")
+    template = restart.body["spec"]["template"]["metadata"]
+    assert template["labels"] == {"istio.io/rev": "1-30-3"} and RESTARTED_AT in template["annotations"]
+    assert pair.server_pod == ("httpbin-r1", "httpbin-new", "10.0.0.9") and pair.client_pod == ("sleep-r1", "sleep-a")
+    assert not [r for r in api.requests if "sleep-r1" in r.path]  # the client stays where it was
+
+
+def test_the_default_tag_is_read_from_its_webhook_and_moved_with_overwrite(tmp_path):
+    from meshproof.upgrade import default_tag_revision, tag_command
+    from tests.kube_apiserver import FakeApiServer, kubeconfig_for
+
+    hook = {"metadata": {"name": "istio-revision-tag-default", "labels": {"istio.io/tag": "default",
+                                                                         "istio.io/rev": "1-29-6"}}}
+    with FakeApiServer() as api:
+        api.route("GET", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+                  (200, {"items": [hook]}))
+        args = build_parser().parse_args(["upgrade-check", "--old-revision", "a", "--new-revision", "b",
+                                          "--kubeconfig", kubeconfig_for(api, tmp_path / "kc")])
+        assert default_tag_revision(args) == "1-29-6"
+        assert api.seen("GET", ".*mutatingwebhookconfigurations")[0].query["labelSelector"] == ["istio.io/tag=default"]
+    assert tag_command("/t/istioctl", args, "1-30-3")[:7] == ["/t/istioctl", "tag", "set", "default", "--revision",
+                                                             "1-30-3", "--overwrite"]

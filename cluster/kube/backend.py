@@ -32,16 +32,16 @@ from cluster.kube.client import Cluster, KubeUnavailable, connect, exec_in
 from cluster.kube.convergence import Convergence, ConvergencePolicy, converge
 from cluster.kube.inspect import (
     ISTIO_KINDS,
-    auto_mtls_enabled,
+    common_root_namespace,
     control_planes,
     mesh_config,
     mesh_wide_policies,
-    root_namespace,
 )
 from cluster.kube.render import (
     CELL_LABEL,
     NODE_SPREADS,
     OWNER_LABEL,
+    REV_LABEL,
     ROLE_LABEL,
     RUN_LABEL,
     Images,
@@ -72,6 +72,9 @@ from probes.verdict import judge
 SIDECAR = "istio-proxy"
 CLIENT_REVISION_ENV, SERVER_REVISION_ENV = "MESHPROOF_CLIENT_REVISION", "MESHPROOF_SERVER_REVISION"
 NODE_SPREAD_ENV = "MESHPROOF_NODE_SPREAD"
+# upgrade-check's canary legs: pods are created on the revisions above, then moved in place to these.
+MIGRATE_CLIENT_ENV, MIGRATE_SERVER_ENV = "MESHPROOF_MIGRATE_CLIENT_REVISION", "MESHPROOF_MIGRATE_SERVER_REVISION"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets on the pod template
 CREATE_SPACING_S = 1.05  # creationTimestamp has 1 s resolution; Istio lets the oldest conflicting policy win
 # Idle pod pairs a backend keeps for later cells of the same shape. The suites list cells grouped by shape,
 # so a few keep reuse high without one pair per shape ever seen piling up on the cluster.
@@ -129,9 +132,11 @@ class KubeBackend(MeshBackend):
                  allow_mesh_wide: bool = False, images: Images | None = None,
                  convergence: ConvergencePolicy | None = None, ready_timeout_s: float = 180.0,
                  stale_after_s: float = 3600.0, out_dir: str | Path = "reports/out/kube",
-                 connect_timeout_s: float = 3.0, node_spread: str | None = None):
+                 connect_timeout_s: float = 3.0, node_spread: str | None = None,
+                 migrate_to: Revisions | None = None):
         self.kubeconfig, self.context = kubeconfig, context
         self.revisions = Revisions(client_revision or revision, server_revision or revision)
+        self.migrate_to = migrate_to or Revisions()
         self.allow_mesh_wide = allow_mesh_wide
         self.images = images or Images.from_env()
         self.policy = convergence or ConvergencePolicy()
@@ -161,7 +166,9 @@ class KubeBackend(MeshBackend):
         return cls(get("kubeconfig"), get("context"), get("istio_revision"),
                    client_revision=get("client_revision") or os.environ.get(CLIENT_REVISION_ENV) or None,
                    server_revision=get("server_revision") or os.environ.get(SERVER_REVISION_ENV) or None,
-                   allow_mesh_wide=bool(get("allow_mesh_wide", False)))
+                   allow_mesh_wide=bool(get("allow_mesh_wide", False)),
+                   migrate_to=Revisions(os.environ.get(MIGRATE_CLIENT_ENV) or None,
+                                        os.environ.get(MIGRATE_SERVER_ENV) or None))
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -170,15 +177,16 @@ class KubeBackend(MeshBackend):
         self.planes = control_planes(self.cluster)
         if not self.planes:
             raise KubeUnavailable(f"no Istio control plane (deployment app=istiod) on context {self.cluster.context}")
-        wanted = {r for r in (self.revisions.client, self.revisions.server) if r}
+        wanted = {r for r in (self.revisions.client, self.revisions.server, self.migrate_to.client,
+                              self.migrate_to.server) if r}
         missing = wanted - {p.revision for p in self.planes}
         if missing:
             raise KubeUnavailable(f"Istio revision(s) {sorted(missing)} not installed; installed: "
                                   f"{', '.join(sorted(p.revision for p in self.planes))}")
-        mesh = mesh_config(self.cluster, self.planes[0])
-        self.root_ns = root_namespace(mesh)
-        if not auto_mtls_enabled(mesh):
-            raise KubeUnavailable("meshConfig.enableAutoMtls is false on this cluster; the oracle assumes auto mTLS")
+        try:
+            self.root_ns = common_root_namespace({p.revision: mesh_config(self.cluster, p) for p in self.planes})
+        except ValueError as err:
+            raise KubeUnavailable(f"context {self.cluster.context}: {err}") from None
         self.clean_stale()
         foreign = mesh_wide_policies(self.cluster, self.root_ns, own_session=self.session)
         if foreign:
@@ -293,7 +301,51 @@ class KubeBackend(MeshBackend):
         pair.client_pod = (client_pod.metadata.namespace, client_pod.metadata.name)
         pair.server_pod = (server_pod.metadata.namespace, server_pod.metadata.name, server_pod.status.pod_ip)
         pair.nodes = (client_pod.spec.node_name or "", server_pod.spec.node_name or "")
+        try:
+            self._migrate(pair, scenario)
+        except BaseException:
+            self._delete_pair(pair)
+            raise
         return pair
+
+    def _migrate(self, pair: Pair, scenario: Scenario) -> None:
+        """Istio's canary upgrade in place (istio.io, setup/upgrade/canary): the namespace relabelled to the
+        target revision and `kubectl rollout restart`; the pod template's own istio.io/rev goes along, as it
+        selects the injector where the namespace has no revision label. Done when the deployment's only pod
+        is Ready and was injected by the target (the injector's istio.io/rev pod annotation)."""
+        core, apps = self._cluster().core, self._cluster().apps
+        sides = (("sleep", scenario.client, self.revisions.client, self.migrate_to.client),
+                 ("httpbin", scenario.server, self.revisions.server, self.migrate_to.server))
+        for role, workload, current, target in sides:
+            if not workload.sidecar or not target or target == current:
+                continue
+            ns = pair.namespaces[workload.namespace]
+            labels = core.read_namespace(ns).metadata.labels or {}
+            if REV_LABEL in labels:
+                core.patch_namespace(ns, {"metadata": {"labels": {REV_LABEL: target}}})
+            restarted = datetime.now(UTC).isoformat(timespec="seconds")
+            apps.patch_namespaced_deployment(role, ns, {"spec": {"template": {"metadata": {
+                "labels": {REV_LABEL: target}, "annotations": {RESTARTED_AT: restarted}}}}})
+            pod = self._wait_injected_by(ns, role, target)
+            node = pod.spec.node_name or ""  # a restarted pod may land elsewhere
+            if role == "sleep":
+                pair.client_pod, pair.nodes = (ns, pod.metadata.name), (node, pair.nodes[1])
+            else:
+                pair.server_pod, pair.nodes = (ns, pod.metadata.name, pod.status.pod_ip), (pair.nodes[0], node)
+
+    def _wait_injected_by(self, namespace: str, role: str, revision: str) -> client.V1Pod:
+        deadline, problem = time.monotonic() + self.ready_timeout_s, "no pod yet"
+        while time.monotonic() < deadline:
+            pods = [p for p in self._cluster().core.list_namespaced_pod(
+                namespace, label_selector=f"{ROLE_LABEL}={role}").items if not p.metadata.deletion_timestamp]
+            injected = [(p.metadata.annotations or {}).get(REV_LABEL) for p in pods]
+            ready = [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+            if pods and set(injected) == {revision} and len(ready) == len(pods) == 1 and ready[0].status.pod_ip:
+                return ready[0]
+            problem = f"pods injected by {injected or 'none'}, {len(ready)} of {len(pods)} ready"
+            time.sleep(1.0)
+        raise WorkloadNotReady(f"{role} in {namespace} not moved to revision {revision} after "
+                               f"{self.ready_timeout_s:g} s: {problem}")
 
     def _pair_ready(self, pair: Pair) -> bool:
         """Both pods still there, Ready, and the server at the address the probes judge the wire by."""
@@ -424,6 +476,8 @@ class KubeBackend(MeshBackend):
                        istio_control_planes=", ".join(f"{p.revision}={p.version}" for p in self.planes))
         if self.revisions.client or self.revisions.server:
             env["istio_revisions"] = f"client={self.revisions.client}, server={self.revisions.server}"
+        if self.migrate_to.client or self.migrate_to.server:
+            env["istio_moved_in_place_to"] = f"client={self.migrate_to.client}, server={self.migrate_to.server}"
         return env
 
     # --- steps -------------------------------------------------------------------------------------

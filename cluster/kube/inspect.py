@@ -57,6 +57,21 @@ def root_namespace(mesh: dict) -> str:
     return mesh.get("rootNamespace") or "istio-system"
 
 
+def common_root_namespace(meshes: dict[str, dict]) -> str:
+    """The root namespace every control plane (revision -> its MeshConfig) agrees on. Each revision reads its
+    own ConfigMap, and during a canary upgrade both serve workloads, so each must have auto mTLS and the same
+    root namespace; ValueError names the revisions that differ."""
+    off = sorted(rev for rev, mesh in meshes.items() if not auto_mtls_enabled(mesh))
+    if off:
+        raise ValueError(f"meshConfig.enableAutoMtls is false for revision(s) {', '.join(off)}; "
+                         "the oracle assumes auto mTLS")
+    roots = {rev: root_namespace(mesh) for rev, mesh in meshes.items()}
+    if len(set(roots.values())) > 1:
+        raise ValueError("the control planes disagree on meshConfig.rootNamespace: "
+                         + ", ".join(f"{rev}={root}" for rev, root in sorted(roots.items())))
+    return next(iter(roots.values()), "istio-system")
+
+
 @dataclass(frozen=True)
 class ForeignPolicy:
     kind: str

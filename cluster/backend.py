@@ -55,6 +55,39 @@ def outcome_of(http_status: int | None, curl_exit: int, wire_verdict: str | None
     return "mtls" if peer_identity else "plaintext"
 
 
+@dataclass(frozen=True)
+class TlsAttempt:
+    """A client without a sidecar speaking its own TLS straight to the server pod's port (the adversary suite).
+
+    certificate: None (none sent), "mesh" (issued by the mesh CA), "self-signed", or "other-ca" (a CA the mesh
+    does not trust); spiffe_id is its URI SAN; versions are the TLS versions offered, oldest first."""
+
+    certificate: str | None
+    spiffe_id: str | None = None
+    expired: bool = False
+    alpn: tuple[str, ...] = ()
+    versions: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+
+
+@dataclass
+class HandshakeResult:
+    """What one TlsAttempt did, as the client and the wire saw it (probes/tls_client.py reads both)."""
+
+    outcome: str  # "accepted" (handshake done, the app answered) | "alert" | "closed" | "error"
+    alert: str | None  # the TLS alert the client received, e.g. "certificate unknown (46)"
+    tls_version: str | None  # what the client negotiated, when it got that far
+    http_status: int | None
+    peer_identity: str | None  # the client URI the app saw in X-Forwarded-Client-Cert
+    server_refusal: str | None = None  # why the server sidecar refused, from its own counters, when it can tell
+    wire: dict[str, Any] | None = None  # probes.verdict.judge() plus "handshake" (where it stopped, who closed)
+    canary: str = ""
+    command: str = ""
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class MeshBackend(ABC):
     """A mesh the suites can deploy workloads into, configure with Istio manifests and probe."""
 
@@ -99,6 +132,11 @@ class MeshBackend(ABC):
     def istio_minor(self) -> str | None:
         """The Istio minor ("1.30") the mesh runs, when it can tell; the oracle then predicts for it."""
         return None
+
+    def tls_handshake(self, handle: Any, attempt: TlsAttempt, capture: bool = True) -> HandshakeResult:
+        """Run `attempt` from the scenario's client (which has no sidecar) to the server pod's target port,
+        with credentials minted for it, and send one request if the handshake completes."""
+        raise NotImplementedError(f"mesh backend {self.name!r} cannot run adversarial TLS clients yet")
 
     def faults(self):
         """The chaos suites' fault injector for this mesh (cluster.faults.Faults)."""

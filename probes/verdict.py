@@ -179,6 +179,9 @@ def summarize_flow(flow: Flow, canary: str) -> dict[str, Any]:
         "reason": reason,
         "syn_seen": flow.syn_seen,
         "ended": "rst" if flow.to_server.rst or flow.to_client.rst else "fin" if flow.closed else "open",
+        # Who closed: "rst", "fin" or None per side (the server's RST or FIN says it refused).
+        "server_closed": "rst" if flow.to_client.rst else "fin" if flow.to_client.fin else None,
+        "client_closed": "rst" if flow.to_server.rst else "fin" if flow.to_server.fin else None,
         "canary_in_clear": bool(in_clear),
         "canary_directions": in_clear,
         "tls": {"client_hello": hello, "server_hello": down.get("server_hello"),

@@ -646,3 +646,115 @@ def matrix_predictions(istio_version: str | None = None) -> list[dict]:
     from suites import matrix
 
     return matrix.matrix_predictions(istio_version)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Adversarial TLS clients: a workload without a sidecar speaks its own TLS to the server pod's port
+# ---------------------------------------------------------------------------------------------------------
+
+TRUST_DOMAIN = "cluster.local"
+SRC_TRUST_DOMAIN = (f"{ISTIO} pilot/pkg/networking/plugin/authn/util.go TrustDomainsForValidation + "
+                    "pilot/pkg/security/model/authentication.go ApplyToCommonTLSContext (URI SAN prefix "
+                    "spiffe://<trust domain>/ for the mesh's trust domain and its aliases)")
+SRC_CLIENT_CHAIN = (f"{ISTIO} pilot/pkg/security/model/authentication.go ApplyToCommonTLSContext (client "
+                    "certificates validated against the mesh root, SDS secret ROOTCA)")
+SRC_MIN_TLS = (f"{ISTIO} pilot/pkg/security/authn/utils/utils.go BuildInboundTLS + GetMinTLSVersion "
+               "(TlsMinimumProtocolVersion: meshMTLS.minProtocolVersion, default TLSv1_2)")
+# allIstioMtlsALPNs: what PERMISSIVE's TLS chain on an HTTP port matches (pilot/pkg/networking/core/listener.go).
+PERMISSIVE_TLS_ALPNS = ("istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2")
+OLDER_THAN_TLS12 = ("SSLv3", "TLSv1", "TLSv1.1")
+
+
+@dataclass(frozen=True)
+class HandshakeRule:
+    outcome: str  # "accepted" | "alert" (the server ends the handshake with a TLS alert) | "closed" (no TLS answer)
+    refusal: str | None  # what refused, as the server's own counters name it; None when accepted
+    says: str
+    source: str
+
+
+HANDSHAKE_RULES: dict[str, HandshakeRule] = {
+    "disable-has-no-tls-chain": HandshakeRule(
+        "closed", "no-filter-chain",
+        "a DISABLE port has only plaintext filter chains: the ClientHello matches none and the connection is "
+        "closed without a TLS answer", f"{SRC_FCM} inboundPlainTextHTTPFilterChainMatchOptions"),
+    "permissive-needs-istio-alpn": HandshakeRule(
+        "closed", "no-filter-chain",
+        "PERMISSIVE on an HTTP port matches TLS only with one of Istio's ALPNs: without one the ClientHello "
+        "matches no chain and the connection is closed without a TLS answer",
+        f"{SRC_FCM} inboundPermissiveHTTPFilterChainMatchWithMxcOptions (allIstioMtlsALPNs)"),
+    "below-minimum-tls-version": HandshakeRule(
+        "alert", "handshake-failed",
+        "the server's TLS context starts at TLS 1.2: an older ClientHello gets a protocol_version alert",
+        SRC_MIN_TLS),
+    "client-certificate-required": HandshakeRule(
+        "alert", "no-client-certificate",
+        "the mTLS chain requires a client certificate: the server ends the handshake with an alert",
+        SRC_REQUIRE_CLIENT_CERT),
+    "untrusted-client-certificate": HandshakeRule(
+        "alert", "certificate-rejected",
+        "the client certificate does not chain to the mesh root: the server ends the handshake with an alert",
+        SRC_CLIENT_CHAIN),
+    "expired-client-certificate": HandshakeRule(
+        "alert", "certificate-rejected",
+        "the client certificate has expired: the server ends the handshake with an alert (Istio never sets "
+        "allow_expired_certificate)", f"{SRC_CLIENT_CHAIN}; envoy default_validator.cc doVerifyCertChain"),
+    "foreign-trust-domain": HandshakeRule(
+        "alert", "trust-domain",
+        "the client certificate's SPIFFE ID is of another trust domain: the SAN check refuses it, mesh CA or not",
+        SRC_TRUST_DOMAIN),
+    "mesh-identity-accepted": HandshakeRule(
+        "accepted", None,
+        "a mesh certificate of the trust domain is all mTLS asks for, whichever workload it names: the request "
+        "reaches the app with that identity in X-Forwarded-Client-Cert (authorization is AuthorizationPolicy's "
+        "job, not PeerAuthentication's)", f"{SRC_TRUST_DOMAIN}; {SRC_MIN_TLS}"),
+}
+
+
+@dataclass(frozen=True)
+class HandshakePrediction:
+    outcome: str
+    refusal: str | None
+    peer_identity: str | None  # the URI the app sees when accepted
+    tls_version: str | None  # what the handshake settles on when accepted
+    rule: str
+    reason: str
+    source: str
+    server_mode: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def expect_handshake(scenario: Scenario, attempt) -> HandshakePrediction:
+    """What the server sidecar does with a sidecar-less client's own TLS straight to its target port.
+
+    `attempt` has certificate (None, "mesh", "self-signed", "other-ca"), spiffe_id, expired, alpn and versions
+    (offered, oldest first), as cluster.backend.TlsAttempt. The server must have a sidecar."""
+    mode = server_policy(scenario).mode
+    if mode == "no-sidecar":
+        raise ValueError("expect_handshake: the server has no sidecar, so no PeerAuthentication guards it")
+    trust_domain = (attempt.spiffe_id or "").removeprefix("spiffe://").partition("/")[0]
+    if mode == "DISABLE":
+        rule_id = "disable-has-no-tls-chain"
+    elif mode == "PERMISSIVE" and not set(attempt.alpn) & set(PERMISSIVE_TLS_ALPNS):
+        rule_id = "permissive-needs-istio-alpn"
+    elif attempt.versions[-1] in OLDER_THAN_TLS12:
+        rule_id = "below-minimum-tls-version"
+    elif attempt.certificate is None:
+        rule_id = "client-certificate-required"
+    elif attempt.certificate != "mesh":
+        rule_id = "untrusted-client-certificate"
+    elif attempt.expired:
+        rule_id = "expired-client-certificate"
+    elif trust_domain != TRUST_DOMAIN:
+        rule_id = "foreign-trust-domain"
+    else:
+        rule_id = "mesh-identity-accepted"
+    rule = HANDSHAKE_RULES[rule_id]
+    accepted = rule.outcome == "accepted"
+    return HandshakePrediction(
+        outcome=rule.outcome, refusal=rule.refusal, peer_identity=attempt.spiffe_id if accepted else None,
+        tls_version=attempt.versions[-1] if accepted else None, rule=rule_id,
+        reason=f"The server's target port {scenario.server.target_port} is {mode}; {rule.says}.",
+        source=rule.source, server_mode=mode)

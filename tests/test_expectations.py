@@ -492,3 +492,52 @@ def test_scope_has_cells_where_only_the_server_can_refuse():
                      "server-refuses-mutual-mesh-certs-permissive": "app-tls-to-permissive-503",
                      "server-refuses-mutual-mesh-certs-disable": "app-tls-to-disable-503",
                      "server-accepts-mutual-mesh-certs-strict": "mutual-mesh-cert-to-strict"}
+
+
+# --- Adversarial TLS clients (expect_handshake) -------------------------------------------------------
+
+def test_every_handshake_rule_is_hit_by_the_adversary_suite_and_cited():
+    from suites.adversary import adversary_cells
+    from suites.expectations import HANDSHAKE_RULES, expect_handshake
+
+    hit = {expect_handshake(scenario_from_dict(scn, cell), attempt).rule for cell, scn, attempt in adversary_cells()}
+    assert hit == set(HANDSHAKE_RULES)
+    for rule_id, rule in HANDSHAKE_RULES.items():
+        assert "istio/istio" in rule.source, f"{rule_id} has no Istio citation"
+
+
+@pytest.mark.parametrize("mode,attempt,outcome,rule", [
+    # BuildInboundTLS: RequireClientCertificate on every mTLS chain (STRICT, and PERMISSIVE's Istio-ALPN chain).
+    ("STRICT", "no-client-cert", "alert", "client-certificate-required"),
+    ("PERMISSIVE", "istio-alpn-no-cert", "alert", "client-certificate-required"),
+    # inboundPermissiveHTTPFilterChainMatchWithMxcOptions: TLS without Istio's ALPN matches no chain.
+    ("PERMISSIVE", "no-client-cert", "closed", "permissive-needs-istio-alpn"),
+    # inboundPlainTextHTTPFilterChainMatchOptions: DISABLE never reads a certificate.
+    ("DISABLE", "mesh-cert-other-workload", "closed", "disable-has-no-tls-chain"),
+    # TrustDomainsForValidation: the SAN prefix check runs even for a mesh-CA certificate.
+    ("STRICT", "mesh-ca-other-trust-domain", "alert", "foreign-trust-domain"),
+    ("PERMISSIVE", "other-ca", "alert", "untrusted-client-certificate"),
+    ("STRICT", "mesh-cert-expired", "alert", "expired-client-certificate"),
+    # Authentication is not authorization: any workload of the trust domain gets in.
+    ("STRICT", "mesh-cert-other-workload", "accepted", "mesh-identity-accepted"),
+    # GetMinTLSVersion: TLS 1.2 is the default minimum, so 1.2 gets in and 1.0/1.1 do not.
+    ("STRICT", "tls12-only", "accepted", "mesh-identity-accepted"),
+    ("PERMISSIVE", "tls10-11", "alert", "below-minimum-tls-version"),
+])
+def test_handshake_rule(mode, attempt, outcome, rule):
+    from suites.adversary import ATTEMPTS
+    from suites.expectations import expect_handshake
+
+    p = expect_handshake(scenario_from_dict(scenario([pa(mode)], client_sidecar=False), "t"), ATTEMPTS[attempt])
+    assert (p.outcome, p.rule) == (outcome, rule), p.reason
+    if outcome == "accepted":
+        assert p.peer_identity == ATTEMPTS[attempt].spiffe_id and p.tls_version == ATTEMPTS[attempt].versions[-1]
+
+
+def test_a_handshake_needs_a_server_sidecar():
+    from suites.adversary import ATTEMPTS
+    from suites.expectations import expect_handshake
+
+    with pytest.raises(ValueError, match="no sidecar"):
+        expect_handshake(scenario_from_dict(scenario([], client_sidecar=False, server_sidecar=False), "t"),
+                         ATTEMPTS["no-client-cert"])

@@ -17,7 +17,8 @@ import pytest
 
 from meshproof.scenario import scenario_from_dict
 from reports.categories import PLAINTEXT_LEAK, UNEXPECTED_OUTCOME, WEAK_TLS
-from suites.expectations import expect
+from suites.adversary import adversary_cells
+from suites.expectations import expect, expect_handshake
 from suites.matrix import matrix_scenarios, pa, scope_scenarios
 
 pytestmark = [pytest.mark.root, pytest.mark.mesh, pytest.mark.slow,
@@ -120,3 +121,14 @@ def test_sidecars_capped_at_tls12_are_weak_tls_in_every_cell_with_a_sidecar_hand
         assert WEAK_TLS in message and "negotiated TLSv1.2" in message, (cell, message)
     # A full TLS 1.2 handshake shows the certificates; one resumed from a session ticket shows none.
     assert any("certificates readable" in message for message in red.values())
+
+
+def test_a_server_accepting_any_trust_domain_is_caught_by_the_adversary_with_a_foreign_mesh_certificate(tmp_path):
+    # The matrix and scope cells' clients all hold identities of the mesh's own trust domain: only an adversary
+    # presenting a mesh-CA certificate of another trust domain can tell.
+    expected_red = {cell for cell, scn, attempt in adversary_cells()
+                    if expect_handshake(scenario_from_dict(scn, cell), attempt).rule == "foreign-trust-domain"}
+    assert expected_red, "no adversary cell presents a foreign trust domain: this test could not go red"
+    red = run_matrix_with("any_trust_domain", tmp_path, ("suites/test_adversary.py",))
+    assert set(red) == expected_red
+    assert all(UNEXPECTED_OUTCOME in message and "observed accepted" in message for message in red.values()), red

@@ -454,6 +454,12 @@ class KubeBackend(MeshBackend):
         handle.diagnostics_dir = diagnostics.write(parts, self.out_dir / "diagnostics" / handle.cell_id)
         return handle.diagnostics_dir
 
+    def tls_handshake(self, handle: KubeHandle, attempt, capture: bool = True):
+        """The adversary suite's client: cluster/kube/adversary.py (not yet run on a cluster)."""
+        from cluster.kube.adversary import tls_handshake
+
+        return tls_handshake(self, handle, attempt, capture)
+
     def faults(self):
         from cluster.kube.faults import KubeFaults
 

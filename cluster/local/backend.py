@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.backend import MeshBackend, ProbeResult, outcome_of
+from cluster.backend import HandshakeResult, MeshBackend, ProbeResult, TlsAttempt, outcome_of
 from cluster.local import ca as mesh_ca
 from cluster.local import controlplane, iptables, netns
 from cluster.local import runtime as workload_runtime
@@ -34,10 +34,11 @@ from cluster.local.lifecycle import (
     owner_alive,
     shared_folder,
 )
-from cluster.local.workloads import Httpbin, Sleep
+from cluster.local.workloads import APP_UID, Httpbin, Sleep
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
 from meshproof.scenario import Scenario, Server, Workload
+from probes.canary import HEADER as CANARY_HEADER
 from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError
 from probes.identity import peer_identity_from_headers
@@ -46,6 +47,10 @@ from probes.identity import peer_identity_from_headers
 # belongs to this probe.
 SERVER_FAILURE_STATS = r"(ssl\.fail_verify_[a-z_]+|ssl\.connection_error|no_filter_chain_match)$"
 CLIENT_FAILURE_STATS = r"^cluster\.outbound.*(ssl\.fail_verify_[a-z_]+|ssl\.connection_error|upstream_cx_connect_fail)$"
+# What the server sidecar's counters say about a refused adversarial handshake, most specific first.
+REFUSALS = (("ssl.fail_verify_no_cert", "no-client-certificate"), ("ssl.fail_verify_san", "trust-domain"),
+            ("ssl.fail_verify_error", "certificate-rejected"), ("no_filter_chain_match", "no-filter-chain"),
+            ("ssl.connection_error", "handshake-failed"))
 
 
 @dataclass
@@ -324,7 +329,7 @@ class LocalBackend(MeshBackend):
         started = time.perf_counter()
         wire, harness_error = None, None
         if capture:
-            curl, wire, harness_error = self._captured_request(pair, url, canary)
+            curl, wire, harness_error = self._captured(pair, canary, lambda: pair.client.app.request(url, canary))
         else:
             curl = pair.client.app.request(url, canary)
         elapsed = round((time.perf_counter() - started) * 1000, 2)
@@ -345,22 +350,22 @@ class LocalBackend(MeshBackend):
                            failure_detail=detail, wire=wire, canary=canary, elapsed_ms=elapsed,
                            command=curl.command, extra=extra)
 
-    def _captured_request(self, pair: Pair, url: str, canary: str):
-        """(curl result or None if no request went out, wire verdict, harness error): the request inside a
-        capture on the server pod's veth, and the verdict of that capture."""
+    def _captured(self, pair: Pair, canary: str, send):
+        """(what send() returned, or None if it did not run; the verdict of a capture on the server pod's veth
+        around it; a harness error): send() runs inside the capture."""
         from probes.capture import Capture  # imports scapy (~0.5 s): only runs that capture pay for it
         from probes.verdict import judge
 
         pcap = self.out_dir / "pcaps" / f"{self.run.prefix}-{canary}.pcap"
         pcap.parent.mkdir(parents=True, exist_ok=True)
-        curl = None
+        done = None
         try:
             with Capture(iface=pair.server.veth, bpf="tcp", pcap_path=pcap):
-                curl = pair.client.app.request(url, canary)
-            return curl, judge(pcap, canary=canary, server_ip=pair.server.ip,
+                done = send()
+            return done, judge(pcap, canary=canary, server_ip=pair.server.ip,
                                server_port=pair.server.workload.target_port), None
         except CaptureError as err:
-            return curl, None, f"capture failed (harness error): {err}"
+            return done, None, f"capture failed (harness error): {err}"
 
     def _failure_detail(self, pair: Pair, curl) -> str:
         parts = []
@@ -375,16 +380,62 @@ class LocalBackend(MeshBackend):
         if curl.stderr:
             parts.append(f"curl={curl.stderr.strip().splitlines()[-1][:200]}")
         for pod, pattern in ((pair.server, SERVER_FAILURE_STATS), (pair.client, CLIENT_FAILURE_STATS)):
-            if pod.sidecar and pod.sidecar.alive():
-                try:
-                    now = pod.sidecar.counters(pattern)
-                except OSError:
-                    continue
-                delta = {k: v - pod.stat_baseline.get(k, 0) for k, v in now.items()
-                         if v > pod.stat_baseline.get(k, 0)}
-                pod.stat_baseline = now
-                parts += [f"{pod.role}:{k}+{v}" for k, v in sorted(delta.items())]
+            parts += [f"{pod.role}:{k}+{v}" for k, v in sorted(_counter_delta(pod, pattern).items())]
         return "; ".join(parts) or "no detail"
+
+    # --- adversarial TLS clients ------------------------------------------------------------------------
+
+    def tls_handshake(self, handle: Handle, attempt: TlsAttempt, capture: bool = True) -> HandshakeResult:
+        from cluster.credentials import mint
+        from probes.tls_client import REQUEST, read_s_client, s_client_command
+
+        pair = handle.pair
+        if pair.client.workload.sidecar:
+            raise ValueError("tls_handshake: the adversary's client pod must have no sidecar (its TLS is its own)")
+        canary = new_canary()
+        folder = pair.client.dir / "adversary"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chown(folder, APP_UID, APP_UID)
+        paths: list[Path] = []
+        minted = mint(attempt, self.ca, self.rogue_ca)
+        if minted:
+            paths = [folder / f"{canary}.pem", folder / f"{canary}.key"]
+            for path, data in zip(paths, minted, strict=True):
+                path.write_bytes(data)
+                os.chown(path, APP_UID, APP_UID)
+        argv = netns.exec_prefix(pair.client.name, APP_UID) + s_client_command(
+            pair.server.ip, pair.server.workload.target_port, attempt.versions, attempt.alpn,
+            *(str(p) for p in paths))
+        request = REQUEST.format(header=CANARY_HEADER, canary=canary)
+        _counter_delta(pair.server, SERVER_FAILURE_STATS)  # what came before is not this handshake's
+
+        def send():
+            return subprocess.run(argv, input=request, check=False, capture_output=True, text=True, timeout=20)
+
+        try:
+            proc, wire, error = self._captured(pair, canary, send) if capture else (send(), None, None)
+        finally:
+            for path in paths:
+                path.unlink(missing_ok=True)
+        if wire:
+            from probes.tls_client import handshake_stop
+
+            wire["handshake"] = handshake_stop(wire)
+        if proc is None:
+            return HandshakeResult("error", None, None, None, None, canary=canary, command=" ".join(argv),
+                                   detail=error or "")
+        seen = read_s_client(proc.returncode, proc.stdout, proc.stderr)
+        counters = _counter_delta(pair.server, SERVER_FAILURE_STATS)
+        refusal = next((name for stat, name in REFUSALS if any(k.endswith(stat) for k in counters)), None)
+        identity = peer_identity_from_headers(seen["body"]) if seen["http_status"] == 200 else None
+        detail = "; ".join([seen["detail"], *(f"server:{k}+{v}" for k, v in sorted(counters.items()))])
+        outcome = seen["outcome"]
+        if seen["http_status"] == 200 and echoed_canary(seen["body"]) != canary:
+            error = error or "the 200 did not echo this attempt's canary"
+        if error:
+            outcome, detail = "error", f"{error}; {detail}"
+        return HandshakeResult(outcome, seen["alert"], seen["tls_version"], seen["http_status"], identity,
+                               refusal, wire, canary, " ".join(argv), detail)
 
     # --- facts and chaos helpers ------------------------------------------------------------------------
 
@@ -445,6 +496,19 @@ class LocalBackend(MeshBackend):
         issuer = self.rogue_ca if rogue else self.ca
         mesh_ca.install_identity(pod.dir / "certs", pod.dir / "sds", issuer, pod.workload.spiffe_id, PROXY_UID,
                                  trust=self.ca)
+
+
+def _counter_delta(pod: LocalPod, pattern: str) -> dict[str, int]:
+    """How far the sidecar's counters matching `pattern` moved since the last call for this pod."""
+    if not (pod.sidecar and pod.sidecar.alive()):
+        return {}
+    try:
+        now = pod.sidecar.counters(pattern)
+    except OSError:
+        return {}
+    delta = {k: v - pod.stat_baseline.get(k, 0) for k, v in now.items() if v > pod.stat_baseline.get(k, 0)}
+    pod.stat_baseline = now
+    return delta
 
 
 def _shape(scenario: Scenario) -> tuple:

@@ -47,24 +47,45 @@ class MeshCA:
         )
         self.root_pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> MeshCA:
+        """An existing CA (a cluster's mesh CA, read from its secret) that issues like this one."""
+        ca = cls.__new__(cls)
+        ca.cert = x509.load_pem_x509_certificate(cert_pem)
+        ca.key = serialization.load_pem_private_key(key_pem, password=None)
+        ca.root_pem = cert_pem
+        return ca
+
     def issue(self, spiffe_id: str, ttl: datetime.timedelta = LEAF_TTL) -> tuple[bytes, bytes]:
-        """(certificate chain PEM, private key PEM) for one workload identity."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(self.cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + ttl)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=False,
-                                         crl_sign=False, content_commitment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+        """(certificate chain PEM, private key PEM) for one workload identity; a negative ttl issues one that
+        has already expired."""
+        return _leaf(spiffe_id, self.cert.subject, self.key, ttl)
+
+
+def self_signed(spiffe_id: str) -> tuple[bytes, bytes]:
+    """A workload-shaped certificate signed by its own key: no CA vouches for it."""
+    return _leaf(spiffe_id, None, None, LEAF_TTL)
+
+
+def _leaf(spiffe_id: str, issuer: x509.Name | None, issuer_key, ttl: datetime.timedelta) -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    if issuer is None:
+        issuer, issuer_key = x509.Name([]), key
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(issuer)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + ttl)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=False,
+                                     crl_sign=False, content_commitment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
 
 def _atomic_write(path: Path, data: bytes, mode: int = 0o644, uid: int | None = None) -> None:

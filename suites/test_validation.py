@@ -33,5 +33,9 @@ def test_invalid_manifest_is_refused_and_changes_nothing(mesh, strict_pair, case
     with pytest.raises(ManifestError) as refused:
         mesh.apply(strict_pair, [PLAINTEXT_DR, manifest])
     assert field in str(refused.value), f"error does not name {field}: {refused.value}"
+    if hasattr(mesh, "cluster_refusal"):  # a real cluster: Istio itself must refuse it too (server-side dry run)
+        said = mesh.cluster_refusal(strict_pair, manifest)
+        assert said, f"meshproof refuses {case_id} but the cluster accepted it"
+        allure.attach(said, "cluster refusal", allure.attachment_type.TEXT)
     after = mesh.probe(strict_pair, capture=False)
     assert after.outcome == "mtls", f"a refused apply changed the mesh: {after}"

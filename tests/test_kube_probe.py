@@ -78,3 +78,23 @@ def test_the_canary_check_leaves_refusals_alone():
     body = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
     assert read_probe(body + "\n503", "", 0, "mp-canary-1")[0] == "503"
     assert read_probe("\n000", "curl: (56) Recv failure", 56, "mp-canary-1")[0] == "reset"
+
+
+def test_the_identity_a_cluster_gives_the_rendered_client_is_the_oracles_for_the_run():
+    """Istio names a workload spiffe://<trust domain>/ns/<pod namespace>/sa/<pod service account>. Built from
+    the Deployment the backend renders, echoed by go-httpbin as the server sidecar forwards it (XFCC URI), read
+    by the probe: it must be exactly what the oracle predicts for the scenario in the run's namespaces."""
+    from cluster.kube.render import Images, Revisions, run_names, workload_docs
+    from suites.expectations import expect
+    from tests.kube_scenarios import PA_STRICT, RUN, scenario
+
+    scn = scenario([PA_STRICT])
+    [sleep] = [d for d in workload_docs(scn, RUN, Images(), Revisions())
+               if d["kind"] == "Deployment" and d["metadata"]["name"] == "sleep"]
+    given = (f"spiffe://cluster.local/ns/{sleep['metadata']['namespace']}"
+             f"/sa/{sleep['spec']['template']['spec']['serviceAccountName']}")
+    xfcc = [f'By=spiffe://cluster.local/ns/httpbin-{RUN}/sa/httpbin;Hash=ab;Subject="";URI={given}']
+    outcome, _, identity, _ = read_probe(go_httpbin_headers(xfcc) + "\n200", "", 0, "mp-canary-1")
+    predicted = expect(run_names(scn, RUN).rewrite_scenario(scn))
+    assert (outcome, identity) == (predicted.outcome, predicted.peer_identity) == ("mtls", given)
+    assert expect(scn).peer_identity != identity  # the scenario's own names are not what a run presents

@@ -382,6 +382,30 @@ class KubeBackend(MeshBackend):
         handle.scenario = scenario
         self._create_policies(handle, policies)
 
+    def cluster_refusal(self, handle: KubeHandle, manifest: dict) -> str | None:
+        """What the cluster says to `manifest` in this run's namespaces, sent as a server-side dry run
+        (dryRun=All: Istio's validating webhook and the CRD schema judge it, nothing is stored;
+        fieldValidation=Strict: an unknown field is refused rather than dropped). The refusal's message, or
+        None when the cluster accepted it. Only an object the API can route is sent: an Istio kind it knows,
+        with a namespace; for anything else the reason is returned instead."""
+        meta = manifest.get("metadata") or {}
+        if manifest.get("kind") not in ISTIO_KINDS or not meta.get("namespace"):
+            return f"not sent: the API has no place for kind {manifest.get('kind')!r} in namespace {meta.get('namespace')!r}"
+        doc = self.run_namespaces(handle).rewrite_manifest(manifest)
+        group, version, plural = ISTIO_KINDS[doc["kind"]]
+        try:
+            self._cluster().custom.create_namespaced_custom_object(group, version, doc["metadata"]["namespace"],
+                                                                   plural, doc, dry_run="All",
+                                                                   field_validation="Strict")
+        except client.ApiException as err:
+            if err.status in (400, 403, 422):  # BadRequest (schema, strict fields), webhook denial, Invalid
+                try:
+                    return json.loads(err.body).get("message") or str(err.reason)
+                except (TypeError, ValueError):
+                    return str(err.body or err.reason)
+            raise
+        return None
+
     def probe(self, handle: KubeHandle, capture: bool = True) -> ProbeResult:
         if not capture:
             return self._probe_once(handle)

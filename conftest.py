@@ -65,6 +65,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         clear_cells()
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    """After a suites run, the matrix in wire classes, the counts and one line per mismatch."""
+    if hasattr(config, "workerinput") or not _runs_suites(config):
+        return
+    import shutil
+
+    from reports.cells import CellsError, cells_dir, read_cells
+    from reports.terminal_summary import render
+
+    try:
+        records = read_cells(cells_dir())
+    except CellsError:
+        return  # no cell ran (chaos or validation only): nothing to draw
+    terminalreporter.write_sep("=", "meshproof: what crossed the wire")
+    terminalreporter.write(render(records, shutil.get_terminal_size().columns, terminalreporter.hasmarkup))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # On a shared cluster a root-namespace policy changes every workload in the mesh: opt-in only.
     if config.getoption("--mesh") != "kube" or config.getoption("--allow-mesh-wide"):

@@ -95,12 +95,39 @@ def test_kube_targets_never_need_root_or_host_capture_tools(target):
     assert "system-deps" not in seen and "setup" not in seen, sorted(seen)
 
 
-def test_kind_conformance_runs_both_cell_sets_on_two_nodes_and_fails_on_either():
-    makefile = (ROOT / "Makefile").read_text()
-    recipe = makefile[makefile.index("\nkind-conformance:"):].split("\n\n")[0]
-    assert "MESHPROOF_NODE_SPREAD=required" in recipe
-    assert '-m "not mesh_wide" -n 2' in recipe and "-m mesh_wide --allow-mesh-wide" in recipe
-    assert "if [ $$scoped -ne 0 ] || [ $$wide -ne 0 ]; then exit 1; fi" in recipe
+STUB = """#!/bin/sh
+# stands in for the .venv's pytest / python: logs its call, exits with the next code of STUB_CODES
+echo "$(basename "$0") MESHPROOF_NODE_SPREAD=$MESHPROOF_NODE_SPREAD $*" >> "$STUB_LOG"
+n=$(grep -c '^pytest' "$STUB_LOG")
+[ "$(basename "$0")" = pytest ] && exit "$(echo $STUB_CODES | cut -d' ' -f"$n")"
+exit 0
+"""
+
+
+@pytest.mark.parametrize(("codes", "exit_code"), [
+    ("0 5", 0),  # this tree has no mesh-wide cells: nothing ran there, nothing failed
+    ("1 0", 1), ("0 1", 1),  # either run failing fails the target
+    ("5 0", 1),  # no namespace-scoped cells collected is an error
+])
+def test_kind_conformance_runs_both_cell_sets_on_two_nodes_then_the_report(tmp_path, codes, exit_code):
+    """The recipe itself, run by make with the .venv's pytest and python replaced by a stub that logs."""
+    for tool in ("pytest", "python"):
+        (tmp_path / tool).write_text(STUB)
+        (tmp_path / tool).chmod(0o755)
+    (tmp_path / "stamp").touch()
+    (tmp_path / "allure").touch()
+    log = tmp_path / "calls.log"
+    done = subprocess.run(["make", "--no-print-directory", "kind-conformance", f"BIN={tmp_path}",
+                           f"STAMP={tmp_path / 'stamp'}", f"ALLURE={tmp_path / 'allure'}", f"OUT={tmp_path / 'out'}",
+                           "KIND_KUBECONFIG=/k/config", "ISTIO_VERSION=1.29 1.30"], cwd=ROOT,
+                          env=dict(os.environ, STUB_LOG=str(log), STUB_CODES=codes),
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == (2 if exit_code else 0), done.stdout + done.stderr  # make exits 2 on a failure
+    scoped, wide, report = log.read_text().splitlines()
+    kube = "suites --mesh kube --kubeconfig /k/config --istio-version 1.29"
+    assert scoped.startswith(f"pytest MESHPROOF_NODE_SPREAD=required {kube} -m not mesh_wide -n 2")
+    assert wide.startswith(f"pytest MESHPROOF_NODE_SPREAD=required {kube} -m mesh_wide --allow-mesh-wide")
+    assert report.split()[0] == "python" and "-m reports.build" in report  # the report, either way
 
 
 def test_kind_has_two_workers_for_client_and_server():

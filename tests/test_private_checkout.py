@@ -106,7 +106,9 @@ def test_a_killed_run_is_cleaned_from_a_private_checkout(private_checkout, tmp_p
     finally:
         proc.kill()
         proc.wait()
-    subprocess.run([str(python), "-m", "meshproof.cli", "clean"], cwd=checkout, check=True, capture_output=True)
+    clean = subprocess.run([str(python), "-m", "meshproof.cli", "clean"], cwd=checkout, check=False,
+                           capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
     left = [ns for ns in lifecycle.list_netns() if ns.startswith(prefix)]
     left += [str(root / prefix) for root in (lifecycle.STATE_ROOT, lifecycle.RUNTIME_ROOT) if (root / prefix).exists()]
     assert not left, f"clean left {left}"

@@ -124,9 +124,14 @@ def _remove_objects(data: dict) -> list[str]:
         if etc.exists():
             shutil.rmtree(etc, ignore_errors=True)
             removed.append(f"path {etc}")
-    for path in data.get("paths", []):
-        if Path(path).exists():
-            shutil.rmtree(path, ignore_errors=True) if Path(path).is_dir() else Path(path).unlink()
+    # Another run's start may be cleaning the same dead run at the same time: whatever it removed first is
+    # simply gone here, never an error.
+    for path in map(Path, data.get("paths", [])):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(f"path {path}")
+        elif path.exists():
+            path.unlink(missing_ok=True)
             removed.append(f"path {path}")
     return removed
 
@@ -162,7 +167,7 @@ def _clean_dead_runs() -> list[str]:
             data = json.loads(state_file.read_text())
         except (OSError, ValueError):
             # A run killed between mkdir and its first save created nothing yet.
-            if time.time() - entry.stat().st_mtime > 60:
+            if time.time() - _mtime(entry) > 60:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(f"path {entry}")
             continue
@@ -172,6 +177,13 @@ def _clean_dead_runs() -> list[str]:
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(f"path {entry}")
     return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # a parallel clean removed it
+        return time.time()
 
 
 def _clean_orphan_runtimes() -> list[str]:

@@ -157,6 +157,7 @@ class KubeBackend(MeshBackend):
         self._handles: dict[str, KubeHandle] = {}  # by cell id
         self.pairs: list[Pair] = []
         self._faults: list = []  # the KubeFaults handed out: a pair with unhealed faults is not reused
+        self._deleted_at = 0.0  # monotonic time of the last deletion of cell objects
 
     @classmethod
     def from_options(cls, options: Any) -> KubeBackend:
@@ -530,7 +531,9 @@ class KubeBackend(MeshBackend):
         return cluster.custom.create_namespaced_custom_object(group, version, ns, plural, doc)
 
     def _create_policies(self, handle: KubeHandle, policies: list[dict]) -> None:
-        last, stored = 0.0, None
+        # The first create, too, comes CREATE_SPACING_S after the last deletion: its creationTimestamp (whole
+        # seconds) is then later than any push for the deletions, which the syncz wait must not take for one.
+        last, stored = self._deleted_at, None
         for doc in policies:
             wait = last + CREATE_SPACING_S - time.monotonic()
             if wait > 0:
@@ -556,6 +559,7 @@ class KubeBackend(MeshBackend):
             left = cell_objects(self._list_istio(cells_selector(run_id)), run_id)
             if not left:
                 return
+            self._deleted_at = time.monotonic()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"run {run_id}: still there {DELETE_TIMEOUT_S:g} s after deletion: "
                                    + ", ".join(f"{kind} {ns}/{name}" for kind, ns, name in left))

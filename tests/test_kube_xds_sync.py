@@ -126,3 +126,42 @@ def test_the_backend_probes_only_after_the_sidecars_acked_the_cells_objects():
     assert [c.container for c in calls] == ["discovery", "discovery", "sleep"]
     assert handle.sync.synced and handle.convergence.converged
     assert backend._extra(handle)["xds_sync"]["proxies"] == {"sleep-r1/sleep-a": "acked", "httpbin-r1/httpbin-b": "acked"}
+
+
+def test_a_cells_first_object_comes_a_creation_second_after_the_last_deletion(monkeypatch):
+    """creationTimestamp has whole seconds: created in the same second as the previous cell's objects were
+    deleted, a push for the deletions would pass for one of the new object. Virtual time (the backend's
+    clock), loopback API server; no syncz here (no sidecar), so only the ordering is looked at."""
+    from types import SimpleNamespace
+
+    from cluster.kube import backend as kube_backend
+
+    clock = Clock()
+    monkeypatch.setattr(kube_backend, "time", SimpleNamespace(monotonic=clock, sleep=clock.sleep))
+    old = {**PA_STRICT, "metadata": {"name": "default", "namespace": "httpbin-r1",
+                                     "labels": {"meshproof.io/run": "r1", "meshproof.io/cell": "c0"}}}
+    listed, created_at = [[old], []], []
+
+    def created(request, match):
+        created_at.append(clock.now)
+        return 201, {**request.body, "metadata": {**request.body["metadata"], "creationTimestamp": "2026-11-30T05:00:00Z"}}
+
+    with FakeApiServer() as api:
+        api.route("GET", "/apis/security.istio.io/v1/peerauthentications",
+                  lambda *_: (200, {"items": listed.pop(0) if listed else []}))
+        api.route("GET", "/apis/networking.istio.io/v1/destinationrules", (200, {"items": []}))
+        api.route("DELETE", "/apis/security.istio.io/v1/namespaces/httpbin-r1/peerauthentications/default",
+                  (200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+        api.route("POST", "/apis/security.istio.io/v1/namespaces/httpbin-r1/peerauthentications", created)
+        api.on_exec = lambda call: (0, "\n503", "")  # a sidecar-less pair's probe; its answer does not matter
+        backend = KubeBackend(convergence=ConvergencePolicy(required=1, settle_s=0, interval_s=0, timeout_s=5))
+        backend.cluster = api.cluster()
+        no_sidecars = scenario([PA_STRICT], {"namespace": "sleep", "sidecar": False},
+                               {"namespace": "httpbin", "sidecar": False})
+        handle = KubeHandle(no_sidecars, "r1", {"sleep": CLIENT[0], "httpbin": SERVER[0]}, CLIENT,
+                            (*SERVER, "10.0.0.2"), cell_id="c1")
+        clock.now = 100.0
+        backend._clear_cells("r1")
+        deleted = backend._deleted_at
+        backend._create_policies(handle, [old])
+    assert deleted >= 100.0 and created_at and created_at[0] - deleted >= kube_backend.CREATE_SPACING_S - 1e-9

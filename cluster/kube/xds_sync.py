@@ -26,6 +26,10 @@ from cluster.kube.client import Cluster, exec_in
 
 CHANGED_TYPES = {"cluster": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
                  "listener": "type.googleapis.com/envoy.config.listener.v3.Listener"}
+# As Istio's own integration tests call it (tests/integration/pilot/vm_test.go: `pilot-discovery request GET
+# /debug/...`); the command prints the body and fails on a status above 399 other than 404
+# (pilot/pkg/request/command.go). sentTime is set on every send, SotW and delta (pkg/xds/server.go,
+# pilot/pkg/xds/delta.go: LastSendTime).
 SYNCZ_COMMAND = ["pilot-discovery", "request", "GET", "/debug/syncz"]
 
 

@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 setup: system-deps $(STAMP)
 
 # Installs only what is missing, so a second run costs a few `command -v` calls. shellcheck checks
-# the kind scripts in the self-tests.
+# the kind scripts in the self-tests; chromium and its driver open the built report in a browser self-test.
 system-deps:
 	@missing=""; \
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
@@ -22,6 +22,8 @@ system-deps:
 	command -v curl     >/dev/null || missing="$$missing curl"; \
 	command -v ip       >/dev/null || missing="$$missing iproute2"; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -177,6 +177,23 @@ def test_workloads_live_in_run_namespaces_and_the_policies_follow_them(mesh):
         mesh.teardown(handle)
 
 
+def test_a_root_namespace_the_scenario_names_is_the_runs_and_still_the_root(mesh):
+    """A scenario with root_namespace of its own owns it: renamed like its other namespaces, and its
+    policies there are still mesh-wide (STRICT reaches the server, a client without sidecar is refused)."""
+    strict = manifests("STRICT", None)
+    strict[0]["metadata"]["namespace"] = "mesh-root"
+    handle = mesh.deploy(scenario_from_dict({"client": {"namespace": "foo", "sidecar": False},
+                                             "server": {"namespace": "bar"}, "root_namespace": "mesh-root",
+                                             "resources": strict}))
+    try:
+        assert handle.scenario.root_namespace == f"mesh-root-{mesh.run.prefix}"
+        assert mesh.probe(handle, capture=False).outcome == "reset"
+        mesh.apply(handle, manifests(None, None))
+        assert mesh.probe(handle, capture=False).outcome == "plaintext"
+    finally:
+        mesh.teardown(handle)
+
+
 def test_a_broken_control_plane_turns_the_known_cells_red(mesh, monkeypatch):
     """The STRICT cell must be able to fail: a control plane that serves STRICT as plaintext is caught."""
     from cluster.local import controlplane

@@ -8,7 +8,7 @@ when istiod cannot be asked. How long a real istiod takes is not shown here (doc
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -165,3 +165,37 @@ def test_a_cells_first_object_comes_a_creation_second_after_the_last_deletion(mo
         deleted = backend._deleted_at
         backend._create_policies(handle, [old])
     assert deleted >= 100.0 and created_at and created_at[0] - deleted >= kube_backend.CREATE_SPACING_S - 1e-9
+
+
+def test_a_cell_without_objects_still_waits_for_the_previous_cells_objects_to_be_gone():
+    """Its pods served a cell whose objects were just deleted: the sidecars must have taken that deletion
+    (a push after the API server's time of it, read from its Date header) before the probes start."""
+    from cluster.kube.backend import Pair
+
+    old = {**PA_STRICT, "metadata": {"name": "default", "namespace": "httpbin-r1",
+                                     "labels": {"meshproof.io/run": "r1", "meshproof.io/cell": "c0"}}}
+    listed = [[old], []]
+    pushed = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()  # after the API server's Date below
+    answers = [[entry(CLIENT, "n1", "n1", BEFORE), entry(SERVER, "n1", "n1", BEFORE)],
+               [entry(CLIENT, "n2", "n2", pushed), entry(SERVER, "n2", "n2", pushed)]]
+    with FakeApiServer() as api:
+        calls = istiod(api, answers)
+        api.route("GET", "/apis/security.istio.io/v1/peerauthentications",
+                  lambda *_: (200, {"items": listed.pop(0) if listed else []}))
+        api.route("GET", "/apis/networking.istio.io/v1/destinationrules", (200, {"items": []}))
+        api.route("DELETE", "/apis/security.istio.io/v1/namespaces/httpbin-r1/peerauthentications/default",
+                  (200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+        api.route("GET", "/api/v1/namespaces", (200, {"items": []}))
+        syncz = api.on_exec
+        api.on_exec = lambda call: syncz(call) if call.container == "discovery" else (0, "\n503", "")
+        backend = KubeBackend(convergence=ConvergencePolicy(required=1, settle_s=0, interval_s=0, timeout_s=5))
+        backend.cluster = api.cluster()
+        pair = Pair((), "r1", {"sleep": CLIENT[0], "httpbin": SERVER[0]}, CLIENT, (*SERVER, "10.0.0.2"))
+        backend._clear_pair(pair)
+        cleared = pair.cleared_at
+        handle = KubeHandle(scenario(), "r1", pair.namespaces, CLIENT, (*SERVER, "10.0.0.2"), cell_id="c1", pair=pair)
+        backend._create_policies(handle, [])
+    assert cleared is not None and cleared.tzinfo is not None  # the API server's clock, not this machine's
+    assert [c.container for c in calls] == ["discovery", "discovery"]  # the old state, then the push
+    assert handle.sync.synced and {p.state for p in handle.sync.proxies} == {"acked"}
+    assert pair.cleared_at is None  # taken: the next cell on these pods does not wait for it again

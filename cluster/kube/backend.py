@@ -19,6 +19,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,9 @@ class Pair:
     client_pod: tuple[str, str] = ("", "")  # (namespace, name)
     server_pod: tuple[str, str, str] = ("", "", "")  # (namespace, name, pod IP)
     nodes: tuple[str, str] = ("", "")  # (client's node, server's node)
+    # API server time of the last deletion of cell objects on these pods, until a syncz wait has seen the
+    # sidecars take it: a cell that creates nothing still waits for the previous cell's objects to be gone
+    cleared_at: datetime | None = None
     in_use: bool = False
     last_used: float = 0.0
     cells: int = 0  # deployed on it so far
@@ -241,7 +245,7 @@ class KubeBackend(MeshBackend):
                             cell_id=cell_id, pair=pair, reused=pair.cells > 1)
         self._handles[cell_id] = handle
         try:
-            self._clear_cells(pair.run_id)  # normally the previous teardown left nothing
+            self._clear_pair(pair)  # normally the previous teardown left nothing
             self._create_policies(handle, [d for d in docs if d["kind"] in ISTIO_KINDS])
         except BaseException:
             self._handles.pop(cell_id, None)
@@ -378,7 +382,10 @@ class KubeBackend(MeshBackend):
         policies = policy_docs(scenario, handle.run_id, self.allow_mesh_wide, labels)
         for doc in policies:
             validate(doc, f"kube run {handle.run_id} cell {handle.cell_id}")
-        self._clear_cells(handle.run_id)
+        if handle.pair:
+            self._clear_pair(handle.pair)
+        else:
+            self._clear_cells(handle.run_id)
         handle.policies = []
         handle.scenario = scenario
         self._create_policies(handle, policies)
@@ -452,7 +459,7 @@ class KubeBackend(MeshBackend):
             self._delete_pair(pair)
             return
         try:
-            self._clear_cells(pair.run_id)
+            self._clear_pair(pair)
         except BaseException:
             self._delete_pair(pair)
             raise
@@ -543,23 +550,36 @@ class KubeBackend(MeshBackend):
             handle.policies.append(doc)
         sidecars = [pod for pod, workload in ((handle.client_pod, handle.scenario.client),
                                               (handle.server_pod[:2], handle.scenario.server)) if workload.sidecar]
-        if stored and sidecars:  # istiod pushed it and the sidecars ACKed; the probe streak then confirms
-            handle.sync = wait_pushed(lambda: read_syncz(self._cluster()), sidecars,
-                                      datetime.fromisoformat(stored), self.policy.sync_timeout_s)
+        since = datetime.fromisoformat(stored) if stored else handle.pair.cleared_at if handle.pair else None
+        if since and sidecars:  # istiod pushed the change and the sidecars ACKed; the probe streak then confirms
+            handle.sync = wait_pushed(lambda: read_syncz(self._cluster()), sidecars, since,
+                                      self.policy.sync_timeout_s)
+        if handle.pair:
+            handle.pair.cleared_at = None
         handle.convergence = converge(lambda: self._probe_once(handle), _convergence_key, self.policy)
         if not handle.convergence.converged or (handle.sync and not handle.sync.synced and not handle.sync.unreadable):
             handle.diagnostics_dir = self.diagnostics(handle)  # keep the evidence while it is fresh
 
-    def _clear_cells(self, run_id: str) -> None:
+    def _clear_pair(self, pair: Pair) -> None:
+        if self._clear_cells(pair.run_id):
+            pair.cleared_at = self._server_time()
+
+    def _server_time(self) -> datetime:
+        """The API server's clock, from its HTTP Date header (whole seconds, floored): creationTimestamp and
+        istiod's sentTime are the cluster's time, never this machine's."""
+        response = self._cluster().core.list_namespace(limit=1, _preload_content=False)
+        return parsedate_to_datetime(response.headers["Date"])
+
+    def _clear_cells(self, run_id: str) -> bool:
         """Delete the Istio objects any cell left on this run's pods (the root namespace's too) and wait
         until they are gone, so the next cell's objects never meet them (same names, older timestamps)."""
         custom = self._cluster().custom
-        deadline = time.monotonic() + DELETE_TIMEOUT_S
+        deadline, deleted = time.monotonic() + DELETE_TIMEOUT_S, False
         while True:
             left = cell_objects(self._list_istio(cells_selector(run_id)), run_id)
             if not left:
-                return
-            self._deleted_at = time.monotonic()
+                return deleted
+            self._deleted_at, deleted = time.monotonic(), True
             if time.monotonic() > deadline:
                 raise RuntimeError(f"run {run_id}: still there {DELETE_TIMEOUT_S:g} s after deletion: "
                                    + ", ".join(f"{kind} {ns}/{name}" for kind, ns, name in left))

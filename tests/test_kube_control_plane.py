@@ -28,12 +28,13 @@ PODS = rf"/api/v1/namespaces/{NS}/pods"
 
 
 class Istiod:
-    """One revisioned istiod: scaling to 0 leaves `terminating` pods for that many pod listings (what
+    """One revisioned istiod and the default tag's validator (manifests/charts/default/templates/validatingwebhook.yaml,
+    labelled istio.io/rev=<revision>): scaling to 0 leaves `terminating` pods for that many pod listings (what
     status.replicas does not count), scaling up makes it ready at once."""
 
     def __init__(self, api: FakeApiServer, terminating: int = 2, policy: str = "Fail"):
         self.replicas, self.terminating = 1, terminating
-        self.webhook = {"name": "rev.validation.istio.io", "failurePolicy": policy, "sideEffects": "None",
+        self.webhook = {"name": "validation.istio.io", "failurePolicy": policy, "sideEffects": "None",
                         "admissionReviewVersions": ["v1"], "clientConfig": {"service": {"name": "istiod", "namespace": NS}}}
         self.annotations: dict = {}
         api.route("GET", "/apis/apps/v1/deployments", lambda *_: (200, {"items": [self.deployment()]}))
@@ -122,7 +123,7 @@ def test_the_validating_webhook_ignores_failures_while_istiod_is_away_and_is_res
         faults = faults_on(api)
         faults.stop_control_plane()
         assert istiod.webhook["failurePolicy"] == "Ignore"
-        assert json.loads(istiod.annotations[RESTORE_POLICY_ANNOTATION]) == {"rev.validation.istio.io": "Fail"}
+        assert json.loads(istiod.annotations[RESTORE_POLICY_ANNOTATION]) == {"validation.istio.io": "Fail"}
         opened = requests(api, ("PATCH", VWC + "/istiod-default-validator"))[0]
         scaled = requests(api, ("PATCH", DEPLOYMENT + "/scale"))[0]
         assert opened < scaled  # open before istiod goes: never a moment of refusals
@@ -133,7 +134,7 @@ def test_the_validating_webhook_ignores_failures_while_istiod_is_away_and_is_res
 
 
 def test_an_already_open_webhook_is_left_alone():
-    assert opening_patch([("rev.validation.istio.io", "Ignore")]) is None
+    assert opening_patch([("validation.istio.io", "Ignore")]) is None
     assert restoring_patch({}) is None
     assert opening_patch([("a", None)])["webhooks"] == [{"name": "a", "failurePolicy": "Ignore"}]  # default: Fail
 
@@ -142,7 +143,7 @@ def test_clean_restores_a_webhook_a_dead_run_left_open(tmp_path):
     with FakeApiServer() as api:
         istiod = Istiod(api, terminating=0)
         istiod.webhook["failurePolicy"] = "Ignore"
-        istiod.annotations[RESTORE_POLICY_ANNOTATION] = json.dumps({"rev.validation.istio.io": "Fail"})
+        istiod.annotations[RESTORE_POLICY_ANNOTATION] = json.dumps({"validation.istio.io": "Fail"})
         api.route("GET", "/api/v1/namespaces", (200, {"items": []}))
         api.route("GET", r"/apis/[a-z.]+/v1/[a-z]+", (200, {"apiVersion": "v1", "kind": "List", "items": []}))
         said = clean_leftovers(kubeconfig_for(api, tmp_path / "kubeconfig"))

@@ -199,3 +199,16 @@ def test_a_cell_without_objects_still_waits_for_the_previous_cells_objects_to_be
     assert [c.container for c in calls] == ["discovery", "discovery"]  # the old state, then the push
     assert handle.sync.synced and {p.state for p in handle.sync.proxies} == {"acked"}
     assert pair.cleared_at is None  # taken: the next cell on these pods does not wait for it again
+
+
+def test_a_sidecar_outside_the_changes_scope_settles_soon_after_the_other_acked():
+    """istiod pushes one change to every affected proxy at once: PUSH_SPREAD_S after one ACKed, the other
+    with nothing outstanding and no push is outside the change's scope; no need to wait out the bound."""
+    from cluster.kube.xds_sync import PUSH_SPREAD_S
+
+    clock = Clock()
+    answers = iter([[entry(CLIENT, "n1", "n1", BEFORE), entry(SERVER, "n1", "n1", BEFORE)]] * 2
+                   + [[entry(CLIENT, "n2", "n2", AFTER), entry(SERVER, "n1", "n1", BEFORE)]] * 100)
+    done = wait_pushed(lambda: next(answers), [CLIENT, SERVER], CHANGE, 20, clock=clock, sleep=clock.sleep)
+    assert done.synced and [p.state for p in done.proxies] == ["acked", "not pushed"]
+    assert PUSH_SPREAD_S <= clock.now - 1.0 < PUSH_SPREAD_S + 1  # from the first ACK (read 3, at 1 s), not 20 s

@@ -8,8 +8,10 @@ request.go: 127.0.0.1:15014, which the debug handlers serve to localhost without
 A change has reached a sidecar when istiod sent it clusters or listeners (what PeerAuthentication and
 DestinationRule change) after the change was stored, and the sidecar ACKed exactly that push. istiod debounces
 pushes up to PILOT_DEBOUNCE_MAX (10 s by default, pilot/pkg/features/tuning.go) under churn, so a fixed wait
-after an apply proves nothing. istiod does not push to a sidecar whose scope the change is outside of: such a
-proxy keeps its config; it counts as settled once nothing is outstanding on it when the bound runs out.
+after an apply proves nothing. istiod does not push to a sidecar whose scope the change is outside of
+(pilot/pkg/xds/proxy_dependencies.go: SidecarScope.DependsOnConfig): such a proxy keeps its config. It counts
+as settled once nothing is outstanding on it and either another sidecar ACKed the change PUSH_SPREAD_S ago (one
+push goes to every affected proxy at once) or the bound ran out.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ CHANGED_TYPES = {"cluster": "type.googleapis.com/envoy.config.cluster.v3.Cluster
 # (pilot/pkg/request/command.go). sentTime is set on every send, SotW and delta (pkg/xds/server.go,
 # pilot/pkg/xds/delta.go: LastSendTime).
 SYNCZ_COMMAND = ["pilot-discovery", "request", "GET", "/debug/syncz"]
+PUSH_SPREAD_S = 2.0  # how long after one sidecar ACKed the change another affected one may still get it
 
 
 class SyncUnreadable(RuntimeError):
@@ -84,9 +87,10 @@ class SyncWait:
 def wait_pushed(read: Callable[[], list[dict]], pods: list[tuple[str, str]], since: datetime, timeout_s: float,
                 interval_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
                 sleep: Callable[[float], None] = time.sleep) -> SyncWait:
-    """Read syncz until every sidecar pod ACKed a push sent after `since`; at the bound, a pod that got no
-    push and has nothing outstanding counts as settled, anything sent and not ACKed (or NACKed) does not."""
-    started, reads = clock(), 0
+    """Read syncz until every sidecar pod ACKed a push sent after `since`. A pod that got no push and has nothing
+    outstanding counts as settled PUSH_SPREAD_S after another pod ACKed, or at the bound; anything sent and not
+    ACKed (or NACKed) never does."""
+    started, reads, first_acked = clock(), 0, None
     while True:
         try:
             entries = read()
@@ -95,6 +99,11 @@ def wait_pushed(read: Callable[[], list[dict]], pods: list[tuple[str, str]], sin
         reads += 1
         states = [ProxySync(f"{ns}/{pod}", *proxy_state(find_entry(entries, ns, pod), since)) for ns, pod in pods]
         if all(s.state == "acked" for s in states):
+            return SyncWait(True, clock() - started, states, reads)
+        if first_acked is None and any(s.state == "acked" for s in states):
+            first_acked = clock()
+        if (first_acked is not None and clock() - first_acked >= PUSH_SPREAD_S
+                and all(s.state in ("acked", "not pushed") for s in states)):
             return SyncWait(True, clock() - started, states, reads)
         if clock() - started + interval_s > timeout_s:
             settled = all(s.state in ("acked", "not pushed") for s in states)

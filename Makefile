@@ -9,7 +9,7 @@ ALLURE := reports/node_modules/.bin/allure
 OUT := reports/out
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test conformance chaos report bench lint clean doctor
+.PHONY: setup system-deps test conformance chaos report bench lint clean doctor mutants
 
 setup: system-deps $(STAMP)
 
@@ -62,6 +62,16 @@ report: $(ALLURE)
 
 bench: setup
 	$(BIN)/python -m reports.bench --out $(OUT)/bench.json
+
+# Mutation score (reports/mutation.py): the suites against the reference mesh's control plane, the self-tests
+# against the oracle. Slow (about an hour on 2 cores): not part of .ci/run. An interrupted run continues.
+MUTATION_STAMP := $(VENV)/.installed-mutation
+$(MUTATION_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,mutation]'
+	@touch $@
+
+mutants: setup $(MUTATION_STAMP)
+	$(BIN)/python -m reports.mutation --out $(OUT) $(MUTATION_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

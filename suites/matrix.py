@@ -189,6 +189,13 @@ def scope_scenarios() -> list[tuple[str, dict]]:
         # ... and also a port-level DISABLE on the target port.
         ("auto-mtls-endpoint-port-disable", "namespace STRICT, portLevelMtls[8080] DISABLE, no DestinationRule",
          [pa("STRICT"), pa(None, name="httpbin", selector=APP, ports={8080: "DISABLE"})], {}),
+        # ... and no policy of another namespace either: the client's own DISABLE does not reach the server's.
+        ("auto-mtls-other-namespace-disable-ignored", "DISABLE in the client's namespace, no DestinationRule",
+         [pa("DISABLE", CLIENT_NS)], {}),
+        # Without a namespace policy auto mTLS assumes PERMISSIVE, whatever the workload policy says; its STRICT
+        # target port then gets Istio mTLS.
+        ("auto-mtls-workload-disable-port-strict", "workload DISABLE, portLevelMtls[8080] STRICT, no DestinationRule",
+         [pa("DISABLE", name="httpbin", selector=APP, ports={8080: "STRICT"})], {}),
         # Mesh DISABLE makes auto mTLS send plaintext.
         ("auto-mtls-mesh-disable", "mesh DISABLE, no DestinationRule", [pa("DISABLE", ROOT_NS)], {}),
         # --- DestinationRule selection ----------------------------------------------------------------
@@ -236,6 +243,11 @@ def scope_scenarios() -> list[tuple[str, dict]]:
                                                           export_to=["."])], {}),
         ("dr-workload-selector-no-match", "selector DISABLE for app=other only", [
             pa("STRICT"), dr("DISABLE", name="other", selector={"app": "other"})], {}),
+        # A rule without selector whose exportTo is a superset of a selector rule's merges into it and also stands
+        # alone: for a client the selector does not pick, the standalone rule applies.
+        ("dr-merge-into-selector-rule-and-stand-alone", "selector ISTIO_MUTUAL app=other + DISABLE exportTo [., httpbin]",
+         [pa("STRICT"), dr("ISTIO_MUTUAL", name="other", selector={"app": "other"}),
+          dr("DISABLE", name="all", export_to=[".", S])], {}),
         # --- DestinationRule port-level settings ------------------------------------------------------
         ("dr-port-level-service-port", "top ISTIO_MUTUAL, portLevelSettings[8000] DISABLE, under STRICT",
          [pa("STRICT"), dr("ISTIO_MUTUAL", ports={8000: {"mode": "DISABLE"}})], {}),
@@ -252,6 +264,13 @@ def scope_scenarios() -> list[tuple[str, dict]]:
         # credentialName without workloadSelector: istiod builds no TLS context for a sidecar -> plaintext.
         ("dr-credential-name-without-selector", "SIMPLE credentialName, no workloadSelector, PERMISSIVE",
          [dr(None, traffic_policy={"tls": {"mode": "SIMPLE", "credentialName": "httpbin-ca"}})], {}),
+        # ... but a rule with a workloadSelector keeps its TLS context, whose secret never arrives: 503.
+        ("dr-credential-name-with-selector", "SIMPLE credentialName, workloadSelector app=sleep, PERMISSIVE",
+         [dr(None, selector={"app": "sleep"}, export_to=["."],
+             traffic_policy={"tls": {"mode": "SIMPLE", "credentialName": "httpbin-ca"}})], {}),
+        # ... and so does a configmap:// credential, which a sidecar may read, even without a selector.
+        ("dr-credential-name-configmap", "SIMPLE credentialName configmap://, no workloadSelector, PERMISSIVE",
+         [dr(None, traffic_policy={"tls": {"mode": "SIMPLE", "credentialName": "configmap://httpbin-ca"}})], {}),
         # ISTIO_MUTUAL from a DestinationRule goes to a sidecar-less server too (no auto fallback).
         ("dr-istio-mutual-naked-server", "ISTIO_MUTUAL to a server without sidecar", [dr("ISTIO_MUTUAL")],
          {"server_sidecar": False}),

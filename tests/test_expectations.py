@@ -541,3 +541,84 @@ def test_a_handshake_needs_a_server_sidecar():
     with pytest.raises(ValueError, match="no sidecar"):
         expect_handshake(scenario_from_dict(scenario([], client_sidecar=False, server_sidecar=False), "t"),
                          ATTEMPTS["no-client-cert"])
+
+
+# --- Cases the mutation run (make mutants) showed untested; each names the source it was read from -----
+
+def test_dr_superset_export_merges_into_a_selector_rule_and_also_stands_alone():
+    # destination_rule.go mergeDestinationRule: a rule without selector whose exportTo is a superset of an
+    # existing selector rule's merges into it and is also appended on its own (only two rules without selectors,
+    # or with equal ones, merge and stop there); sidecar.go then takes the standalone one for a client the
+    # selector does not pick.
+    p = predict(scenario([pa("STRICT"), dr("ISTIO_MUTUAL", name="other", selector={"app": "other"}),
+                          dr("DISABLE", name="all", export_to=[".", "httpbin"])]))
+    assert p.client_tls == "plaintext" and p.outcome == "503", p.details
+    assert "DestinationRules sleep/other, sleep/all merge; the oldest trafficPolicy is kept" in p.details
+
+
+def test_dr_single_rule_reports_no_merge():
+    assert not any("merge" in step for step in predict(scenario([pa("STRICT"), dr("DISABLE")])).details)
+
+
+def test_dr_selector_rules_with_different_selectors_stay_apart():
+    # mergeDestinationRule: two rules with different workloadSelectors are never merged.
+    p = predict(scenario([pa("STRICT"), dr("ISTIO_MUTUAL", name="other", selector={"app": "other"}),
+                          dr("DISABLE", name="sleep", selector={"app": "sleep"})]))
+    assert p.client_tls == "plaintext" and p.outcome == "503", p.details
+
+
+def test_dr_exact_host_is_not_a_suffix_match():
+    # config.go MostSpecificHostMatch: only a wildcard host matches by suffix.
+    p = predict(scenario([pa("STRICT"), dr("DISABLE", host="xhttpbin.httpbin.svc.cluster.local")]))
+    assert p.client_tls == "istio-mutual", p.details
+
+
+@pytest.mark.parametrize("resources", [[pa("DISABLE", ROOT_NS)], [pa("DISABLE", ROOT_NS), pa("UNSET")]],
+                         ids=["mesh-disable", "namespace-unset-inherits-mesh-disable"])
+def test_auto_mtls_sees_the_mesh_mode_through_an_unset_namespace(resources):
+    # push_context.go BestEffortInferServiceMTLSMode: namespace level, UNSET inherits the mesh level.
+    p = predict(scenario(resources))
+    assert (p.client_tls, p.outcome) == ("plaintext", "plaintext"), p.details
+
+
+def test_explanations_name_what_decided():
+    assert "no PeerAuthentication applies, so the default PERMISSIVE holds" in predict(scenario([])).details
+    assert not any("no PeerAuthentication applies" in s for s in predict(scenario([pa("STRICT")])).details)
+    naked = predict(scenario([], server_sidecar=False))
+    assert "the server has no sidecar" in naked.reason
+    assert "the server's target port 8080 is STRICT" in predict(scenario([pa("STRICT")])).reason
+    ports = predict(scenario([pa("STRICT", name="w", selector=APP, ports={8000: "DISABLE"})]))
+    assert "portLevelMtls[8000] does not apply to target port 8080 (that is the Service port: portLevelMtls is " \
+           "keyed by the target port)" in ports.details
+    reset = predict(scenario([pa("STRICT"), dr("DISABLE", ports={8000: None})]))
+    assert any(s.endswith("and sets no tls, so the cluster falls back to auto mTLS") for s in reset.details)
+    kept = predict(scenario([pa("STRICT"), dr("DISABLE", ports={8000: {"mode": "ISTIO_MUTUAL"}})]))
+    assert not any("sets no tls" in s for s in kept.details)
+
+
+def test_a_bad_version_names_the_scenario():
+    from dataclasses import replace
+
+    named = replace(scenario_from_dict(scenario([]), "t"), name="my-cell", istio_version="0.1")
+    with pytest.raises(ManifestError, match="my-cell"):
+        expect(named)
+
+
+def test_explanations_of_ignored_and_losing_objects():
+    # authentication.go getConfigsForWorkload + policy_applier.go ComposePeerAuthentication (oldest wins).
+    conflict = predict(scenario([pa("STRICT", name="first"), pa("PERMISSIVE", name="second")]))
+    losers = [s for s in conflict.details if "loses to the older" in s]
+    assert losers == [("namespace-level PeerAuthentication httpbin/second loses to the older httpbin/first "
+                      "(the oldest wins)")]
+    unselected = predict(scenario([pa("STRICT"), pa("DISABLE", name="other", selector={"app": "other"})]))
+    assert [s for s in unselected.details if "does not select" in s] == [
+        "PeerAuthentication httpbin/other does not select the server (labels {'app': 'httpbin'})"]
+    hidden = predict(scenario([pa("STRICT"), dr("DISABLE", "httpbin", export_to=["other"])]))
+    assert any("is not exported to sleep" in s for s in hidden.details)
+
+
+def test_predictions_are_immutable():
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
+        predict(scenario([])).outcome = "503"

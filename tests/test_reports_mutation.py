@@ -1,0 +1,43 @@
+"""reports/mutation.py without running cosmic-ray: the score, the equivalent list, the session config."""
+
+from pathlib import Path
+
+import yaml
+
+from reports import mutation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mutant(line, operator, outcome):
+    return {"module": "m.py", "line": line, "operator": operator, "function": "f", "outcome": outcome}
+
+
+def test_score_counts_timeouts_as_detected_and_leaves_out_reviewed_equivalents(tmp_path):
+    (tmp_path / "m.py").write_text("a = 1\nb = x | None\nc = 2\n")
+    mutants = [_mutant(1, "core/NumberReplacer", "killed"), _mutant(2, "core/BitOr", "survived"),
+               _mutant(3, "core/NumberReplacer", "survived"), _mutant(1, "core/AddNot", "timeout"),
+               _mutant(3, "core/AddNot", "skipped")]
+    equivalent = [{"module": "m.py", "operator": "core/BitOr", "code": "b = x | None", "reason": "annotation"}]
+    summary = mutation.summarize("oracle", mutants, equivalent, tmp_path)
+    assert (summary["killed"], summary["timeout"], summary["survived"], summary["equivalent"]) == (1, 1, 1, 1)
+    assert summary["score_percent"] == 66.7
+    assert [m["code"] for m in summary["survivors"]] == ["c = 2"]
+    assert summary["equivalent_mutants"][0]["equivalent_because"] == "annotation"
+
+
+def test_every_reviewed_equivalent_names_a_line_that_exists_and_says_why():
+    entries = yaml.safe_load(mutation.EQUIVALENT.read_text()) or []
+    modules = {m for s in mutation.SESSIONS.values() for m in s["modules"]}
+    for entry in entries:
+        assert entry["module"] in modules and entry["operator"].startswith("core/"), entry
+        lines = [line.strip() for line in (ROOT / entry["module"]).read_text().splitlines()]
+        assert entry["code"] in lines, f"stale equivalent entry (the line is gone): {entry}"
+        assert len(entry["reason"]) > 20, entry
+
+
+def test_a_kill_needs_the_same_test_red_twice():
+    command = mutation.test_command("tests/test_x.py -n 2")
+    first, _, retry = command.partition(" || ")
+    assert first.endswith("tests/test_x.py -n 2 -x") and "--lf -x &&" in retry and "-n 2" not in retry.split("&&")[0]
+    assert "cluster/local/controlplane.py" in mutation.config("controlplane")

@@ -268,30 +268,37 @@ def to_html(matrix: Matrix, title: str = TITLE, links: dict[str, str] | None = N
             f"{''.join(rows)}</table>{others}</body></html>\n")
 
 
-def to_png(matrix: Matrix, path: Path, title: str = TITLE) -> None:
-    import matplotlib
+OTHER_COLUMNS = 3  # cells outside the matrix, as tiles under it
 
-    matplotlib.use("Agg")  # no display here, and none wanted
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch, Rectangle
 
-    fig, ax = plt.subplots(figsize=(13, 12))
+def _tile(ax, x: float, y: float, width: float, record: CellRecord | None, text: str) -> None:
+    """One cell: filled with its observed class (cleartext hatched too, for grey-scale print); a mismatch
+    gets a heavy black border."""
+    from matplotlib.patches import Rectangle
+
+    found = observed_class(record)
+    ax.add_patch(Rectangle((x, y), width, 1, facecolor=found.colour, edgecolor="white", linewidth=1.5,
+                           hatch="/" if found is CLEARTEXT else None))
+    mismatch = record is not None and not record.passed
+    if mismatch:
+        ax.add_patch(Rectangle((x + 0.05, y + 0.07), width - 0.1, 0.86, fill=False, edgecolor="black", linewidth=4))
+    ax.text(x + width / 2, y + 0.5, text, ha="center", va="center", fontsize=9, color=found.ink,
+            fontweight="bold" if mismatch else None,
+            bbox={"facecolor": found.colour, "edgecolor": "none", "pad": 3} if found is CLEARTEXT else None)
+
+
+def _tile_text(record: CellRecord | None) -> str:
+    if record is not None and not record.passed:
+        return f"{MISMATCH_GLYPH} exp {class_text(record, 'expected')}\nobs {class_text(record)}"
+    return class_text(record)
+
+
+def _draw_matrix(ax, matrix: Matrix) -> None:
     n_rows, n_cols = len(ROWS), len(DR_MODES)
     for y, row in enumerate(ROWS):
         for x, dr in enumerate(DR_MODES):
             record = matrix.cells.get((row, dr))
-            found = observed_class(record)
-            # Cleartext is hatched too, so it stands out in grey-scale print.
-            ax.add_patch(Rectangle((x, y), 1, 1, facecolor=found.colour, edgecolor="white", linewidth=1.5,
-                                   hatch="/" if found is CLEARTEXT else None))
-            if record is not None and not record.passed:
-                ax.add_patch(Rectangle((x + 0.05, y + 0.07), 0.9, 0.86, fill=False, edgecolor="black", linewidth=4))
-                text = f"{MISMATCH_GLYPH} exp {class_text(record, 'expected')}\nobs {class_text(record)}"
-            else:
-                text = class_text(record)
-            ax.text(x + 0.5, y + 0.5, text, ha="center", va="center", fontsize=9, color=found.ink,
-                    fontweight="bold" if record is not None and not record.passed else None,
-                    bbox={"facecolor": found.colour, "edgecolor": "none", "pad": 3} if found is CLEARTEXT else None)
+            _tile(ax, x, y, 1, record, _tile_text(record))
     ax.set_xlim(0, n_cols)
     ax.set_ylim(n_rows, 0)
     ax.set_xticks([x + 0.5 for x in range(n_cols)], [dr_label(dr) for dr in DR_MODES], fontsize=10)
@@ -303,18 +310,52 @@ def to_png(matrix: Matrix, path: Path, title: str = TITLE) -> None:
         ax.axhline(top, color="black", linewidth=2)
         ax.text(-0.62, top + len(PA_MODES) / 2, group_label(client, server), rotation=90, ha="center",
                 va="center", fontsize=11, fontweight="bold", transform=ax.transData, clip_on=False)
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
     ax.set_xlabel("DestinationRule tls mode (client namespace)", fontsize=10)
     ax.xaxis.set_label_position("top")
+
+
+def _draw_others(ax, others: list[CellRecord]) -> None:
+    rows = -(-len(others) // OTHER_COLUMNS)
+    width = len(DR_MODES) / OTHER_COLUMNS
+    for index, record in enumerate(others):
+        x, y = (index // rows) * width, index % rows
+        short = record.cell.split("/", 1)[-1]
+        text = f"{observed_class(record).glyph} {short}"
+        if not record.passed:
+            text = f"{MISMATCH_GLYPH} {short}\n{expected_class(record).glyph} → {observed_class(record).glyph}"
+        _tile(ax, x, y, width, record, text)
+    ax.set_xlim(0, len(DR_MODES))
+    ax.set_ylim(rows, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("other cells (scope, ...)", fontsize=10)
+
+
+def to_png(matrix: Matrix, path: Path, title: str = TITLE) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here, and none wanted
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    other_rows = -(-len(matrix.others) // OTHER_COLUMNS)
+    heights = [len(ROWS)] + ([other_rows * 0.8] if other_rows else [])
+    fig, axes = plt.subplots(len(heights), 1, figsize=(13, 12 + other_rows * 0.45),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    ax = axes[0][0]
+    _draw_matrix(ax, matrix)
+    if other_rows:
+        _draw_others(axes[1][0], matrix.others)
+    for axis in (a for (a,) in axes):
+        axis.tick_params(length=0)
+        for side in axis.spines.values():
+            side.set_visible(False)
     handles = [Patch(facecolor=c.colour, edgecolor="#777", hatch="/" if c is CLEARTEXT else None,
                      label=f"{c.glyph} {c.label}") for c in CLASSES]
     handles.append(Patch(facecolor="white", edgecolor="black", linewidth=3, label=f"{MISMATCH_GLYPH} mismatch"))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=len(handles), fontsize=10,
-              frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=10, frameon=False)
     ax.set_title(f"{title}\n{summary_line(matrix)}", fontsize=11, pad=36)
-    fig.subplots_adjust(left=0.13, right=0.98, top=0.9, bottom=0.05)
+    fig.tight_layout(rect=(0.03, 0.03, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -145,3 +145,12 @@ def test_record_cell_refuses_unknown_fields(tmp_path):
     with pytest.raises(TypeError, match="unknown field"):
         record(tmp_path, STRICT_DISABLE, outcome="mtls")
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_png_draws_cells_outside_the_matrix_below_it(two_cells, tmp_path):
+    record(tmp_path / "scope", "scope/dr-istio-mutual-custom-sni", observed={**MTLS, "wire": "app-tls"})
+    others = read_cells(tmp_path / "scope")
+    with_other = write_matrix([*two_cells, *others], tmp_path / "with-other")["png"]
+    without = write_matrix(two_cells, tmp_path / "without")["png"]
+    # The scope cell's tile is other TLS's sky blue; only the legend's swatch has that colour otherwise.
+    assert _pixels_of(with_other, OTHER_TLS.colour) > _pixels_of(without, OTHER_TLS.colour) + 2000

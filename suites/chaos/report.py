@@ -11,7 +11,7 @@ from pathlib import Path
 import allure
 import pytest
 
-from reports.categories import PREFIXES
+from reports.categories import PLAINTEXT_LEAK, PREFIXES
 from reports.timeline import draw
 
 OUT = Path(__file__).resolve().parents[2] / "reports" / "out" / "chaos"
@@ -51,6 +51,8 @@ def finish(name: str, traffic, problems: list[str], figures: dict) -> None:
                              indent=1), "requests.json", allure.attachment_type.JSON)
     (traffic.out_dir / "figures.json").write_text(json.dumps(figures, indent=1))
     if problems:
+        if problems[0].startswith(PLAINTEXT_LEAK):  # the canary in clear where policy said mTLS
+            allure.dynamic.severity(allure.severity_level.CRITICAL)
         allure.attach("\n".join(problems), "problems.txt", allure.attachment_type.TEXT)
         more = f" (+{len(problems) - 1} more, see problems.txt)" if len(problems) > 1 else ""
         pytest.fail(f"{problems[0]}{more}", pytrace=False)

@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 ALLURE := reports/node_modules/.bin/allure
 OUT := reports/out
 PYTEST_ARGS ?=
+# PUSH_DELAY=2: the local control plane pushes each change 2 s later, debounced as istiod does.
+PUSH_DELAY ?=
+MESH_ARGS = $(if $(PUSH_DELAY),--push-delay $(PUSH_DELAY))
 
 .PHONY: setup system-deps test conformance chaos report bench lint clean doctor mutants
 
@@ -47,13 +50,13 @@ test: setup
 # The full conformance matrix (and chaos suites) on the default mesh, then the HTML report.
 conformance: setup $(ALLURE)
 	@rm -rf $(OUT)/allure-results $(OUT)/cells; mkdir -p $(OUT); \
-	$(BIN)/pytest suites --alluredir $(OUT)/allure-results --junitxml $(OUT)/junit.xml $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/pytest suites --alluredir $(OUT)/allure-results --junitxml $(OUT)/junit.xml $(MESH_ARGS) $(PYTEST_ARGS); rc=$$?; \
 	$(MAKE) --no-print-directory report; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
 chaos: setup $(ALLURE)
 	@rm -rf $(OUT)/allure-results; mkdir -p $(OUT); \
-	$(BIN)/pytest suites/chaos --alluredir $(OUT)/allure-results --junitxml $(OUT)/junit.xml $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/pytest suites/chaos --alluredir $(OUT)/allure-results --junitxml $(OUT)/junit.xml $(MESH_ARGS) $(PYTEST_ARGS); rc=$$?; \
 	$(MAKE) --no-print-directory report; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 

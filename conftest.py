@@ -6,6 +6,7 @@ even when a test fails; the backend itself also cleans up on Ctrl-C or a killed 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,13 +32,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="skip the wire capture (outcomes then rest on the identity the app saw)")
     group.addoption("--allow-mesh-wide", action="store_true", default=False,
                     help="kube: allow root-namespace (mesh-wide) policies; the local mesh isolates them itself")
+    group.addoption("--push-delay", type=_seconds, default=0.0, metavar="SECONDS",
+                    help="local: the control plane pushes each change this much later, debounced as istiod does "
+                         "(a cluster's propagation time; default 0)")
 
 
 def mesh_options(config: pytest.Config) -> SimpleNamespace:
     get = config.getoption
     return SimpleNamespace(mesh=get("--mesh"), kubeconfig=get("--kubeconfig"), context=get("--context"),
                            istio_version=get("--istio-version"), istio_revision=get("--istio-revision"),
-                           capture=get("meshproof_capture"), allow_mesh_wide=get("--allow-mesh-wide"))
+                           capture=get("meshproof_capture"), allow_mesh_wide=get("--allow-mesh-wide"),
+                           push_delay=get("--push-delay"))
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed a number of seconds from 0 to 60")
+    return value
 
 
 @pytest.fixture(scope="session")

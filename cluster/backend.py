@@ -24,6 +24,10 @@ class ProbeResult:
     curl_exit: int
     peer_identity: str | None  # the client SPIFFE ID httpbin saw in X-Forwarded-Client-Cert
     failure_detail: str | None = None  # Envoy response flags / stats / curl error when not 200
+    # The client sidecar's own account of a failed request: response_flags (%RESPONSE_FLAGS%, e.g. "UF"),
+    # transport_failure (%UPSTREAM_TRANSPORT_FAILURE_REASON%), and where the mesh target can read them, the
+    # failure counters that moved: server_counters / client_counters (stat names). None for a 200.
+    proxy_report: dict[str, Any] | None = None
     wire: dict[str, Any] | None = None  # probes.verdict: verdict, sni, alpn, tls_version, ...
     canary: str = ""
     elapsed_ms: float = 0.0
@@ -88,6 +92,11 @@ class HandshakeResult:
         return asdict(self)
 
 
+class ApplyRefused(RuntimeError):
+    """The mesh's admission refused an Istio object (e.g. a fail-closed validating webhook while the control
+    plane is away); nothing of the change was applied."""
+
+
 class MeshBackend(ABC):
     """A mesh the suites can deploy workloads into, configure with Istio manifests and probe."""
 
@@ -115,7 +124,14 @@ class MeshBackend(ABC):
     @abstractmethod
     def apply(self, handle: Any, manifests: list[dict]) -> None:
         """Replace the Istio manifests of a deployed scenario (written in the scenario's namespaces, as
-        deploy() takes them); returns once the mesh has converged."""
+        deploy() takes them); returns once the mesh has converged. Raises ApplyRefused when the mesh's
+        admission refuses the objects (nothing changed then)."""
+
+    @abstractmethod
+    def push_time_s(self) -> float:
+        """Seconds an apply takes on this mesh, from the call until every sidecar serves the change: the
+        slowest measured so far, or what the mesh is configured for before it measured one. Chaos bounds
+        (convergence, fault windows) are derived from it, never from constants."""
 
     @abstractmethod
     def probe(self, handle: Any, capture: bool = True) -> ProbeResult:

@@ -32,10 +32,13 @@ class Check:
 
 
 def make_backend(args) -> MeshBackend:
+    push_delay = getattr(args, "push_delay", 0.0) or 0.0
     if args.mesh == "local":
         from cluster.local.backend import LocalBackend
 
-        return LocalBackend()
+        return LocalBackend(push_delay_s=push_delay)
+    if push_delay:
+        raise ValueError(f"push delay {push_delay} s: only the local mesh takes one (a cluster has its own)")
     if args.mesh == "kube":
         from cluster.kube.backend import KubeBackend
 

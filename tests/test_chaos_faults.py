@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from cluster.backend import ApplyRefused
 from cluster.faults import FaultError
 from cluster.local.faults import FAULT_IN, FAULT_OUT
 from meshproof.scenario import scenario_from_dict
@@ -66,15 +67,24 @@ def test_delay_is_pushed_to_the_server_sidecar_and_taken_back(mesh, handle):
     assert mesh.probe(handle, capture=False).elapsed_ms < 250
 
 
-def test_control_plane_away_holds_changes_until_it_returns(mesh, handle):
+def test_control_plane_away_refuses_applies_and_keeps_serving(mesh, handle):
+    """As Istio's validating webhook (failurePolicy Fail) with istiod gone: the apply is refused with a clear
+    error, nothing of it reaches a sidecar, then or after the return, and the old config keeps serving."""
     faults = mesh.faults()
     sidecar = mesh.sidecar(handle, "server")
     served = sidecar.versions()["listener_manager.lds.version_text"]
+    resources = handle.resources
     with faults.control_plane_away():
-        mesh.apply(handle, [pa("DISABLE")])
+        with pytest.raises(ApplyRefused, match="control plane is away.*validating webhook"):
+            mesh.apply(handle, [pa("DISABLE")])
+        with pytest.raises(ApplyRefused):
+            mesh.deploy(scenario_from_dict(scenario([pa("DISABLE")]), "deploy while away"))
         assert sidecar.versions()["listener_manager.lds.version_text"] == served
         assert mesh.probe(handle, capture=False).outcome == "mtls"  # the old config keeps serving
-    assert sidecar.versions()["listener_manager.lds.version_text"] != served
+    assert handle.resources is resources
+    assert sidecar.versions()["listener_manager.lds.version_text"] == served  # nothing was held for later
+    assert mesh.probe(handle, capture=False).outcome == "mtls"
+    mesh.apply(handle, [pa("DISABLE")])  # back: applies go through again
     assert mesh.probe(handle, capture=False).outcome == "plaintext"
     with pytest.raises(FaultError, match="already stopped"), faults.control_plane_away(), faults.control_plane_away():
         pass

@@ -162,6 +162,7 @@ class KubeBackend(MeshBackend):
         self.pairs: list[Pair] = []
         self._faults: list = []  # the KubeFaults handed out: a pair with unhealed faults is not reused
         self._deleted_at = 0.0  # monotonic time of the last deletion of cell objects
+        self.push_times_s: list[float] = []  # each apply: delete, create, then the convergence wait
 
     @classmethod
     def from_options(cls, options: Any) -> KubeBackend:
@@ -376,6 +377,7 @@ class KubeBackend(MeshBackend):
         return run_names(handle.scenario, handle.run_id)
 
     def apply(self, handle: KubeHandle, manifests: list[dict]) -> None:
+        started = time.monotonic()
         resources = parse_resources(manifests, f"apply to run {handle.run_id}")
         scenario = dataclasses.replace(handle.scenario, manifests=tuple(manifests), resources=tuple(resources))
         labels = cell_labels(self.session, self.owner, handle.run_id, handle.cell_id)
@@ -389,6 +391,13 @@ class KubeBackend(MeshBackend):
         handle.policies = []
         handle.scenario = scenario
         self._create_policies(handle, policies)
+        self.push_times_s.append(time.monotonic() - started)
+
+    def push_time_s(self) -> float:
+        """The slowest apply so far (its convergence wait included); before one, the least a convergence wait
+        takes (settle time, then `required` identical probes)."""
+        floor = self.policy.settle_s + self.policy.required * self.policy.interval_s
+        return max([floor, *self.push_times_s])
 
     def cluster_refusal(self, handle: KubeHandle, manifest: dict) -> str | None:
         """What the cluster says to `manifest` in this run's namespaces, sent as a server-side dry run

@@ -13,13 +13,14 @@ import json
 import os
 import platform
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.backend import HandshakeResult, MeshBackend, ProbeResult, TlsAttempt, outcome_of
+from cluster.backend import ApplyRefused, HandshakeResult, MeshBackend, ProbeResult, TlsAttempt, outcome_of
 from cluster.local import ca as mesh_ca
 from cluster.local import controlplane, iptables, netns
 from cluster.local import runtime as workload_runtime
@@ -34,6 +35,7 @@ from cluster.local.lifecycle import (
     owner_alive,
     shared_folder,
 )
+from cluster.local.push import Debouncer
 from cluster.local.workloads import APP_UID, Httpbin, Sleep
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
@@ -83,6 +85,8 @@ class Pair:
     in_use: bool = False
     last_used: float = 0.0
     configs: dict[str, controlplane.SidecarConfig] = field(default_factory=dict)  # what each sidecar serves now
+    # One probe at a time per pair: each flow on the wire and each failure counter's change is that probe's.
+    probing: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def service(self) -> controlplane.Service:
@@ -110,8 +114,10 @@ MAX_IDLE_PAIRS = 2
 class LocalBackend(MeshBackend):
     name = "local"
 
-    def __init__(self, out_dir: str | Path = "reports/out/local") -> None:
+    def __init__(self, out_dir: str | Path = "reports/out/local", push_delay_s: float = 0.0) -> None:
         self.out_dir = Path(out_dir)  # pcaps outlive the run: reports attach them after stop()
+        self.debouncer = Debouncer(self._push_pair, after_s=push_delay_s)
+        self.push_times_s: list[float] = []  # each apply, from the change until every sidecar serves it
         self.run: RunState | None = None
         self.pairs: list[Pair] = []
         self._pairs_created = 0
@@ -120,8 +126,9 @@ class LocalBackend(MeshBackend):
         self.runtime: workload_runtime.Runtime | None = None
         self.rogue_ca: mesh_ca.MeshCA | None = None
         self._next_host = 2
-        # None while the control plane is up; during a "control plane away" fault, the pushes it owes:
-        # {pair index: (pair, {pod name: config})}, sent when it comes back (cluster/local/faults.py).
+        # None while the control plane is up; during a "control plane away" fault, the pushes it owes
+        # (faults' own config, e.g. a request delay): {pair index: (pair, {pod name: config})}, sent when it
+        # comes back (cluster/local/faults.py). Applies meanwhile are refused, as by a fail-closed webhook.
         self.held_pushes: dict[int, tuple[Pair, dict]] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------
@@ -158,6 +165,7 @@ class LocalBackend(MeshBackend):
     # --- deploy / apply ---------------------------------------------------------------------------------
 
     def deploy(self, scenario: Scenario) -> Handle:
+        self._refuse_while_away()
         # As on a cluster, the workloads live in run namespaces <ns>-<run> and the manifests follow them
         # (meshproof/namespaces.py); the mesh's root namespace stays istio-system, as a cluster's does.
         names = RunNamespaces.for_scenario(scenario, self.run.prefix)
@@ -184,23 +192,45 @@ class LocalBackend(MeshBackend):
         resources = parse_resources(manifests, source="apply")  # raises before anything changes
         self._apply_resources(handle, resources, manifests)
 
+    def _refuse_while_away(self) -> None:
+        """Istio's validating webhook fails closed once istiod has been ready (istio/istio
+        pkg/webhooks/validation/controller/controller.go), and so does its sidecar injector: with istiod gone,
+        the API server refuses Istio objects and injected pods."""
+        if self.held_pushes is not None:
+            raise ApplyRefused("the reference mesh's control plane is away: its validating webhook (failurePolicy "
+                               "Fail) refuses every Istio object until it returns; nothing was applied")
+
     def _apply_resources(self, handle: Handle, resources: list, manifests: list[dict]) -> None:
+        self._refuse_while_away()
         pair = handle.pair
         # Compiling may raise (config the mesh cannot serve): then nothing has been written.
         configs = self._compile(pair, resources, manifests, handle.scenario.root_namespace)
-        changed = {name: cfg for name, cfg in configs.items() if _fingerprint(cfg) != _fingerprint(pair.configs[name])}
-        if changed:
-            before = {name: pair.configs[name] for name in changed}
-            try:
-                self._push(pair, changed)
-            except BaseException as err:
-                # A sidecar refused its files: put every sidecar back on what it served before.
-                try:
-                    self._push(pair, before)
-                except Exception as rollback:  # noqa: BLE001 - the first error is the one to report
-                    err.add_note(f"rolling the sidecars back failed too: {rollback}")
-                raise
+        started = time.monotonic()
+        self.debouncer.deliver(pair.index, (pair, configs))
+        self.push_times_s.append(time.monotonic() - started)
         handle.resources = resources
+
+    def _push_pair(self, _index: int, change: tuple[Pair, dict[str, controlplane.SidecarConfig]]) -> None:
+        """The debouncer's push of one pair's whole config: only what changed is written."""
+        pair, configs = change
+        changed = {name: cfg for name, cfg in configs.items() if _fingerprint(cfg) != _fingerprint(pair.configs[name])}
+        if not changed:
+            return
+        before = {name: pair.configs[name] for name in changed}
+        try:
+            self._push(pair, changed)
+        except BaseException as err:
+            # A sidecar refused its files: put every sidecar back on what it served before.
+            try:
+                self._push(pair, before)
+            except Exception as rollback:  # noqa: BLE001 - the first error is the one to report
+                err.add_note(f"rolling the sidecars back failed too: {rollback}")
+            raise
+
+    def push_time_s(self) -> float:
+        """The slowest apply of this run so far (change to every sidecar serving it), and never less than the
+        configured push delay (nothing measured yet)."""
+        return max([self.debouncer.after_s, *self.push_times_s])
 
     def _push(self, pair: Pair, configs: dict[str, controlplane.SidecarConfig]) -> None:
         """Write each sidecar's files, then return once every one of them reports the new version
@@ -326,28 +356,30 @@ class LocalBackend(MeshBackend):
         # What the control plane decided for this pair: the first thing to read when a cell is red.
         extra: dict[str, Any] = {"control_plane": {pod.role: pair.configs[pod.name].decisions
                                                    for pod in pair.pods() if pod.name in pair.configs}}
-        started = time.perf_counter()
-        wire, harness_error = None, None
-        if capture:
-            curl, wire, harness_error = self._captured(pair, canary, lambda: pair.client.app.request(url, canary))
-        else:
-            curl = pair.client.app.request(url, canary)
-        elapsed = round((time.perf_counter() - started) * 1000, 2)
-        if curl is None:  # the capture did not start: no request was sent
-            return ProbeResult("error", None, -1, None, harness_error, canary=canary, elapsed_ms=elapsed, extra=extra)
+        with pair.probing:
+            started = time.perf_counter()
+            wire, harness_error = None, None
+            if capture:
+                curl, wire, harness_error = self._captured(pair, canary, lambda: pair.client.app.request(url, canary))
+            else:
+                curl = pair.client.app.request(url, canary)
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            if curl is None:  # the capture did not start: no request was sent
+                return ProbeResult("error", None, -1, None, harness_error, canary=canary, elapsed_ms=elapsed,
+                                   extra=extra)
+            detail, report = (None, None) if curl.http_status == 200 else self._failure_detail(pair, curl)
         identity = peer_identity_from_headers(curl.body) if curl.http_status == 200 else None
         if curl.http_status == 200 and curl.curl_exit == 0 and echoed_canary(curl.body) != canary:
             harness_error = "the 200 did not echo this probe's canary: it answered another request"
         status = curl.http_status or None
         outcome = outcome_of(status, curl.curl_exit, wire.get("verdict") if wire else None, identity)
-        detail = None if status == 200 else self._failure_detail(pair, curl)
         if harness_error:
             # The harness failed, not the mesh: an error, never a pass; keep what the probe itself saw.
             detail = f"{harness_error}; the probe got HTTP {status}, curl exit {curl.curl_exit}" + (
                 f"; {detail}" if detail else "")
             outcome = "error"
         return ProbeResult(outcome=outcome, http_status=status, curl_exit=curl.curl_exit, peer_identity=identity,
-                           failure_detail=detail, wire=wire, canary=canary, elapsed_ms=elapsed,
+                           failure_detail=detail, proxy_report=report, wire=wire, canary=canary, elapsed_ms=elapsed,
                            command=curl.command, extra=extra)
 
     def _captured(self, pair: Pair, canary: str, send):
@@ -367,21 +399,27 @@ class LocalBackend(MeshBackend):
         except CaptureError as err:
             return done, None, f"capture failed (harness error): {err}"
 
-    def _failure_detail(self, pair: Pair, curl) -> str:
+    def _failure_detail(self, pair: Pair, curl) -> tuple[str, dict[str, Any]]:
+        """(one line for people, the client sidecar's own account): its response flags and upstream transport
+        failure reason (the headers its routes add, controlplane.FLAGS_HEADER), and which failure counters of
+        either sidecar moved since the pair's last failed probe."""
+        report: dict[str, Any] = {"response_flags": _header(curl, controlplane.FLAGS_HEADER),
+                                  "transport_failure": _header(curl, controlplane.FLAGS_HEADER + "-reason")}
         parts = []
-        flags = curl.headers.get(controlplane.FLAGS_HEADER)
-        if flags and flags != "-":
-            parts.append(f"response_flags={flags}")
-        reason = curl.headers.get(controlplane.FLAGS_HEADER + "-reason")
-        if reason and reason != "-":
-            parts.append(f"transport_failure={reason}")
+        if report["response_flags"]:
+            parts.append(f"response_flags={report['response_flags']}")
+        if report["transport_failure"]:
+            parts.append(f"transport_failure={report['transport_failure']}")
         if curl.http_status and curl.body:
             parts.append(f"body={curl.body.strip().splitlines()[0][:200]}")
         if curl.stderr:
             parts.append(f"curl={curl.stderr.strip().splitlines()[-1][:200]}")
         for pod, pattern in ((pair.server, SERVER_FAILURE_STATS), (pair.client, CLIENT_FAILURE_STATS)):
-            parts += [f"{pod.role}:{k}+{v}" for k, v in sorted(_counter_delta(pod, pattern).items())]
-        return "; ".join(parts) or "no detail"
+            if pod.sidecar and pod.sidecar.alive():
+                delta = _counter_delta(pod, pattern)
+                report[f"{pod.role}_counters"] = sorted(delta)
+                parts += [f"{pod.role}:{k}+{v}" for k, v in sorted(delta.items())]
+        return "; ".join(parts) or "no detail", report
 
     # --- adversarial TLS clients ------------------------------------------------------------------------
 
@@ -407,16 +445,17 @@ class LocalBackend(MeshBackend):
             pair.server.ip, pair.server.workload.target_port, attempt.versions, attempt.alpn,
             *(str(p) for p in paths))
         request = REQUEST.format(header=CANARY_HEADER, canary=canary)
-        _counter_delta(pair.server, SERVER_FAILURE_STATS)  # what came before is not this handshake's
-
         def send():
             return subprocess.run(argv, input=request, check=False, capture_output=True, text=True, timeout=20)
 
-        try:
-            proc, wire, error = self._captured(pair, canary, send) if capture else (send(), None, None)
-        finally:
-            for path in paths:
-                path.unlink(missing_ok=True)
+        with pair.probing:  # the capture and the counters' change are this handshake's alone
+            _counter_delta(pair.server, SERVER_FAILURE_STATS)  # what came before is not this handshake's
+            try:
+                proc, wire, error = self._captured(pair, canary, send) if capture else (send(), None, None)
+            finally:
+                for path in paths:
+                    path.unlink(missing_ok=True)
+            counters = _counter_delta(pair.server, SERVER_FAILURE_STATS)
         if wire:
             from probes.tls_client import handshake_stop
 
@@ -425,7 +464,6 @@ class LocalBackend(MeshBackend):
             return HandshakeResult("error", None, None, None, None, canary=canary, command=" ".join(argv),
                                    detail=error or "")
         seen = read_s_client(proc.returncode, proc.stdout, proc.stderr)
-        counters = _counter_delta(pair.server, SERVER_FAILURE_STATS)
         refusal = next((name for stat, name in REFUSALS if any(k.endswith(stat) for k in counters)), None)
         identity = peer_identity_from_headers(seen["body"]) if seen["http_status"] == 200 else None
         detail = "; ".join([seen["detail"], *(f"server:{k}+{v}" for k, v in sorted(counters.items()))])
@@ -488,7 +526,8 @@ class LocalBackend(MeshBackend):
         pod.sidecar.stop()
         pod.sidecar.start(self.run.record_pid)
         pod.sidecar.wait_ready()
-        pod.stat_baseline = {}
+        with handle.pair.probing:
+            pod.stat_baseline = {}  # a new process counts from zero
 
     def rotate_identity(self, handle: Handle, role: str, rogue: bool = False) -> None:
         """Issue a new certificate to a workload (from the untrusted rogue CA if `rogue`), no restart."""
@@ -515,6 +554,12 @@ def _shape(scenario: Scenario) -> tuple:
     c, s = scenario.client, scenario.server
     return (c.namespace, tuple(sorted(c.labels.items())), c.sidecar, c.service_account,
             s.namespace, tuple(sorted(s.labels.items())), s.sidecar, s.service_account, s.service_port, s.target_port)
+
+
+def _header(curl, name: str) -> str | None:
+    """A header the client sidecar added, None when absent or Envoy's "-" (nothing to report)."""
+    value = curl.headers.get(name)
+    return None if value in (None, "", "-") else value
 
 
 def _fingerprint(config: controlplane.SidecarConfig) -> str:

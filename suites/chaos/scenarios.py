@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
+from cluster.backend import ApplyRefused
 from meshproof.scenario import scenario_from_dict
 from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
 from suites.chaos import checks
@@ -29,8 +30,9 @@ from suites.expectations import expect
 from suites.matrix import pa, scenario
 
 BEFORE_S, FAULT_S, AFTER_S = 0.4, 0.7, 0.4
-RECOVERY_BOUND_S = 5.0  # after a heal, the first answered request must come within this
-CONVERGE_BOUND_S = 5.0  # after a policy change, the outcomes must settle within this
+RECOVERY_BOUND_S = 5.0  # after a heal (a sidecar restart, no push), the first answer must come within this
+# Beyond the mesh's own push time: the probe in flight when the change lands, and a loaded 2-core machine.
+CONVERGE_SLACK_S = 3.0
 TRANSIENT = frozenset({"mtls", "503", "reset"})  # while a fault comes or goes: answered or refused, never clear
 
 
@@ -40,6 +42,19 @@ class Result:
     traffic: Traffic
     problems: list[str] = field(default_factory=list)
     figures: dict = field(default_factory=dict)
+
+
+def converge_bound_s(mesh) -> float:
+    """How long after an apply starts a probe may still see the old policy: the mesh's push time (measured
+    or configured, MeshBackend.push_time_s) plus slack. Read before the change it bounds, so a slow push
+    cannot widen its own bound."""
+    return round(mesh.push_time_s() + CONVERGE_SLACK_S, 3)
+
+
+def window_s(mesh, applies: int, waits: int) -> float:
+    """A traffic window for `applies` applies (each within the convergence bound) and `waits` fixed phases,
+    with room to spare: the window bounds a hung scenario, it never cuts a healthy one short."""
+    return round(2 * (applies * converge_bound_s(mesh) + waits * max(BEFORE_S, FAULT_S, AFTER_S)) + 5, 1)
 
 
 def predict(mode: str, client_sidecar: bool = True) -> Expect:
@@ -167,36 +182,64 @@ def sidecar_crash(mesh, faults, role: str, mid_request: bool, client_sidecar: bo
 # --- control plane away ----------------------------------------------------------------------------------
 
 def control_plane_away(mesh, faults) -> Result:
-    """The control plane stops; PERMISSIVE -> STRICT is applied while it is away. Expected: sidecars keep
-    serving the old config (the sidecar-less client still gets its plaintext answer), the change takes effect
-    once the control plane is back, and the sidecar client never speaks plaintext."""
+    """PERMISSIVE -> STRICT is applied, then the control plane stops. Expected: the sidecars keep serving
+    STRICT while it is away; a change tried meanwhile is refused, as Istio's validating webhook (failurePolicy
+    Fail) refuses it with istiod gone, and changes nothing, then or after the return; once back, a change
+    takes effect within the mesh's convergence bound. The sidecar client never speaks plaintext."""
     name = "control plane away"
-    before, after = {c: predict("PERMISSIVE", c == "sidecar") for c in ("sidecar", "no-sidecar")}, \
-        {c: predict("STRICT", c == "sidecar") for c in ("sidecar", "no-sidecar")}
+    modes = {"before": "PERMISSIVE", "strict": "STRICT", "after return": "PERMISSIVE"}
+    rules = {phase: {c: predict(mode, c == "sidecar") for c in ("sidecar", "no-sidecar")}
+             for phase, mode in modes.items()}
+    bound = converge_bound_s(mesh)
+    refusal = None
     with deployed(mesh, "PERMISSIVE") as side, deployed(mesh, "PERMISSIVE", client_sidecar=False) as plain, \
-            Traffic(mesh, faults, {"sidecar": side, "no-sidecar": plain}, _out(name), max_seconds=20) as traffic:
+            Traffic(mesh, faults, {"sidecar": side, "no-sidecar": plain}, _out(name),
+                    max_seconds=window_s(mesh, applies=4, waits=6)) as traffic:
         traffic.mark("before")
         traffic.wait(BEFORE_S)
+        _apply_both(mesh, (side, plain), "STRICT", traffic, "strict")
+        traffic.wait(BEFORE_S)
         with traffic.fault("control plane stopped", "away", "returned"), faults.control_plane_away():
-            traffic.wait(0.3)
-            mesh.apply(side, [pa("STRICT")])
-            mesh.apply(plain, [pa("STRICT")])
-            traffic.mark("changed while away")
-            traffic.wait(FAULT_S)
-            returning = traffic.mark("returning")
+            traffic.wait(BEFORE_S)
+            try:
+                mesh.apply(plain, [pa("PERMISSIVE")])
+            except ApplyRefused as err:
+                refusal = str(err)
+            traffic.mark("refused")
+            traffic.wait(max(FAULT_S, mesh.push_time_s()))  # long enough that a push would have shown
         traffic.wait(AFTER_S)
-    converge_s = checks.convergence_s(traffic.of("no-sidecar"), returning, after["no-sidecar"].outcomes)
+        changed = _apply_both(mesh, (side, plain), "PERMISSIVE", traffic, "after return")
+        traffic.wait(AFTER_S)
+    converge_s = checks.convergence_s(traffic.of("no-sidecar"), changed, rules["after return"]["no-sidecar"].outcomes)
 
     def rule(r):
-        old, new = before[r.client], after[r.client]
-        return {"start": old, "before": old, "away": old, "changed while away": old, "returned": new,
-                "end": new}.get(r.phase, either(old, new))
+        held = rules["strict"][r.client]
+        phase_rules = {"start": rules["before"][r.client], "before": rules["before"][r.client],
+                       "applying strict": transient(either(rules["before"][r.client], held)), "strict": held,
+                       "away": held, "refused": held, "returned": held,
+                       "applying after return": transient(either(held, rules["after return"][r.client])),
+                       "after return": rules["after return"][r.client], "end": rules["after return"][r.client]}
+        return phase_rules.get(r.phase, transient(either(*(rules[p][r.client] for p in rules))))
 
     problems = evaluate(traffic, rule)
-    problems += checks.needs_traffic(traffic.of("no-sidecar", "changed while away"),
-                                     "from the sidecar-less client while the change was held", at_least=3)
-    problems += checks.slow_to_converge("the change made while away", converge_s, CONVERGE_BOUND_S)
-    return Result(name, traffic, problems, figures_of(traffic, problems, converge_after_return_s=converge_s))
+    if refusal is None:
+        problems.append(f"{UNEXPECTED_OUTCOME} the mesh accepted a change while the control plane was away "
+                        "(a fail-closed validating webhook refuses it)")
+    problems += checks.needs_traffic(traffic.of("no-sidecar", "refused"),
+                                     "from the sidecar-less client after the refused change", at_least=3)
+    problems += checks.slow_to_converge("the change made after the return", converge_s, bound)
+    return Result(name, traffic, problems, figures_of(traffic, problems, refusal=refusal, converge_bound_s=bound,
+                                                       converge_after_return_s=converge_s))
+
+
+def _apply_both(mesh, handles, mode: str, traffic: Traffic, phase: str) -> float:
+    """Apply `mode` to every handle under phase `applying <phase>`, then open `phase`; returns when the
+    applying started."""
+    started = traffic.mark(f"applying {phase}")
+    for handle in handles:
+        mesh.apply(handle, [pa(mode)])
+    traffic.mark(phase)
+    return started
 
 
 # --- policy flips ----------------------------------------------------------------------------------------
@@ -214,23 +257,26 @@ def policy_flips(mesh, faults, apply: Callable | None = None) -> Result:
     modes = {"0:PERMISSIVE": "PERMISSIVE"} | {f"{i + 1}:{m}": m for i, m in enumerate(FLIPS)}
     rules = {label: {c: predict(mode, c == "sidecar") for c in clients} for label, mode in modes.items()}
     flips = []
+    bound, window = converge_bound_s(mesh), window_s(mesh, applies=2 * len(FLIPS), waits=len(FLIPS) + 1)
     with deployed(mesh, "PERMISSIVE") as side, deployed(mesh, "PERMISSIVE", client_sidecar=False) as plain, \
-            Traffic(mesh, faults, {"sidecar": side, "no-sidecar": plain}, _out(name), max_seconds=20) as traffic:
+            Traffic(mesh, faults, {"sidecar": side, "no-sidecar": plain}, _out(name), max_seconds=window) as traffic:
         traffic.mark("0:PERMISSIVE")
         traffic.wait(BEFORE_S)
         previous = "0:PERMISSIVE"
         for label in list(modes)[1:]:
-            started = traffic.mark(f"applying {label}")
+            # Each client's change is timed from its own apply: the second waits for the first to return.
+            started = {"sidecar": traffic.mark(f"applying {label}")}
             apply(side, [pa(modes[label])])
+            started["no-sidecar"] = time.time()
             apply(plain, [pa(modes[label])])
             flips.append((previous, label, started, traffic.mark(label)))
             traffic.wait(0.5)
             previous = label
     problems, flip_figures = [], []
-    for i, (old, new, started, applied) in enumerate(flips):
-        until = flips[i + 1][2] if i + 1 < len(flips) else None
+    for i, (old, new, began, applied) in enumerate(flips):
+        until = flips[i + 1][2]["sidecar"] if i + 1 < len(flips) else None
         for client in clients:
-            mine = traffic.of(client)
+            started, mine = began[client], traffic.of(client)
             wanted = rules[new][client].outcomes
             converge = checks.convergence_s(mine, started, wanted, until)
             leaked = checks.propagation_leaks(mine, started, wanted, until)
@@ -244,7 +290,7 @@ def policy_flips(mesh, faults, apply: Callable | None = None) -> Result:
                                  "apply_returned_s": round(applied - started, 4),
                                  "propagation_leaks": [r.index for r in leaked], "flaps": flapped})
             problems += checks.slow_to_converge(f"{modes[old]} -> {modes[new]} for the {client} client", converge,
-                                                CONVERGE_BOUND_S)
+                                                bound)
             problems += checks.needs_traffic(settled, f"from the {client} client in {new}")
             if flapped:
                 problems.append(f"{UNEXPECTED_OUTCOME} {modes[old]} -> {modes[new]} flapped {flapped} time(s) "
@@ -262,7 +308,7 @@ def policy_flips(mesh, faults, apply: Callable | None = None) -> Result:
         return transient(either(*(rules[label][r.client] for label in modes)))  # spanning, start, end
 
     problems = evaluate(traffic, rule) + problems
-    figures = figures_of(traffic, problems, flips=flip_figures,
+    figures = figures_of(traffic, problems, flips=flip_figures, converge_bound_s=bound,
                        propagation_leaks=sum(len(f["propagation_leaks"]) for f in flip_figures))
     return Result(name, traffic, problems, figures)
 

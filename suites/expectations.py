@@ -90,11 +90,52 @@ class Prediction:
     details: tuple[str, ...] = field(default=())  # the decisions that led here, in order
     # For a handshake the two sidecars complete: what a passive observer must see of it (`wire_tls`).
     tls: dict | None = None
+    envoy: dict | None = None  # for a 503: EnvoyReport.to_json() plus its source, what the client must report
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["details"] = list(self.details)
         return data
+
+
+@dataclass(frozen=True)
+class EnvoyReport:
+    """Which 503: what the client sidecar must report when it answers one. A 503 alone says only that
+    something failed (no route, no healthy upstream, a warming cluster, a TLS failure all give one)."""
+
+    flags: str  # %RESPONSE_FLAGS%: UF connection failure (URX: retries exhausted), UC connection termination
+    failure: str | None  # a phrase of %UPSTREAM_TRANSPORT_FAILURE_REASON%; None: no TLS failure reported
+    server_counter: str | None  # a server sidecar failure counter that moved first (where the target reads it)
+    says: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+SRC_FLAGS = ("envoyproxy/envoy source/common/stream_info/utility.cc ResponseFlagUtils (UF, UC, URX) and "
+             "source/common/tls/ssl_socket.cc drainErrorQueue / NotReadySslSocket (TLS_error:...:TLS_error_end), as "
+             f"Istio's default access log prints them; {ISTIO} pilot/pkg/networking/core/route/retry/retry.go "
+             "DefaultPolicy (2 retries on connect-failure)")
+# The 503s of the table, by what went wrong. Counters only where the server counts before the client
+# answers (it closed the connection): a counter bumped later would belong to the next probe.
+CLOSED_AFTER_CONNECT = EnvoyReport("UC", None, "no_filter_chain_match",
+                                   "upstream connection termination: the server closed the connection after it "
+                                   "was opened, no TLS failure (its listener matched no filter chain)")
+# A failed connection is retried twice by Istio's default outbound retry policy (connect-failure): URX,UF.
+HANDSHAKE_RESET = EnvoyReport("URX,UF", "Connection reset by peer", "no_filter_chain_match",
+                              "upstream connection failure, the TLS handshake reset by the server (its listener "
+                              "matched no filter chain), retries exhausted")
+NOT_TLS = EnvoyReport("URX,UF", "WRONG_VERSION_NUMBER", None,
+                      "upstream connection failure, TLS_error WRONG_VERSION_NUMBER (the answer was not TLS), "
+                      "retries exhausted")
+NO_CLIENT_CERT = EnvoyReport("UC", None, "ssl.fail_verify_no_cert",
+                             "upstream connection termination after the TLS 1.3 handshake: the server refused "
+                             "the connection for want of a client certificate")
+SERVER_CERT_REFUSED = EnvoyReport("URX,UF", "CERTIFICATE_VERIFY_FAILED", None,
+                                  "upstream connection failure, TLS_error CERTIFICATE_VERIFY_FAILED, retries exhausted")
+NO_SECRET = EnvoyReport("URX,UF", "Secret is not supplied by SDS", None,
+                        "upstream connection failure before a byte is sent (the TLS context has no certificate), "
+                        "retries exhausted")
 
 
 @dataclass(frozen=True)
@@ -104,6 +145,7 @@ class Rule:
     identity: bool  # the app sees the client's SPIFFE ID
     says: str  # the end of the reason sentence
     source: str
+    envoy: EnvoyReport | None = None  # for a 503: what the client sidecar must report
 
 
 # The truth table's cells. Wire is what the client sends first: a plaintext request leaves the client even
@@ -124,7 +166,8 @@ RULES: dict[str, Rule] = {
     "sidecar-plaintext-to-strict-503": Rule(
         "503", "plaintext", False,
         "STRICT closes the plaintext connection and the client sidecar answers 503",
-        f"{SRC_FCM} inboundStrictHTTPFilterChainMatchOptions; {SRC_REACHABILITY} 'migration tls disabled'"),
+        f"{SRC_FCM} inboundStrictHTTPFilterChainMatchOptions; {SRC_REACHABILITY} 'migration tls disabled'",
+        envoy=CLOSED_AFTER_CONNECT),
     "istio-mutual-accepted": Rule(
         "mtls", "mtls", True,
         "the server's mTLS chain (Istio ALPN) terminates it and sets X-Forwarded-Client-Cert",
@@ -133,29 +176,34 @@ RULES: dict[str, Rule] = {
         "503", "mtls", False,
         "a DISABLE server has only plaintext filter chains, the TLS handshake fails and the client sidecar "
         "answers 503",
-        f"{SRC_FCM} inboundPlainTextHTTPFilterChainMatchOptions"),
+        f"{SRC_FCM} inboundPlainTextHTTPFilterChainMatchOptions",
+        envoy=HANDSHAKE_RESET),
     "tls-to-naked-server-503": Rule(
         "503", "", False,
         "httpbin without a sidecar speaks plaintext HTTP, the TLS handshake fails and the client sidecar "
         "answers 503",
         f"{SRC_AUTO_MTLS} (user-supplied TLS is not a transport socket match); {SRC_REACHABILITY} "
-        "'migration tls mutual' (only the sidecar subset succeeds)"),
+        "'migration tls mutual' (only the sidecar subset succeeds)",
+        envoy=NOT_TLS),
     "app-tls-to-permissive-503": Rule(
         "503", "app-tls", False,
         "PERMISSIVE on an HTTP port matches TLS only with Istio's ALPN, so TLS without it matches no chain and "
         "the client sidecar answers 503",
         f"{SRC_FCM} inboundPermissiveHTTPFilterChainMatchWithMxcOptions ('We do not need to handle other simple "
-        "TLS')"),
+        "TLS')",
+        envoy=HANDSHAKE_RESET),
     "app-tls-to-disable-503": Rule(
         "503", "app-tls", False,
         "a DISABLE server has only plaintext filter chains, so the TLS handshake fails and the client sidecar "
         "answers 503",
-        f"{SRC_FCM} inboundPlainTextHTTPFilterChainMatchOptions"),
+        f"{SRC_FCM} inboundPlainTextHTTPFilterChainMatchOptions",
+        envoy=HANDSHAKE_RESET),
     "simple-to-strict-503": Rule(
         "503", "app-tls", False,
         "STRICT requires a client certificate and SIMPLE sends none, so the server sidecar ends the handshake and "
         "the client sidecar answers 503",
-        SRC_REQUIRE_CLIENT_CERT),
+        SRC_REQUIRE_CLIENT_CERT,
+        envoy=NO_CLIENT_CERT),
     "mutual-mesh-cert-to-strict": Rule(
         "mtls", "app-tls", True,
         "STRICT's HTTP chain matches any TLS with a mesh-signed client certificate (no ALPN match), so the "
@@ -165,11 +213,13 @@ RULES: dict[str, Rule] = {
     "client-cert-unavailable-503": Rule(
         "503", "none", False,
         "nothing is sent: Envoy keeps the cluster waiting for the missing certificate secret",
-        f"{SRC_UPSTREAM_TLS} (file certificates are served over SDS: constructSdsSecretConfigFromFile)"),
+        f"{SRC_UPSTREAM_TLS} (file certificates are served over SDS: constructSdsSecretConfigFromFile)",
+        envoy=NO_SECRET),
     "client-rejects-server-cert-503": Rule(
         "503", "", False,
         "the client sidecar cannot verify the server's certificate, so it aborts the handshake and answers 503",
-        SRC_UPSTREAM_TLS),
+        SRC_UPSTREAM_TLS,
+        envoy=SERVER_CERT_REFUSED),
 }
 
 # (what the client sends, effective server mode) -> rule. "naked" is a client without a sidecar.
@@ -622,7 +672,8 @@ def expect(scenario: Scenario) -> Prediction:
                       source=rule.source, client_tls=client_tls, server_mode=policy.mode,
                       istio_version=scenario.istio_version,
                       details=policy.steps + chosen.steps + origin.steps,
-                      tls=wire_tls(scenario, wire) if rule.outcome == "mtls" else None)
+                      tls=wire_tls(scenario, wire) if rule.outcome == "mtls" else None,
+                      envoy={**rule.envoy.to_json(), "source": SRC_FLAGS} if rule.envoy else None)
 
 
 def wire_tls(scenario: Scenario, wire: str) -> dict:

@@ -49,6 +49,11 @@ def compare(prediction, result, captured: bool) -> Verdict:
         problems.append("wire")
     if result.peer_identity != prediction.peer_identity:
         problems.append("identity")
+    if not problems and prediction.outcome == "503":
+        which = which_503(prediction.envoy, result.proxy_report)
+        if which:
+            return Verdict(False, UNEXPECTED_OUTCOME, f"{UNEXPECTED_OUTCOME} 503 for another reason: {which}; "
+                                                      f"{summary}{detail}")
     if problems:
         return Verdict(False, UNEXPECTED_OUTCOME,
                        f"{UNEXPECTED_OUTCOME} {'+'.join(problems)} differ: {summary}{detail}")
@@ -59,3 +64,29 @@ def compare(prediction, result, captured: bool) -> Verdict:
         if weak := tls_shortfalls(wire, expected_tls):
             return Verdict(False, WEAK_TLS, f"{WEAK_TLS} {'; '.join(weak)}; {summary}{detail}")
     return Verdict(True, "", f"as expected: {summary}")
+
+
+def which_503(expected: dict | None, report: dict | None) -> str | None:
+    """What differs between the client sidecar's account of a 503 and the one the rule names (None: it
+    matches). Response flags must be the same set, the transport failure reason must hold the rule's phrase
+    (Envoy writes spaces as underscores) or be absent when the rule names none, and a server counter the rule
+    names must have moved wherever the mesh target reports server counters."""
+    if expected is None:
+        return "the oracle names no proxy report for this 503 rule"
+    if report is None:
+        return "the mesh target reported no proxy account (response flags) for this 503"
+    wanted = f"expected {expected['flags']}" + (f" with {expected['failure']!r}" if expected["failure"] else "")
+    flags = report.get("response_flags") or "-"
+    reason = report.get("transport_failure") or ""
+    got = f"the client sidecar reported {flags}" + (f" with {reason!r}" if reason else "")
+    if set(flags.split(",")) != set(expected["flags"].split(",")):
+        return f"{wanted}, {got}"
+    if expected["failure"] is None and reason:
+        return f"{wanted} and no transport failure, {got}"
+    if expected["failure"] and expected["failure"].replace(" ", "_").lower() not in reason.replace(" ", "_").lower():
+        return f"{wanted}, {got}"
+    counter = expected.get("server_counter")
+    moved = report.get("server_counters")
+    if counter and moved is not None and not any(name.endswith(counter) for name in moved):
+        return f"expected the server sidecar's {counter} to move, it counted {moved or 'nothing'}"
+    return None

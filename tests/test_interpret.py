@@ -2,19 +2,29 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from cluster.backend import ProbeResult
+from suites.expectations import RULES
 from suites.interpret import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME, WEAK_TLS, compare
 
 PEER = "spiffe://cluster.local/ns/sleep/sa/sleep"
 
 
-def prediction(outcome="mtls", wire="mtls", peer=PEER):
-    return SimpleNamespace(outcome=outcome, wire=wire, peer_identity=peer, rule="r", reason="why", source="src")
+def prediction(outcome="mtls", wire="mtls", peer=PEER, rule="r"):
+    envoy = RULES[rule].envoy.to_json() if rule in RULES and RULES[rule].envoy else None
+    return SimpleNamespace(outcome=outcome, wire=wire, peer_identity=peer, rule=rule, reason="why", source="src",
+                           envoy=envoy)
 
 
-def observed(outcome="mtls", wire="mtls", peer=PEER, canary_in_clear=False, status=200):
+def observed(outcome="mtls", wire="mtls", peer=PEER, canary_in_clear=False, status=200, report=None):
     return ProbeResult(outcome=outcome, http_status=status, curl_exit=0, peer_identity=peer,
-                       wire={"verdict": wire, "canary_in_clear": canary_in_clear})
+                       wire={"verdict": wire, "canary_in_clear": canary_in_clear}, proxy_report=report)
+
+
+RESET_AT_CHAIN_MATCH = {"response_flags": "URX,UF", "server_counters": ["listener.0.0.0.0_15006.no_filter_chain_match"],
+                        "transport_failure": "TLS_error:|33554536:system_library:OPENSSL_internal:"
+                                             "Connection_reset_by_peer:TLS_error_end"}
 
 
 def test_match_passes():
@@ -42,9 +52,37 @@ def test_a_reset_must_show_the_request_reaching_the_server():
 
 
 def test_a_503s_wire_is_recorded_not_judged():
-    expected = prediction(outcome="503", wire="mtls", peer=None)
-    seen = observed(outcome="503", wire="plaintext", peer=None, status=503)
+    expected = prediction(outcome="503", wire="mtls", peer=None, rule="istio-mutual-to-disable-503")
+    seen = observed(outcome="503", wire="plaintext", peer=None, status=503, report=RESET_AT_CHAIN_MATCH)
     assert compare(expected, seen, captured=True).passed
+
+
+@pytest.mark.parametrize("report, says", [
+    ({"response_flags": "UH", "transport_failure": None}, "the client sidecar reported UH"),
+    ({**RESET_AT_CHAIN_MATCH, "response_flags": "UF"}, "reported UF with"),
+    ({**RESET_AT_CHAIN_MATCH, "transport_failure": "TLS_error:|268435581:SSL_routines:OPENSSL_internal:"
+                                                   "CERTIFICATE_VERIFY_FAILED:TLS_error_end"}, "CERTIFICATE_VERIFY"),
+    ({**RESET_AT_CHAIN_MATCH, "server_counters": []}, "server sidecar's no_filter_chain_match to move"),
+    (None, "reported no proxy account"),
+])
+def test_a_503_for_another_reason_fails_and_says_which(report, says):
+    expected = prediction(outcome="503", wire="app-tls", peer=None, rule="app-tls-to-permissive-503")
+    verdict = compare(expected, observed(outcome="503", wire="app-tls", peer=None, status=503, report=report),
+                      captured=True)
+    assert not verdict.passed and verdict.category == UNEXPECTED_OUTCOME
+    assert "503 for another reason" in verdict.message and says in verdict.message, verdict.message
+
+
+def test_a_target_without_server_counters_is_judged_on_flags_and_reason():
+    expected = prediction(outcome="503", wire="app-tls", peer=None, rule="app-tls-to-permissive-503")
+    kube_like = {k: v for k, v in RESET_AT_CHAIN_MATCH.items() if k != "server_counters"}
+    assert compare(expected, observed(outcome="503", wire="app-tls", peer=None, status=503, report=kube_like),
+                   captured=True).passed
+
+
+def test_every_503_rule_names_what_envoy_must_report():
+    assert all(rule.envoy for rule in RULES.values() if rule.outcome == "503")
+    assert not any(rule.envoy for rule in RULES.values() if rule.outcome != "503")
 
 
 def test_missing_capture_is_a_harness_error_not_a_pass():

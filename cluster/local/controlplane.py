@@ -13,6 +13,7 @@ suites/ (never imported here), so that the suites' comparison of the two means s
   then the service namespace's exported rules, then the root namespace's; exportTo), destination_rule.go
   mergeDestinationRule (same host: merged, the oldest trafficPolicy wins) and sidecar.go DestinationRule
   (a matching workload selector, else the last rule without one).
+- Outbound routes: networking/core/route/retry/retry.go DefaultPolicy (2 retries on connect failures).
 - Client TLS: networking/core/cluster_tls.go (ISTIO_MUTUAL SNI outbound_.<port>_._.<fqdn>; SIMPLE/MUTUAL
   auto SNI and auto SAN validation, no ALPN for HTTP/1.1; credentialName: no TLS, or a secret that never
   arrives; auto mTLS only when no rule sets TLS and the service namespace's mode is not DISABLE), the
@@ -301,6 +302,13 @@ def _hcm(stat_prefix: str, cluster: str, inbound: bool) -> dict:
         config["forward_client_cert_details"] = "APPEND_FORWARD"
         config["set_current_client_cert_details"] = {"subject": True, "uri": True, "dns": True}
     else:
+        # Istio's default for an outbound route without a VirtualService (route/retry/retry.go DefaultPolicy):
+        # a failed connection is tried twice more, so a TLS failure is reported as URX,UF.
+        route["route"]["retry_policy"] = {
+            "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+            "num_retries": 2, "retriable_status_codes": [503], "host_selection_retry_max_attempts": 5,
+            "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+                "@type": f"{TYPE}extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]}
         # The client sidecar reports why a request failed (UF, UH, NR, ...) to the probe.
         route["response_headers_to_add"] = [{"header": {"key": FLAGS_HEADER, "value": "%RESPONSE_FLAGS%"}}]
         config["route_config"]["response_headers_to_add"] = [

@@ -13,6 +13,9 @@ from meshproof.namespaces import RunNamespaces
 from meshproof.scenario import Scenario
 
 OUTCOMES = ("mtls", "plaintext", "503", "reset")
+# The client sidecar's response header with its %RESPONSE_FLAGS%; "<it>-reason" carries
+# %UPSTREAM_TRANSPORT_FAILURE_REASON% (local: the control plane's routes; kube: cluster/manifests/response-flags.yaml).
+RESPONSE_FLAGS_HEADER = "x-meshproof-response-flags"
 
 
 @dataclass

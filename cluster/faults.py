@@ -40,6 +40,10 @@ class Faults(ABC):
     """Primitives a mesh target implements, plus bounded windows built on them."""
 
     backend_name = "abstract"
+    # While the control plane is away, does the mesh refuse Istio objects (ApplyRefused), as Istio's validating
+    # webhook does once istiod has been ready (failurePolicy Fail)? False where the run opens the webhook for the
+    # window: a change is then accepted and reaches the sidecars once the control plane is back.
+    refuses_applies_while_away = True
 
     # --- primitives ---------------------------------------------------------------------------------
 

@@ -238,7 +238,8 @@ def test_control_plane_that_never_left_is_caught(mesh, faults):
     result = scenarios.control_plane_away(mesh, ControlPlaneNeverAway(faults, mesh))
     assert any("accepted a change while the control plane was away" in p for p in result.problems), \
         result.problems[:3]
-    assert any(p.startswith(UNEXPECTED_OUTCOME) and "(refused)" in p for p in result.problems), result.problems[:3]
+    assert any(p.startswith(UNEXPECTED_OUTCOME) and "(changed while away)" in p for p in result.problems), \
+        result.problems[:3]
 
 
 def test_flip_that_leaves_plaintext_allowed_is_a_leak(mesh, faults):

@@ -3,12 +3,17 @@ httpbin lists every header's values, unlike python httpbin)."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import subprocess
+import threading
 
 import pytest
 
-from cluster.backend import outcome_of
-from cluster.kube.backend import parse_curl_output, read_probe
+from cluster.backend import RESPONSE_FLAGS_HEADER, outcome_of
+from cluster.kube.backend import CURL_WRITE_OUT, parse_curl_output, read_probe, split_proxy_report
+from suites.expectations import RULES
+from suites.interpret import which_503
 
 SLEEP = "spiffe://cluster.local/ns/sleep-k1/sa/sleep"
 XFCC_SLEEP = [f'By=spiffe://cluster.local/ns/httpbin-k1/sa/httpbin;Hash=ab;Subject="";URI={SLEEP}']
@@ -98,3 +103,48 @@ def test_the_identity_a_cluster_gives_the_rendered_client_is_the_oracles_for_the
     predicted = expect(run_names(scn, RUN).rewrite_scenario(scn))
     assert (outcome, identity) == (predicted.outcome, predicted.peer_identity) == ("mtls", given)
     assert expect(scn).peer_identity != identity  # the scenario's own names are not what a run presents
+
+
+class _EnvoyLike503(http.server.BaseHTTPRequestHandler):
+    """Answers as a client sidecar with the response-flags EnvoyFilter does after a failed TLS handshake."""
+
+    def do_GET(self):
+        body = b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
+        self.send_response(503)
+        self.send_header(RESPONSE_FLAGS_HEADER, "URX,UF")
+        self.send_header(RESPONSE_FLAGS_HEADER + "-reason",
+                         "TLS_error:|268435703:SSL_routines:OPENSSL_internal:WRONG_VERSION_NUMBER:TLS_error_end")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_probes_curl_command_carries_the_client_sidecars_report_to_the_cell():
+    """Real curl with the probe's own -w format against a loopback server answering as a sidecar would: the
+    report comes back apart from the body, and the 503 cell of that rule accepts it. Proves the curl side only;
+    that Istio's sidecar adds the headers (cluster/manifests/response-flags.yaml) needs a cluster."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _EnvoyLike503)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run(["curl", "-sS", "--max-time", "5", "-o", "-", "-w", CURL_WRITE_OUT,
+                               f"http://127.0.0.1:{server.server_port}/headers"],
+                              check=False, capture_output=True, text=True)
+    finally:
+        server.shutdown()
+    stdout, report = split_proxy_report(done.stdout)
+    assert report == {"response_flags": "URX,UF", "transport_failure":
+                      "TLS_error:|268435703:SSL_routines:OPENSSL_internal:WRONG_VERSION_NUMBER:TLS_error_end"}
+    outcome, status, _, detail = read_probe(stdout, done.stderr, done.returncode, "mp-canary-1")
+    assert (outcome, status) == ("503", 503) and detail.startswith("upstream connect error")
+    assert which_503(RULES["tls-to-naked-server-503"].envoy.to_json(), report) is None
+    assert which_503(RULES["app-tls-to-permissive-503"].envoy.to_json(), report)
+
+
+def test_an_answer_without_the_report_line_has_no_report():
+    assert split_proxy_report(go_httpbin_headers(None) + "\n200") == (go_httpbin_headers(None) + "\n200", None)
+    assert split_proxy_report("\nmeshproof-proxy-report\t-\t-\n200")[1] == {"response_flags": None,
+                                                                          "transport_failure": None}

@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from cluster.backend import RESPONSE_FLAGS_HEADER
 from cluster.kube.render import (
     INJECT_LABEL,
     REV_LABEL,
@@ -25,6 +26,7 @@ from cluster.kube.render import (
     run_selector,
     workload_docs,
 )
+from cluster.local.controlplane import _hcm
 from cluster.schemas.validate import SchemaError, errors, validate
 from meshproof.istio_api import ManifestError
 from meshproof.scenario import scenario_from_dict
@@ -52,7 +54,7 @@ def test_every_rendered_object_is_valid(client_sidecar, server_sidecar, revision
     docs = all_docs(scn, revisions)
     assert sorted(d["kind"] for d in docs) == sorted(["Namespace"] * 2 + ["ServiceAccount", "Service", "Deployment"] * 2
                                                     + ["PeerAuthentication", "DestinationRule"]
-                                                    + ["EnvoyFilter"] * client_sidecar)
+                                                    + ["EnvoyFilter"] * 2 * client_sidecar)
     for doc in docs:
         assert errors(doc) == [], doc
 
@@ -81,7 +83,8 @@ def test_httpbin_matches_istio_sample_shape_and_scenario_ports():
 
 def test_client_sidecar_gets_one_upstream_connection_per_request_and_nothing_else():
     scn = scenario(server={"namespace": "httpbin", "sidecar": True, "service_port": 8000, "target_port": 9080})
-    [ef] = [d for d in workload_docs(scn, RUN, Images(), Revisions()) if d["kind"] == "EnvoyFilter"]
+    [ef] = [d for d in workload_docs(scn, RUN, Images(), Revisions())
+            if d["metadata"]["name"] == "meshproof-no-connection-reuse"]
     assert ef["metadata"]["namespace"] == f"sleep-{RUN}"
     assert ef["spec"]["workloadSelector"]["labels"] == {"meshproof.io/role": "sleep"}
     [patch] = ef["spec"]["configPatches"]
@@ -94,6 +97,21 @@ def test_client_sidecar_gets_one_upstream_connection_per_request_and_nothing_els
     assert "transport_socket" not in json.dumps(patch)  # TLS stays the policies' business
     no_sidecar = scenario(client={"namespace": "sleep", "sidecar": False})
     assert not [d for d in workload_docs(no_sidecar, RUN, Images(), Revisions()) if d["kind"] == "EnvoyFilter"]
+
+
+def test_client_sidecar_reports_its_response_flags_on_the_service_ports_routes():
+    scn = scenario(server={"namespace": "httpbin", "sidecar": True, "service_port": 8000, "target_port": 9080})
+    [ef] = [d for d in workload_docs(scn, RUN, Images(), Revisions()) if d["metadata"]["name"] == "meshproof-response-flags"]
+    assert ef["metadata"]["namespace"] == f"sleep-{RUN}" and errors(ef) == []
+    assert ef["spec"]["workloadSelector"]["labels"] == {"meshproof.io/role": "sleep"}
+    [patch] = ef["spec"]["configPatches"]
+    assert patch["match"] == {"context": "SIDECAR_OUTBOUND", "routeConfiguration": {"portNumber": 8000}}
+    headers = {h["header"]["key"]: h["header"]["value"] for h in patch["patch"]["value"]["response_headers_to_add"]}
+    # The same headers, with the same values, as the reference mesh's client sidecar adds.
+    assert headers == {RESPONSE_FLAGS_HEADER: "%RESPONSE_FLAGS%",
+                       RESPONSE_FLAGS_HEADER + "-reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%"}
+    local = _hcm("outbound_x", "c", inbound=False)["typed_config"]["route_config"]["response_headers_to_add"]
+    assert {h["header"]["key"]: h["header"]["value"] for h in local} == headers
 
 
 def test_images_are_pinned_and_overridable_for_a_mirror():

@@ -25,7 +25,7 @@ from typing import Any
 
 from kubernetes import client
 
-from cluster.backend import MeshBackend, ProbeResult, outcome_of
+from cluster.backend import RESPONSE_FLAGS_HEADER, MeshBackend, ProbeResult, outcome_of
 from cluster.kube import diagnostics
 from cluster.kube.capture import CONTAINER as CAPTURE_CONTAINER
 from cluster.kube.capture import CaptureError, PodCapture
@@ -643,12 +643,14 @@ class KubeBackend(MeshBackend):
     def _probe_once(self, handle: KubeHandle, canary: str | None = None) -> ProbeResult:
         canary = canary or new_canary()
         ns, pod = handle.client_pod
-        command = ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\\n%{http_code}", "-X", "GET",
+        command = ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", CURL_WRITE_OUT, "-X", "GET",
                    "-H", f"{CANARY_HEADER}: {canary}", "--data-binary", f"canary={canary}", handle.url]
         done = exec_in(self._cluster(), ns, pod, "sleep", command, timeout_s=30)
-        outcome, status, identity, detail = read_probe(done.stdout, done.stderr, done.exit_code, canary)
+        stdout, report = split_proxy_report(done.stdout)
+        outcome, status, identity, detail = read_probe(stdout, done.stderr, done.exit_code, canary)
         return ProbeResult(outcome=outcome, http_status=status,
                            curl_exit=done.exit_code, peer_identity=identity, failure_detail=detail,
+                           proxy_report=report if status != 200 else None,
                            canary=canary, elapsed_ms=done.elapsed_s * 1000,
                            command=f"kubectl exec -n {ns} {pod} -c sleep -- " + " ".join(_quote(c) for c in command),
                            extra=self._extra(handle))
@@ -740,6 +742,25 @@ def _terminating(namespace: client.V1Namespace) -> bool:
 
 def _convergence_key(result: ProbeResult) -> tuple:
     return (result.outcome, result.http_status, result.peer_identity)
+
+
+# After the body, curl writes the client sidecar's report (the headers of cluster/manifests/response-flags.yaml)
+# on a line of its own, then the status code.
+PROXY_REPORT_MARK = "meshproof-proxy-report"
+CURL_WRITE_OUT = (f"\\n{PROXY_REPORT_MARK}\\t%header{{{RESPONSE_FLAGS_HEADER}}}\\t"
+                  f"%header{{{RESPONSE_FLAGS_HEADER}-reason}}\\n%{{http_code}}")
+
+
+def split_proxy_report(stdout: str) -> tuple[str, dict[str, str | None] | None]:
+    """(curl's output without the report line, the client sidecar's report): its response flags and upstream
+    transport failure, None each where Envoy wrote "-" or nothing; no report when the line is missing."""
+    rest, _, code = stdout.rpartition("\n")
+    body, _, line = rest.rpartition("\n")
+    if not line.startswith(PROXY_REPORT_MARK + "\t"):
+        return stdout, None
+    _, flags, reason = (line.split("\t") + ["", ""])[:3]
+    report = {"response_flags": flags.strip() or None, "transport_failure": reason.strip() or None}
+    return f"{body}\n{code}", {k: None if v == "-" else v for k, v in report.items()}
 
 
 def parse_curl_output(stdout: str, stderr: str) -> tuple[int | None, str | None, str | None]:

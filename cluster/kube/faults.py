@@ -222,6 +222,7 @@ def restore_istiods(apps: client.AppsV1Api) -> list[str]:
 
 class KubeFaults(Faults):
     backend_name = "kube"
+    refuses_applies_while_away = False  # the webhook is set to Ignore for the window (stop_control_plane)
 
     def __init__(self, backend):
         self.backend = backend

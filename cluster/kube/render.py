@@ -169,6 +169,8 @@ def workload_docs(scenario: Scenario, run_id: str, images: Images, revisions: Re
         docs += render_template("no-connection-reuse.yaml", namespace=names[client.namespace], run_id=run_id,
                                 server_host=f"httpbin.{names[server.namespace]}.svc.cluster.local",
                                 service_port=server.service_port)
+        docs += render_template("response-flags.yaml", namespace=names[client.namespace], run_id=run_id,
+                                service_port=server.service_port)
     unique: dict[tuple[str, str, str], dict] = {}
     for doc in docs:
         unique.setdefault((doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"]), doc)

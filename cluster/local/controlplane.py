@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.backend import RESPONSE_FLAGS_HEADER
 from meshproof.istio_api import ClientTLS, DestinationRule, ManifestError, PeerAuthentication, Resource
 from meshproof.scenario import spiffe_id
 
@@ -47,7 +48,7 @@ TRUST_DOMAIN_PREFIX = "spiffe://cluster.local/"
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 MESH_CERT_FILES = {"/etc/certs/cert-chain.pem": "cert-chain.pem", "/etc/certs/key.pem": "key.pem",
                    "/etc/certs/root-cert.pem": "root-cert.pem"}
-FLAGS_HEADER = "x-meshproof-response-flags"
+FLAGS_HEADER = RESPONSE_FLAGS_HEADER
 # credentialName secrets come from here: Envoy needs an existing file, and an empty one never holds a secret.
 SECRET_NEVER_SERVED = "/dev/null"
 
@@ -309,9 +310,10 @@ def _hcm(stat_prefix: str, cluster: str, inbound: bool) -> dict:
             "num_retries": 2, "retriable_status_codes": [503], "host_selection_retry_max_attempts": 5,
             "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
                 "@type": f"{TYPE}extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]}
-        # The client sidecar reports why a request failed (UF, UH, NR, ...) to the probe.
-        route["response_headers_to_add"] = [{"header": {"key": FLAGS_HEADER, "value": "%RESPONSE_FLAGS%"}}]
+        # The client sidecar reports why a request failed (UF, UH, NR, ...) to the probe, with the same route
+        # configuration headers the kube backend's EnvoyFilter adds (cluster/manifests/response-flags.yaml).
         config["route_config"]["response_headers_to_add"] = [
+            {"header": {"key": FLAGS_HEADER, "value": "%RESPONSE_FLAGS%"}},
             {"header": {"key": FLAGS_HEADER + "-reason", "value": "%UPSTREAM_TRANSPORT_FAILURE_REASON%"}}]
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
 

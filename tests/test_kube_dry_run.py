@@ -90,7 +90,7 @@ def test_the_command_needs_no_cluster_and_prints_the_plan(tmp_path):
     assert done.returncode == 0, done.stderr
     docs = [d for d in yaml.safe_load_all(done.stdout) if d]
     assert [d["kind"] for d in docs] == ["Namespace"] * 2 + ["ServiceAccount"] * 2 + ["Deployment"] * 2 \
-        + ["Service"] * 2 + ["EnvoyFilter", "PeerAuthentication", "Pod"]
+        + ["Service"] * 2 + ["EnvoyFilter"] * 2 + ["PeerAuthentication", "Pod"]
     assert docs[-2]["metadata"]["namespace"].startswith("httpbin-")
     refused = meshproof("probe", "examples/root-selector-ignored.yaml", "--mesh", "kube", "--dry-run", home=tmp_path)
     assert refused.returncode == 2 and "--allow-mesh-wide" in refused.stderr, refused.stderr

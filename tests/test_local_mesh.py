@@ -145,7 +145,7 @@ def test_known_cells_and_record_the_whole_matrix(mesh):
     assert observed[("PERMISSIVE", None, False, True)].peer_identity is None
     # Failures say why: the server's stats or the client sidecar's response flags.
     assert "no_filter_chain_match" in observed[("STRICT", None, False, True)].failure_detail
-    assert "response_flags=UF" in observed[("STRICT", "SIMPLE", True, True)].failure_detail
+    assert "response_flags=URX,UF" in observed[("STRICT", "SIMPLE", True, True)].failure_detail
     # Without a sidecar on either side, no policy can matter.
     assert {observed[(pa, dr, False, False)].outcome for pa in PA_MODES for dr in DR_MODES} == {"plaintext"}
 

@@ -37,8 +37,11 @@ def rendered_client_identity(scenario) -> str:
 
 def observed_as_predicted(prediction, identity) -> ProbeResult:
     """What a cluster that behaves as the oracle says returns: the app sees the rendered client's identity."""
+    envoy = prediction.envoy  # a 503 as predicted carries the client sidecar's report the rule names
+    report = {"response_flags": envoy["flags"], "transport_failure": envoy["failure"]} if envoy else None
     return ProbeResult(prediction.outcome, 200 if prediction.outcome in ("mtls", "plaintext") else None, 0,
-                       identity if prediction.peer_identity else None, wire={"verdict": prediction.wire})
+                       identity if prediction.peer_identity else None, wire={"verdict": prediction.wire},
+                       proxy_report=report)
 
 
 @pytest.mark.parametrize("cell_id,raw", CELLS, ids=[c for c, _ in CELLS])

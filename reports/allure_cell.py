@@ -14,7 +14,7 @@ from pathlib import Path
 
 import allure
 
-from reports.matrix import WIRE_FACT_KEYS, dr_label, group_label, pa_label, position_of
+from reports.matrix import PA_MODES, WIRE_FACT_KEYS, dr_label, group_label, pa_label, position_of
 from reports.wire_classes import ENCRYPTED, MTLS, REFUSED, classify
 
 CELL_LABEL = "cell"
@@ -52,10 +52,18 @@ def hierarchy(cell_id: str, tags: tuple[str, ...], description: str) -> tuple[st
                 "no PeerAuthentication" if position.pa == "none" else f"PeerAuthentication {pa_label(position.pa)}")
     suite, _, rest = cell_id.partition("/")
     kind = next((t for t in tags if t != suite), rest.split("-")[0] if rest else suite)
-    return suite.replace("-", " ").title(), _FEATURES.get(kind, kind), description or rest or cell_id
+    return suite.replace("-", " ").title(), _feature(kind), description or rest or cell_id
 
 
-_FEATURES = {"pa": "PeerAuthentication scope", "dr": "DestinationRule selection", "auto": "auto mTLS"}
+_FEATURES = {"pa": "PeerAuthentication scope", "dr": "DestinationRule selection", "auto": "auto mTLS",
+             "server": "server-side TLS"}
+
+
+def _feature(kind: str) -> str:
+    """A tag as a feature name: "pa-strict" reads "PeerAuthentication STRICT"."""
+    if kind.startswith("pa-") and kind.removeprefix("pa-") in PA_MODES:
+        return f"PeerAuthentication {pa_label(kind.removeprefix('pa-'))}"
+    return _FEATURES.get(kind, kind)
 
 
 def title(cell_id: str, tags: tuple[str, ...], description: str, prediction=None) -> str:

@@ -5,7 +5,7 @@ supported Istio minor, committed so that a rule change arrives as a reviewable d
     .venv/bin/meshproof expect --check-tables     # exit 1 and name the stale files when they differ
 
 A suite is every `<name>_scenarios()` function of suites/matrix.py (matrix, scope, and any suite added there),
-so new cells land in the tables without touching this module.
+so new cells land in the tables without touching this module; the adversary suite's handshakes are added too.
 """
 
 from __future__ import annotations
@@ -44,14 +44,28 @@ def _row(prediction) -> dict:
     return row
 
 
+def _adversary(version: str) -> dict:
+    """The adversary suite predicts handshakes (expect_handshake), not requests."""
+    from suites.adversary import adversary_cells
+    from suites.expectations import expect_handshake
+
+    rows = {}
+    for cell, data, attempt in adversary_cells():
+        found = expect_handshake(scenario_from_dict({**data, "istio_version": version}, source=f"cell {cell}"),
+                                 attempt)
+        rows[cell] = {"outcome": found.outcome, "refusal": found.refusal, "peer": found.peer_identity,
+                      "tls_version": found.tls_version, "rule": found.rule}
+    return rows
+
+
 def table(version: str) -> dict:
     from suites.expectations import expect
 
-    return {"istio_version": version,
-            "suites": {name: {cell: _row(expect(scenario_from_dict({**data, "istio_version": version},
-                                                                    source=f"{name} cell {cell}")))
-                              for cell, data in cells}
-                       for name, cells in suites().items()}}
+    tables = {name: {cell: _row(expect(scenario_from_dict({**data, "istio_version": version},
+                                                          source=f"{name} cell {cell}")))
+                     for cell, data in cells}
+              for name, cells in suites().items()}
+    return {"istio_version": version, "suites": {**tables, "adversary": _adversary(version)}}
 
 
 def render(version: str) -> str:

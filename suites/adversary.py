@@ -15,6 +15,7 @@ import pytest
 
 from cluster.backend import HandshakeResult, TlsAttempt
 from meshproof.scenario import scenario_from_dict
+from reports import allure_cell
 from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
 from suites.expectations import HandshakePrediction, expect_handshake
 from suites.matrix import pa, scenario
@@ -49,10 +50,9 @@ def adversary_cells() -> list[tuple[str, dict, TlsAttempt]]:
 def run_handshake_cell(mesh, options, cell_id: str, scenario_dict: dict, attempt: TlsAttempt) -> None:
     scn = scenario_from_dict(scenario_dict, source=f"cell {cell_id}")
     prediction = expect_handshake(scn, attempt)
-    allure.dynamic.title(cell_id)
+    allure_cell.describe(cell_id, scn, tuple(scenario_dict["tags"]), mesh.name)
+    allure.dynamic.title(f"{scenario_dict['description']} ⇒ {prediction.outcome}")
     allure.dynamic.description(f"{prediction.reason}\n\nRule `{prediction.rule}`: {prediction.source}")
-    allure.dynamic.parameter("mesh", mesh.name)
-    allure.dynamic.tag(*scenario_dict["tags"])
     handle = mesh.deploy(scn)
     try:
         with allure.step("handshake from the sidecar-less client to the server pod's port"):

@@ -165,3 +165,10 @@ def test_built_matrix_links_each_cell_to_its_allure_page(cell_run, tmp_path):
     config = json.loads((out / "allurerc.json").read_text())
     assert config["plugins"]["awesome"]["options"]["groupBy"] == ["epic", "feature", "story"]
     assert (out / "history.jsonl").exists()  # kept in --out for the next run's trends
+
+
+def test_suites_beside_the_matrix_get_their_epic_and_a_readable_feature():
+    assert hierarchy("adversary/pa-strict/self-signed", ("adversary", "pa-strict", "self-signed"),
+                     "self-signed against STRICT") == ("Adversary", "PeerAuthentication STRICT",
+                                                       "self-signed against STRICT")
+    assert hierarchy("ports/tcp-strict", ("ports",), "")[0] == "Ports"

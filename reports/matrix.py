@@ -229,6 +229,9 @@ def _td(record: CellRecord | None, link: str | None) -> str:
     found = observed_class(record)
     classes = f"cell {found.key}" + ("" if record.passed else " mismatch")
     content = esc(cell_text(record))
+    if not record.passed:  # expected over observed, so a mismatch does not widen its column
+        content = (f"{MISMATCH_GLYPH} expected {esc(class_text(record, 'expected'))}<br>"
+                   f"observed {esc(class_text(record))}")
     if link:
         content = f'<a href="{esc(link)}" target="_blank">{content}</a>'
     return (f'<td class="{classes}" data-cell="{esc(record.cell)}" data-class="{found.key}" '

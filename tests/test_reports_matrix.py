@@ -45,7 +45,7 @@ def test_html_fills_each_cell_with_its_observed_wire_class_and_marks_the_mismatc
     assert page.count('class="cell mtls"') == 1  # the passing STRICT/ISTIO_MUTUAL cell
     mismatch = page.split('class="cell cleartext mismatch"', 1)[1].split("</td>", 1)[0]
     assert f'data-cell="{STRICT_DISABLE}"' in mismatch and 'data-expected-class="mtls"' in mismatch
-    assert "✗ expected ● Istio mTLS / observed ○ cleartext" in mismatch
+    assert "✗ expected ● Istio mTLS<br>observed ○ cleartext" in mismatch
     assert 'href="allure-report/index.html#/abc"' in mismatch  # a click opens its Allure page
     tip = mismatch.split('<div class="tip">', 1)[1]
     assert "rule: test-rule" in tip and "PLAINTEXT LEAK" in tip and "canary_in_clear: True" in tip

@@ -144,5 +144,11 @@ def test_report_tree_reads_epic_feature_story_without_console_errors(report, bro
     WebDriverWait(browser, WAIT_S).until(lambda d: "Matrix" in d.find_element(By.TAG_NAME, "body").text)
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Matrix" in body and "Scope" in body and "test_matrix.py" not in body
+    browser.find_element(By.XPATH, "//*[normalize-space(text())='Matrix']").click()
+    feature = "client sidecar → server sidecar"
+    WebDriverWait(browser, WAIT_S).until(lambda d: feature in d.find_element(By.TAG_NAME, "body").text)
+    browser.find_element(By.XPATH, f"//*[normalize-space(text())='{feature}']").click()
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: "PeerAuthentication STRICT" in d.find_element(By.TAG_NAME, "body").text)
     _screenshot(browser, "report.png")
     assert _console_errors(browser) == []

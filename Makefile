@@ -76,8 +76,11 @@ $(MUTATION_STAMP): pyproject.toml $(STAMP)
 mutants: setup $(MUTATION_STAMP)
 	$(BIN)/python -m reports.mutation --out $(OUT) $(MUTATION_ARGS)
 
+# ruff, then the layers (import-linter contracts in pyproject.toml: no cycles, the oracle and the reference
+# mesh's control plane apart, test support out of the product).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 doctor: setup
 	$(BIN)/meshproof doctor --mesh local

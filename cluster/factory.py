@@ -8,27 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 
 from cluster.backend import MeshBackend
-
-
-@dataclass
-class Check:
-    """One prerequisite of a mesh target, as `meshproof doctor` prints it."""
-
-    name: str
-    ok: bool
-    detail: str = ""
-    hint: str = ""  # how to get it when missing
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    def line(self) -> str:
-        mark = "✓" if self.ok else "✗"
-        text = f"{mark} {self.name}: {self.detail}"
-        return text if self.ok or not self.hint else f"{text}\n    fix: {self.hint}"
+from cluster.checks import Check
 
 
 def make_backend(args) -> MeshBackend:

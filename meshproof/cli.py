@@ -87,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _expect(args) -> int:
     from meshproof.scenario import load_scenario
-    from suites import expectations
+    from suites import expectations, matrix
 
     if args.matrix:
-        print(json.dumps(expectations.matrix_predictions(args.istio_version), indent=1))
+        print(json.dumps(matrix.matrix_predictions(args.istio_version), indent=1))
         return EXIT_OK
     if args.write_tables or args.check_tables:
         return _tables(args.write_tables, args.tables_dir)

@@ -5,6 +5,6 @@
 - `verdict.judge`: pcap + canary (+ the server address) -> {"verdict": "mtls"|"app-tls"|"plaintext"|"none", ...};
   `CaptureError` when the capture cannot prove anything (no packets, the flow missed, frames dropped).
 - `flows` (TCP reassembly), `tls` (record walk, hello dissection), `canary`, `identity` (XFCC URI from
-  httpbin's /headers), `netns` (open sockets inside a namespace), `rig` (two-namespace test endpoints),
-  `bench` (`python -m probes.bench`: what the proof adds per probe, as JSON).
+  httpbin's /headers), `netns` (open sockets inside a namespace).
+The self-tests' endpoints and the probe benchmark live in `testsupport/`.
 """

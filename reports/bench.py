@@ -6,7 +6,7 @@ Runs `pytest suites -k matrix -n N` as a subprocess (capture on, as in a normal 
 of the run (its process tree and its session, so a daemonised sidecar still counts) every ~100 ms, and
 writes cells, wall_s (mesh start-up included), median_cell_ms, p95_cell_ms (from the cell records),
 peak_memory_mb and a `limits` note built from what was measured. Adds the JSON of `python -m
-cluster.local.bench` and `python -m probes.bench` when those modules exist.
+cluster.local.bench` and `python -m testsupport.probe_bench` when those modules exist.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from reports.cells import CELLS_DIR_ENV, CellsError, read_cells
 
 SAMPLE_INTERVAL_S = 0.1
 GOAL = {"wall_s": 20.0, "peak_memory_mb": 1024.0, "cells": 100}
-SECTION_MODULES = ("cluster.local.bench", "probes.bench")
+SECTION_MODULES = ("cluster.local.bench", "testsupport.probe_bench")
 SECTION_TIMEOUT_S = 600
 
 

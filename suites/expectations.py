@@ -692,13 +692,6 @@ def wire_tls(scenario: Scenario, wire: str) -> dict:
             "source": f"{SRC_TLS_VERSIONS}; {SRC_MESH_ALPN}" if istio else SRC_TLS_VERSIONS}
 
 
-def matrix_predictions(istio_version: str | None = None) -> list[dict]:
-    """The default matrix with predictions (defined in suites.matrix, which builds on this module)."""
-    from suites import matrix
-
-    return matrix.matrix_predictions(istio_version)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # 5. Adversarial TLS clients: a workload without a sidecar speaks its own TLS to the server pod's port
 # ---------------------------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def test_ctrl_c_during_a_parallel_run_leaves_nothing(tmp_path):
 
 def test_clean_removes_the_wire_rig_of_a_killed_process(tmp_path):
     script = tmp_path / "rig.py"
-    script.write_text("import time\nfrom probes.rig import Rig\nr = Rig()\nprint(r.prefix, flush=True)\ntime.sleep(600)\n")
+    script.write_text("import time\nfrom testsupport.rig import Rig\nr = Rig()\nprint(r.prefix, flush=True)\ntime.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         prefix = proc.stdout.readline().strip()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.factory import Check
+from cluster.checks import Check
 from cluster.local import doctor, lifecycle, runtime
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,11 +15,11 @@ import pytest
 from scapy.utils import RawPcapReader
 
 from probes import capture as capture_module
-from probes import rig
 from probes.canary import new_canary
 from probes.capture import SETTLE_QUIET_S, Capture
 from probes.flows import read_flows
 from probes.verdict import CaptureError, judge
+from testsupport import rig
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 

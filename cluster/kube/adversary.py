@@ -16,10 +16,10 @@ import time
 from kubernetes import client
 
 from cluster.backend import HandshakeResult, TlsAttempt
-from cluster.credentials import mint
 from cluster.kube.capture import CONTAINER, PodCapture
 from cluster.kube.client import exec_in
 from cluster.local.ca import MeshCA
+from cluster.local.credentials import mint
 from probes.canary import HEADER as CANARY_HEADER
 from probes.canary import echoed_canary, new_canary
 from probes.identity import peer_identity_from_headers

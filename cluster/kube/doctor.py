@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes import client
 
-from cluster.factory import Check
+from cluster.checks import Check
 from cluster.kube.capture import CONTAINER
 from cluster.kube.client import Cluster, KubeUnavailable, connect
 from cluster.kube.inspect import (

@@ -424,7 +424,7 @@ class LocalBackend(MeshBackend):
     # --- adversarial TLS clients ------------------------------------------------------------------------
 
     def tls_handshake(self, handle: Handle, attempt: TlsAttempt, capture: bool = True) -> HandshakeResult:
-        from cluster.credentials import mint
+        from cluster.local.credentials import mint
         from probes.tls_client import REQUEST, read_s_client, s_client_command
 
         pair = handle.pair

@@ -10,7 +10,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from cluster.factory import Check
+from cluster.checks import Check
 from cluster.local import lifecycle, runtime
 from cluster.local.iptables import PROXY_UID
 from cluster.local.lifecycle import RunState

@@ -1,4 +1,4 @@
-"""What the wire proof adds to a probe: `python -m probes.bench [--probes N]` prints JSON (milliseconds).
+"""What the wire proof adds to a probe: `python -m testsupport.probe_bench [--probes N]` prints JSON (milliseconds).
 
 Each kind of probe runs N times without a capture and N times inside Capture + judge, on the rig's real
 namespace pair (needs root). "added" is capture start + settle + pcap write + classification; the probe
@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 IMPORT_STARTED = time.perf_counter()  # the import (scapy, once per process) is part of what is measured
-from probes import rig
 from probes.canary import new_canary
 from probes.capture import Capture
 from probes.verdict import judge
+from testsupport import rig
 
 IMPORT_MS = (time.perf_counter() - IMPORT_STARTED) * 1e3
 PORTS = {"mtls-tls13": 8000, "mtls-tls12": 8000, "plaintext": 8002, "open_flow": 8003}
@@ -98,7 +98,7 @@ def run(probes: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m probes.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m testsupport.probe_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--probes", type=int, default=50, help="probes per kind (default 50)")
     args = parser.parse_args(argv)
     if args.probes < 1:

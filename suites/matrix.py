@@ -248,6 +248,10 @@ def scope_scenarios() -> list[tuple[str, dict]]:
         ("dr-merge-into-selector-rule-and-stand-alone", "selector ISTIO_MUTUAL app=other + DISABLE exportTo [., httpbin]",
          [pa("STRICT"), dr("ISTIO_MUTUAL", name="other", selector={"app": "other"}),
           dr("DISABLE", name="all", export_to=[".", S])], {}),
+        # Rules with different workloadSelectors never merge: the one that selects the client applies.
+        ("dr-selector-rules-stay-apart", "selector ISTIO_MUTUAL app=other, selector DISABLE app=sleep, STRICT",
+         [pa("STRICT"), dr("ISTIO_MUTUAL", name="other", selector={"app": "other"}),
+          dr("DISABLE", name="sleep", selector={"app": "sleep"})], {}),
         # --- DestinationRule port-level settings ------------------------------------------------------
         ("dr-port-level-service-port", "top ISTIO_MUTUAL, portLevelSettings[8000] DISABLE, under STRICT",
          [pa("STRICT"), dr("ISTIO_MUTUAL", ports={8000: {"mode": "DISABLE"}})], {}),

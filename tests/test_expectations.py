@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,8 @@ def test_rule(case_id, data, outcome, rule, source):
     p = predict(data)
     assert (p.outcome, p.rule) == (outcome, rule), f"{case_id} (source: {source}): {p.reason} {p.details}"
     assert p.source == RULES[rule].source and p.reason.endswith(".")
+    # The app sees the client's SPIFFE ID exactly when the server sidecar terminated mutual TLS.
+    assert p.peer_identity == (SLEEP_ID if outcome == "mtls" else None), case_id
 
 
 def test_every_rule_is_covered_and_cited():
@@ -597,8 +600,6 @@ def test_explanations_name_what_decided():
 
 
 def test_a_bad_version_names_the_scenario():
-    from dataclasses import replace
-
     named = replace(scenario_from_dict(scenario([]), "t"), name="my-cell", istio_version="0.1")
     with pytest.raises(ManifestError, match="my-cell"):
         expect(named)
@@ -617,8 +618,78 @@ def test_explanations_of_ignored_and_losing_objects():
     assert any("is not exported to sleep" in s for s in hidden.details)
 
 
-def test_predictions_are_immutable():
+def test_predictions_and_rules_are_immutable():
     from dataclasses import FrozenInstanceError
 
-    with pytest.raises(FrozenInstanceError):
-        predict(scenario([])).outcome = "503"
+    for target, attribute in ((predict(scenario([])), "outcome"), (RULES["plaintext-accepted"], "outcome"),
+                              (expectations.select_destination_rule(scenario_from_dict(scenario([]), "t")), "entry")):
+        with pytest.raises(FrozenInstanceError):
+            setattr(target, attribute, None)
+
+
+def _root_client(resources):
+    data = scenario(resources)
+    return predict({**data, "client": {"namespace": ROOT_NS, "sidecar": True}})
+
+
+def test_a_client_in_the_root_namespace_sees_the_root_private_rules_only():
+    # push_context.go destinationRule: a client in the root namespace looks at the root namespace's own
+    # (exportTo ".") rules first; another namespace's private rules stay invisible to it.
+    assert _root_client([pa("STRICT"), dr("DISABLE", ROOT_NS, export_to=["."])]).client_tls == "plaintext"
+    assert _root_client([pa("STRICT"), dr("DISABLE", "httpbin", export_to=["."])]).client_tls == "istio-mutual"
+
+
+def test_dr_merge_keeps_the_first_traffic_policy_that_arrives():
+    # mergeDestinationRule: only a merged rule WITHOUT a top-level trafficPolicy takes the incoming one.
+    p = predict(scenario([pa("STRICT"), dr(None, name="a"), dr("DISABLE", name="b"), dr("ISTIO_MUTUAL", name="c")]))
+    assert (p.client_tls, p.outcome) == ("plaintext", "503"), p.details
+
+
+def test_dr_two_plain_rules_with_a_superset_export_merge_and_do_not_stand_alone():
+    # mergeDestinationRule: bothWithoutSelector -> appendSeparately = false, even for a superset exportTo.
+    p = predict(scenario([pa("STRICT"), dr("DISABLE", name="first", export_to=["."]),
+                          dr("ISTIO_MUTUAL", name="second", export_to=[".", "httpbin"])]))
+    assert (p.client_tls, p.outcome) == ("plaintext", "503"), p.details
+
+
+def test_dr_a_rule_merges_with_a_later_entry_after_one_it_cannot_merge_with():
+    # mergeDestinationRule: `continue` to the next entry, not stop: "." merges into the "." entry, not the "*" one.
+    p = predict(scenario([pa("STRICT"), dr("DISABLE", name="all", export_to=["*"]),
+                          dr("ISTIO_MUTUAL", name="own", export_to=["."]), dr("DISABLE", name="own2", export_to=["."])]))
+    assert (p.client_tls, p.outcome) == ("istio-mutual", "mtls"), p.details
+
+
+def test_dr_selector_rules_sort_first_and_absorb_an_equal_export_plain_rule():
+    # sortConfigBySelectorAndCreationTime puts selector rules first; a later plain rule with equal exportTo then
+    # merges into the selector entry (appendSeparately stays false), which selects the client.
+    p = predict(scenario([pa("STRICT"), dr("DISABLE", name="all", export_to=["."]),
+                          dr("ISTIO_MUTUAL", name="sleep", selector={"app": "sleep"})]))
+    assert (p.client_tls, p.outcome) == ("istio-mutual", "mtls"), p.details
+
+
+def test_more_explanations():
+    auto = predict(scenario([]))
+    assert auto.reason.startswith("Auto mTLS: the endpoint has a sidecar") and "sends Istio mTLS" in auto.reason
+    assert "so the client sends plaintext" in predict(scenario([pa("DISABLE")])).reason
+    target = predict(scenario([pa("STRICT"), dr("ISTIO_MUTUAL", ports={8080: {"mode": "DISABLE"}})]))
+    assert ("portLevelSettings[8080] does not apply to Service port 8000 (the target port: portLevelSettings are "
+            "keyed by the Service port)") in target.details
+    other = predict(scenario([pa("STRICT"), dr("ISTIO_MUTUAL", ports={9999: {"mode": "DISABLE"}})]))
+    assert "portLevelSettings[9999] does not apply to Service port 8000" in other.details
+    simple = predict(scenario([pa("STRICT"), dr("SIMPLE")]))
+    assert any("SNI from the Host header (auto_sni)" in s for s in simple.details)
+    sni = predict(scenario([pa("STRICT"), dr(None, traffic_policy={"tls": tls("SIMPLE", sni="x.example")})]))
+    assert any("SNI x.example" in s for s in sni.details)
+    app_tls = predict(scenario([pa("STRICT"), dr(None, traffic_policy={"tls": tls(
+        "MUTUAL", subjectAltNames=["spiffe://cluster.local/ns/httpbin/sa/httpbin"])})]))
+    assert "filters.go" not in app_tls.tls["source"] and "filters.go" in predict(scenario([])).tls["source"]
+
+
+def test_an_adversary_offering_a_range_is_judged_by_the_highest_version():
+    # BuildInboundTLS: TLS 1.2 is enough, whatever older versions the ClientHello also offers.
+    from suites.adversary import ATTEMPTS
+    from suites.expectations import expect_handshake
+
+    attempt = replace(ATTEMPTS["tls12-only"], versions=("TLSv1.1", "TLSv1.2"))
+    p = expect_handshake(scenario_from_dict(scenario([pa("STRICT")], client_sidecar=False), "t"), attempt)
+    assert (p.outcome, p.tls_version) == ("accepted", "TLSv1.2")

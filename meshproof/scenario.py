@@ -5,6 +5,7 @@ The same file drives `meshproof expect` (the oracle) and `meshproof probe` (a re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,98 @@ class Scenario:
 
 
 _TOP_FIELDS = ("name", "client", "server", "istio_version", "root_namespace", "resources", "description", "tags")
-_CLIENT_FIELDS = ("namespace", "sidecar", "labels", "service_account")
-_SERVER_FIELDS = _CLIENT_FIELDS + ("service_port", "target_port")
+RESERVED_PORTS = (15000, 15001, 15006, 15020, 15021, 15090)  # the sidecar's own
+
+
+def _namespace(value: Any, source: str, field: str) -> str:
+    if not is_dns_label(value):
+        raise ManifestError(source, "scenario", field,
+                            f"{value!r} is not a namespace name: a DNS-1123 label (lower-case letters, digits and "
+                            "'-', starting and ending alphanumeric, at most 63 characters)")
+    return value
+
+
+def _sidecar(value: Any, source: str, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ManifestError(source, "scenario", field, f"{value!r}: allowed: true, false")
+    return value
+
+
+def _labels(value: Any, source: str, field: str) -> dict[str, str]:
+    return dict(check_labels(value, source, "scenario", field))  # a copy: never the table's default
+
+
+def _service_account(value: Any, source: str, field: str) -> str:
+    if not is_dns_subdomain(value):
+        # Kubernetes names a ServiceAccount with a DNS-1123 subdomain; it becomes the SPIFFE ID's sa segment
+        raise ManifestError(source, "scenario", field,
+                            f"{value!r} is not a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', "
+                            "starting and ending alphanumeric, at most 253 characters)")
+    return value
+
+
+def _port(value: Any, source: str, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ManifestError(source, "scenario", field, f"{value!r} is not a port number (1-65535)")
+    return value
+
+
+def _target_port(value: Any, source: str, field: str) -> int:
+    if _port(value, source, field) in RESERVED_PORTS:
+        raise ManifestError(source, "scenario", field,
+                            f"{value} is reserved for the sidecar ({sorted(RESERVED_PORTS)})")
+    return value
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One field of a scenario's workloads: the parser reads it from `<role>.<name>` with `check`, both
+    backends key their pod pairs on it (`pod_shape`) and the report names it by `label`."""
+
+    role: str  # "client" | "server"
+    name: str  # the field of Workload / Server and of the scenario file
+    default: Any
+    check: Callable[[Any, str, str], Any]  # (value, source, "role.name") -> the value, or ManifestError
+    label: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.role}.{self.name}"
+
+    def value(self, scenario: Scenario) -> Any:
+        return getattr(getattr(scenario, self.role), self.name)
+
+
+def _workload_dimensions(role: str, app: str) -> tuple[Dimension, ...]:
+    return (Dimension(role, "namespace", app, _namespace, f"{role} namespace"),
+            Dimension(role, "sidecar", True, _sidecar, f"{role} sidecar"),
+            Dimension(role, "labels", {"app": app}, _labels, f"{role} labels"),
+            Dimension(role, "service_account", app, _service_account, f"{role} service account"))
+
+
+# Every field of Workload and Server, in the order the parser checks them. A new dimension is a row here and
+# a field there (a self-test holds the two together); the pod pairs of both backends follow from it.
+DIMENSIONS: tuple[Dimension, ...] = (
+    *_workload_dimensions("client", "sleep"),
+    *_workload_dimensions("server", "httpbin"),
+    Dimension("server", "service_port", 8000, _port, "Service port"),
+    Dimension("server", "target_port", 8080, _target_port, "target port"),
+)
+
+
+def pod_shape(scenario: Scenario) -> tuple:
+    """What the pods and Services of a scenario depend on: two scenarios with one shape can share one pod
+    pair (only their Istio objects differ). Both backends key their pairs on it."""
+    return tuple((d.path, _frozen(d.value(scenario))) for d in DIMENSIONS)
+
+
+def differs_from_default(scenario: Scenario) -> dict[str, Any]:
+    """{label: value} of the dimensions a scenario sets away from their defaults, for the report."""
+    return {d.label: d.value(scenario) for d in DIMENSIONS if d.value(scenario) != d.default}
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(sorted(value.items())) if isinstance(value, dict) else value
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -105,8 +196,8 @@ def scenario_from_dict(data: Any, source: str = "<scenario>") -> Scenario:
     _only(data, _TOP_FIELDS, source, "scenario", "")
     version = check_istio_version(data.get("istio_version", DEFAULT_ISTIO_VERSION), source, "istio_version")
     root = _namespace(data.get("root_namespace", DEFAULT_ROOT_NAMESPACE), source, "root_namespace")
-    client = _workload(data.get("client") or {}, source, "client", "sleep", "sleep")
-    server = _workload(data.get("server") or {}, source, "server", "httpbin", "httpbin")
+    client = _workload(data.get("client") or {}, source, "client")
+    server = _workload(data.get("server") or {}, source, "server")
     manifests = data.get("resources") or []
     resources = parse_resources(manifests, source)
     return Scenario(client=client, server=server, resources=tuple(resources), manifests=tuple(manifests),
@@ -114,43 +205,13 @@ def scenario_from_dict(data: Any, source: str = "<scenario>") -> Scenario:
                     extra={k: data[k] for k in ("description", "tags") if k in data})
 
 
-def _workload(raw: Any, source: str, role: str, default_ns: str, app: str) -> Workload:
+def _workload(raw: Any, source: str, role: str) -> Workload:
     if not isinstance(raw, dict):
         raise ManifestError(source, "scenario", role, "must be a mapping like {namespace: ns, sidecar: true}")
-    _only(raw, _SERVER_FIELDS if role == "server" else _CLIENT_FIELDS, source, "scenario", role)
-    sidecar = raw.get("sidecar", True)
-    if not isinstance(sidecar, bool):
-        raise ManifestError(source, "scenario", f"{role}.sidecar", f"{sidecar!r}: allowed: true, false")
-    labels = check_labels(raw.get("labels", {"app": app}), source, "scenario", f"{role}.labels")
-    account = raw.get("service_account", app)
-    if not is_dns_subdomain(account):
-        # Kubernetes names a ServiceAccount with a DNS-1123 subdomain; it becomes the SPIFFE ID's sa segment
-        raise ManifestError(source, "scenario", f"{role}.service_account",
-                            f"{account!r} is not a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', "
-                            "starting and ending alphanumeric, at most 253 characters)")
-    common = {"namespace": _namespace(raw.get("namespace", default_ns), source, f"{role}.namespace"),
-              "sidecar": sidecar, "labels": labels, "service_account": account}
-    if role == "client":
-        return Workload(**common)
-    ports = {}
-    for key, default in (("service_port", 8000), ("target_port", 8080)):
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-            raise ManifestError(source, "scenario", f"server.{key}", f"{value!r} is not a port number (1-65535)")
-        ports[key] = value
-    reserved = {15000, 15001, 15006, 15020, 15021, 15090}
-    if ports["target_port"] in reserved:
-        raise ManifestError(source, "scenario", "server.target_port",
-                            f"{ports['target_port']} is reserved for the sidecar ({sorted(reserved)})")
-    return Server(**common, **ports)
-
-
-def _namespace(value: Any, source: str, field: str) -> str:
-    if not is_dns_label(value):
-        raise ManifestError(source, "scenario", field,
-                            f"{value!r} is not a namespace name: a DNS-1123 label (lower-case letters, digits and "
-                            "'-', starting and ending alphanumeric, at most 63 characters)")
-    return value
+    dimensions = [d for d in DIMENSIONS if d.role == role]
+    _only(raw, tuple(d.name for d in dimensions), source, "scenario", role)
+    values = {d.name: d.check(raw.get(d.name, d.default), source, d.path) for d in dimensions}
+    return Server(**values) if role == "server" else Workload(**values)
 
 
 def _only(raw: dict, allowed: tuple[str, ...], source: str, resource: str, path: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import allure
 
+from meshproof.scenario import differs_from_default
 from reports.matrix import PA_MODES, WIRE_FACT_KEYS, dr_label, group_label, pa_label, position_of
 from reports.wire_classes import ENCRYPTED, MTLS, REFUSED, classify
 
@@ -92,6 +93,10 @@ def describe(cell_id: str, scenario, tags: tuple[str, ...], mesh_name: str) -> N
     # parametrize by cell id only, so a cell's history key is its id, the mesh and the version).
     allure.dynamic.parameter("mesh", mesh_name)
     allure.dynamic.parameter("istio_version", scenario.istio_version)
+    # The workload dimensions (meshproof/scenario.py DIMENSIONS) a cell sets away from their defaults; excluded
+    # from the history key, which stays the cell id.
+    for label, value in differs_from_default(scenario).items():
+        allure.dynamic.parameter(label, value, excluded=True)
     allure.dynamic.tag(*tags)
 
 

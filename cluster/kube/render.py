@@ -17,7 +17,7 @@ import yaml
 
 from meshproof.istio_api import ManifestError
 from meshproof.namespaces import RUN_ID, RunNamespaces
-from meshproof.scenario import Scenario, Workload
+from meshproof.scenario import Scenario, Workload, pod_shape
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -108,15 +108,12 @@ def cell_labels(session: str, owner: str, run_id: str, cell_id: str) -> dict[str
 
 
 def shape_key(scenario: Scenario, revisions: Revisions) -> tuple:
-    """Everything the namespaces and workloads of a run depend on: two scenarios with one key can share
-    one pod pair, and only their Istio objects differ. Extra manifest namespaces are part of it because
-    a pair has run namespaces for exactly those."""
-    c, s = scenario.client, scenario.server
+    """Everything the namespaces and workloads of a run depend on: the pods' shape (as for the reference
+    mesh), plus what only a cluster pair has: run namespaces for exactly the extra manifest namespaces, the
+    root namespace, the revisions that inject the sidecars."""
     extra = sorted({r.namespace for r in scenario.resources if r.namespace != scenario.root_namespace}
-                   - {c.namespace, s.namespace})
-    return (c.namespace, tuple(sorted(c.labels.items())), c.sidecar, c.service_account,
-            s.namespace, tuple(sorted(s.labels.items())), s.sidecar, s.service_account, s.service_port,
-            s.target_port, tuple(extra), scenario.root_namespace, revisions.client, revisions.server)
+                   - {scenario.client.namespace, scenario.server.namespace})
+    return (pod_shape(scenario), tuple(extra), scenario.root_namespace, revisions.client, revisions.server)
 
 
 def namespace_docs(scenario: Scenario, run_id: str, session: str, owner: str, revisions: Revisions) -> list[dict]:

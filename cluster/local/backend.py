@@ -39,7 +39,7 @@ from cluster.local.push import Debouncer
 from cluster.local.workloads import APP_UID, Httpbin, Sleep
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
-from meshproof.scenario import Scenario, Server, Workload
+from meshproof.scenario import Scenario, Server, Workload, pod_shape
 from probes.canary import HEADER as CANARY_HEADER
 from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError
@@ -171,7 +171,7 @@ class LocalBackend(MeshBackend):
         names = RunNamespaces.for_scenario(scenario, self.run.prefix)
         scenario = names.rewrite_scenario(scenario)
         resources = list(scenario.resources)
-        key = _shape(scenario)
+        key = pod_shape(scenario)
         pair = next((p for p in self.pairs if p.key == key and not p.in_use), None)
         if pair is None:
             self._evict_idle_pairs(keep=MAX_IDLE_PAIRS - 1)
@@ -548,12 +548,6 @@ def _counter_delta(pod: LocalPod, pattern: str) -> dict[str, int]:
     delta = {k: v - pod.stat_baseline.get(k, 0) for k, v in now.items() if v > pod.stat_baseline.get(k, 0)}
     pod.stat_baseline = now
     return delta
-
-
-def _shape(scenario: Scenario) -> tuple:
-    c, s = scenario.client, scenario.server
-    return (c.namespace, tuple(sorted(c.labels.items())), c.sidecar, c.service_account,
-            s.namespace, tuple(sorted(s.labels.items())), s.sidecar, s.service_account, s.service_port, s.target_port)
 
 
 def _header(curl, name: str) -> str | None:

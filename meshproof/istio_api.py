@@ -41,7 +41,7 @@ class ManifestError(ValueError):
 class ClientTLS:
     """DestinationRule ClientTLSSettings (the fields meshproof acts on)."""
 
-    mode: str  # one of DR_TLS_MODES
+    mode: str | None  # one of DR_TLS_MODES; None when the manifest leaves it out (its readers decide what that means)
     client_certificate: str = ""
     private_key: str = ""
     ca_certificates: str = ""
@@ -57,8 +57,8 @@ class PeerAuthentication:
     namespace: str
     order: int  # creation order in the scenario; Istio lets the oldest object win a tie
     selector: dict[str, str] | None = None  # None or empty: namespace (or mesh) wide
-    mode: str | None = None  # None when spec.mtls is absent; else one of PA_MODES
-    port_level: dict[int, str] = field(default_factory=dict)  # target port -> mode
+    mode: str | None = None  # None when spec.mtls or its mode is absent; else one of PA_MODES
+    port_level: dict[int, str | None] = field(default_factory=dict)  # target port -> mode (None: left out)
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ _KNOWN_SPEC_FIELDS = {
 def _peer_authentication(spec, name, namespace, index, source, where) -> PeerAuthentication:
     selector = _selector(spec.get("selector"), source, where, "spec.selector")
     mode = _pa_mode(spec.get("mtls"), source, where, "spec.mtls")
-    port_level: dict[int, str] = {}
+    port_level: dict[int, str | None] = {}
     raw_ports = spec.get("portLevelMtls")
     if raw_ports is None:
         raw_ports = {}
@@ -148,7 +148,7 @@ def _peer_authentication(spec, name, namespace, index, source, where) -> PeerAut
     for raw_port, raw_mtls in raw_ports.items():
         port = _port(raw_port, source, where, f"spec.portLevelMtls[{raw_port}]")
         port_mode = _pa_mode(raw_mtls, source, where, f"spec.portLevelMtls[{raw_port}]")
-        port_level[port] = port_mode or "UNSET"
+        port_level[port] = port_mode
     if port_level and not selector:
         # validation.go ValidatePeerAuthentication: "portLevelMtls requires selector"
         raise ManifestError(source, where, "spec.portLevelMtls",
@@ -162,8 +162,8 @@ def _pa_mode(mtls: Any, source: str, where: str, path: str) -> str | None:
     if not isinstance(mtls, dict):
         raise ManifestError(source, where, path, "must be a mapping like {mode: STRICT}")
     _reject_unknown(mtls, ("mode",), source, where, path)
-    mode = mtls.get("mode", "UNSET")
-    if mode not in PA_MODES:
+    mode = mtls.get("mode")
+    if mode is not None and mode not in PA_MODES:
         raise ManifestError(source, where, f"{path}.mode", f"{mode!r} is not a mode; allowed: {', '.join(PA_MODES)}")
     return mode
 
@@ -244,8 +244,8 @@ def _client_tls(tls: Any, source: str, where: str, path: str) -> ClientTLS | Non
     if not isinstance(tls, dict):
         raise ManifestError(source, where, path, "must be a mapping like {mode: ISTIO_MUTUAL}")
     _reject_unknown(tls, _TLS_FIELDS, source, where, path)
-    mode = tls.get("mode", "DISABLE")  # proto3 default enum value
-    if mode not in DR_TLS_MODES:
+    mode = tls.get("mode")
+    if mode is not None and mode not in DR_TLS_MODES:
         raise ManifestError(source, where, f"{path}.mode",
                             f"{mode!r} is not a TLS mode; allowed: {', '.join(DR_TLS_MODES)}")
     _check_tls_types(tls, source, where, path)

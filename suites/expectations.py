@@ -259,7 +259,13 @@ class ServerPolicy:
 
 
 def _set_mode(mode: str | None) -> bool:
-    return mode not in (None, "UNSET")  # spec.mtls absent is UNSET (isMtlsModeUnset)
+    return mode not in (None, "UNSET")  # spec.mtls or its mode absent is UNSET (isMtlsModeUnset)
+
+
+def _tls_mode(settings: ClientTLS) -> str:
+    """A tls block without mode is DISABLE, proto3's default enum value (istio/api
+    networking/v1alpha3/destination_rule.proto ClientTLSSettings.TLSmode: DISABLE = 0)."""
+    return settings.mode or "DISABLE"
 
 
 def _oldest(policies: list[PeerAuthentication]) -> PeerAuthentication | None:
@@ -321,9 +327,9 @@ def server_policy(scenario: Scenario) -> ServerPolicy:
             steps.append(f"{level}-level PeerAuthentication {policy.namespace}/{policy.name} is UNSET and inherits "
                          f"{mode}")
     if workload is not None:
-        port_mode = workload.port_level.get(server.target_port)
-        if port_mode is not None:
-            if _set_mode(port_mode):
+        if server.target_port in workload.port_level:
+            port_mode = workload.port_level[server.target_port]
+            if port_mode is not None and _set_mode(port_mode):
                 mode = port_mode
                 steps.append(f"portLevelMtls[{server.target_port}] of {workload.namespace}/{workload.name} sets "
                              f"{port_mode}")
@@ -528,7 +534,7 @@ def client_origination(scenario: Scenario, policy: ServerPolicy, chosen: ChosenR
     steps: list[str] = []
     entry = chosen.entry
     cluster_tls = entry.tls if entry else None
-    endpoint_mode = cluster_tls.mode if cluster_tls else None
+    endpoint_mode = _tls_mode(cluster_tls) if cluster_tls else None
     if entry and server.service_port in entry.port_tls:
         # Port-level settings replace the top level wholesale for the cluster (no inheritance) ...
         cluster_tls = entry.port_tls[server.service_port]
@@ -536,7 +542,7 @@ def client_origination(scenario: Scenario, policy: ServerPolicy, chosen: ChosenR
                      + ("" if cluster_tls else " and sets no tls, so the cluster falls back to auto mTLS"))
         # ... but the endpoint check keeps the top-level tls mode when the port sets none (mtls_checker.go).
         if cluster_tls is not None:
-            endpoint_mode = cluster_tls.mode
+            endpoint_mode = _tls_mode(cluster_tls)
     for port in (entry.port_tls if entry else {}):
         if port != server.service_port:
             note = " (the target port: portLevelSettings are keyed by the Service port)" \
@@ -545,7 +551,7 @@ def client_origination(scenario: Scenario, policy: ServerPolicy, chosen: ChosenR
 
     if cluster_tls is None:
         return _auto_mtls(scenario, policy, endpoint_mode, steps)
-    mode = cluster_tls.mode
+    mode = _tls_mode(cluster_tls)
     if mode == "DISABLE":
         return Origination("plaintext", None, (*steps, "the DestinationRule sets tls DISABLE: plaintext"))
     if mode == "ISTIO_MUTUAL":

@@ -295,6 +295,16 @@ def test_pa_scope(resources, server, mode):
     assert mode_of(resources, **server) == mode
 
 
+def test_a_left_out_mode_reads_as_unset_and_a_tls_block_without_mode_as_disable():
+    # The parser keeps a missing mode missing (meshproof/istio_api.py); the oracle reads Istio's defaults in.
+    port_without_mode = pa(None, name="httpbin", selector=APP, ports={8080: "DISABLE"})
+    port_without_mode["spec"]["portLevelMtls"][8080] = {}
+    assert mode_of([pa("STRICT"), port_without_mode]) == "STRICT"
+    no_mode = expect(scenario_from_dict(scenario([pa("STRICT"), dr(None, traffic_policy={"tls": {}})])))
+    disable = expect(scenario_from_dict(scenario([pa("STRICT"), dr("DISABLE")])))
+    assert (no_mode.outcome, no_mode.rule) == (disable.outcome, disable.rule)
+
+
 def test_creation_order_decides_not_the_name():
     # The scenario's list order is the creation order; names do not matter (sortConfigByCreationTime).
     a = mode_of([pa("STRICT", name="zzz"), pa("DISABLE", name="aaa")])

@@ -32,10 +32,18 @@ def test_valid_records():
     ], "f.yaml")
     peer, rule = parsed
     assert peer == PeerAuthentication("default", "httpbin", 0, {"app": "httpbin"}, "STRICT",
-                                      {8080: "DISABLE", 9090: "UNSET"})
+                                      {8080: "DISABLE", 9090: None})
     assert isinstance(rule, DestinationRule) and rule.order == 1 and rule.export_to == (".",)
     assert rule.tls.mode == "MUTUAL" and rule.tls.client_certificate == "/etc/certs/cert-chain.pem"
     assert rule.port_tls == {8000: ClientTLS("DISABLE"), 9000: None} and rule.has_traffic_policy
+
+
+def test_a_left_out_mode_stays_left_out():
+    # The parser decides no semantics: UNSET (PeerAuthentication) and DISABLE (tls) are for the oracle and
+    # the reference mesh's control plane to read into a missing mode.
+    peer, rule = parse_resources([with_spec(pa(None, selector={"app": "httpbin"}), mtls={}, portLevelMtls={8080: {}}),
+                                  dr_tls({}, )], "f.yaml")
+    assert peer.mode is None and peer.port_level == {8080: None} and rule.tls.mode is None
 
 
 def test_absent_mtls_and_traffic_policy():

@@ -157,6 +157,17 @@ def test_rules_for_one_host_merge_and_the_oldest_traffic_policy_wins():
     assert decision["destination_rule"] == ["foo/second"] and decision["tls_mode"] == "DISABLE"
 
 
+def test_a_tls_block_without_mode_is_disable_and_a_port_without_mode_inherits():
+    doc = dr("d", "foo", "DISABLE")
+    del doc["spec"]["trafficPolicy"]["tls"]["mode"]
+    cluster, decision = _cluster(pa("n", "bar", "STRICT"), doc)
+    assert decision["tls_mode"] == "DISABLE" and "transport_socket" not in cluster
+    assert "transport_socket_matches" not in cluster
+    port_without_mode = pa("w", "bar", None, {"app": "httpbin"}, {8080: "DISABLE"})
+    port_without_mode["spec"]["portLevelMtls"][8080] = {}
+    assert server_mode(pa("n", "bar", "STRICT"), port_without_mode) == "STRICT"
+
+
 def test_port_level_entry_without_tls_resets_the_cluster_but_not_the_endpoint_label():
     doc = dr("d", "foo", "DISABLE")
     doc["spec"]["trafficPolicy"]["portLevelSettings"] = [{"port": {"number": 8000}, "connectionPool": {"tcp": {"maxConnections": 5}}}]

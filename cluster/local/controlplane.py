@@ -121,7 +121,7 @@ def workload_mtls(pod: Pod, pas: list[PeerAuthentication], root_ns: str) -> tupl
             used.append(f"{level.namespace}/{level.name}")
             if level.mode not in (None, "UNSET"):
                 mode = level.mode
-    per_port = {port: (mode if port_mode == "UNSET" else port_mode)
+    per_port = {port: (mode if port_mode in (None, "UNSET") else port_mode)
                 for port, port_mode in (workload.port_level.items() if workload else ())}
     return mode, per_port, used
 
@@ -258,8 +258,13 @@ def _port_tls(merged: MergedRule | None, port: int) -> tuple[ClientTLS | None, s
     top = merged.tls
     if port in merged.port_tls:
         port_tls = merged.port_tls[port]
-        return port_tls, (port_tls or top).mode if (port_tls or top) else None
-    return top, top.mode if top else None
+        return port_tls, tls_mode(port_tls or top) if (port_tls or top) else None
+    return top, tls_mode(top) if top else None
+
+
+def tls_mode(settings: ClientTLS) -> str:
+    """A tls block without mode is DISABLE, proto3's default enum value (ClientTLSSettings.TLSmode DISABLE = 0)."""
+    return settings.mode or "DISABLE"
 
 
 # --- Envoy config pieces ------------------------------------------------------------------------------------
@@ -417,7 +422,7 @@ def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication
     merged, step = select_destination_rule(client, service, drs, root_ns, policy_keys)
     tls, checker_mode = _port_tls(merged, service.port)
     decision = {"destination_rule": merged.names if merged else None, "found_in": step,
-                "tls_mode": tls.mode if tls else None}
+                "tls_mode": tls_mode(tls) if tls else None}
     cluster: dict = {"name": name, "type": "STATIC", "connect_timeout": "10s", "lb_policy": "ROUND_ROBIN"}
     auto_sni = auto_san = False
     sni = f"outbound_.{service.port}_._.{service.host}"
@@ -433,19 +438,19 @@ def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication
                 {"name": "tlsMode-disabled", "match": {},
                  "transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
                      "@type": f"{TYPE}extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}}]
-    elif tls.mode == "ISTIO_MUTUAL":
+    elif tls_mode(tls) == "ISTIO_MUTUAL":
         cluster["transport_socket"] = _istio_mutual(client, tls.sni or sni,
                                                     list(tls.subject_alt_names) or sans)
-    elif tls.mode in ("SIMPLE", "MUTUAL") and tls.credential_name and _credential_skipped(tls, merged.rule):
+    elif tls_mode(tls) in ("SIMPLE", "MUTUAL") and tls.credential_name and _credential_skipped(tls, merged.rule):
         decision["note"] = ("credentialName in a rule without workloadSelector: istiod builds no TLS context "
                             "for a sidecar, so it sends plaintext")
-    elif tls.mode in ("SIMPLE", "MUTUAL"):
+    elif tls_mode(tls) in ("SIMPLE", "MUTUAL"):
         if tls.credential_name:
             cluster["transport_socket"] = _credential_tls(tls)
             decision["note"] = (f"credentialName {tls.credential_name!r}: a TLS context whose secret never "
                                 "arrives, so the sidecar answers 503 without sending a byte")
         else:
-            cluster["transport_socket"] = _simple_or_mutual(client, tls, tls.mode == "MUTUAL", merged.rule)
+            cluster["transport_socket"] = _simple_or_mutual(client, tls, tls_mode(tls) == "MUTUAL", merged.rule)
         # cluster_tls.go constructUpstreamTLS -> setAutoSniAndAutoSanValidation, with or without credentialName
         auto_sni = not tls.sni
         auto_san = auto_sni and not tls.subject_alt_names and not tls.insecure_skip_verify

@@ -14,7 +14,8 @@ Each session mutates its modules one mutant at a time in its own copy of the tra
 The operators are cosmic-ray's with one replacement per site for binary, comparison and unary operators (the
 inverse: + -> -, == -> !=, ...), so a site weighs once rather than ten times. A session's sqlite file survives an
 interruption and the next run continues it. Survivors listed in reports/mutation_equivalent.yaml (module, operator,
-the mutated line, and why no test can tell) count as equivalent; the rest stay survivors.
+the mutated line, optionally the line before it,
+and why no test can tell) count as equivalent; the rest stay survivors.
 Output: reports/out/mutation.json, reports/out/mutation.html, and cosmic-ray's own page per session.
 """
 
@@ -159,11 +160,15 @@ def _outcome(result: dict | None) -> str:
 
 def summarize(name: str, mutants: list[dict], equivalent: list[dict], source_root: Path) -> dict:
     for mutant in mutants:
-        code = (source_root / mutant["module"]).read_text().splitlines()[mutant["line"] - 1].strip()
+        lines = (source_root / mutant["module"]).read_text().splitlines()
+        code = lines[mutant["line"] - 1].strip()
+        before = next((line.strip() for line in reversed(lines[:mutant["line"] - 1]) if line.strip()), "")
         mutant["code"] = code
         if mutant["outcome"] == "survived":
+            # `after` (the line before) tells apart identical lines of one module
             reason = next((e["reason"] for e in equivalent if e["module"] == mutant["module"]
-                           and e["operator"] == mutant["operator"] and e["code"] == code), None)
+                           and e["operator"] == mutant["operator"] and e["code"] == code
+                           and e.get("after", before) == before), None)
             if reason:
                 mutant["outcome"], mutant["equivalent_because"] = "equivalent", reason
     counts = {k: sum(m["outcome"] == k for m in mutants) for k in

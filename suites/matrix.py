@@ -248,6 +248,21 @@ def scope_scenarios() -> list[tuple[str, dict]]:
         ("dr-merge-into-selector-rule-and-stand-alone", "selector ISTIO_MUTUAL app=other + DISABLE exportTo [., httpbin]",
          [pa("STRICT"), dr("ISTIO_MUTUAL", name="other", selector={"app": "other"}),
           dr("DISABLE", name="all", export_to=[".", S])], {}),
+        # Two rules without selector merge even when the newer one's exportTo is a superset: it does not stand
+        # alone, so the older rule's trafficPolicy is the one applied.
+        ("dr-superset-export-merges-without-standing-alone", "DISABLE exportTo [.] older, ISTIO_MUTUAL [., httpbin]",
+         [pa("STRICT"), dr("DISABLE", name="first", export_to=["."]),
+          dr("ISTIO_MUTUAL", name="second", export_to=[".", S])], {}),
+        # Rules with the same workloadSelector merge: the second fills the first one's missing trafficPolicy.
+        ("dr-same-selector-rules-merge", "selector app=other ISTIO_MUTUAL; app=sleep no policy, then DISABLE",
+         [pa("STRICT"), dr("ISTIO_MUTUAL", name="a-other", selector={"app": "other"}),
+          dr(None, name="b-sleep", selector={"app": "sleep"}), dr("DISABLE", name="c-sleep", selector={"app": "sleep"})],
+         {}),
+        # A rule without selector and the same exportTo as a selector rule only merges into it: for a client the
+        # selector does not pick, no rule applies (auto mTLS).
+        ("dr-plain-rule-absorbed-by-selector-rule", "DISABLE exportTo [.] + selector ISTIO_MUTUAL app=other",
+         [pa("STRICT"), dr("DISABLE", name="all", export_to=["."]),
+          dr("ISTIO_MUTUAL", name="other", selector={"app": "other"})], {}),
         # Rules with different workloadSelectors never merge: the one that selects the client applies.
         ("dr-selector-rules-stay-apart", "selector ISTIO_MUTUAL app=other, selector DISABLE app=sleep, STRICT",
          [pa("STRICT"), dr("ISTIO_MUTUAL", name="other", selector={"app": "other"}),

@@ -589,9 +589,12 @@ def test_dr_exact_host_is_not_a_suffix_match():
 @pytest.mark.parametrize("resources", [[pa("DISABLE", ROOT_NS)], [pa("DISABLE", ROOT_NS), pa("UNSET")]],
                          ids=["mesh-disable", "namespace-unset-inherits-mesh-disable"])
 def test_auto_mtls_sees_the_mesh_mode_through_an_unset_namespace(resources):
-    # push_context.go BestEffortInferServiceMTLSMode: namespace level, UNSET inherits the mesh level.
+    # push_context.go BestEffortInferServiceMTLSMode: namespace level, UNSET inherits the mesh level; a workload
+    # STRICT is not seen, so the client sends plaintext and STRICT refuses it.
     p = predict(scenario(resources))
     assert (p.client_tls, p.outcome) == ("plaintext", "plaintext"), p.details
+    p = predict(scenario([*resources, pa("STRICT", name="w", selector=APP)]))
+    assert (p.client_tls, p.outcome) == ("plaintext", "503"), p.details
 
 
 def test_explanations_name_what_decided():
@@ -624,6 +627,8 @@ def test_explanations_of_ignored_and_losing_objects():
     unselected = predict(scenario([pa("STRICT"), pa("DISABLE", name="other", selector={"app": "other"})]))
     assert [s for s in unselected.details if "does not select" in s] == [
         "PeerAuthentication httpbin/other does not select the server (labels {'app': 'httpbin'})"]
+    selected = predict(scenario([pa("STRICT", name="w", selector=APP)]))
+    assert not any("does not select" in s for s in selected.details)
     hidden = predict(scenario([pa("STRICT"), dr("DISABLE", "httpbin", export_to=["other"])]))
     assert any("is not exported to sleep" in s for s in hidden.details)
 
@@ -677,6 +682,15 @@ def test_dr_selector_rules_sort_first_and_absorb_an_equal_export_plain_rule():
     assert (p.client_tls, p.outcome) == ("istio-mutual", "mtls"), p.details
 
 
+def test_dr_a_plain_rule_with_equal_export_is_absorbed_by_a_selector_rule():
+    # mergeDestinationRule: equal exportTo sets appendSeparately = false, and neither both-plain nor
+    # both-selected resets it: the plain rule only merges into the selector entry, which does not select this
+    # client, so no rule applies (auto mTLS).
+    p = predict(scenario([pa("STRICT"), dr("DISABLE", name="all", export_to=["."]),
+                          dr("ISTIO_MUTUAL", name="other", selector={"app": "other"})]))
+    assert (p.client_tls, p.outcome) == ("istio-mutual", "mtls"), p.details
+
+
 def test_more_explanations():
     auto = predict(scenario([]))
     assert auto.reason.startswith("Auto mTLS: the endpoint has a sidecar") and "sends Istio mTLS" in auto.reason
@@ -686,6 +700,10 @@ def test_more_explanations():
             "keyed by the Service port)") in target.details
     other = predict(scenario([pa("STRICT"), dr("ISTIO_MUTUAL", ports={9999: {"mode": "DISABLE"}})]))
     assert "portLevelSettings[9999] does not apply to Service port 8000" in other.details
+    wrong_san = predict(scenario([pa("STRICT"), dr(None, traffic_policy={"tls": tls(
+        "MUTUAL", subjectAltNames=["spiffe://cluster.local/ns/other/sa/other"])})]))
+    assert wrong_san.details[-1].startswith("subjectAltNames ['spiffe://cluster.local/ns/other/sa/other'] do not "
+                                            "include spiffe://cluster.local/ns/httpbin/sa/httpbin")
     simple = predict(scenario([pa("STRICT"), dr("SIMPLE")]))
     assert any("SNI from the Host header (auto_sni)" in s for s in simple.details)
     sni = predict(scenario([pa("STRICT"), dr(None, traffic_policy={"tls": tls("SIMPLE", sni="x.example")})]))

@@ -33,6 +33,8 @@ def test_every_reviewed_equivalent_names_a_line_that_exists_and_says_why():
         assert entry["module"] in modules and entry["operator"].startswith("core/"), entry
         lines = [line.strip() for line in (ROOT / entry["module"]).read_text().splitlines()]
         assert entry["code"] in lines, f"stale equivalent entry (the line is gone): {entry}"
+        if "after" in entry:
+            assert any(a == entry["after"] and b == entry["code"] for a, b in zip(lines, lines[1:], strict=False)), entry
         assert len(entry["reason"]) > 20, entry
 
 

@@ -41,6 +41,12 @@ KNOWN_DIFFERENCES = {
         "probe's handshake is on the wire; Istio pools connections, and the kube backend adds an EnvoyFilter "
         "to do the same as here."
     ),
+    "push timing": (
+        "istiod debounces config events for 100 ms (PILOT_DEBOUNCE_AFTER) up to 10 s; here the quiet period is "
+        "--push-delay (0 by default, so changes go out at once), and an apply returns only once both sidecars "
+        "report the new version, as the kube backend waits for convergence. Fault injection's own config (the "
+        "request delay) is pushed at once. Outcomes do not change; chaos bounds follow the backend's push time."
+    ),
     "creation order": (
         "'Oldest wins' follows the order of resources in the scenario; on a cluster it follows "
         "creationTimestamp (1 s resolution), which the kube backend keeps in list order by applying >= 1 s apart."

@@ -72,21 +72,29 @@ def start_script(interface: str, port: int, tag: str, workdir: str = WORKDIR) ->
 
     --immediate-mode: without it libpcap hands packets over in blocks, and a SIGINT drops the last one."""
     pcap, log, pid = _paths(tag, workdir)
+    # Any line but a warning or "listening on" is an error; "listening on" is looked for again after the
+    # loop, since tcpdump may write it between the loop's two greps.
     return (f"mkdir -p {shlex.quote(workdir)} && rm -f {pcap} {log} && "
             f"(setsid tcpdump -i {shlex.quote(interface)} --immediate-mode -U -s 0 -w {pcap} tcp port {int(port)} > {log} 2>&1 & "
             f"echo $! > {pid}) && "
-            f"for i in $(seq 100); do grep -q 'listening on' {log} && exit 0; "
-            f"grep -v WARNING {log} | grep -q . && break; sleep 0.05; done; "  # an error: stop waiting
-            f"cat {log}; exit 3")
+            f"for i in $(seq 200); do grep -q 'listening on' {log} && exit 0; "
+            f"grep -v -e WARNING -e 'listening on' {log} | grep -q . && break; sleep 0.05; done; "
+            f"grep -q 'listening on' {log} && exit 0; cat {log}; exit 3")
 
 
 def stop_script(tag: str, workdir: str = WORKDIR) -> str:
-    """Stop tcpdump with SIGINT (it flushes), wait for it, print the pcap as base64 and remove the files.
+    """Let tcpdump catch up, stop it with SIGINT (it flushes), wait for it, print the pcap as base64 and remove
+    the files.
 
+    Packets still in the capture socket when tcpdump leaves its loop are lost, and on a busy node tcpdump
+    may not have read the probe's packets yet: so first wait (at most ~3 s, the full wait only when nothing
+    was captured) until the pcap holds more than its 24-byte header and stops growing.
     tcpdump's exit is seen in its log ("N packets captured"): in the container nothing reaps it, so
     `kill -0` would keep finding the zombie."""
     pcap, log, pid = _paths(tag, workdir)
-    return (f"kill -INT $(cat {pid}) && for i in $(seq 100); do grep -q 'packets captured' {log} && break; "
+    return (f"last=-1; for i in $(seq 15); do size=$(wc -c < {pcap}); "
+            f"[ \"$size\" -gt 24 ] && [ \"$size\" -eq \"$last\" ] && break; last=$size; sleep 0.2; done; "
+            f"kill -INT $(cat {pid}) && for i in $(seq 200); do grep -q 'packets captured' {log} && break; "
             f"sleep 0.05; done; base64 {pcap} && rm -f {pcap} {log} {pid}")
 
 

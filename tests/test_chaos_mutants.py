@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from cluster.faults import Faults
-from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
+from cluster.local.faults import LocalFaults
+from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, PROPAGATION_TIMEOUT, UNEXPECTED_OUTCOME
 from suites.chaos import scenarios
 from suites.matrix import pa
 
@@ -117,6 +118,13 @@ class ControlPlaneNeverAway(Delegating):
 
     def start_control_plane(self):
         pass
+
+
+class HeldChangesLost(Delegating):
+    refuses_applies_while_away = False
+
+    def start_control_plane(self):
+        self.mesh.held_pushes = None  # back, without what was held
 
 
 class RotationToRogue(Delegating):
@@ -234,12 +242,23 @@ def test_answers_the_capture_missed_are_harness_errors_where_plaintext_is_allowe
     assert PLAINTEXT_LEAK not in _categories(result)
 
 
-def test_control_plane_that_never_left_is_caught(mesh, faults):
-    result = scenarios.control_plane_away(mesh, ControlPlaneNeverAway(faults, mesh))
-    assert any("accepted a change while the control plane was away" in p for p in result.problems), \
-        result.problems[:3]
+@pytest.mark.parametrize("webhook", ["closed", "opened"])
+def test_control_plane_that_never_left_is_caught(mesh, faults, webhook):
+    mutant = ControlPlaneNeverAway(faults, mesh)
+    mutant.refuses_applies_while_away = webhook == "closed"
+    result = scenarios.control_plane_away(mesh, mutant)
+    if webhook == "closed":
+        assert any("accepted a change while the control plane was away" in p for p in result.problems), \
+            result.problems[:3]
     assert any(p.startswith(UNEXPECTED_OUTCOME) and "(changed while away)" in p for p in result.problems), \
         result.problems[:3]
+
+
+def test_changes_held_while_away_and_lost_on_return_are_a_propagation_timeout(mesh, faults):
+    """The kube path (webhook opened): a control plane that comes back without the change made meanwhile."""
+    result = scenarios.control_plane_away(mesh, HeldChangesLost(LocalFaults(mesh, refuses_applies_while_away=False),
+                                                                mesh))
+    assert any(p.startswith(PROPAGATION_TIMEOUT) and "returned" in p for p in result.problems), result.problems[:3]
 
 
 def test_flip_that_leaves_plaintext_allowed_is_a_leak(mesh, faults):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cluster.local.backend import LocalBackend
+from cluster.local.faults import LocalFaults
 from meshproof.scenario import scenario_from_dict
 from probes.flows import read_flows
 from reports.categories import PROPAGATION_TIMEOUT
@@ -59,6 +60,14 @@ def test_chaos_bounds_hold_with_a_push_delay(slow_mesh, run):
     result = run(slow_mesh, slow_mesh.faults())
     assert result.problems == []
     assert result.figures["converge_bound_s"] >= DELAY_S + scenarios.CONVERGE_SLACK_S
+
+
+@pytest.mark.slow
+def test_control_plane_away_with_the_webhook_opened_as_the_kube_backend_does(slow_mesh):
+    """The scenario's kube path on the reference mesh: the change made while the control plane is away is
+    accepted, held, and takes effect within the bound once it returns."""
+    result = scenarios.control_plane_away(slow_mesh, LocalFaults(slow_mesh, refuses_applies_while_away=False))
+    assert result.problems == [] and result.figures["refusal"] is None
 
 
 class SlowerThanItSays:

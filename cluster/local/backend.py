@@ -130,6 +130,7 @@ class LocalBackend(MeshBackend):
         # (faults' own config, e.g. a request delay): {pair index: (pair, {pod name: config})}, sent when it
         # comes back (cluster/local/faults.py). Applies meanwhile are refused, as by a fail-closed webhook.
         self.held_pushes: dict[int, tuple[Pair, dict]] | None = None
+        self.admission_closed_while_away = True  # LocalFaults(refuses_applies_while_away=False) opens it
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -196,7 +197,7 @@ class LocalBackend(MeshBackend):
         """Istio's validating webhook fails closed once istiod has been ready (istio/istio
         pkg/webhooks/validation/controller/controller.go), and so does its sidecar injector: with istiod gone,
         the API server refuses Istio objects and injected pods."""
-        if self.held_pushes is not None:
+        if self.held_pushes is not None and self.admission_closed_while_away:
             raise ApplyRefused("the reference mesh's control plane is away: its validating webhook (failurePolicy "
                                "Fail) refuses every Istio object until it returns; nothing was applied")
 

@@ -1,7 +1,9 @@
 """Faults on the reference mesh: real signals, real qdiscs and real netfilter rules inside the pods.
 
 - Sidecar crash: a signal to the Envoy PID (`ip netns exec` and setpriv exec into it, so the PID is Envoy's).
-- Control plane away: the backend holds every xDS write until the control plane returns.
+- Control plane away: the backend holds every xDS write until the control plane returns, and refuses applies
+  meanwhile as Istio's fail-closed webhook does (or, with the webhook opened as the kube backend does it,
+  accepts them and holds their push too).
 - Certificates: new SDS secrets from the mesh CA, a short-lived one, or one from the untrusted rogue CA.
 - Bandwidth: a tbf qdisc on each pod's eth0 (inside the pod's netns; `tc netem` does not exist here).
 - Loss and partition: filter-table rules in the server pod's netns, with the same `iptables` the pod's
@@ -36,8 +38,11 @@ HCM = "envoy.filters.network.http_connection_manager"
 class LocalFaults(Faults):
     backend_name = "local"
 
-    def __init__(self, backend):
+    def __init__(self, backend, refuses_applies_while_away: bool = True):
         self.backend = backend
+        # False: as the kube backend opens Istio's webhook for the window, changes are accepted while the
+        # control plane is away and held until it returns (the scenario's kube path, run locally).
+        self.refuses_applies_while_away = refuses_applies_while_away
 
     # --- sidecars and control plane -----------------------------------------------------------------
 
@@ -69,6 +74,7 @@ class LocalFaults(Faults):
         if self.backend.held_pushes is not None:
             raise FaultError("the control plane is already stopped")
         self.backend.held_pushes = {}
+        self.backend.admission_closed_while_away = self.refuses_applies_while_away
 
     def start_control_plane(self) -> None:
         held, self.backend.held_pushes = self.backend.held_pushes or {}, None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -80,19 +81,26 @@ def copy_tree(target: Path) -> None:
 
 def run_session(name: str, work: Path, sample: int | None = None) -> None:
     """Init (once) and run one session in a fresh copy of the tree of its own (a mutated oracle must not reach
-    the control-plane session's suites; an interrupted run may have left a mutant on disk)."""
-    tree, db, toml = work / name, work / f"{name}.sqlite", work / f"{name}.toml"
+    the control-plane session's suites; an interrupted run may have left a mutant on disk).
+
+    The mutated modules are kept as they were when the session began (its mutation positions are theirs); when
+    it resumes on a newer checkout, the newer tests must first pass on them."""
+    tree, db, toml, kept = work / name, work / f"{name}.sqlite", work / f"{name}.toml", work / f"{name}.modules"
     toml.write_text(config(name))
     bin_dir = Path(sys.executable).parent
-    stamp = work / f"{name}.modules"
+    if db.exists() and not kept.is_dir():
+        _keep_modules(name, tree, kept)  # cosmic-ray puts each module back after each mutant
     copy_tree(tree)
     if not db.exists():
         subprocess.run([bin_dir / "cosmic-ray", "init", toml, db], cwd=tree, check=True)
         subprocess.run([bin_dir / "cr-filter-operators", db, toml], cwd=tree, check=True)
-        stamp.write_text(_modules_digest(name))
-    elif stamp.read_text() != _modules_digest(name):
-        raise SystemExit(f"{', '.join(SESSIONS[name]['modules'])} changed since session {name} began: its mutation "
-                         f"positions no longer fit. Remove {db} to start it over.")
+        _keep_modules(name, tree, kept)
+    else:
+        for module in SESSIONS[name]["modules"]:
+            shutil.copy2(kept / module, tree / module)
+        if subprocess.run(shlex.split(test_command(SESSIONS[name]["tests"])), cwd=tree, check=False).returncode:
+            raise SystemExit(f"the checkout's tests fail on session {name}'s own (unmutated) modules: start it over "
+                             f"(remove {db})")
     if sample:
         keep_sample(db, sample)
     subprocess.run([bin_dir / "cosmic-ray", "exec", toml, db], cwd=tree, check=True)
@@ -100,10 +108,10 @@ def run_session(name: str, work: Path, sample: int | None = None) -> None:
     (work / f"{name}.html").write_text(page)
 
 
-def _modules_digest(name: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(b"".join((ROOT / m).read_bytes() for m in SESSIONS[name]["modules"])).hexdigest()
+def _keep_modules(name: str, tree: Path, kept: Path) -> None:
+    for module in SESSIONS[name]["modules"]:
+        (kept / module).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(tree / module, kept / module)
 
 
 def keep_sample(db_path: Path, size: int) -> None:
@@ -125,8 +133,7 @@ def keep_sample(db_path: Path, size: int) -> None:
 
 
 def forget_survivors(name: str, work: Path) -> None:
-    """Put the session's survivors back to pending on a fresh copy of the checkout (its mutated modules must
-    not have changed: the session's mutation positions are theirs)."""
+    """Put the session's survivors back to pending (run_session then runs them against the checkout's tests)."""
     import sqlite3
 
     with sqlite3.connect(work / f"{name}.sqlite") as db:

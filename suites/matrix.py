@@ -253,6 +253,19 @@ def scope_scenarios() -> list[tuple[str, dict]]:
         ("dr-superset-export-merges-without-standing-alone", "DISABLE exportTo [.] older, ISTIO_MUTUAL [., httpbin]",
          [pa("STRICT"), dr("DISABLE", name="first", export_to=["."]),
           dr("ISTIO_MUTUAL", name="second", export_to=[".", S])], {}),
+        # Merging fills a missing trafficPolicy once: the first rule that brings one wins over later ones.
+        ("dr-merge-first-traffic-policy-to-arrive", "rule without policy, then DISABLE, then ISTIO_MUTUAL, STRICT",
+         [pa("STRICT"), dr(None, name="a"), dr("DISABLE", name="b"), dr("ISTIO_MUTUAL", name="c")], {}),
+        # A rule that cannot merge with one entry still merges with a later one (exportTo "." with ".").
+        ("dr-merge-with-a-later-entry", "DISABLE exportTo *, ISTIO_MUTUAL exportTo ., DISABLE exportTo .",
+         [pa("STRICT"), dr("DISABLE", name="all", export_to=["*"]), dr("ISTIO_MUTUAL", name="own", export_to=["."]),
+          dr("DISABLE", name="own2", export_to=["."])], {}),
+        # A wildcard host matches whole labels: *.bin.httpbin.svc.cluster.local is not httpbin.httpbin...
+        ("dr-wildcard-matches-whole-labels", "DISABLE for *.bin.httpbin.svc.cluster.local under STRICT",
+         [pa("STRICT"), dr("DISABLE", host="*.bin.httpbin.svc.cluster.local", name="wild")], {}),
+        # A rule in a namespace that is neither the client's, the service's nor the root's never applies.
+        ("dr-unrelated-namespace-ignored", "DISABLE in namespace other under STRICT",
+         [pa("STRICT"), dr("DISABLE", "other")], {}),
         # Rules with the same workloadSelector merge: the second fills the first one's missing trafficPolicy.
         ("dr-same-selector-rules-merge", "selector app=other ISTIO_MUTUAL; app=sleep no policy, then DISABLE",
          [pa("STRICT"), dr("ISTIO_MUTUAL", name="a-other", selector={"app": "other"}),

@@ -608,6 +608,11 @@ def test_explanations_name_what_decided():
            "keyed by the target port)" in ports.details
     reset = predict(scenario([pa("STRICT"), dr("DISABLE", ports={8000: None})]))
     assert any(s.endswith("and sets no tls, so the cluster falls back to auto mTLS") for s in reset.details)
+    assert reset.reason.startswith("Auto mTLS: the DestinationRule's top-level tls mode DISABLE decides")
+    short = predict(scenario([pa("STRICT"), dr("DISABLE", host="httpbin")]))
+    assert ("DestinationRule sleep/httpbin host 'httpbin' resolves to httpbin.sleep.svc.cluster.local, which is "
+            "not httpbin.httpbin.svc.cluster.local") in short.details
+    assert not any("resolves to" in s for s in predict(scenario([pa("STRICT"), dr("DISABLE")])).details)
     kept = predict(scenario([pa("STRICT"), dr("DISABLE", ports={8000: {"mode": "ISTIO_MUTUAL"}})]))
     assert not any("sets no tls" in s for s in kept.details)
 
@@ -634,12 +639,23 @@ def test_explanations_of_ignored_and_losing_objects():
 
 
 def test_predictions_and_rules_are_immutable():
-    from dataclasses import FrozenInstanceError
+    import dataclasses
 
     for target, attribute in ((predict(scenario([])), "outcome"), (RULES["plaintext-accepted"], "outcome"),
                               (expectations.select_destination_rule(scenario_from_dict(scenario([]), "t")), "entry")):
-        with pytest.raises(FrozenInstanceError):
+        with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(target, attribute, None)
+    # Every value the oracle hands out is frozen; only the merge's working entries change as rules merge.
+    mutable = [name for name, value in vars(expectations).items() if isinstance(value, type)
+               and dataclasses.is_dataclass(value) and value.__module__ == expectations.__name__
+               and not value.__dataclass_params__.frozen]
+    assert mutable == ["_Consolidated"]
+
+
+def test_a_rule_of_an_unrelated_namespace_never_applies():
+    # push_context.go destinationRule: the client's namespace, the service's, then the root namespace; no other.
+    p = predict(scenario([pa("STRICT"), dr("DISABLE", "other")]))
+    assert p.client_tls == "istio-mutual", p.details
 
 
 def _root_client(resources):

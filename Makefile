@@ -77,10 +77,11 @@ mutants: setup $(MUTATION_STAMP)
 	$(BIN)/python -m reports.mutation --out $(OUT) $(MUTATION_ARGS)
 
 # ruff, then the layers (import-linter contracts in pyproject.toml: no cycles, the oracle and the reference
-# mesh's control plane apart, test support out of the product).
+# mesh's control plane apart, test support out of the product), then mypy on the typed modules ([tool.mypy]).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 doctor: setup
 	$(BIN)/meshproof doctor --mesh local

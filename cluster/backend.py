@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshproof.namespaces import RunNamespaces
 from meshproof.scenario import Scenario
+from meshproof.vocabulary import Outcome, Wire
 
-OUTCOMES = ("mtls", "plaintext", "503", "reset")
+if TYPE_CHECKING:  # probes.verdict imports scapy: only runs that capture pay for it
+    from probes.verdict import WireVerdict
+
 # The client sidecar's response header with its %RESPONSE_FLAGS%; "<it>-reason" carries
 # %UPSTREAM_TRANSPORT_FAILURE_REASON% (local: the control plane's routes; kube: cluster/manifests/response-flags.yaml).
 RESPONSE_FLAGS_HEADER = "x-meshproof-response-flags"
@@ -22,7 +25,7 @@ RESPONSE_FLAGS_HEADER = "x-meshproof-response-flags"
 class ProbeResult:
     """What one request sleep -> httpbin's Service port did, as observed (never as configured)."""
 
-    outcome: str  # one of OUTCOMES, or "error" when the harness itself failed
+    outcome: str  # an Outcome; else what was seen outside the oracle's words ("404", "200-none"), or "error"
     http_status: int | None
     curl_exit: int
     peer_identity: str | None  # the client SPIFFE ID httpbin saw in X-Forwarded-Client-Cert
@@ -31,35 +34,35 @@ class ProbeResult:
     # transport_failure (%UPSTREAM_TRANSPORT_FAILURE_REASON%), and where the mesh target can read them, the
     # failure counters that moved: server_counters / client_counters (stat names). None for a 200.
     proxy_report: dict[str, Any] | None = None
-    wire: dict[str, Any] | None = None  # probes.verdict: verdict, sni, alpn, tls_version, ...
+    wire: WireVerdict | None = None  # what the capture proves (probes.verdict.judge); None without a capture
     canary: str = ""
     elapsed_ms: float = 0.0
     command: str = ""  # reproduces the probe by hand
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "wire": self.wire.to_json() if self.wire else None}
 
 
-def outcome_of(http_status: int | None, curl_exit: int, wire_verdict: str | None,
+def outcome_of(http_status: int | None, curl_exit: int, wire_verdict: Wire | None,
                peer_identity: str | None) -> str:
     """Map an observation to the oracle's vocabulary. A 200 is `mtls` only if the wire (or, without a
     capture, the identity the app saw) says so; a connection the client never got an answer on is `reset`."""
     if http_status is None or http_status == 0:
-        return "reset"
+        return Outcome.RESET
     if http_status == 503:
-        return "503"
+        return Outcome.UNAVAILABLE
     if http_status != 200:
         return str(http_status)
-    if wire_verdict == "plaintext":
-        return "plaintext"
-    if wire_verdict in ("mtls", "app-tls"):
+    if wire_verdict == Wire.PLAINTEXT:
+        return Outcome.PLAINTEXT
+    if wire_verdict in (Wire.MTLS, Wire.APP_TLS):
         # TLS without Istio's ALPN (DestinationRule MUTUAL) is still mutual TLS when the server sidecar
         # authenticated the client: the app saw its identity. The suites judge the wire verdict separately.
-        return "mtls" if peer_identity or wire_verdict == "mtls" else "200-app-tls"
+        return Outcome.MTLS if peer_identity or wire_verdict == Wire.MTLS else "200-app-tls"
     if wire_verdict is not None:
         return f"200-{wire_verdict}"
-    return "mtls" if peer_identity else "plaintext"
+    return Outcome.MTLS if peer_identity else Outcome.PLAINTEXT
 
 
 @dataclass(frozen=True)
@@ -86,13 +89,13 @@ class HandshakeResult:
     http_status: int | None
     peer_identity: str | None  # the client URI the app saw in X-Forwarded-Client-Cert
     server_refusal: str | None = None  # why the server sidecar refused, from its own counters, when it can tell
-    wire: dict[str, Any] | None = None  # probes.verdict.judge() plus "handshake" (where it stopped, who closed)
+    wire: WireVerdict | None = None  # probes.verdict.judge(), with its handshake (where it stopped, who closed)
     canary: str = ""
     command: str = ""
     detail: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "wire": self.wire.to_json() if self.wire else None}
 
 
 class ApplyRefused(RuntimeError):

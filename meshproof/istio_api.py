@@ -381,6 +381,7 @@ def _reject_unknown(mapping: dict, allowed: tuple[str, ...], source: str, where:
 
 def _label(doc: Any, index: int) -> str:
     if isinstance(doc, dict):
-        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        meta = doc.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
         return f"resources[{index}] {doc.get('kind', '?')} {meta.get('namespace', '?')}/{meta.get('name', '?')}"
     return f"resources[{index}]"

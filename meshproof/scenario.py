@@ -196,8 +196,8 @@ def scenario_from_dict(data: Any, source: str = "<scenario>") -> Scenario:
     _only(data, _TOP_FIELDS, source, "scenario", "")
     version = check_istio_version(data.get("istio_version", DEFAULT_ISTIO_VERSION), source, "istio_version")
     root = _namespace(data.get("root_namespace", DEFAULT_ROOT_NAMESPACE), source, "root_namespace")
-    client = _workload(data.get("client") or {}, source, "client")
-    server = _workload(data.get("server") or {}, source, "server")
+    client = Workload(**_workload_fields(data.get("client") or {}, source, "client"))
+    server = Server(**_workload_fields(data.get("server") or {}, source, "server"))
     manifests = data.get("resources") or []
     resources = parse_resources(manifests, source)
     return Scenario(client=client, server=server, resources=tuple(resources), manifests=tuple(manifests),
@@ -205,13 +205,12 @@ def scenario_from_dict(data: Any, source: str = "<scenario>") -> Scenario:
                     extra={k: data[k] for k in ("description", "tags") if k in data})
 
 
-def _workload(raw: Any, source: str, role: str) -> Workload:
+def _workload_fields(raw: Any, source: str, role: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ManifestError(source, "scenario", role, "must be a mapping like {namespace: ns, sidecar: true}")
     dimensions = [d for d in DIMENSIONS if d.role == role]
     _only(raw, tuple(d.name for d in dimensions), source, "scenario", role)
-    values = {d.name: d.check(raw.get(d.name, d.default), source, d.path) for d in dimensions}
-    return Server(**values) if role == "server" else Workload(**values)
+    return {d.name: d.check(raw.get(d.name, d.default), source, d.path) for d in dimensions}
 
 
 def _only(raw: dict, allowed: tuple[str, ...], source: str, resource: str, path: str) -> None:

@@ -11,7 +11,10 @@ server's own: a TLS alert it sent, or a connection it closed without answering.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from probes.verdict import WireVerdict
 
 REQUEST = "GET /headers HTTP/1.1\r\nHost: httpbin\r\n{header}: {canary}\r\nConnection: close\r\n\r\n"
 _ALERT = re.compile(r"(?:sslv3|tlsv1|tlsv13) alert ([a-z ]+?):.*?SSL alert number (\d+)")
@@ -57,10 +60,10 @@ def read_s_client(exit_code: int, stdout: str, stderr: str) -> dict[str, Any]:
             "detail": f"openssl exit {exit_code}: " + " | ".join(stderr.strip().splitlines()[-2:])}
 
 
-def handshake_stop(judged: dict[str, Any]) -> dict[str, Any]:
+def handshake_stop(judged: WireVerdict) -> dict[str, Any]:
     """Where the handshake of the probe's flow stopped, read from the capture: what the server sent after the
     ClientHello (nothing, a cleartext alert, a ServerHello and encrypted records) and which side closed how."""
-    flow = next((f for f in judged.get("flows", []) if f.get("probe_flow")), None)
+    flow = next((f for f in judged.flows if f.get("probe_flow")), None)
     if flow is None:
         return {"stopped": "no flow to the server was captured", "server_bytes": 0}
     hello = (flow.get("tls") or {}).get("server_hello")

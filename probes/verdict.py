@@ -1,6 +1,6 @@
 """The wire verdict of one probe: a pcap in, a JSON-able dict out.
 
-    judge(pcap, canary, server_ip, server_port) -> {"verdict": "mtls"|"app-tls"|"plaintext"|"none", ...}
+    judge(pcap, canary, server_ip, server_port) -> WireVerdict(verdict=Wire.MTLS|APP_TLS|PLAINTEXT|NONE, ...)
 
 Per TCP flow and direction the bytes are TLS records or cleartext. A flow is
 - "mtls" when it is TLS whose ClientHello offers a mesh ALPN (istio-peer-exchange, istio, istio-http/...,
@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meshproof.vocabulary import Wire
 from probes import tls
 from probes.errors import CaptureError
 from probes.flows import Direction, Flow, read_flows
 
-__all__ = ["CaptureError", "is_mesh_alpn", "is_mesh_sni", "judge", "tls_shortfalls"]
+__all__ = ["CaptureError", "WireVerdict", "is_mesh_alpn", "is_mesh_sni", "judge", "tls_shortfalls"]
 
 MESH_ALPN = ("istio-peer-exchange", "istio", "istio-h2")
 MESH_ALPN_PREFIX = "istio-http/"
@@ -38,6 +40,41 @@ _REQUEST_LINE = re.compile(rb"^([A-Z]{3,10}) (\S+) (HTTP/\d(?:\.\d)?)\r?\n")
 _STATUS_LINE = re.compile(rb"^(HTTP/\d(?:\.\d)?) (\d{3})(?: ([^\r\n]*))?\r?\n")
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _RANK = {"none": 0, "mtls": 1, "app-tls": 2, "plaintext": 3}
+
+
+@dataclass(frozen=True)
+class WireVerdict:
+    """What the capture of one probe proves. `to_json()` is the dict cell records and reports store."""
+
+    verdict: Wire
+    reason: str  # one sentence: why this verdict
+    sni: str | None  # of the deciding flow's ClientHello
+    alpn: list[str] | None
+    offered_versions: list[str] | None
+    tls_version: str | None  # negotiated (the ServerHello's)
+    cipher: str | None
+    certificates_visible: bool  # a certificate crossed the wire readable (TLS 1.2 or lower)
+    certificate_uris: list[str]  # the URI SANs of the readable certificates
+    canary_in_clear: bool  # the probe's canary was readable anywhere in the capture
+    leaking_flows: list[str]  # "client->server" of the flows that carried it readable
+    request_in_clear: bool
+    response_in_clear: bool
+    http_request_line: str | None  # as seen on the wire, when readable
+    http_status_on_wire: int | None
+    request: str  # the deciding flow's direction to the server: "tls" | "cleartext" | "none"
+    response: str
+    packets: int
+    pcap: str
+    flows: list[dict[str, Any]]  # per-flow facts (summarize_flow)
+    # Where an adversarial client's handshake stopped (probes.tls_client.handshake_stop); None for a probe.
+    handshake: dict[str, Any] | None = field(default=None)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = str(self.verdict)
+        if self.handshake is None:
+            del data["handshake"]
+        return data
 
 
 def is_mesh_alpn(alpn: list[str]) -> bool:
@@ -49,7 +86,7 @@ def is_mesh_sni(sni: str | None) -> bool:
 
 
 def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
-          server_port: int | None = None) -> dict[str, Any]:
+          server_port: int | None = None) -> WireVerdict:
     """Classify the capture of one probe. `server_ip`/`server_port` pick the probe's flows (the flows
     whose server end is that address); without them every TCP flow in the capture is the probe's."""
     if not isinstance(canary, str) or not canary:
@@ -101,45 +138,45 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
     hello = deciding["tls"].get("client_hello") or {} if deciding["tls"] else {}
     server_hello = deciding["tls"].get("server_hello") or {} if deciding["tls"] else {}
     certificates = [c for s in probe for c in s["certificates"]]
-    return {
-        "verdict": verdict,
-        "reason": reason,
-        "sni": hello.get("sni"),
-        "alpn": hello.get("alpn"),
-        "offered_versions": hello.get("offered_versions"),
-        "tls_version": server_hello.get("version"),
-        "cipher": server_hello.get("cipher"),
-        "certificates_visible": any(c["chain"] for c in certificates),
-        "certificate_uris": sorted({uri for c in certificates for cert in c["chain"] for uri in cert["uris"]}),
-        "canary_in_clear": canary_in_clear,
-        "leaking_flows": [f"{s['client']}->{s['server']}" for s in summaries if s["canary_in_clear"]],
-        "request_in_clear": any(s["to_server"]["kind"] == "cleartext" for s in probe),
-        "response_in_clear": any(s["to_client"]["kind"] == "cleartext" for s in probe),
-        "http_request_line": next((s["to_server"]["http_request_line"] for s in probe
-                                   if s["to_server"].get("http_request_line")), None),
-        "http_status_on_wire": next((s["to_client"]["http_status"] for s in probe
-                                     if s["to_client"].get("http_status") is not None), None),
-        "request": deciding["to_server"]["kind"],
-        "response": deciding["to_client"]["kind"],
-        "packets": frames,
-        "pcap": str(pcap),
-        "flows": summaries,
-    }
+    return WireVerdict(
+        verdict=Wire(verdict),
+        reason=reason,
+        sni=hello.get("sni"),
+        alpn=hello.get("alpn"),
+        offered_versions=hello.get("offered_versions"),
+        tls_version=server_hello.get("version"),
+        cipher=server_hello.get("cipher"),
+        certificates_visible=any(c["chain"] for c in certificates),
+        certificate_uris=sorted({uri for c in certificates for cert in c["chain"] for uri in cert["uris"]}),
+        canary_in_clear=canary_in_clear,
+        leaking_flows=[f"{s['client']}->{s['server']}" for s in summaries if s["canary_in_clear"]],
+        request_in_clear=any(s["to_server"]["kind"] == "cleartext" for s in probe),
+        response_in_clear=any(s["to_client"]["kind"] == "cleartext" for s in probe),
+        http_request_line=next((s["to_server"]["http_request_line"] for s in probe
+                                if s["to_server"].get("http_request_line")), None),
+        http_status_on_wire=next((s["to_client"]["http_status"] for s in probe
+                                  if s["to_client"].get("http_status") is not None), None),
+        request=deciding["to_server"]["kind"],
+        response=deciding["to_client"]["kind"],
+        packets=frames,
+        pcap=str(pcap),
+        flows=summaries,
+    )
 
 
-def tls_shortfalls(verdict: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+def tls_shortfalls(verdict: WireVerdict, expected: dict[str, Any]) -> list[str]:
     """How a judged capture falls short of the TLS facts a handshake should show: `expected` holds `version`
     (negotiated), `certificates_visible`, `alpn` (a protocol the ClientHello must offer) and `sni` (exact);
     a None value is not checked. Empty when the wire shows all of them."""
     problems = []
-    if expected.get("version") and verdict.get("tls_version") != expected["version"]:
-        problems.append(f"negotiated {verdict.get('tls_version') or 'no TLS version'}, not {expected['version']}")
-    if expected.get("certificates_visible") is False and verdict.get("certificates_visible"):
-        problems.append(f"certificates readable on the wire ({', '.join(verdict.get('certificate_uris') or [])})")
-    if expected.get("alpn") and expected["alpn"] not in (verdict.get("alpn") or []):
-        problems.append(f"ClientHello ALPN {verdict.get('alpn')} lacks {expected['alpn']}")
-    if expected.get("sni") and verdict.get("sni") != expected["sni"]:
-        problems.append(f"SNI {verdict.get('sni')!r}, not {expected['sni']!r}")
+    if expected.get("version") and verdict.tls_version != expected["version"]:
+        problems.append(f"negotiated {verdict.tls_version or 'no TLS version'}, not {expected['version']}")
+    if expected.get("certificates_visible") is False and verdict.certificates_visible:
+        problems.append(f"certificates readable on the wire ({', '.join(verdict.certificate_uris)})")
+    if expected.get("alpn") and expected["alpn"] not in (verdict.alpn or []):
+        problems.append(f"ClientHello ALPN {verdict.alpn} lacks {expected['alpn']}")
+    if expected.get("sni") and verdict.sni != expected["sni"]:
+        problems.append(f"SNI {verdict.sni!r}, not {expected['sni']!r}")
     return problems
 
 

@@ -112,8 +112,7 @@ def predicted(cell_id: str, scenario, tags: tuple[str, ...], prediction) -> None
 def conclude(cell_id: str, prediction, result, verdict) -> None:
     """After the probe: the description gains the wire facts; a leak where mTLS was expected is critical."""
     allure.dynamic.description_html(description_html(cell_id, prediction, result, verdict))
-    wire = (result.wire or {}).get("verdict")
-    observed = classify(result.outcome, wire)
+    observed = classify(result.outcome, result.wire.verdict if result.wire else None)
     if classify(prediction.outcome, prediction.wire) in ENCRYPTED and observed.key == "cleartext":
         allure.dynamic.severity(allure.severity_level.CRITICAL)
 
@@ -138,7 +137,7 @@ def description_html(cell_id: str, prediction, result, verdict=None) -> str:
         why += "<ol>" + "".join(f"<li>{esc(step)}</li>" for step in prediction.details) + "</ol>"
     if result is None:
         return why + f"<p><code>{esc(cell_id)}</code>: not probed yet.</p>"
-    wire = result.wire or {}
+    wire = _json(result.wire)
     rows = [("outcome", result.outcome), ("HTTP status", result.http_status), ("wire verdict", wire.get("verdict")),
             ("peer identity", result.peer_identity),
             *((key.replace("_", " "), _shown(value)) for key, value in wire_facts(wire).items()),
@@ -153,10 +152,16 @@ def _shown(value) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def attach_wire(wire: dict | None) -> None:
-    """The pcap itself and the flows the classifier read from it."""
-    if not wire:
+def _json(wire) -> dict:
+    """A probes.verdict.WireVerdict as the dict records and pages show ({} without a capture)."""
+    return wire.to_json() if wire else {}
+
+
+def attach_wire(verdict) -> None:
+    """The pcap itself and the flows the classifier read from it (verdict: a probes.verdict.WireVerdict)."""
+    if not verdict:
         return
+    wire = _json(verdict)
     pcap = wire.get("pcap")
     if pcap and Path(pcap).exists():
         allure.attach.file(pcap, "probe.pcap", "application/vnd.tcpdump.pcap", "pcap")
@@ -176,7 +181,7 @@ def record(cell_id, tags, scenario, prediction, result, verdict, duration_ms, me
     run's own names go along in observed.run."""
     from reports.cells import record_cell
 
-    wire = result.wire or {}
+    wire = _json(result.wire)
     record_cell(
         cell=cell_id, tags=list(tags), mesh=mesh_name, istio_version=scenario.istio_version,
         expected={"outcome": prediction.outcome, "wire": prediction.wire,

@@ -36,7 +36,7 @@ def suites() -> dict[str, list[tuple[str, dict]]]:
 
 
 def _row(prediction) -> dict:
-    row = {"outcome": prediction.outcome, "wire": prediction.wire or "none", "peer": prediction.peer_identity,
+    row = {"outcome": str(prediction.outcome), "wire": str(prediction.wire or "none"), "peer": prediction.peer_identity,
            "rule": prediction.rule}
     tls = {k: v for k, v in (getattr(prediction, "tls", None) or {}).items() if k != "source" and v is not None}
     if tls:

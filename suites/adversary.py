@@ -68,14 +68,14 @@ def run_handshake_cell(mesh, options, cell_id: str, scenario_dict: dict, attempt
 
 def compare_handshake(prediction: HandshakePrediction, result: HandshakeResult, captured: bool) -> str:
     """'' when the handshake went as predicted, else a one-line failure starting with its category."""
-    stop = (result.wire or {}).get("handshake") or {}
+    stop = (result.wire.handshake if result.wire else None) or {}
     summary = (f"expected {prediction.outcome} ({prediction.refusal or prediction.peer_identity}) by rule "
                f"{prediction.rule}; observed {result.outcome} (alert {result.alert}, server refusal "
                f"{result.server_refusal}, {result.tls_version}, http {result.http_status}, peer "
                f"{result.peer_identity}; wire: {stop.get('stopped')}); {result.detail}")
     if result.outcome == "error" or (captured and not result.wire):
         return f"{HARNESS_ERROR} {summary}"
-    if captured and result.wire.get("canary_in_clear"):
+    if captured and result.wire.canary_in_clear:
         return f"{PLAINTEXT_LEAK} the adversary's request crossed the wire in clear; {summary}"
     problems = []
     if result.outcome != prediction.outcome:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from meshproof.istio_api import ClientTLS, DestinationRule, PeerAuthentication
 from meshproof.scenario import Scenario, check_istio_version
+from meshproof.vocabulary import Outcome, Wire
 
 ISTIO = "istio/istio"
 SRC_PA_COMPOSE = f"{ISTIO} pilot/pkg/security/authn/policy_applier.go ComposePeerAuthentication"
@@ -78,8 +79,8 @@ VERSION_NOTES = {
 
 @dataclass(frozen=True)
 class Prediction:
-    outcome: str  # "mtls" | "plaintext" | "503" | "reset"
-    wire: str  # what the client puts on the pod-to-pod link: "mtls" | "app-tls" | "plaintext" | "none"
+    outcome: Outcome
+    wire: Wire  # what the client puts on the pod-to-pod link
     peer_identity: str | None  # client SPIFFE ID the app sees in X-Forwarded-Client-Cert, or None
     reason: str  # one readable sentence
     rule: str  # short rule id, a key of RULES
@@ -94,7 +95,7 @@ class Prediction:
 
     def to_json(self) -> dict:
         data = asdict(self)
-        data["details"] = list(self.details)
+        data.update(outcome=str(self.outcome), wire=str(self.wire), details=list(self.details))
         return data
 
 
@@ -140,8 +141,8 @@ NO_SECRET = EnvoyReport("URX,UF", "Secret is not supplied by SDS", None,
 
 @dataclass(frozen=True)
 class Rule:
-    outcome: str
-    wire: str
+    outcome: Outcome
+    wire: Wire | None  # None: whatever the client sends (Istio mTLS or app TLS)
     identity: bool  # the app sees the client's SPIFFE ID
     says: str  # the end of the reason sentence
     source: str
@@ -152,71 +153,71 @@ class Rule:
 # when the server then closes the connection.
 RULES: dict[str, Rule] = {
     "naked-client-to-strict-reset": Rule(
-        "reset", "plaintext", False,
+        Outcome.RESET, Wire.PLAINTEXT, False,
         "STRICT has only TLS filter chains, so the plaintext connection matches none and is closed",
         f"{SRC_FCM} inboundStrictHTTPFilterChainMatchOptions; {SRC_REACHABILITY} 'mtls strict' (notFromNaked)"),
     "plaintext-accepted": Rule(
-        "plaintext", "plaintext", False,
+        Outcome.PLAINTEXT, Wire.PLAINTEXT, False,
         "the server side accepts plaintext, so the request arrives in cleartext",
         f"{SRC_FCM} inboundPermissiveHTTPFilterChainMatchWithMxcOptions / inboundPlainTextHTTPFilterChainMatchOptions"),
     "plaintext-to-naked-server": Rule(
-        "plaintext", "plaintext", False,
+        Outcome.PLAINTEXT, Wire.PLAINTEXT, False,
         "no sidecar intercepts on the server, so httpbin answers the plaintext request",
         f"{SRC_REACHABILITY} 'global mtls permissive' (notToNaked gets mTLS, naked gets plaintext)"),
     "sidecar-plaintext-to-strict-503": Rule(
-        "503", "plaintext", False,
+        Outcome.UNAVAILABLE, Wire.PLAINTEXT, False,
         "STRICT closes the plaintext connection and the client sidecar answers 503",
         f"{SRC_FCM} inboundStrictHTTPFilterChainMatchOptions; {SRC_REACHABILITY} 'migration tls disabled'",
         envoy=CLOSED_AFTER_CONNECT),
     "istio-mutual-accepted": Rule(
-        "mtls", "mtls", True,
+        Outcome.MTLS, Wire.MTLS, True,
         "the server's mTLS chain (Istio ALPN) terminates it and sets X-Forwarded-Client-Cert",
         f"{SRC_FCM}; {SRC_REACHABILITY} 'mtls strict' / 'mtls permissive' (expectMTLS notNaked)"),
     "istio-mutual-to-disable-503": Rule(
-        "503", "mtls", False,
+        Outcome.UNAVAILABLE, Wire.MTLS, False,
         "a DISABLE server has only plaintext filter chains, the TLS handshake fails and the client sidecar "
         "answers 503",
         f"{SRC_FCM} inboundPlainTextHTTPFilterChainMatchOptions",
         envoy=HANDSHAKE_RESET),
     "tls-to-naked-server-503": Rule(
-        "503", "", False,
+        Outcome.UNAVAILABLE, None, False,
         "httpbin without a sidecar speaks plaintext HTTP, the TLS handshake fails and the client sidecar "
         "answers 503",
         f"{SRC_AUTO_MTLS} (user-supplied TLS is not a transport socket match); {SRC_REACHABILITY} "
         "'migration tls mutual' (only the sidecar subset succeeds)",
         envoy=NOT_TLS),
     "app-tls-to-permissive-503": Rule(
-        "503", "app-tls", False,
+        Outcome.UNAVAILABLE, Wire.APP_TLS, False,
         "PERMISSIVE on an HTTP port matches TLS only with Istio's ALPN, so TLS without it matches no chain and "
         "the client sidecar answers 503",
         f"{SRC_FCM} inboundPermissiveHTTPFilterChainMatchWithMxcOptions ('We do not need to handle other simple "
         "TLS')",
         envoy=HANDSHAKE_RESET),
     "app-tls-to-disable-503": Rule(
-        "503", "app-tls", False,
+        Outcome.UNAVAILABLE, Wire.APP_TLS, False,
         "a DISABLE server has only plaintext filter chains, so the TLS handshake fails and the client sidecar "
         "answers 503",
         f"{SRC_FCM} inboundPlainTextHTTPFilterChainMatchOptions",
         envoy=HANDSHAKE_RESET),
     "simple-to-strict-503": Rule(
-        "503", "app-tls", False,
+        Outcome.UNAVAILABLE, Wire.APP_TLS, False,
         "STRICT requires a client certificate and SIMPLE sends none, so the server sidecar ends the handshake and "
         "the client sidecar answers 503",
         SRC_REQUIRE_CLIENT_CERT,
         envoy=NO_CLIENT_CERT),
     "mutual-mesh-cert-to-strict": Rule(
-        "mtls", "app-tls", True,
+        Outcome.MTLS, Wire.APP_TLS, True,
         "STRICT's HTTP chain matches any TLS with a mesh-signed client certificate (no ALPN match), so the "
         "request succeeds with the client's identity in X-Forwarded-Client-Cert, but without Istio's ALPN and "
         "SNI on the wire",
         f"{SRC_FCM} inboundStrictHTTPFilterChainMatchOptions; {SRC_FILE_CERTS}"),
     "client-cert-unavailable-503": Rule(
-        "503", "none", False,
+        Outcome.UNAVAILABLE, Wire.NONE, False,
         "nothing is sent: Envoy keeps the cluster waiting for the missing certificate secret",
         f"{SRC_UPSTREAM_TLS} (file certificates are served over SDS: constructSdsSecretConfigFromFile)",
         envoy=NO_SECRET),
     "client-rejects-server-cert-503": Rule(
-        "503", "", False,
+        Outcome.UNAVAILABLE, None, False,
         "the client sidecar cannot verify the server's certificate, so it aborts the handshake and answers 503",
         SRC_UPSTREAM_TLS,
         envoy=SERVER_CERT_REFUSED),
@@ -666,9 +667,9 @@ def expect(scenario: Scenario) -> Prediction:
         rule_id = "client-rejects-server-cert-503"
         origin = replace(origin, steps=(*origin.steps, origin.rejects_server_cert))
     rule = RULES[rule_id]
-    wire = rule.wire or ("mtls" if origin.sends == "istio-mutual" else "app-tls")
-    if wire == "mtls" and origin.foreign_sni:
-        wire = "app-tls"
+    wire = rule.wire or (Wire.MTLS if origin.sends == "istio-mutual" else Wire.APP_TLS)
+    if wire == Wire.MTLS and origin.foreign_sni:
+        wire = Wire.APP_TLS
     client_tls = "plaintext" if origin.sends == "naked" else origin.sends
     identity = scenario.client.spiffe_id if rule.identity else None
     server_text = "the server has no sidecar" if policy.mode == "no-sidecar" else \
@@ -678,11 +679,11 @@ def expect(scenario: Scenario) -> Prediction:
                       source=rule.source, client_tls=client_tls, server_mode=policy.mode,
                       istio_version=scenario.istio_version,
                       details=policy.steps + chosen.steps + origin.steps,
-                      tls=wire_tls(scenario, wire) if rule.outcome == "mtls" else None,
+                      tls=wire_tls(scenario, wire) if rule.outcome == Outcome.MTLS else None,
                       envoy={**rule.envoy.to_json(), "source": SRC_FLAGS} if rule.envoy else None)
 
 
-def wire_tls(scenario: Scenario, wire: str) -> dict:
+def wire_tls(scenario: Scenario, wire: Wire) -> dict:
     """What the wire shows of a handshake between two sidecars that completes (outcome mtls).
 
     Both sides offer TLS 1.2 to 1.3, so they settle on TLS 1.3, where the certificates travel encrypted: a
@@ -691,7 +692,7 @@ def wire_tls(scenario: Scenario, wire: str) -> dict:
     ISTIO_MUTUAL with its own sni) is judged on version and certificates only.
     """
     server = scenario.server
-    istio = wire == "mtls"
+    istio = wire == Wire.MTLS
     return {"version": "TLSv1.3", "certificates_visible": False,
             "alpn": "istio" if istio else None,
             "sni": f"outbound_.{server.service_port}_._.{server.host}" if istio else None,

@@ -30,8 +30,8 @@ class Verdict:
 
 def compare(prediction, result, captured: bool) -> Verdict:
     """prediction: suites.expectations.Prediction; result: cluster.backend.ProbeResult."""
-    wire = result.wire or {}
-    observed_wire = wire.get("verdict") if captured else None
+    wire = result.wire
+    observed_wire = wire.verdict if captured and wire else None
     summary = (f"expected {prediction.outcome} (wire {prediction.wire}, peer {prediction.peer_identity}) by rule "
                f"{prediction.rule}; observed {result.outcome} (http {result.http_status}, curl {result.curl_exit}, "
                f"wire {observed_wire}, peer {result.peer_identity})")
@@ -39,7 +39,7 @@ def compare(prediction, result, captured: bool) -> Verdict:
 
     if result.outcome == "error" or (captured and not wire):
         return Verdict(False, HARNESS_ERROR, f"{HARNESS_ERROR} {summary}{detail}")
-    if captured and wire.get("canary_in_clear") and prediction.wire in ENCRYPTED:
+    if captured and wire is not None and wire.canary_in_clear and prediction.wire in ENCRYPTED:
         return Verdict(False, PLAINTEXT_LEAK,
                        f"{PLAINTEXT_LEAK} canary seen in cleartext where policy says {prediction.wire}; {summary}{detail}")
     problems = []
@@ -57,7 +57,7 @@ def compare(prediction, result, captured: bool) -> Verdict:
     if problems:
         return Verdict(False, UNEXPECTED_OUTCOME,
                        f"{UNEXPECTED_OUTCOME} {'+'.join(problems)} differ: {summary}{detail}")
-    expected_tls = getattr(prediction, "tls", None) if captured else None
+    expected_tls = getattr(prediction, "tls", None) if captured and wire is not None else None
     if expected_tls:
         from probes.verdict import tls_shortfalls  # imports scapy: only runs that capture pay for it
 

@@ -1,5 +1,6 @@
 """The interpreter that turns prediction vs observation into a pass or a one-line, categorised failure."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from cluster.backend import ProbeResult
 from suites.expectations import RULES
 from suites.interpret import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME, WEAK_TLS, compare
+from testsupport.wire import wire_verdict
 
 PEER = "spiffe://cluster.local/ns/sleep/sa/sleep"
 
@@ -19,7 +21,7 @@ def prediction(outcome="mtls", wire="mtls", peer=PEER, rule="r"):
 
 def observed(outcome="mtls", wire="mtls", peer=PEER, canary_in_clear=False, status=200, report=None):
     return ProbeResult(outcome=outcome, http_status=status, curl_exit=0, peer_identity=peer,
-                       wire={"verdict": wire, "canary_in_clear": canary_in_clear}, proxy_report=report)
+                       wire=wire_verdict(wire, canary_in_clear=canary_in_clear), proxy_report=report)
 
 
 RESET_AT_CHAIN_MATCH = {"response_flags": "URX,UF", "server_counters": ["listener.0.0.0.0_15006.no_filter_chain_match"],
@@ -105,12 +107,12 @@ def test_a_downgraded_handshake_is_weak_tls_not_a_pass():
     expected = prediction()
     expected.tls = TLS13
     seen = observed()
-    seen.wire.update(tls_version="TLSv1.2", certificates_visible=True, certificate_uris=[PEER], alpn=["istio"],
+    seen.wire = replace(seen.wire, tls_version="TLSv1.2", certificates_visible=True, certificate_uris=[PEER], alpn=["istio"],
                      sni=TLS13["sni"])
     verdict = compare(expected, seen, captured=True)
     assert not verdict.passed and verdict.category == WEAK_TLS and verdict.message.startswith(WEAK_TLS)
     assert "negotiated TLSv1.2, not TLSv1.3" in verdict.message and PEER in verdict.message
-    seen.wire.update(tls_version="TLSv1.3", certificates_visible=False, certificate_uris=[])
+    seen.wire = replace(seen.wire, tls_version="TLSv1.3", certificates_visible=False, certificate_uris=[])
     assert compare(expected, seen, captured=True).passed
 
 
@@ -118,7 +120,7 @@ def test_missing_istio_alpn_or_sni_is_weak_tls():
     expected = prediction()
     expected.tls = TLS13
     seen = observed()
-    seen.wire.update(tls_version="TLSv1.3", certificates_visible=False, alpn=["http/1.1"], sni="httpbin")
+    seen.wire = replace(seen.wire, tls_version="TLSv1.3", certificates_visible=False, alpn=["http/1.1"], sni="httpbin")
     verdict = compare(expected, seen, captured=True)
     assert verdict.category == WEAK_TLS and "lacks istio" in verdict.message and "SNI 'httpbin'" in verdict.message
 

@@ -65,7 +65,7 @@ def test_plaintext_probe_is_captured_and_judged(server, tmp_path):
     pcap = tmp_path / "copied.pcap"
     pcap.write_bytes(base64.b64decode("".join(stopped.stdout.split())))
     wire = judge(pcap, canary, "127.0.0.1", server)
-    assert wire["verdict"] == "plaintext" and wire["canary_in_clear"] is True
+    assert wire.verdict == "plaintext" and wire.canary_in_clear is True
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copied.pcap"]  # the script removed its files
 
 

@@ -319,12 +319,12 @@ def test_sigterm_tears_the_run_down_by_itself(tmp_path):
 
 def test_wire_proof_of_mtls_and_plaintext(mesh):
     mtls = probe(mesh, scenario("STRICT", "ISTIO_MUTUAL"), capture=True)
-    assert (mtls.outcome, mtls.wire["verdict"], mtls.wire["tls_version"]) == ("mtls", "mtls", "TLSv1.3")
-    assert mtls.wire["sni"] == f"outbound_.8000_._.httpbin.bar-{mesh.run.prefix}.svc.cluster.local"
-    assert not mtls.wire["canary_in_clear"] and not mtls.wire["certificates_visible"]
-    assert Path(mtls.wire["pcap"]).stat().st_size > 0
+    assert (mtls.outcome, mtls.wire.verdict, mtls.wire.tls_version) == ("mtls", "mtls", "TLSv1.3")
+    assert mtls.wire.sni == f"outbound_.8000_._.httpbin.bar-{mesh.run.prefix}.svc.cluster.local"
+    assert not mtls.wire.canary_in_clear and not mtls.wire.certificates_visible
+    assert Path(mtls.wire.pcap).stat().st_size > 0
     plain = probe(mesh, scenario("PERMISSIVE", None, client_sidecar=False), capture=True)
-    assert (plain.outcome, plain.wire["verdict"], plain.wire["canary_in_clear"]) == ("plaintext", "plaintext", True)
+    assert (plain.outcome, plain.wire.verdict, plain.wire.canary_in_clear) == ("plaintext", "plaintext", True)
 
 
 def _credential_scenario(pa_mode="PERMISSIVE", selector=True):
@@ -343,7 +343,7 @@ def test_credential_name_secret_that_never_arrives_is_a_503_with_nothing_on_the_
     has, so the client sidecar answers 503 and neither TLS nor cleartext reaches the server."""
     result = probe(mesh, _credential_scenario(), capture=True)
     assert (result.outcome, result.http_status) == ("503", 503), result.to_json()
-    assert result.wire["verdict"] == "none" and not result.wire["canary_in_clear"], result.wire
+    assert result.wire.verdict == "none" and not result.wire.canary_in_clear, result.wire
     assert "Secret_is_not_supplied_by_SDS" in result.failure_detail
 
 
@@ -354,10 +354,10 @@ def test_credential_name_checks_go_red_when_the_rule_is_skipped(mesh, monkeypatc
 
     monkeypatch.setattr(controlplane, "_credential_skipped", lambda tls, dr: True)
     broken = probe(mesh, _credential_scenario(), capture=True)
-    assert (broken.outcome, broken.wire["canary_in_clear"]) == ("plaintext", True)
+    assert (broken.outcome, broken.wire.canary_in_clear) == ("plaintext", True)
     monkeypatch.undo()
     unscoped = probe(mesh, _credential_scenario(selector=False), capture=True)
-    assert (unscoped.outcome, unscoped.wire["canary_in_clear"]) == ("plaintext", True)
+    assert (unscoped.outcome, unscoped.wire.canary_in_clear) == ("plaintext", True)
 
 
 @pytest.mark.parametrize("dr_mode", ["ISTIO_MUTUAL", "SIMPLE"])
@@ -366,7 +366,7 @@ def test_tls_into_a_disable_server_is_closed_without_an_http_answer(mesh, dr_mod
     chain and is closed; no cleartext HTTP 400 comes back."""
     result = probe(mesh, scenario("DISABLE", dr_mode), capture=True)
     assert result.outcome == "503", result.to_json()
-    assert result.wire["response"] != "cleartext" and result.wire["http_status_on_wire"] is None, result.wire
+    assert result.wire.response != "cleartext" and result.wire.http_status_on_wire is None, result.wire
     assert re.search(r"server:\S*no_filter_chain_match", result.failure_detail), result.failure_detail
 
 

@@ -115,9 +115,9 @@ def test_concurrent_probes_of_one_pair_each_prove_their_own_request(mesh):
         mesh.teardown(good)
         mesh.teardown(bad)
     mtls, refused = results[0::2], results[1::2]
-    flows = [len(read_flows(Path(r.wire["pcap"]))[1]) for r in results]
+    flows = [len(read_flows(Path(r.wire.pcap))[1]) for r in results]
     assert flows == [1] * len(results), f"TCP flows per probe's capture: {flows}"
-    assert all(r.outcome == "mtls" and r.wire["verdict"] == "mtls" for r in mtls), [r.failure_detail for r in mtls]
+    assert all(r.outcome == "mtls" and r.wire.verdict == "mtls" for r in mtls), [r.failure_detail for r in mtls]
     # Each refused probe's failure counters moved by exactly its own one connection.
     assert all(r.outcome == "503" and r.proxy_report["response_flags"] == "UC"
                and "no_filter_chain_match+1" in r.failure_detail for r in refused), [r.failure_detail for r in refused]

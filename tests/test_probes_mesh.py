@@ -42,7 +42,7 @@ def probe(backend, scenario_):
         result = backend.probe(handle, capture=True)
     finally:
         backend.teardown(handle)
-    assert result.wire and result.wire.get("verdict") != "error", result.wire
+    assert result.wire and result.wire.verdict != "error", result.wire
     return result
 
 
@@ -51,35 +51,35 @@ def test_strict_with_sidecars_is_mtls_on_the_wire(local_mesh):
     wire = result.wire
     run_ns = f"foo-{local_mesh.run.prefix}"  # the workloads live in the run namespace, as on a cluster
     assert result.http_status == 200 and result.peer_identity == f"spiffe://cluster.local/ns/{run_ns}/sa/sleep"
-    assert wire["verdict"] == "mtls" and result.outcome == "mtls"
-    assert wire["sni"] == f"outbound_.8000_._.httpbin.{run_ns}.svc.cluster.local"
+    assert wire.verdict == "mtls" and result.outcome == "mtls"
+    assert wire.sni == f"outbound_.8000_._.httpbin.{run_ns}.svc.cluster.local"
     # What the reference mesh's client sidecar is configured to offer, seen on the wire.
-    assert wire["alpn"] == ISTIO_CLIENT_ALPN and wire["tls_version"] in ("TLSv1.2", "TLSv1.3")
-    assert wire["canary_in_clear"] is False and result.canary
+    assert wire.alpn == ISTIO_CLIENT_ALPN and wire.tls_version in ("TLSv1.2", "TLSv1.3")
+    assert wire.canary_in_clear is False and result.canary
     # The backend keeps the pcap: judged again on its own it gives the same verdict.
-    assert judge(wire["pcap"], result.canary)["verdict"] == "mtls"
+    assert judge(wire.pcap, result.canary).verdict == "mtls"
 
 
 def test_plaintext_strict_config_turns_the_wire_red(local_mesh):
     """What a STRICT expectation meets when the mesh serves the server in plaintext instead."""
     result = probe(local_mesh, scenario("DISABLE", client_tls="DISABLE"))
-    assert result.http_status == 200 and result.wire["verdict"] == "plaintext"
-    assert result.wire["canary_in_clear"] is True and result.outcome == "plaintext"
+    assert result.http_status == 200 and result.wire.verdict == "plaintext"
+    assert result.wire.canary_in_clear is True and result.outcome == "plaintext"
 
 
 def test_client_without_sidecar_to_permissive_is_plaintext(local_mesh):
     result = probe(local_mesh, scenario("PERMISSIVE", client_sidecar=False))
     wire = result.wire
-    assert result.http_status == 200 and wire["verdict"] == "plaintext"
-    assert wire["canary_in_clear"] and wire["http_status_on_wire"] == 200
+    assert result.http_status == 200 and wire.verdict == "plaintext"
+    assert wire.canary_in_clear and wire.http_status_on_wire == 200
 
 
 def test_client_without_sidecar_to_strict_is_rejected_on_the_wire(local_mesh):
     result = probe(local_mesh, scenario("STRICT", client_sidecar=False))
     wire = result.wire
     assert result.http_status is None
-    assert wire["verdict"] == "plaintext" and wire["request_in_clear"] and wire["response"] == "none"
-    assert wire["http_status_on_wire"] is None
+    assert wire.verdict == "plaintext" and wire.request_in_clear and wire.response == "none"
+    assert wire.http_status_on_wire is None
 
 
 def test_mesh_client_to_plaintext_only_server_is_refused_on_the_wire(local_mesh):
@@ -87,11 +87,11 @@ def test_mesh_client_to_plaintext_only_server_is_refused_on_the_wire(local_mesh)
     result = probe(local_mesh, scenario("DISABLE", client_tls="ISTIO_MUTUAL"))
     wire = result.wire
     assert result.http_status == 503 and "no_filter_chain_match" in result.failure_detail
-    assert (wire["request"], wire["response"]) == ("tls", "none") and wire["http_status_on_wire"] is None
-    assert wire["sni"] == f"outbound_.8000_._.httpbin.foo-{local_mesh.run.prefix}.svc.cluster.local" and wire["flows"][0]["ended"] == "rst"
-    assert wire["verdict"] == "mtls" and wire["canary_in_clear"] is False  # only the handshake's first flight
+    assert (wire.request, wire.response) == ("tls", "none") and wire.http_status_on_wire is None
+    assert wire.sni == f"outbound_.8000_._.httpbin.foo-{local_mesh.run.prefix}.svc.cluster.local" and wire.flows[0]["ended"] == "rst"
+    assert wire.verdict == "mtls" and wire.canary_in_clear is False  # only the handshake's first flight
 
 
 def test_simple_client_tls_is_app_tls(local_mesh):
     result = probe(local_mesh, scenario("PERMISSIVE", client_tls="SIMPLE"))
-    assert result.wire["verdict"] == "app-tls" and result.wire["alpn"] == ["http/1.1"]
+    assert result.wire.verdict == "app-tls" and result.wire.alpn == ["http/1.1"]

@@ -55,7 +55,7 @@ def test_every_stored_capture_has_expectations():
 def test_stored_capture(name):
     probe = INDEX[name]
     wire = judge(DATA / f"{name}.pcap", probe["canary"], probe["server_ip"], probe["server_port"])
-    assert {key: wire[key] for key in EXPECTED[name]} == EXPECTED[name]
+    assert {key: getattr(wire, key) for key in EXPECTED[name]} == EXPECTED[name]
 
 
 @pytest.mark.parametrize("name", ["envoy-permissive-plain-client", "envoy-strict-plain-client"])
@@ -63,7 +63,7 @@ def test_canary_search_is_specific_to_the_token(name):
     """Another probe's token is not found in the same cleartext: the canary check is not `any text`."""
     probe = INDEX[name]
     wire = judge(DATA / f"{name}.pcap", new_canary(), probe["server_ip"], probe["server_port"])
-    assert wire["verdict"] == "plaintext" and wire["canary_in_clear"] is False
+    assert wire.verdict == "plaintext" and wire.canary_in_clear is False
 
 
 def test_envoy_clienthello_came_as_one_frame_larger_than_the_mtu():

@@ -89,10 +89,10 @@ def test_tls_that_turns_into_cleartext_is_cleartext(tmp_path):
               seg(S, C, 1, data=body)]
     wrpcap(str(tmp_path / "mixed.pcap"), frames)
     wire = judge(tmp_path / "mixed.pcap", "mp-canary-00")
-    down = wire["flows"][0]["to_client"]
-    assert wire["verdict"] == "plaintext" and down["kind"] == "cleartext"
+    down = wire.flows[0]["to_client"]
+    assert wire.verdict == "plaintext" and down["kind"] == "cleartext"
     assert down["cleartext_after_tls"] == len(b"HTTP/1.1 200 OK\r\n\r\nmp-canary-00")
-    assert down["http_status"] == 200 and wire["canary_in_clear"]
+    assert down["http_status"] == 200 and wire.canary_in_clear
 
 
 def test_record_chain_start_finds_records_after_a_partial_one():
@@ -109,7 +109,7 @@ def test_connection_captured_mid_record_is_unproven_not_plaintext(tmp_path):
         judge(tmp_path / "mid.pcap", new_canary(), S[0], S[1])
     # The same bytes with the connection's start captured are not TLS from byte 0: cleartext.
     wrpcap(str(tmp_path / "start.pcap"), [seg(C, S, 99, "S"), seg(C, S, 100, data=up)])
-    assert judge(tmp_path / "start.pcap", new_canary(), S[0], S[1])["verdict"] == "plaintext"
+    assert judge(tmp_path / "start.pcap", new_canary(), S[0], S[1]).verdict == "plaintext"
 
 
 def test_mesh_tls_flow_with_a_hole_proves_nothing(tmp_path):
@@ -119,7 +119,7 @@ def test_mesh_tls_flow_with_a_hole_proves_nothing(tmp_path):
     record = _record(tls.APPLICATION_DATA, b"r" * 40)
     frames = [seg(C, S, 0, "S"), seg(S, C, 0, "SA"), seg(C, S, 1, data=hello), seg(S, C, 1, data=answer)]
     wrpcap(str(tmp_path / "whole.pcap"), [*frames, seg(C, S, 1 + len(hello), data=record)])
-    assert judge(tmp_path / "whole.pcap", new_canary())["verdict"] == "mtls"
+    assert judge(tmp_path / "whole.pcap", new_canary()).verdict == "mtls"
     wrpcap(str(tmp_path / "hole.pcap"), [*frames, seg(C, S, 1 + len(hello) + 100, data=record)])
     with pytest.raises(CaptureError, match=r"proves nothing: the capture missed 1 stretch"):
         judge(tmp_path / "hole.pcap", new_canary())
@@ -216,8 +216,8 @@ def test_canary_in_another_flow_overrides_a_tls_looking_probe(tmp_path):
               seg(other, ("10.9.0.3", 9000), 0, "S"), seg(other, ("10.9.0.3", 9000), 1, data=canary.encode())]
     wrpcap(str(tmp_path / "bypass.pcap"), frames)
     wire = judge(tmp_path / "bypass.pcap", canary, S[0], S[1])
-    assert wire["verdict"] == "plaintext" and wire["canary_in_clear"] and "canary" in wire["reason"]
-    assert [f["canary_in_clear"] for f in wire["flows"]] == [False, True]
+    assert wire.verdict == "plaintext" and wire.canary_in_clear and "canary" in wire.reason
+    assert [f["canary_in_clear"] for f in wire.flows] == [False, True]
     with pytest.raises(CaptureError, match="reused a TLS connection"):
         judge(tmp_path / "bypass.pcap", "mp-canary-absent", S[0], S[1])
 

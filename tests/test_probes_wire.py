@@ -59,7 +59,7 @@ def probe(net, tmp_path, port, tls=None, sni=None, name="probe"):
         exchange = net.exchange(port, rig.http_request(canary), tls, sni)
     assert cap.packets > 0
     wire = judge(pcap, canary, rig.SERVER_IP, port)
-    assert wire["packets"] == cap.packets and wire["pcap"] == str(pcap)
+    assert wire.packets == cap.packets and wire.pcap == str(pcap)
     return wire, exchange, canary
 
 
@@ -70,35 +70,35 @@ def mesh_client(pki, max_version=ssl.TLSVersion.TLSv1_3):
 def test_mtls_tls13_is_mtls_with_nothing_readable(net, pki, tmp_path):
     wire, exchange, canary = probe(net, tmp_path, MTLS, mesh_client(pki), rig.ISTIO_SNI)
     assert canary.encode() in exchange.response and exchange.tls_version == "TLSv1.3"  # the probe really ran
-    assert wire["verdict"] == "mtls"
-    assert wire["sni"] == rig.ISTIO_SNI and wire["alpn"] == rig.ISTIO_ALPN
-    assert wire["tls_version"] == "TLSv1.3" and "TLSv1.3" in wire["offered_versions"]
-    assert wire["certificates_visible"] is False and wire["certificate_uris"] == []
-    assert wire["canary_in_clear"] is False
-    assert (wire["request"], wire["response"]) == ("tls", "tls")
-    assert not wire["request_in_clear"] and not wire["response_in_clear"] and wire["http_status_on_wire"] is None
-    assert wire["flows"][0]["ended"] in ("fin", "rst") and wire["flows"][0]["syn_seen"]
+    assert wire.verdict == "mtls"
+    assert wire.sni == rig.ISTIO_SNI and wire.alpn == rig.ISTIO_ALPN
+    assert wire.tls_version == "TLSv1.3" and "TLSv1.3" in wire.offered_versions
+    assert wire.certificates_visible is False and wire.certificate_uris == []
+    assert wire.canary_in_clear is False
+    assert (wire.request, wire.response) == ("tls", "tls")
+    assert not wire.request_in_clear and not wire.response_in_clear and wire.http_status_on_wire is None
+    assert wire.flows[0]["ended"] in ("fin", "rst") and wire.flows[0]["syn_seen"]
 
 
 def test_mtls_tls12_shows_both_certificates(net, pki, tmp_path):
     wire, exchange, _ = probe(net, tmp_path, MTLS, mesh_client(pki, ssl.TLSVersion.TLSv1_2), rig.ISTIO_SNI)
     assert exchange.tls_version == "TLSv1.2"
-    assert wire["verdict"] == "mtls" and wire["tls_version"] == "TLSv1.2"
-    assert wire["certificates_visible"] is True
-    assert wire["certificate_uris"] == sorted([rig.CLIENT_ID, rig.SERVER_ID])
-    senders = {c["sent_by"] for c in wire["flows"][0]["certificates"] if c["chain"]}
+    assert wire.verdict == "mtls" and wire.tls_version == "TLSv1.2"
+    assert wire.certificates_visible is True
+    assert wire.certificate_uris == sorted([rig.CLIENT_ID, rig.SERVER_ID])
+    senders = {c["sent_by"] for c in wire.flows[0]["certificates"] if c["chain"]}
     assert senders == {"client", "server"}
-    assert wire["canary_in_clear"] is False
+    assert wire.canary_in_clear is False
 
 
 def test_simple_tls_is_app_tls(net, pki, tmp_path):
     client = rig.client_tls(pki, mutual=False, alpn=["http/1.1"])
     wire, exchange, _ = probe(net, tmp_path, SIMPLE, client, "httpbin.ns.svc.cluster.local")
     assert exchange.alpn == "http/1.1"
-    assert wire["verdict"] == "app-tls"
-    assert wire["alpn"] == ["http/1.1"] and wire["sni"] == "httpbin.ns.svc.cluster.local"
-    assert "mesh ALPN" in wire["reason"] and "outbound_ SNI" in wire["reason"]
-    assert wire["canary_in_clear"] is False
+    assert wire.verdict == "app-tls"
+    assert wire.alpn == ["http/1.1"] and wire.sni == "httpbin.ns.svc.cluster.local"
+    assert "mesh ALPN" in wire.reason and "outbound_ SNI" in wire.reason
+    assert wire.canary_in_clear is False
 
 
 @pytest.mark.parametrize(("alpn", "sni", "missing"), [
@@ -108,23 +108,23 @@ def test_simple_tls_is_app_tls(net, pki, tmp_path):
 def test_half_the_mesh_marks_is_app_tls(net, pki, tmp_path, alpn, sni, missing):
     """mTLS needs both marks: TLS that has only one of them must not pass as the mesh's."""
     wire, _, _ = probe(net, tmp_path, MTLS, rig.client_tls(pki, mutual=True, alpn=alpn), sni)
-    assert wire["verdict"] == "app-tls" and wire["reason"] == f"TLS without the {missing}"
+    assert wire.verdict == "app-tls" and wire.reason == f"TLS without the {missing}"
 
 
 def test_plaintext_http_is_plaintext_with_canary(net, tmp_path):
     wire, exchange, _ = probe(net, tmp_path, PLAIN)
     assert exchange.response.startswith(b"HTTP/1.1 200")
-    assert wire["verdict"] == "plaintext"
-    assert wire["canary_in_clear"] is True
-    assert set(wire["flows"][0]["canary_directions"]) == {"to_server", "to_client"}
-    assert wire["http_request_line"] == "GET /headers HTTP/1.1" and wire["http_status_on_wire"] == 200
-    assert wire["request_in_clear"] and wire["response_in_clear"]
-    assert wire["tls_version"] is None and wire["sni"] is None
+    assert wire.verdict == "plaintext"
+    assert wire.canary_in_clear is True
+    assert set(wire.flows[0]["canary_directions"]) == {"to_server", "to_client"}
+    assert wire.http_request_line == "GET /headers HTTP/1.1" and wire.http_status_on_wire == 200
+    assert wire.request_in_clear and wire.response_in_clear
+    assert wire.tls_version is None and wire.sni is None
 
 
 def test_pcap_keeps_kernel_timestamps_to_the_microsecond(net, tmp_path):
     wire, _, _ = probe(net, tmp_path, PLAIN)
-    with RawPcapReader(wire["pcap"]) as reader:
+    with RawPcapReader(wire.pcap) as reader:
         stamps = [meta.sec + meta.usec / 1e6 for _, meta in reader]
     assert stamps == sorted(stamps) and len(set(stamps)) > 1
     assert abs(stamps[0] - time.time()) < 60
@@ -136,34 +136,34 @@ def test_strict_server_that_speaks_plaintext_turns_red(net, pki, tmp_path):
     broken = dict(strict_ports, STRICT=PLAIN)
     good, _, _ = probe(net, tmp_path, strict_ports["STRICT"], mesh_client(pki), rig.ISTIO_SNI, "good")
     bad, _, _ = probe(net, tmp_path, broken["STRICT"], None, None, "bad")
-    assert good["verdict"] == "mtls" and good["canary_in_clear"] is False
-    assert bad["verdict"] == "plaintext" and bad["canary_in_clear"] is True
+    assert good.verdict == "mtls" and good.canary_in_clear is False
+    assert bad.verdict == "plaintext" and bad.canary_in_clear is True
 
 
 def test_plaintext_rejected_without_answer_is_recorded(net, tmp_path):
     """A STRICT sidecar closes a plaintext connection: the request is on the wire, no response."""
     wire, exchange, _ = probe(net, tmp_path, SILENT)
     assert exchange.response == b""
-    assert wire["verdict"] == "plaintext"
-    assert wire["request_in_clear"] is True and wire["response_in_clear"] is False
-    assert wire["response"] == "none" and wire["http_status_on_wire"] is None
-    assert wire["canary_in_clear"] is True  # the request carried it; the suite decides whether it is a leak
+    assert wire.verdict == "plaintext"
+    assert wire.request_in_clear is True and wire.response_in_clear is False
+    assert wire.response == "none" and wire.http_status_on_wire is None
+    assert wire.canary_in_clear is True  # the request carried it; the suite decides whether it is a leak
 
 
 def test_plaintext_400_answer_is_recognisable(net, tmp_path):
     wire, _, _ = probe(net, tmp_path, BAD_REQUEST)
-    assert wire["verdict"] == "plaintext" and wire["http_status_on_wire"] == 400
-    assert wire["flows"][0]["to_client"]["http_status_line"] == "HTTP/1.1 400 Bad Request"
+    assert wire.verdict == "plaintext" and wire.http_status_on_wire == 400
+    assert wire.flows[0]["to_client"]["http_status_line"] == "HTTP/1.1 400 Bad Request"
 
 
 def test_mtls_client_answered_by_plaintext_400(net, pki, tmp_path):
     """A plaintext server given a mesh ClientHello answers 400 in the clear: TLS up, cleartext down."""
     wire, exchange, _ = probe(net, tmp_path, BAD_REQUEST_AT_ONCE, mesh_client(pki), rig.ISTIO_SNI)
     assert exchange.response.startswith(b"error:")  # the client's handshake failed
-    assert wire["verdict"] == "plaintext" and wire["reason"] == "the server sent bytes that are not TLS"
-    assert (wire["request"], wire["response"]) == ("tls", "cleartext")
-    assert wire["sni"] == rig.ISTIO_SNI and wire["http_status_on_wire"] == 400
-    assert wire["request_in_clear"] is False and wire["canary_in_clear"] is False
+    assert wire.verdict == "plaintext" and wire.reason == "the server sent bytes that are not TLS"
+    assert (wire.request, wire.response) == ("tls", "cleartext")
+    assert wire.sni == rig.ISTIO_SNI and wire.http_status_on_wire == 400
+    assert wire.request_in_clear is False and wire.canary_in_clear is False
 
 
 def test_refused_connection_is_none(net, tmp_path):
@@ -174,7 +174,7 @@ def test_refused_connection_is_none(net, tmp_path):
         net.connect(port)
     assert cap.settled_by == "closed"  # the RST ended the wait, not the quiet period
     wire = judge(pcap, new_canary(), rig.SERVER_IP, port)
-    assert wire["verdict"] == "none" and wire["flows"][0]["ended"] == "rst"
+    assert wire.verdict == "none" and wire.flows[0]["ended"] == "rst"
 
 
 def test_empty_capture_is_a_harness_error(net, tmp_path):
@@ -192,7 +192,7 @@ def test_capture_that_missed_the_probe_flow_is_a_harness_error(net, pki, tmp_pat
     with Capture(net.server_iface, "tcp", pcap, netns=net.server_ns):
         exchange = net.exchange(TLS_KEEPALIVE, rig.http_request(canary), mesh_client(pki), rig.ISTIO_SNI)
     assert canary.encode() in exchange.response  # the request was sent, only elsewhere
-    assert judge(pcap, canary, rig.SERVER_IP, TLS_KEEPALIVE)["verdict"] == "mtls"
+    assert judge(pcap, canary, rig.SERVER_IP, TLS_KEEPALIVE).verdict == "mtls"
     with pytest.raises(CaptureError, match="missed the probe's flow"):
         judge(pcap, canary, rig.SERVER_IP, MTLS)
 
@@ -206,11 +206,11 @@ def test_canary_in_the_clear_to_an_unexpected_port_is_a_leak(net, tmp_path):
         exchange = net.exchange(PLAIN, rig.http_request(canary))
     assert exchange.response.startswith(b"HTTP/1.1 200")
     wire = judge(pcap, canary, rig.SERVER_IP, MTLS)
-    assert wire["verdict"] == "plaintext" and wire["canary_in_clear"] is True
-    assert f"to {rig.SERVER_IP}:{PLAIN}, not to the probe's server {rig.SERVER_IP}:{MTLS}" in wire["reason"]
-    assert [f.split("->")[1] for f in wire["leaking_flows"]] == [f"{rig.SERVER_IP}:{PLAIN}"]
-    assert [f["probe_flow"] for f in wire["flows"]] == [False]
-    assert wire["request_in_clear"] and wire["http_request_line"] == "GET /headers HTTP/1.1"
+    assert wire.verdict == "plaintext" and wire.canary_in_clear is True
+    assert f"to {rig.SERVER_IP}:{PLAIN}, not to the probe's server {rig.SERVER_IP}:{MTLS}" in wire.reason
+    assert [f.split("->")[1] for f in wire.leaking_flows] == [f"{rig.SERVER_IP}:{PLAIN}"]
+    assert [f["probe_flow"] for f in wire.flows] == [False]
+    assert wire.request_in_clear and wire.http_request_line == "GET /headers HTTP/1.1"
 
 
 def _pooled(net, port, tls, tmp_path, name):
@@ -242,17 +242,17 @@ def test_reused_tls_connection_cannot_prove_mtls(net, pki, tmp_path):
 def test_reused_plaintext_connection_is_still_plaintext(net, tmp_path):
     pcap, canary = _pooled(net, KEEPALIVE, None, tmp_path, "pooled-plain")
     wire = judge(pcap, canary, rig.SERVER_IP, KEEPALIVE)
-    assert wire["verdict"] == "plaintext" and wire["canary_in_clear"] is True
-    assert wire["flows"][0]["syn_seen"] is False
+    assert wire.verdict == "plaintext" and wire.canary_in_clear is True
+    assert wire.flows[0]["syn_seen"] is False
 
 
 def test_large_response_in_gso_frames_is_reassembled(net, tmp_path):
     """The canary sits at the end of a 200 kB body: found only if every segment was put back in order."""
     wire, exchange, _ = probe(net, tmp_path, LARGE)
-    down = wire["flows"][0]["to_client"]
+    down = wire.flows[0]["to_client"]
     assert down["bytes"] == len(exchange.response) and down["holes"] == 0
-    assert wire["flows"][0]["canary_directions"] == ["to_server", "to_client"]
-    frames = read_flows(Path(wire["pcap"]))[1][0].to_client.frames
+    assert wire.flows[0]["canary_directions"] == ["to_server", "to_client"]
+    frames = read_flows(Path(wire.pcap))[1][0].to_client.frames
     assert frames < len(exchange.response) // 1448, "expected GSO super-frames larger than the MTU on veth"
 
 
@@ -275,7 +275,7 @@ def test_retransmitted_segments_are_merged(net, tmp_path):
     assert up.data == request and up.holes == 0 and up.conflicting_bytes == 0
     sent = sum(len(data) for _, _, data in up._segments)
     assert sent > len(request), "no segment was retransmitted; the drop rule did not bite"
-    assert judge(pcap, canary, rig.SERVER_IP, UPLOAD)["canary_in_clear"] is True
+    assert judge(pcap, canary, rig.SERVER_IP, UPLOAD).canary_in_clear is True
 
 
 def test_frames_the_kernel_dropped_make_the_capture_an_error(net, tmp_path, monkeypatch):
@@ -311,7 +311,7 @@ def test_capture_in_this_namespace_on_loopback(tmp_path):
         listener.close()
     assert cap.packets > 0
     wire = judge(pcap, canary, "127.0.0.1", port)
-    assert wire["verdict"] == "plaintext" and wire["canary_in_clear"] is True
+    assert wire.verdict == "plaintext" and wire.canary_in_clear is True
 
 
 def test_ipv6_flow_on_loopback(tmp_path):
@@ -325,8 +325,8 @@ def test_ipv6_flow_on_loopback(tmp_path):
     finally:
         listener.close()
     wire = judge(pcap, canary, "::1", port)
-    assert wire["verdict"] == "plaintext" and wire["http_status_on_wire"] == 400 and wire["canary_in_clear"]
-    assert wire["flows"][0]["server"] == f"::1:{port}"
+    assert wire.verdict == "plaintext" and wire.http_status_on_wire == 400 and wire.canary_in_clear
+    assert wire.flows[0]["server"] == f"::1:{port}"
 
 
 def test_parallel_captures_each_see_their_own_probe(net, pki, tmp_path):
@@ -348,8 +348,8 @@ def test_parallel_captures_each_see_their_own_probe(net, pki, tmp_path):
         for thread in threads:
             thread.join()
         assert not [v for v in verdicts.values() if isinstance(v, Exception)], verdicts
-        assert {port: v["verdict"] for port, v in verdicts.items()} == {port: c[0] for port, c in cases.items()}
-        assert all(len(v["flows"]) == 1 for v in verdicts.values())
+        assert {port: v.verdict for port, v in verdicts.items()} == {port: c[0] for port, c in cases.items()}
+        assert all(len(v.flows) == 1 for v in verdicts.values())
 
 
 def test_settle_ends_on_close_not_on_a_fixed_sleep(net, tmp_path):
@@ -357,7 +357,7 @@ def test_settle_ends_on_close_not_on_a_fixed_sleep(net, tmp_path):
     pcap = tmp_path / "closed.pcap"
     with Capture(net.server_iface, f"tcp port {PLAIN}", pcap, netns=net.server_ns) as cap:
         net.exchange(PLAIN, rig.http_request(new_canary()))
-    assert judge(pcap, "mp-canary-x", rig.SERVER_IP, PLAIN)["flows"][0]["ended"] == "fin"
+    assert judge(pcap, "mp-canary-x", rig.SERVER_IP, PLAIN).flows[0]["ended"] == "fin"
     assert cap.settled_by == "closed"
 
 

@@ -40,6 +40,7 @@ from reports import allure_cell
 from suites.expectations import expect
 from suites.interpret import compare
 from suites.matrix import matrix_scenarios
+from testsupport.wire import wire_verdict
 
 SCENARIOS = dict(matrix_scenarios())
 
@@ -52,9 +53,9 @@ def test_cell(cell, wire):
     allure_cell.predicted(cell, scenario, tags, prediction)
     tls = prediction.tls or {}
     # What the wire classifier reports for this cell's handshake (or for a sidecar that sent cleartext).
-    facts = {"verdict": wire, "canary_in_clear": wire == "plaintext", "certificates_visible": False,
-             "tls_version": tls.get("version"), "alpn": [tls.get("alpn")], "sni": tls.get("sni"),
-             "reason": "TLS with the mesh ALPN and an outbound_ SNI"}
+    facts = wire_verdict(wire, canary_in_clear=wire == "plaintext", certificates_visible=False,
+                         tls_version=tls.get("version"), alpn=[tls.get("alpn")], sni=tls.get("sni"),
+                         reason="TLS with the mesh ALPN and an outbound_ SNI")
     result = ProbeResult("mtls" if wire == "mtls" else "plaintext", 200, 0,
                          prediction.peer_identity if wire == "mtls" else None, wire=facts)
     verdict = compare(prediction, result, captured=True)

@@ -21,6 +21,7 @@ from suites.interpret import compare
 from suites.matrix import matrix_scenarios, scope_scenarios
 from suites.runner import predict_for_run
 from tests.kube_scenarios import RUN
+from testsupport.wire import wire_verdict
 
 CELLS = list(matrix_scenarios()) + list(scope_scenarios())
 
@@ -40,7 +41,7 @@ def observed_as_predicted(prediction, identity) -> ProbeResult:
     envoy = prediction.envoy  # a 503 as predicted carries the client sidecar's report the rule names
     report = {"response_flags": envoy["flags"], "transport_failure": envoy["failure"]} if envoy else None
     return ProbeResult(prediction.outcome, 200 if prediction.outcome in ("mtls", "plaintext") else None, 0,
-                       identity if prediction.peer_identity else None, wire={"verdict": prediction.wire},
+                       identity if prediction.peer_identity else None, wire=wire_verdict(prediction.wire),
                        proxy_report=report)
 
 

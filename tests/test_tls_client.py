@@ -2,6 +2,7 @@
 The stderr samples are OpenSSL 3.0's own lines from handshakes against the reference mesh's sidecars."""
 
 from probes.tls_client import handshake_stop, read_s_client, s_client_command
+from testsupport.wire import wire_verdict
 
 REQUIRED = ("CONNECTION ESTABLISHED\nProtocol version: TLSv1.3\nCiphersuite: TLS_AES_256_GCM_SHA384\n"
             "40F7:error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:"
@@ -37,7 +38,7 @@ def test_reads_an_alert_a_version_and_an_answer():
 def _judged(server_bytes, records, hello, closed):
     flow = {"probe_flow": True, "tls": {"server_hello": hello}, "server_closed": closed, "client_closed": None,
             "to_client": {"bytes": server_bytes, "records": records}}
-    return {"flows": [{"probe_flow": False}, flow]}
+    return wire_verdict("app-tls", flows=[{"probe_flow": False}, flow])
 
 
 def test_handshake_stop_says_where_and_who():
@@ -48,4 +49,4 @@ def test_handshake_stop_says_where_and_who():
     stop = handshake_stop(_judged(900, {"handshake": 1, "application_data": 2}, {"version": "TLSv1.3"}, None))
     assert stop["stopped"] == ("after the ServerHello (TLSv1.3): the server sent 2 encrypted record(s); "
                                "the server did not close the connection")
-    assert stop["server_hello"] == "TLSv1.3" and handshake_stop({"flows": []})["server_bytes"] == 0
+    assert stop["server_hello"] == "TLSv1.3" and handshake_stop(wire_verdict(flows=[]))["server_bytes"] == 0

@@ -81,7 +81,7 @@ def run(probes: int) -> dict:
                     send(canary)
                     parts["probe"].append((time.perf_counter() - began) * 1e3)
                 began = time.perf_counter()
-                verdicts.add(judge(pcap, canary, rig.SERVER_IP, port)["verdict"])
+                verdicts.add(judge(pcap, canary, rig.SERVER_IP, port).verdict)
                 parts["judge"].append((time.perf_counter() - began) * 1e3)
                 for name in ("start", "settle", "write"):
                     parts[name].append(cap.timings_ms[name])

@@ -10,6 +10,7 @@ CA). The httpbin pod's capture and its judgement are the ones the probes use.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import shlex
 import time
 
@@ -88,8 +89,8 @@ def tls_handshake(backend, handle, attempt: TlsAttempt, capture: bool = True) ->
         pcap = backend.out_dir / "pcaps" / f"{handle.cell_id}-{canary}.pcap"
         pcap.parent.mkdir(parents=True, exist_ok=True)
         pcap.write_bytes(server_capture.stop(canary))
-        wire = judge(pcap, canary, server_ip, port)
-        wire["handshake"] = handshake_stop(wire)
+        judged = judge(pcap, canary, server_ip, port)
+        wire = dataclasses.replace(judged, handshake=handshake_stop(judged))
     seen = read_s_client(done.exit_code, done.stdout, done.stderr)
     identity = peer_identity_from_headers(seen["body"]) if seen["http_status"] == 200 else None
     outcome, detail = seen["outcome"], seen["detail"]

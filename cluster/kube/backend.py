@@ -451,7 +451,7 @@ class KubeBackend(MeshBackend):
             return result
         result.wire = wire
         if result.outcome != "error":  # a 200 that answered another request stays a harness error
-            result.outcome = outcome_of(result.http_status, result.curl_exit, wire.get("verdict"),
+            result.outcome = outcome_of(result.http_status, result.curl_exit, wire.verdict,
                                         result.peer_identity)
         return result
 

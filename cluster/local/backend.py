@@ -8,6 +8,7 @@ namespace config), so pairs never see each other's policies.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -373,7 +374,7 @@ class LocalBackend(MeshBackend):
         if curl.http_status == 200 and curl.curl_exit == 0 and echoed_canary(curl.body) != canary:
             harness_error = "the 200 did not echo this probe's canary: it answered another request"
         status = curl.http_status or None
-        outcome = outcome_of(status, curl.curl_exit, wire.get("verdict") if wire else None, identity)
+        outcome = outcome_of(status, curl.curl_exit, wire.verdict if wire else None, identity)
         if harness_error:
             # The harness failed, not the mesh: an error, never a pass; keep what the probe itself saw.
             detail = f"{harness_error}; the probe got HTTP {status}, curl exit {curl.curl_exit}" + (
@@ -460,7 +461,7 @@ class LocalBackend(MeshBackend):
         if wire:
             from probes.tls_client import handshake_stop
 
-            wire["handshake"] = handshake_stop(wire)
+            wire = dataclasses.replace(wire, handshake=handshake_stop(wire))
         if proc is None:
             return HandshakeResult("error", None, None, None, None, canary=canary, command=" ".join(argv),
                                    detail=error or "")

@@ -40,7 +40,7 @@ class Request:
     client: str  # the name of the client handle it came from
     started: float  # epoch seconds (the capture's clock)
     ended: float
-    outcome: str  # cluster.backend OUTCOMES, or "error"
+    outcome: str  # a meshproof.vocabulary Outcome, or "error"
     http_status: int | None
     curl_exit: int
     canary: str

@@ -124,10 +124,18 @@ class Sidecar:
         return out
 
     def log_tail(self, lines: int = 5) -> str:
+        """The last lines of the log; after a crash, the line that says why (Envoy logs it before the
+        backtrace, which would otherwise fill the tail)."""
         try:
-            return " | ".join((self.dir / "envoy.log").read_text(errors="replace").splitlines()[-lines:])
+            log = (self.dir / "envoy.log").read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        trace = len(log)
+        while trace and "[backtrace]" in log[trace - 1]:
+            trace -= 1
+        if trace == len(log):
+            return " | ".join(log[-lines:])
+        return " | ".join([*log[max(0, trace - 2):trace], *log[trace:trace + 1]])
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -76,7 +76,8 @@ class Scenario:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_TOP_FIELDS = ("name", "client", "server", "istio_version", "root_namespace", "resources", "description", "tags")
+_TOP_FIELDS = ("name", "client", "server", "istio_version", "root_namespace", "resources", "description", "why",
+               "tags")
 RESERVED_PORTS = (15000, 15001, 15006, 15020, 15021, 15090)  # the sidecar's own
 
 
@@ -202,7 +203,7 @@ def scenario_from_dict(data: Any, source: str = "<scenario>") -> Scenario:
     resources = parse_resources(manifests, source)
     return Scenario(client=client, server=server, resources=tuple(resources), manifests=tuple(manifests),
                     istio_version=version, root_namespace=root, name=str(data.get("name", "")),
-                    extra={k: data[k] for k in ("description", "tags") if k in data})
+                    extra={k: data[k] for k in ("description", "why", "tags") if k in data})
 
 
 def _workload_fields(raw: Any, source: str, role: str) -> dict[str, Any]:

@@ -24,14 +24,15 @@ HEADER = ("# The oracle's prediction for every cell of every suite at Istio {ver
 
 
 def suites() -> dict[str, list[tuple[str, dict]]]:
-    """Every suite's cells, by suite name, from the `*_scenarios()` functions of suites/matrix.py."""
+    """Every suite's cells as (id, scenario), by suite name, from the `*_cells()` functions of suites/matrix.py."""
     from suites import matrix
+    from suites.cells import as_scenarios
 
     found = {}
     for name in sorted(dir(matrix)):
         function = getattr(matrix, name)
-        if name.endswith("_scenarios") and callable(function) and not name.startswith("_"):
-            found[name.removesuffix("_scenarios")] = function()
+        if name.endswith("_cells") and callable(function) and not name.startswith("_"):
+            found[name.removesuffix("_cells")] = as_scenarios(function())
     return found
 
 

@@ -17,8 +17,8 @@ from cluster.backend import HandshakeResult, TlsAttempt
 from meshproof.scenario import scenario_from_dict
 from reports import allure_cell
 from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
+from suites.cells import pa, scenario
 from suites.expectations import HandshakePrediction, expect_handshake
-from suites.matrix import pa, scenario
 
 CLIENT_ID = "spiffe://cluster.local/ns/sleep/sa/sleep"
 ISTIO_ALPN = ("istio-http/1.1", "istio")  # what a sidecar offers for HTTP/1.1 (xds/filters/filters.go Alpn)

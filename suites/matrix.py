@@ -1,6 +1,6 @@
-"""The conformance cells as declarative scenarios (dicts for `meshproof.scenario.scenario_from_dict`).
+"""The conformance cells as declarative records (suites/cells.py `Cell`).
 
-`matrix_scenarios()`: client sidecar x server sidecar x PeerAuthentication mode in the server namespace
+`matrix_cells()`: client sidecar x server sidecar x PeerAuthentication mode in the server namespace
 (none, UNSET, DISABLE, PERMISSIVE, STRICT) x DestinationRule tls mode in the client namespace (none,
 DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL) = 100 cells, ids like `client-sidecar/server-sidecar/pa-strict/dr-istio-mutual`.
 
@@ -13,94 +13,91 @@ What the DestinationRule cells test:
   auto_san_validation checks that Host name against a certificate that carries only a SPIFFE URI.
 - For a client without a sidecar the DestinationRule has no effect (no proxy reads it); those cells prove it.
 
-`scope_scenarios()`: scope and precedence cells, same (id, dict) shape; the comment above each says what
-it pins down. Namespaces are fixed (sleep, httpbin, istio-system); a runner that shares one mesh between
-cells renames them.
+`scope_cells()`: scope and precedence cells; each one's `why` says what it pins down.
+
+`matrix_scenarios()` / `scope_scenarios()`: the same cells as (id, scenario dict) pairs.
+A suite is a `<name>_cells()` function here: the expected tables (reports/expected_tables.py) find it by name.
 """
 
 from __future__ import annotations
 
-from suites.expectations import MESH_CERT_FILES, expect
+from suites.cells import (
+    APP,
+    CA,
+    CLIENT_NS,
+    HOST,
+    ROOT_NS,
+    SERVER_NS,
+    SERVER_SAN,
+    Cell,
+    as_scenarios,
+    dr,
+    pa,
+    scenario,
+    tls,
+)
+from suites.expectations import expect
 
-CLIENT_NS, SERVER_NS, ROOT_NS = "sleep", "httpbin", "istio-system"
-HOST = f"httpbin.{SERVER_NS}.svc.cluster.local"
+__all__ = ["HOST", "ROOT_NS", "dr", "matrix_cells", "matrix_scenarios", "pa", "scenario", "scope_cells",
+           "scope_scenarios", "tls"]
+
 PA_MODES = (None, "UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 DR_MODES = (None, "DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
-
-
-def pa(mode: str | None, namespace: str = SERVER_NS, name: str = "default", selector: dict | None = None,
-       ports: dict[int, str | None] | None = None) -> dict:
-    """A PeerAuthentication; mode None leaves out spec.mtls, a port mode None leaves out its mode (UNSET)."""
-    spec: dict = {}
-    if selector:
-        spec["selector"] = {"matchLabels": selector}
-    if mode is not None:
-        spec["mtls"] = {"mode": mode}
-    if ports:
-        spec["portLevelMtls"] = {port: ({"mode": m} if m else {}) for port, m in ports.items()}
-    return {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
-
-
-def tls(mode: str, **extra) -> dict:
-    settings = {"mode": mode}
-    if mode == "MUTUAL":
-        settings.update(MESH_CERT_FILES)
-    settings.update(extra)
-    return settings
-
-
-def dr(mode: str | None, namespace: str = CLIENT_NS, name: str = "httpbin", host: str = HOST,
-       export_to: list[str] | None = None, selector: dict | None = None,
-       ports: dict[int, dict | None] | None = None, traffic_policy: dict | None = None) -> dict:
-    """A DestinationRule; `ports` maps a port number to its tls settings (None: a port entry without tls)."""
-    policy = dict(traffic_policy or {})
-    if mode is not None:
-        policy["tls"] = tls(mode)
-    if ports:
-        policy["portLevelSettings"] = [
-            {"port": {"number": port}, **({"tls": t} if t else {"connectionPool": {"tcp": {"maxConnections": 100}}})}
-            for port, t in ports.items()]
-    spec: dict = {"host": host}
-    if policy:
-        spec["trafficPolicy"] = policy
-    if export_to is not None:
-        spec["exportTo"] = export_to
-    if selector:
-        spec["workloadSelector"] = {"matchLabels": selector}
-    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
-
-
-def scenario(resources: list[dict], client_sidecar: bool = True, server_sidecar: bool = True,
-             description: str = "", tags: list[str] | None = None, **server) -> dict:
-    return {"client": {"namespace": CLIENT_NS, "sidecar": client_sidecar},
-            "server": {"namespace": SERVER_NS, "sidecar": server_sidecar, **server},
-            "resources": resources, "description": description, "tags": tags or []}
+S = SERVER_NS
+# What each mode asks of the mesh, for the matrix cells' `why`.
+PA_WHY = {
+    None: "no PeerAuthentication applies, so Istio's default PERMISSIVE holds",
+    "UNSET": "the server's namespace PeerAuthentication is UNSET and inherits the mesh default, PERMISSIVE",
+    "DISABLE": "the server's namespace accepts only plaintext (PeerAuthentication DISABLE)",
+    "PERMISSIVE": "the server's namespace accepts Istio mTLS and plaintext (PeerAuthentication PERMISSIVE)",
+    "STRICT": "the server's namespace accepts only Istio mTLS (PeerAuthentication STRICT)",
+}
+DR_WHY = {
+    None: "no DestinationRule, so auto mTLS decides what the client sidecar sends",
+    "DISABLE": "a DestinationRule in the client's namespace asks for plaintext (tls DISABLE)",
+    "SIMPLE": "a DestinationRule in the client's namespace asks for one-way TLS without a client certificate "
+              "(tls SIMPLE)",
+    "MUTUAL": "a DestinationRule in the client's namespace asks for user mutual TLS with the mesh's certificate "
+              "files (tls MUTUAL), which is not Istio mTLS",
+    "ISTIO_MUTUAL": "a DestinationRule in the client's namespace asks for Istio mTLS (tls ISTIO_MUTUAL)",
+}
 
 
 def _slug(mode: str | None) -> str:
     return "none" if mode is None else mode.lower().replace("_", "-")
 
 
-def matrix_scenarios() -> list[tuple[str, dict]]:
+def _with(present: bool) -> str:
+    return "with" if present else "without"
+
+
+def matrix_cells() -> list[Cell]:
     cells = []
     for client_sidecar in (True, False):
         for server_sidecar in (True, False):
             for pa_mode in PA_MODES:
                 for dr_mode in DR_MODES:
-                    ids = ["client-sidecar" if client_sidecar else "client-no-sidecar",
+                    ids = ("client-sidecar" if client_sidecar else "client-no-sidecar",
                            "server-sidecar" if server_sidecar else "server-no-sidecar",
-                           f"pa-{_slug(pa_mode)}", f"dr-{_slug(dr_mode)}"]
+                           f"pa-{_slug(pa_mode)}", f"dr-{_slug(dr_mode)}")
                     resources = []
                     if pa_mode is not None:
                         resources.append(pa(pa_mode))
                     if dr_mode is not None:
                         resources.append(dr(dr_mode))
+                    why = (f"A client {_with(client_sidecar)} a sidecar calls a server {_with(server_sidecar)} one: "
+                           f"{PA_WHY[pa_mode]}, and {DR_WHY[dr_mode]}"
+                           + ("; no proxy reads it without a client sidecar." if dr_mode and not client_sidecar
+                              else "."))
                     text = (f"PeerAuthentication {pa_mode or 'absent'} in {SERVER_NS}, DestinationRule tls "
                             f"{dr_mode or 'absent'} in {CLIENT_NS}")
-                    cells.append(("/".join(ids), scenario(resources, client_sidecar, server_sidecar, text, ids)))
+                    cells.append(Cell("/".join(ids), why, tuple(resources), {"sidecar": client_sidecar},
+                                      {"sidecar": server_sidecar}, text, ids))
     return cells
+
+
+def matrix_scenarios() -> list[tuple[str, dict]]:
+    return as_scenarios(matrix_cells())
 
 
 def matrix_predictions(istio_version: str | None = None) -> list[dict]:
@@ -118,231 +115,281 @@ def matrix_predictions(istio_version: str | None = None) -> list[dict]:
     return out
 
 
-S = SERVER_NS
-APP = {"app": "httpbin"}
-# The server's identity, as a client that verifies it names it in subjectAltNames.
-SERVER_SAN = "spiffe://cluster.local/ns/httpbin/sa/httpbin"
-CA = MESH_CERT_FILES["caCertificates"]
+NAKED_CLIENT = {"sidecar": False}
+
+
+def _scope(cell_id: str, why: str, description: str, resources: list[dict], client: dict | None = None,
+           server: dict | None = None) -> Cell:
+    return Cell(f"scope/{cell_id}", why, tuple(resources), client or {}, server or {}, description,
+                ("scope", cell_id.split("-")[0]))
+
+
+def scope_cells() -> list[Cell]:
+    return [
+        # --- PeerAuthentication scope -----------------------------------------------------------------
+        _scope("pa-mesh-strict", "A mesh-wide (root namespace) policy applies when the namespace has none.",
+               "mesh STRICT reaches the server", [pa("STRICT", ROOT_NS)], NAKED_CLIENT),
+        _scope("pa-namespace-overrides-mesh", "A namespace policy overrides the mesh one.",
+               "namespace PERMISSIVE beats mesh STRICT", [pa("STRICT", ROOT_NS), pa("PERMISSIVE")], NAKED_CLIENT),
+        _scope("pa-workload-overrides-namespace", "A workload policy overrides the namespace one.",
+               "workload STRICT beats namespace PERMISSIVE",
+               [pa("PERMISSIVE"), pa("STRICT", name="httpbin", selector=APP)], NAKED_CLIENT),
+        _scope("pa-port-level-target-port", "A port-level mode on the target port overrides the workload mode.",
+               "portLevelMtls on the target port 8080 beats workload STRICT",
+               [pa("STRICT", name="httpbin", selector=APP, ports={8080: "PERMISSIVE"})], NAKED_CLIENT),
+        _scope("pa-port-level-service-port-ignored",
+               "portLevelMtls keyed by the Service port does nothing: Istio keys it by the target (container) port.",
+               "portLevelMtls on the Service port 8000 does not apply",
+               [pa("STRICT", name="httpbin", selector=APP, ports={8000: "PERMISSIVE"})], NAKED_CLIENT),
+        _scope("pa-port-level-moved-target-port", "With the target port moved, the port-level key follows it.",
+               "target port 9090 with portLevelMtls[9090] DISABLE",
+               [pa("STRICT", name="httpbin", selector=APP, ports={9090: "DISABLE"})], NAKED_CLIENT,
+               {"target_port": 9090}),
+        _scope("pa-unset-namespace-inherits-mesh", "UNSET at namespace level inherits the mesh mode.",
+               "namespace UNSET inherits mesh STRICT", [pa("STRICT", ROOT_NS), pa("UNSET")], NAKED_CLIENT),
+        _scope("pa-unset-mesh-is-permissive", "UNSET at mesh level means PERMISSIVE.",
+               "mesh UNSET is PERMISSIVE", [pa("UNSET", ROOT_NS)], NAKED_CLIENT),
+        _scope("pa-workload-without-mtls-inherits", "A workload policy without spec.mtls inherits the namespace mode.",
+               "workload without mtls inherits namespace STRICT",
+               [pa("STRICT"), pa(None, name="httpbin", selector=APP)], NAKED_CLIENT),
+        _scope("pa-unset-port-inherits-workload",
+               "An UNSET port inherits the workload mode, which itself inherited from the namespace.",
+               "portLevelMtls[8080] UNSET inherits namespace STRICT",
+               [pa("STRICT"), pa("UNSET", name="httpbin", selector=APP, ports={8080: None})], NAKED_CLIENT),
+        _scope("pa-conflict-namespace-oldest-wins",
+               "Of two namespace-level policies the oldest wins, whatever the newer one says.",
+               "two namespace policies, STRICT is older",
+               [pa("STRICT", name="first"), pa("PERMISSIVE", name="second")], NAKED_CLIENT),
+        _scope("pa-conflict-namespace-oldest-wins-permissive",
+               "Of two namespace-level policies the oldest wins, also when it is the weaker one.",
+               "two namespace policies, PERMISSIVE is older",
+               [pa("PERMISSIVE", name="first"), pa("STRICT", name="second")], NAKED_CLIENT),
+        _scope("pa-conflict-workload-oldest-wins", "Of two workload-level policies the oldest wins.",
+               "two workload policies, DISABLE is older",
+               [pa("DISABLE", name="first", selector=APP), pa("STRICT", name="second", selector=APP)], NAKED_CLIENT),
+        _scope("pa-conflict-mesh-oldest-unset-wins", "Of two mesh-level policies the oldest wins even when it is UNSET.",
+               "two mesh policies, UNSET is older",
+               [pa("UNSET", ROOT_NS, name="first"), pa("STRICT", ROOT_NS, name="second")], NAKED_CLIENT),
+        _scope("pa-root-selector-ignored",
+               "A selector policy in the root namespace is ignored, even when it selects the server.",
+               "root-namespace STRICT with a selector matching httpbin",
+               [pa("STRICT", ROOT_NS, name="httpbin", selector=APP)], NAKED_CLIENT),
+        _scope("pa-selector-no-match", "A selector that does not match the server is ignored.",
+               "workload STRICT selecting app=other", [pa("STRICT", name="other", selector={"app": "other"})],
+               NAKED_CLIENT),
+        _scope("pa-other-namespace-ignored", "A policy in another namespace (the client's) does not guard the server.",
+               "STRICT in the client's namespace", [pa("STRICT", CLIENT_NS)], NAKED_CLIENT),
+        _scope("auto-mtls-namespace-disable-workload-strict",
+               "Auto mTLS reads only namespace and mesh policies: namespace DISABLE with workload STRICT breaks "
+               "the call.",
+               "auto mTLS sees DISABLE, the workload is STRICT",
+               [pa("DISABLE"), pa("STRICT", name="httpbin", selector=APP)]),
+        _scope("auto-mtls-endpoint-workload-disable",
+               "The endpoint check sees the workload's DISABLE: auto mTLS falls back to plaintext.",
+               "namespace STRICT, workload DISABLE, no DestinationRule",
+               [pa("STRICT"), pa("DISABLE", name="httpbin", selector=APP)]),
+        _scope("auto-mtls-endpoint-port-disable",
+               "The endpoint check also sees a port-level DISABLE on the target port: auto mTLS sends plaintext.",
+               "namespace STRICT, portLevelMtls[8080] DISABLE, no DestinationRule",
+               [pa("STRICT"), pa(None, name="httpbin", selector=APP, ports={8080: "DISABLE"})]),
+        _scope("auto-mtls-other-namespace-disable-ignored",
+               "The client's own namespace DISABLE does not reach the server's: auto mTLS still sends Istio mTLS.",
+               "DISABLE in the client's namespace, no DestinationRule", [pa("DISABLE", CLIENT_NS)]),
+        _scope("auto-mtls-workload-disable-port-strict",
+               "Without a namespace policy auto mTLS assumes PERMISSIVE, whatever the workload policy says; its "
+               "STRICT target port then gets Istio mTLS.",
+               "workload DISABLE, portLevelMtls[8080] STRICT, no DestinationRule",
+               [pa("DISABLE", name="httpbin", selector=APP, ports={8080: "STRICT"})]),
+        _scope("auto-mtls-mesh-disable", "Mesh DISABLE makes auto mTLS send plaintext.",
+               "mesh DISABLE, no DestinationRule", [pa("DISABLE", ROOT_NS)]),
+        # --- DestinationRule selection ----------------------------------------------------------------
+        _scope("dr-client-ns-beats-server-ns", "The client's namespace rule wins over the service's namespace rule.",
+               "client ns DISABLE vs server ns ISTIO_MUTUAL under STRICT",
+               [pa("STRICT"), dr("ISTIO_MUTUAL", S, name="server-side"), dr("DISABLE")]),
+        _scope("dr-server-ns-applies", "The service namespace's rule applies when the client's namespace has none.",
+               "server ns DISABLE under STRICT", [pa("STRICT"), dr("DISABLE", S)]),
+        _scope("dr-server-ns-export-dot-hidden",
+               "The service namespace's rule does not apply when it is exported only to its own namespace.",
+               "server ns DISABLE exportTo '.' under STRICT", [pa("STRICT"), dr("DISABLE", S, export_to=["."])]),
+        _scope("dr-server-ns-export-client-ns",
+               "The service namespace's rule applies when it is exported to the client's namespace by name.",
+               "server ns DISABLE exportTo [sleep] under STRICT",
+               [pa("STRICT"), dr("DISABLE", S, export_to=[CLIENT_NS])]),
+        _scope("dr-root-ns-applies", "The root namespace's rule applies last, when no other namespace has one.",
+               "root ns DISABLE under STRICT", [pa("STRICT"), dr("DISABLE", ROOT_NS)]),
+        _scope("dr-server-ns-beats-root-ns", "The service namespace's rule wins over the root namespace's.",
+               "server ns ISTIO_MUTUAL vs root ns DISABLE under STRICT",
+               [pa("STRICT"), dr("DISABLE", ROOT_NS, name="root"), dr("ISTIO_MUTUAL", S)]),
+        _scope("dr-root-ns-export-dot-hidden",
+               "A root namespace rule exported only to its own namespace is not the mesh's default.",
+               "root ns DISABLE exportTo '.' under STRICT", [pa("STRICT"), dr("DISABLE", ROOT_NS, export_to=["."])]),
+        _scope("dr-client-ns-exported-elsewhere",
+               "A client-namespace rule exported only elsewhere is not even visible in its own namespace.",
+               "client ns DISABLE exportTo [httpbin] under STRICT", [pa("STRICT"), dr("DISABLE", export_to=[S])]),
+        _scope("dr-short-host-in-server-ns", "A short host name resolves in the rule's own namespace: the service's.",
+               "host 'httpbin' in the server ns (resolves to the service)",
+               [pa("STRICT"), dr("DISABLE", S, host="httpbin")]),
+        _scope("dr-short-host-in-client-ns",
+               "A short host name resolves in the rule's own namespace: in the client's it names another host.",
+               "host 'httpbin' in the client ns (resolves to httpbin.sleep)", [pa("STRICT"), dr("DISABLE", host="httpbin")]),
+        _scope("dr-wildcard-client-ns-beats-exact-server-ns",
+               "A wildcard host in the client's namespace still beats an exact host in the server's namespace.",
+               "'*.local' DISABLE in client ns vs exact in server ns",
+               [pa("STRICT"), dr("ISTIO_MUTUAL", S), dr("DISABLE", host="*.local", name="wild")]),
+        _scope("dr-merge-oldest-traffic-policy", "Two rules with the same exportTo merge; the oldest trafficPolicy is kept.",
+               "two client ns rules: DISABLE (older) and ISTIO_MUTUAL",
+               [pa("STRICT"), dr("DISABLE", name="first"), dr("ISTIO_MUTUAL", name="second")]),
+        _scope("dr-merge-older-policy-without-tls",
+               "An older rule with a trafficPolicy but no tls hides a newer rule's tls.",
+               "older rule has only connectionPool, newer sets DISABLE",
+               [pa("STRICT"), dr(None, name="first", traffic_policy={"connectionPool": {"tcp": {"maxConnections": 10}}}),
+                dr("DISABLE", name="second")]),
+        _scope("dr-different-export-newest-applies",
+               "Rules with different exportTo stay apart and the newest one applies.",
+               "ISTIO_MUTUAL (all) older, DISABLE (exportTo '.') newer",
+               [pa("STRICT"), dr("ISTIO_MUTUAL", name="first"), dr("DISABLE", name="second", export_to=["."])]),
+        _scope("dr-workload-selector-match",
+               "A workloadSelector rule that selects the client beats the namespace-wide one.",
+               "selector DISABLE for app=sleep vs namespace-wide ISTIO_MUTUAL",
+               [pa("STRICT"), dr("ISTIO_MUTUAL", name="all"), dr("DISABLE", name="sleep", selector={"app": "sleep"},
+                                                                export_to=["."])]),
+        _scope("dr-workload-selector-no-match", "A workloadSelector rule that does not select the client is ignored.",
+               "selector DISABLE for app=other only",
+               [pa("STRICT"), dr("DISABLE", name="other", selector={"app": "other"})]),
+        _scope("dr-merge-into-selector-rule-and-stand-alone",
+               "A rule without selector whose exportTo is a superset of a selector rule's merges into it and also "
+               "stands alone: for a client the selector does not pick, the standalone rule applies.",
+               "selector ISTIO_MUTUAL app=other + DISABLE exportTo [., httpbin]",
+               [pa("STRICT"), dr("ISTIO_MUTUAL", name="other", selector={"app": "other"}),
+                dr("DISABLE", name="all", export_to=[".", S])]),
+        _scope("dr-superset-export-merges-without-standing-alone",
+               "Two rules without selector merge even when the newer one's exportTo is a superset: it does not "
+               "stand alone, so the older rule's trafficPolicy is the one applied.",
+               "DISABLE exportTo [.] older, ISTIO_MUTUAL [., httpbin]",
+               [pa("STRICT"), dr("DISABLE", name="first", export_to=["."]),
+                dr("ISTIO_MUTUAL", name="second", export_to=[".", S])]),
+        _scope("dr-merge-first-traffic-policy-to-arrive",
+               "Merging fills a missing trafficPolicy once: the first rule that brings one wins over later ones.",
+               "rule without policy, then DISABLE, then ISTIO_MUTUAL, STRICT",
+               [pa("STRICT"), dr(None, name="a"), dr("DISABLE", name="b"), dr("ISTIO_MUTUAL", name="c")]),
+        _scope("dr-merge-with-a-later-entry",
+               "A rule that cannot merge with one entry still merges with a later one (exportTo '.' with '.').",
+               "DISABLE exportTo *, ISTIO_MUTUAL exportTo ., DISABLE exportTo .",
+               [pa("STRICT"), dr("DISABLE", name="all", export_to=["*"]), dr("ISTIO_MUTUAL", name="own", export_to=["."]),
+                dr("DISABLE", name="own2", export_to=["."])]),
+        _scope("dr-wildcard-matches-whole-labels",
+               "A wildcard host matches whole labels: *.bin.httpbin.svc.cluster.local is not httpbin.httpbin....",
+               "DISABLE for *.bin.httpbin.svc.cluster.local under STRICT",
+               [pa("STRICT"), dr("DISABLE", host="*.bin.httpbin.svc.cluster.local", name="wild")]),
+        _scope("dr-unrelated-namespace-ignored",
+               "A rule in a namespace that is neither the client's, the service's nor the root's never applies.",
+               "DISABLE in namespace other under STRICT", [pa("STRICT"), dr("DISABLE", "other")]),
+        _scope("dr-same-selector-rules-merge",
+               "Rules with the same workloadSelector merge: the second fills the first one's missing trafficPolicy.",
+               "selector app=other ISTIO_MUTUAL; app=sleep no policy, then DISABLE",
+               [pa("STRICT"), dr("ISTIO_MUTUAL", name="a-other", selector={"app": "other"}),
+                dr(None, name="b-sleep", selector={"app": "sleep"}), dr("DISABLE", name="c-sleep", selector={"app": "sleep"})]),
+        _scope("dr-plain-rule-absorbed-by-selector-rule",
+               "A rule without selector and the same exportTo as a selector rule only merges into it: for a client "
+               "the selector does not pick, no rule applies (auto mTLS).",
+               "DISABLE exportTo [.] + selector ISTIO_MUTUAL app=other",
+               [pa("STRICT"), dr("DISABLE", name="all", export_to=["."]),
+                dr("ISTIO_MUTUAL", name="other", selector={"app": "other"})]),
+        _scope("dr-selector-rules-stay-apart",
+               "Rules with different workloadSelectors never merge: the one that selects the client applies.",
+               "selector ISTIO_MUTUAL app=other, selector DISABLE app=sleep, STRICT",
+               [pa("STRICT"), dr("ISTIO_MUTUAL", name="other", selector={"app": "other"}),
+                dr("DISABLE", name="sleep", selector={"app": "sleep"})]),
+        # --- DestinationRule port-level settings ------------------------------------------------------
+        _scope("dr-port-level-service-port",
+               "portLevelSettings keyed by the Service port override the top-level tls for it.",
+               "top ISTIO_MUTUAL, portLevelSettings[8000] DISABLE, under STRICT",
+               [pa("STRICT"), dr("ISTIO_MUTUAL", ports={8000: {"mode": "DISABLE"}})]),
+        _scope("dr-port-level-target-port-ignored",
+               "portLevelSettings keyed by the target port do nothing: Istio keys them by the Service port.",
+               "top ISTIO_MUTUAL, portLevelSettings[8080] DISABLE, under STRICT",
+               [pa("STRICT"), dr("ISTIO_MUTUAL", ports={8080: {"mode": "DISABLE"}})]),
+        _scope("dr-port-level-without-tls-top-disable",
+               "A port entry without tls resets tls for the cluster (no inheritance), so auto mTLS decides, while "
+               "the endpoint label still follows the top-level DISABLE: plaintext.",
+               "top DISABLE, portLevelSettings[8000] without tls, STRICT",
+               [pa("STRICT"), dr("DISABLE", ports={8000: None})]),
+        _scope("dr-port-level-without-tls-naked-server",
+               "A port entry without tls takes a top-level ISTIO_MUTUAL away from a sidecar-less server: auto mTLS "
+               "sends plaintext.",
+               "top ISTIO_MUTUAL, port 8000 without tls, no server sidecar",
+               [dr("ISTIO_MUTUAL", ports={8000: None})], server={"sidecar": False}),
+        # --- TLS origination details -----------------------------------------------------------------
+        _scope("dr-credential-name-without-selector",
+               "credentialName without workloadSelector: istiod builds no TLS context for a sidecar, which sends "
+               "plaintext.",
+               "SIMPLE credentialName, no workloadSelector, PERMISSIVE",
+               [dr(None, traffic_policy={"tls": {"mode": "SIMPLE", "credentialName": "httpbin-ca"}})]),
+        _scope("dr-credential-name-with-selector",
+               "A credentialName rule with a workloadSelector keeps its TLS context, whose secret never arrives: 503.",
+               "SIMPLE credentialName, workloadSelector app=sleep, PERMISSIVE",
+               [dr(None, selector={"app": "sleep"}, export_to=["."],
+                   traffic_policy={"tls": {"mode": "SIMPLE", "credentialName": "httpbin-ca"}})]),
+        _scope("dr-credential-name-configmap",
+               "A configmap:// credential, which a sidecar may read, keeps its TLS context even without a selector.",
+               "SIMPLE credentialName configmap://, no workloadSelector, PERMISSIVE",
+               [dr(None, traffic_policy={"tls": {"mode": "SIMPLE", "credentialName": "configmap://httpbin-ca"}})]),
+        _scope("dr-istio-mutual-naked-server",
+               "ISTIO_MUTUAL from a DestinationRule goes to a sidecar-less server too (no auto fallback).",
+               "ISTIO_MUTUAL to a server without sidecar", [dr("ISTIO_MUTUAL")], server={"sidecar": False}),
+        _scope("dr-istio-mutual-custom-sni",
+               "ISTIO_MUTUAL with its own sni: the server's chains match ALPN, never SNI, so the call succeeds with "
+               "the client's identity, but Istio's ALPN goes out with the user's SNI (the wire reads app TLS).",
+               "ISTIO_MUTUAL with sni set to the service host, under STRICT",
+               [pa("STRICT"), dr(None, traffic_policy={"tls": tls("ISTIO_MUTUAL", sni=HOST)})]),
+        _scope("dr-istio-mutual-insecure-wrong-san",
+               "insecureSkipVerify does not switch off ISTIO_MUTUAL's subjectAltNames check.",
+               "ISTIO_MUTUAL, insecureSkipVerify, subjectAltNames of another SA",
+               [dr(None, traffic_policy={"tls": tls("ISTIO_MUTUAL", insecureSkipVerify=True,
+                                                    subjectAltNames=["spiffe://cluster.local/ns/other/sa/other"])})]),
+        _scope("auto-mtls-naked-server",
+               "Auto mTLS falls back to plaintext for a sidecar-less server even under mesh STRICT "
+               "(reachability_test.go 'global automtls strict': notFromNaked succeed).",
+               "mesh STRICT, no DestinationRule, server without sidecar", [pa("STRICT", ROOT_NS)],
+               server={"sidecar": False}),
+        _scope("dr-root-wildcard-istio-mutual-naked-server",
+               "reachability_test.go 'global mtls strict': mesh STRICT plus a root-namespace DestinationRule for "
+               "host '*' with ISTIO_MUTUAL; calls to a sidecar-less server fail.",
+               "mesh STRICT + root DR '*' ISTIO_MUTUAL, no server sidecar",
+               [pa("STRICT", ROOT_NS), dr("ISTIO_MUTUAL", ROOT_NS, name="default", host="*")], server={"sidecar": False}),
+        _scope("dr-root-wildcard-istio-mutual",
+               "reachability_test.go 'global mtls strict': with a root-namespace DestinationRule for host '*' with "
+               "ISTIO_MUTUAL, calls between sidecars are Istio mTLS.",
+               "mesh STRICT + root DR '*' ISTIO_MUTUAL",
+               [pa("STRICT", ROOT_NS), dr("ISTIO_MUTUAL", ROOT_NS, name="default", host="*")]),
+        # --- Cells where only the server can refuse -------------------------------------------------
+        # The client sidecar accepts the server's certificate here (mesh CA and the server's SAN, or no check
+        # at all), so its own verification cannot end the call first.
+        _scope("server-refuses-simple-mesh-ca-strict",
+               "STRICT's client certificate requirement, not the client's verification, refuses SIMPLE TLS that "
+               "trusts the mesh CA and the server's SAN.",
+               "SIMPLE, mesh CA, the server's SAN, no client cert, under STRICT",
+               [pa("STRICT"), dr(None, traffic_policy={"tls": tls("SIMPLE", caCertificates=CA,
+                                                                  subjectAltNames=[SERVER_SAN])})]),
+        _scope("server-refuses-simple-insecure-strict",
+               "STRICT's client certificate requirement refuses SIMPLE TLS that verifies nothing.",
+               "SIMPLE with insecureSkipVerify, no client cert, under STRICT",
+               [pa("STRICT"), dr(None, traffic_policy={"tls": tls("SIMPLE", insecureSkipVerify=True)})]),
+        _scope("server-refuses-mutual-mesh-certs-permissive",
+               "PERMISSIVE matches TLS on Istio's ALPN only, so user MUTUAL TLS with mesh certificates is refused "
+               "by the server.",
+               "MUTUAL, mesh certs, the server's SAN, under PERMISSIVE",
+               [pa("PERMISSIVE"), dr(None, traffic_policy={"tls": tls("MUTUAL", subjectAltNames=[SERVER_SAN])})]),
+        _scope("server-refuses-mutual-mesh-certs-disable",
+               "DISABLE has only plaintext chains, so user MUTUAL TLS with mesh certificates is refused by the server.",
+               "MUTUAL, mesh certs, the server's SAN, under DISABLE",
+               [pa("DISABLE"), dr(None, traffic_policy={"tls": tls("MUTUAL", subjectAltNames=[SERVER_SAN])})]),
+        _scope("server-accepts-mutual-mesh-certs-strict",
+               "The control: the same MUTUAL client is accepted by STRICT, with its identity (but not Istio's wire).",
+               "MUTUAL, mesh certs, the server's SAN, under STRICT",
+               [pa("STRICT"), dr(None, traffic_policy={"tls": tls("MUTUAL", subjectAltNames=[SERVER_SAN])})]),
+    ]
 
 
 def scope_scenarios() -> list[tuple[str, dict]]:
-    cells: list[tuple[str, str, list[dict], dict]] = [
-        # --- PeerAuthentication scope -----------------------------------------------------------------
-        # A mesh-wide (root namespace) policy applies when the namespace has none.
-        ("pa-mesh-strict", "mesh STRICT reaches the server", [pa("STRICT", ROOT_NS)], {"client_sidecar": False}),
-        # A namespace policy overrides the mesh one.
-        ("pa-namespace-overrides-mesh", "namespace PERMISSIVE beats mesh STRICT",
-         [pa("STRICT", ROOT_NS), pa("PERMISSIVE")], {"client_sidecar": False}),
-        # A workload policy overrides the namespace one.
-        ("pa-workload-overrides-namespace", "workload STRICT beats namespace PERMISSIVE",
-         [pa("PERMISSIVE"), pa("STRICT", name="httpbin", selector=APP)], {"client_sidecar": False}),
-        # A port-level mode on the target port overrides the workload mode.
-        ("pa-port-level-target-port", "portLevelMtls on the target port 8080 beats workload STRICT",
-         [pa("STRICT", name="httpbin", selector=APP, ports={8080: "PERMISSIVE"})], {"client_sidecar": False}),
-        # portLevelMtls keyed by the Service port does nothing: Istio keys it by the target (container) port.
-        ("pa-port-level-service-port-ignored", "portLevelMtls on the Service port 8000 does not apply",
-         [pa("STRICT", name="httpbin", selector=APP, ports={8000: "PERMISSIVE"})], {"client_sidecar": False}),
-        # Target port moved: the port-level key follows the target port.
-        ("pa-port-level-moved-target-port", "target port 9090 with portLevelMtls[9090] DISABLE",
-         [pa("STRICT", name="httpbin", selector=APP, ports={9090: "DISABLE"})],
-         {"client_sidecar": False, "target_port": 9090}),
-        # UNSET at namespace level inherits the mesh mode.
-        ("pa-unset-namespace-inherits-mesh", "namespace UNSET inherits mesh STRICT",
-         [pa("STRICT", ROOT_NS), pa("UNSET")], {"client_sidecar": False}),
-        # UNSET at mesh level means PERMISSIVE.
-        ("pa-unset-mesh-is-permissive", "mesh UNSET is PERMISSIVE", [pa("UNSET", ROOT_NS)],
-         {"client_sidecar": False}),
-        # A workload policy without spec.mtls inherits the namespace mode.
-        ("pa-workload-without-mtls-inherits", "workload without mtls inherits namespace STRICT",
-         [pa("STRICT"), pa(None, name="httpbin", selector=APP)], {"client_sidecar": False}),
-        # An UNSET port inherits the workload mode (which itself inherited from the namespace).
-        ("pa-unset-port-inherits-workload", "portLevelMtls[8080] UNSET inherits namespace STRICT",
-         [pa("STRICT"), pa("UNSET", name="httpbin", selector=APP, ports={8080: None})], {"client_sidecar": False}),
-        # Two namespace-level policies: the oldest wins, whatever the newer one says.
-        ("pa-conflict-namespace-oldest-wins", "two namespace policies, STRICT is older",
-         [pa("STRICT", name="first"), pa("PERMISSIVE", name="second")], {"client_sidecar": False}),
-        ("pa-conflict-namespace-oldest-wins-permissive", "two namespace policies, PERMISSIVE is older",
-         [pa("PERMISSIVE", name="first"), pa("STRICT", name="second")], {"client_sidecar": False}),
-        # Two workload-level policies: the oldest wins.
-        ("pa-conflict-workload-oldest-wins", "two workload policies, DISABLE is older",
-         [pa("DISABLE", name="first", selector=APP), pa("STRICT", name="second", selector=APP)],
-         {"client_sidecar": False}),
-        # Two mesh-level policies: the oldest wins even when it is UNSET.
-        ("pa-conflict-mesh-oldest-unset-wins", "two mesh policies, UNSET is older",
-         [pa("UNSET", ROOT_NS, name="first"), pa("STRICT", ROOT_NS, name="second")], {"client_sidecar": False}),
-        # A selector policy in the root namespace is ignored, even when it selects the server.
-        ("pa-root-selector-ignored", "root-namespace STRICT with a selector matching httpbin",
-         [pa("STRICT", ROOT_NS, name="httpbin", selector=APP)], {"client_sidecar": False}),
-        # A selector that does not match the server is ignored.
-        ("pa-selector-no-match", "workload STRICT selecting app=other", [pa("STRICT", name="other",
-                                                                           selector={"app": "other"})],
-         {"client_sidecar": False}),
-        # A policy in another namespace (the client's) does not guard the server.
-        ("pa-other-namespace-ignored", "STRICT in the client's namespace", [pa("STRICT", CLIENT_NS)],
-         {"client_sidecar": False}),
-        # Auto mTLS reads only namespace/mesh policies: namespace DISABLE + workload STRICT breaks the call.
-        ("auto-mtls-namespace-disable-workload-strict", "auto mTLS sees DISABLE, the workload is STRICT",
-         [pa("DISABLE"), pa("STRICT", name="httpbin", selector=APP)], {}),
-        # The endpoint check sees the workload's DISABLE: auto mTLS falls back to plaintext.
-        ("auto-mtls-endpoint-workload-disable", "namespace STRICT, workload DISABLE, no DestinationRule",
-         [pa("STRICT"), pa("DISABLE", name="httpbin", selector=APP)], {}),
-        # ... and also a port-level DISABLE on the target port.
-        ("auto-mtls-endpoint-port-disable", "namespace STRICT, portLevelMtls[8080] DISABLE, no DestinationRule",
-         [pa("STRICT"), pa(None, name="httpbin", selector=APP, ports={8080: "DISABLE"})], {}),
-        # ... and no policy of another namespace either: the client's own DISABLE does not reach the server's.
-        ("auto-mtls-other-namespace-disable-ignored", "DISABLE in the client's namespace, no DestinationRule",
-         [pa("DISABLE", CLIENT_NS)], {}),
-        # Without a namespace policy auto mTLS assumes PERMISSIVE, whatever the workload policy says; its STRICT
-        # target port then gets Istio mTLS.
-        ("auto-mtls-workload-disable-port-strict", "workload DISABLE, portLevelMtls[8080] STRICT, no DestinationRule",
-         [pa("DISABLE", name="httpbin", selector=APP, ports={8080: "STRICT"})], {}),
-        # Mesh DISABLE makes auto mTLS send plaintext.
-        ("auto-mtls-mesh-disable", "mesh DISABLE, no DestinationRule", [pa("DISABLE", ROOT_NS)], {}),
-        # --- DestinationRule selection ----------------------------------------------------------------
-        # The client's namespace wins over the service's namespace.
-        ("dr-client-ns-beats-server-ns", "client ns DISABLE vs server ns ISTIO_MUTUAL under STRICT",
-         [pa("STRICT"), dr("ISTIO_MUTUAL", S, name="server-side"), dr("DISABLE")], {}),
-        # The service namespace's rule applies when the client's namespace has none.
-        ("dr-server-ns-applies", "server ns DISABLE under STRICT", [pa("STRICT"), dr("DISABLE", S)], {}),
-        # ... unless it is exported only to its own namespace.
-        ("dr-server-ns-export-dot-hidden", "server ns DISABLE exportTo '.' under STRICT",
-         [pa("STRICT"), dr("DISABLE", S, export_to=["."])], {}),
-        # ... or exported to the client's namespace by name.
-        ("dr-server-ns-export-client-ns", "server ns DISABLE exportTo [sleep] under STRICT",
-         [pa("STRICT"), dr("DISABLE", S, export_to=[CLIENT_NS])], {}),
-        # The root namespace's rule applies last.
-        ("dr-root-ns-applies", "root ns DISABLE under STRICT", [pa("STRICT"), dr("DISABLE", ROOT_NS)], {}),
-        ("dr-server-ns-beats-root-ns", "server ns ISTIO_MUTUAL vs root ns DISABLE under STRICT",
-         [pa("STRICT"), dr("DISABLE", ROOT_NS, name="root"), dr("ISTIO_MUTUAL", S)], {}),
-        ("dr-root-ns-export-dot-hidden", "root ns DISABLE exportTo '.' under STRICT",
-         [pa("STRICT"), dr("DISABLE", ROOT_NS, export_to=["."])], {}),
-        # A client-namespace rule exported only elsewhere is not even visible in its own namespace.
-        ("dr-client-ns-exported-elsewhere", "client ns DISABLE exportTo [httpbin] under STRICT",
-         [pa("STRICT"), dr("DISABLE", export_to=[S])], {}),
-        # A short host name resolves in the rule's own namespace.
-        ("dr-short-host-in-server-ns", "host 'httpbin' in the server ns (resolves to the service)",
-         [pa("STRICT"), dr("DISABLE", S, host="httpbin")], {}),
-        ("dr-short-host-in-client-ns", "host 'httpbin' in the client ns (resolves to httpbin.sleep)",
-         [pa("STRICT"), dr("DISABLE", host="httpbin")], {}),
-        # A wildcard host in the client's namespace still beats an exact host in the server's namespace.
-        ("dr-wildcard-client-ns-beats-exact-server-ns", "'*.local' DISABLE in client ns vs exact in server ns",
-         [pa("STRICT"), dr("ISTIO_MUTUAL", S), dr("DISABLE", host="*.local", name="wild")], {}),
-        # Two rules with the same exportTo merge; the oldest trafficPolicy is kept.
-        ("dr-merge-oldest-traffic-policy", "two client ns rules: DISABLE (older) and ISTIO_MUTUAL",
-         [pa("STRICT"), dr("DISABLE", name="first"), dr("ISTIO_MUTUAL", name="second")], {}),
-        # An older rule with a trafficPolicy but no tls hides a newer rule's tls.
-        ("dr-merge-older-policy-without-tls", "older rule has only connectionPool, newer sets DISABLE",
-         [pa("STRICT"), dr(None, name="first", traffic_policy={"connectionPool": {"tcp": {"maxConnections": 10}}}),
-          dr("DISABLE", name="second")], {}),
-        # Different exportTo: the rules stay apart and the last one (newest) applies.
-        ("dr-different-export-newest-applies", "ISTIO_MUTUAL (all) older, DISABLE (exportTo '.') newer",
-         [pa("STRICT"), dr("ISTIO_MUTUAL", name="first"), dr("DISABLE", name="second", export_to=["."])], {}),
-        # A workloadSelector rule that selects the client beats the namespace-wide one.
-        ("dr-workload-selector-match", "selector DISABLE for app=sleep vs namespace-wide ISTIO_MUTUAL",
-         [pa("STRICT"), dr("ISTIO_MUTUAL", name="all"), dr("DISABLE", name="sleep", selector={"app": "sleep"},
-                                                          export_to=["."])], {}),
-        ("dr-workload-selector-no-match", "selector DISABLE for app=other only", [
-            pa("STRICT"), dr("DISABLE", name="other", selector={"app": "other"})], {}),
-        # A rule without selector whose exportTo is a superset of a selector rule's merges into it and also stands
-        # alone: for a client the selector does not pick, the standalone rule applies.
-        ("dr-merge-into-selector-rule-and-stand-alone", "selector ISTIO_MUTUAL app=other + DISABLE exportTo [., httpbin]",
-         [pa("STRICT"), dr("ISTIO_MUTUAL", name="other", selector={"app": "other"}),
-          dr("DISABLE", name="all", export_to=[".", S])], {}),
-        # Two rules without selector merge even when the newer one's exportTo is a superset: it does not stand
-        # alone, so the older rule's trafficPolicy is the one applied.
-        ("dr-superset-export-merges-without-standing-alone", "DISABLE exportTo [.] older, ISTIO_MUTUAL [., httpbin]",
-         [pa("STRICT"), dr("DISABLE", name="first", export_to=["."]),
-          dr("ISTIO_MUTUAL", name="second", export_to=[".", S])], {}),
-        # Merging fills a missing trafficPolicy once: the first rule that brings one wins over later ones.
-        ("dr-merge-first-traffic-policy-to-arrive", "rule without policy, then DISABLE, then ISTIO_MUTUAL, STRICT",
-         [pa("STRICT"), dr(None, name="a"), dr("DISABLE", name="b"), dr("ISTIO_MUTUAL", name="c")], {}),
-        # A rule that cannot merge with one entry still merges with a later one (exportTo "." with ".").
-        ("dr-merge-with-a-later-entry", "DISABLE exportTo *, ISTIO_MUTUAL exportTo ., DISABLE exportTo .",
-         [pa("STRICT"), dr("DISABLE", name="all", export_to=["*"]), dr("ISTIO_MUTUAL", name="own", export_to=["."]),
-          dr("DISABLE", name="own2", export_to=["."])], {}),
-        # A wildcard host matches whole labels: *.bin.httpbin.svc.cluster.local is not httpbin.httpbin...
-        ("dr-wildcard-matches-whole-labels", "DISABLE for *.bin.httpbin.svc.cluster.local under STRICT",
-         [pa("STRICT"), dr("DISABLE", host="*.bin.httpbin.svc.cluster.local", name="wild")], {}),
-        # A rule in a namespace that is neither the client's, the service's nor the root's never applies.
-        ("dr-unrelated-namespace-ignored", "DISABLE in namespace other under STRICT",
-         [pa("STRICT"), dr("DISABLE", "other")], {}),
-        # Rules with the same workloadSelector merge: the second fills the first one's missing trafficPolicy.
-        ("dr-same-selector-rules-merge", "selector app=other ISTIO_MUTUAL; app=sleep no policy, then DISABLE",
-         [pa("STRICT"), dr("ISTIO_MUTUAL", name="a-other", selector={"app": "other"}),
-          dr(None, name="b-sleep", selector={"app": "sleep"}), dr("DISABLE", name="c-sleep", selector={"app": "sleep"})],
-         {}),
-        # A rule without selector and the same exportTo as a selector rule only merges into it: for a client the
-        # selector does not pick, no rule applies (auto mTLS).
-        ("dr-plain-rule-absorbed-by-selector-rule", "DISABLE exportTo [.] + selector ISTIO_MUTUAL app=other",
-         [pa("STRICT"), dr("DISABLE", name="all", export_to=["."]),
-          dr("ISTIO_MUTUAL", name="other", selector={"app": "other"})], {}),
-        # Rules with different workloadSelectors never merge: the one that selects the client applies.
-        ("dr-selector-rules-stay-apart", "selector ISTIO_MUTUAL app=other, selector DISABLE app=sleep, STRICT",
-         [pa("STRICT"), dr("ISTIO_MUTUAL", name="other", selector={"app": "other"}),
-          dr("DISABLE", name="sleep", selector={"app": "sleep"})], {}),
-        # --- DestinationRule port-level settings ------------------------------------------------------
-        ("dr-port-level-service-port", "top ISTIO_MUTUAL, portLevelSettings[8000] DISABLE, under STRICT",
-         [pa("STRICT"), dr("ISTIO_MUTUAL", ports={8000: {"mode": "DISABLE"}})], {}),
-        ("dr-port-level-target-port-ignored", "top ISTIO_MUTUAL, portLevelSettings[8080] DISABLE, under STRICT",
-         [pa("STRICT"), dr("ISTIO_MUTUAL", ports={8080: {"mode": "DISABLE"}})], {}),
-        # A port entry without tls resets tls for the cluster (no inheritance) -> auto mTLS, while the
-        # endpoint label still follows the top-level mode: DISABLE stays plaintext ...
-        ("dr-port-level-without-tls-top-disable", "top DISABLE, portLevelSettings[8000] without tls, STRICT",
-         [pa("STRICT"), dr("DISABLE", ports={8000: None})], {}),
-        # ... and a top-level ISTIO_MUTUAL no longer reaches a sidecar-less server: auto mTLS sends plaintext.
-        ("dr-port-level-without-tls-naked-server", "top ISTIO_MUTUAL, port 8000 without tls, no server sidecar",
-         [dr("ISTIO_MUTUAL", ports={8000: None})], {"server_sidecar": False}),
-        # --- TLS origination details -----------------------------------------------------------------
-        # credentialName without workloadSelector: istiod builds no TLS context for a sidecar -> plaintext.
-        ("dr-credential-name-without-selector", "SIMPLE credentialName, no workloadSelector, PERMISSIVE",
-         [dr(None, traffic_policy={"tls": {"mode": "SIMPLE", "credentialName": "httpbin-ca"}})], {}),
-        # ... but a rule with a workloadSelector keeps its TLS context, whose secret never arrives: 503.
-        ("dr-credential-name-with-selector", "SIMPLE credentialName, workloadSelector app=sleep, PERMISSIVE",
-         [dr(None, selector={"app": "sleep"}, export_to=["."],
-             traffic_policy={"tls": {"mode": "SIMPLE", "credentialName": "httpbin-ca"}})], {}),
-        # ... and so does a configmap:// credential, which a sidecar may read, even without a selector.
-        ("dr-credential-name-configmap", "SIMPLE credentialName configmap://, no workloadSelector, PERMISSIVE",
-         [dr(None, traffic_policy={"tls": {"mode": "SIMPLE", "credentialName": "configmap://httpbin-ca"}})], {}),
-        # ISTIO_MUTUAL from a DestinationRule goes to a sidecar-less server too (no auto fallback).
-        ("dr-istio-mutual-naked-server", "ISTIO_MUTUAL to a server without sidecar", [dr("ISTIO_MUTUAL")],
-         {"server_sidecar": False}),
-        # ISTIO_MUTUAL with its own sni: the server's chains match ALPN, never SNI, so the call succeeds with
-        # the client's identity, but Istio's ALPN goes out with the user's SNI (the wire reads app TLS).
-        ("dr-istio-mutual-custom-sni", "ISTIO_MUTUAL with sni set to the service host, under STRICT",
-         [pa("STRICT"), dr(None, traffic_policy={"tls": tls("ISTIO_MUTUAL", sni=HOST)})], {}),
-        # insecureSkipVerify does not switch off ISTIO_MUTUAL's subjectAltNames check.
-        ("dr-istio-mutual-insecure-wrong-san", "ISTIO_MUTUAL, insecureSkipVerify, subjectAltNames of another SA",
-         [dr(None, traffic_policy={"tls": tls("ISTIO_MUTUAL", insecureSkipVerify=True,
-                                              subjectAltNames=["spiffe://cluster.local/ns/other/sa/other"])})], {}),
-        # Auto mTLS falls back to plaintext for a sidecar-less server even under mesh STRICT
-        # (reachability_test.go 'global automtls strict': notFromNaked succeed).
-        ("auto-mtls-naked-server", "mesh STRICT, no DestinationRule, server without sidecar",
-         [pa("STRICT", ROOT_NS)], {"server_sidecar": False}),
-        # reachability_test.go 'global mtls strict': mesh STRICT plus a root-namespace DestinationRule for
-        # host "*" with ISTIO_MUTUAL; calls to a sidecar-less server fail, calls between sidecars are mTLS.
-        ("dr-root-wildcard-istio-mutual-naked-server", "mesh STRICT + root DR '*' ISTIO_MUTUAL, no server sidecar",
-         [pa("STRICT", ROOT_NS), dr("ISTIO_MUTUAL", ROOT_NS, name="default", host="*")], {"server_sidecar": False}),
-        ("dr-root-wildcard-istio-mutual", "mesh STRICT + root DR '*' ISTIO_MUTUAL",
-         [pa("STRICT", ROOT_NS), dr("ISTIO_MUTUAL", ROOT_NS, name="default", host="*")], {}),
-        # --- Cells where only the server can refuse -------------------------------------------------
-        # The client sidecar accepts the server's certificate here (mesh CA and the server's SAN, or no check
-        # at all), so its own verification cannot end the call first: STRICT's client certificate
-        # requirement, and PERMISSIVE's match on Istio's ALPN, are what the outcome shows.
-        ("server-refuses-simple-mesh-ca-strict", "SIMPLE, mesh CA, the server's SAN, no client cert, under STRICT",
-         [pa("STRICT"), dr(None, traffic_policy={"tls": tls("SIMPLE", caCertificates=CA,
-                                                            subjectAltNames=[SERVER_SAN])})], {}),
-        ("server-refuses-simple-insecure-strict", "SIMPLE with insecureSkipVerify, no client cert, under STRICT",
-         [pa("STRICT"), dr(None, traffic_policy={"tls": tls("SIMPLE", insecureSkipVerify=True)})], {}),
-        ("server-refuses-mutual-mesh-certs-permissive", "MUTUAL, mesh certs, the server's SAN, under PERMISSIVE",
-         [pa("PERMISSIVE"), dr(None, traffic_policy={"tls": tls("MUTUAL", subjectAltNames=[SERVER_SAN])})], {}),
-        ("server-refuses-mutual-mesh-certs-disable", "MUTUAL, mesh certs, the server's SAN, under DISABLE",
-         [pa("DISABLE"), dr(None, traffic_policy={"tls": tls("MUTUAL", subjectAltNames=[SERVER_SAN])})], {}),
-        # The control: the same MUTUAL client is accepted by STRICT, with its identity (but not Istio's wire).
-        ("server-accepts-mutual-mesh-certs-strict", "MUTUAL, mesh certs, the server's SAN, under STRICT",
-         [pa("STRICT"), dr(None, traffic_policy={"tls": tls("MUTUAL", subjectAltNames=[SERVER_SAN])})], {}),
-    ]
-    out = []
-    for cell_id, text, resources, options in cells:
-        tags = ["scope", cell_id.split("-")[0]]
-        out.append((f"scope/{cell_id}", scenario(resources, description=text, tags=tags, **options)))
-    return out
+    return as_scenarios(scope_cells())

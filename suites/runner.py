@@ -1,7 +1,7 @@
 """Run one conformance cell: predict, deploy and apply, probe (with capture), compare, report.
 
-Every cell is one declarative scenario (suites/matrix.py); this runner is the only code that executes them,
-so every cell gets the same steps, attachments and failure line.
+Every cell is one declarative record (suites/cells.py `Cell`: id, why, scenario fields, manifests); this
+runner is the only code that executes them, so every cell gets the same steps, attachments and failure line.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ import yaml
 
 from meshproof.scenario import scenario_from_dict
 from reports import allure_cell
+from suites.cells import Cell
 from suites.expectations import expect
 from suites.interpret import compare
 
 
-def run_cell(mesh, options, cell_id: str, scenario_dict: dict, tags: tuple[str, ...] = ()) -> None:
-    scenario = scenario_from_dict(scenario_dict, source=f"cell {cell_id}")
+def run_cell(mesh, options, cell: Cell) -> None:
+    """`cell.why` (the question the cell asks) reaches the report as the scenario's `why`."""
+    cell_id, tags = cell.id, cell.tags
+    scenario = scenario_from_dict(cell.scenario(), source=f"cell {cell_id}")
     version = options.istio_version or mesh.istio_minor()
     if version:
         scenario = replace(scenario, istio_version=version)

@@ -6,12 +6,12 @@ app saw. Cells are independent: each deploys its own scenario and can run alone,
 
 import pytest
 
-from suites.matrix import matrix_scenarios
+from suites.matrix import matrix_cells
 from suites.runner import cell_marks, run_cell
 
-SCENARIOS = dict(matrix_scenarios())
+CELLS = {cell.id: cell for cell in matrix_cells()}
 
 
-@pytest.mark.parametrize("cell_id", [pytest.param(c, id=c, marks=cell_marks(s)) for c, s in SCENARIOS.items()])
+@pytest.mark.parametrize("cell_id", [pytest.param(c.id, id=c.id, marks=cell_marks(c.scenario())) for c in CELLS.values()])
 def test_matrix(mesh, mesh_options_fixture, cell_id):
-    run_cell(mesh, mesh_options_fixture, cell_id, SCENARIOS[cell_id], tags=tuple(cell_id.split("/")))
+    run_cell(mesh, mesh_options_fixture, CELLS[cell_id])

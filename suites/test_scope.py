@@ -7,13 +7,12 @@ cluster they need --allow-mesh-wide and run on their own (the local mesh gives e
 
 import pytest
 
-from suites.matrix import scope_scenarios
+from suites.matrix import scope_cells
 from suites.runner import cell_marks, run_cell
 
-SCENARIOS = dict(scope_scenarios())
+CELLS = {cell.id: cell for cell in scope_cells()}
 
 
-@pytest.mark.parametrize("cell_id", [pytest.param(c, id=c, marks=cell_marks(s)) for c, s in SCENARIOS.items()])
+@pytest.mark.parametrize("cell_id", [pytest.param(c.id, id=c.id, marks=cell_marks(c.scenario())) for c in CELLS.values()])
 def test_scope(mesh, mesh_options_fixture, cell_id):
-    tags = tuple(dict.fromkeys(("scope", *SCENARIOS[cell_id].get("tags", ()))))  # once each, in order
-    run_cell(mesh, mesh_options_fixture, cell_id, SCENARIOS[cell_id], tags=tags)
+    run_cell(mesh, mesh_options_fixture, CELLS[cell_id])

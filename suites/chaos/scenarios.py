@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from cluster.backend import ApplyRefused
 from meshproof.scenario import scenario_from_dict
 from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
+from suites.cells import pa, scenario
 from suites.chaos import checks
 from suites.chaos.checks import FAIL_CLOSED, Expect
 from suites.chaos.report import OUT, figures_of
 from suites.chaos.traffic import Traffic, retransmissions
 from suites.expectations import expect
-from suites.matrix import pa, scenario
 
 BEFORE_S, FAULT_S, AFTER_S = 0.4, 0.7, 0.4
 RECOVERY_BOUND_S = 5.0  # after a heal (a sidecar restart, no push), the first answer must come within this

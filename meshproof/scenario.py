@@ -58,10 +58,18 @@ class Workload:
 class Server(Workload):
     service_port: int = 8000
     target_port: int = 8080
+    app: str = "httpbin"  # what listens on the target port (APPS)
+    port_name: str = "http"  # the Service port's name: how Istio reads its protocol
+    headless: bool = False  # the Service has clusterIP: None
 
     @property
     def host(self) -> str:
         return f"httpbin.{self.namespace}.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class Request:
+    to: str = "service"  # "service": the Service's name and port | "pod-ip": the server pod's IP and target port
 
 
 @dataclass(frozen=True)
@@ -74,19 +82,29 @@ class Scenario:
     root_namespace: str = DEFAULT_ROOT_NAMESPACE
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    request: Request = Request()
 
 
-_TOP_FIELDS = ("name", "client", "server", "istio_version", "root_namespace", "resources", "description", "why",
-               "tags")
+_TOP_FIELDS = ("name", "client", "server", "request", "istio_version", "root_namespace", "resources", "description",
+               "why", "tags")
+# httpbin: HTTP/1.1 | tcp-echo: client-first TCP echo | banner: server-first TCP (greets on accept, then echoes)
+# | https: httpbin behind its own TLS
+APPS = ("httpbin", "tcp-echo", "banner", "https")
+DESTINATIONS = ("service", "pod-ip")
 RESERVED_PORTS = (15000, 15001, 15006, 15020, 15021, 15090)  # the sidecar's own
 
 
-def _namespace(value: Any, source: str, field: str) -> str:
-    if not is_dns_label(value):
-        raise ManifestError(source, "scenario", field,
-                            f"{value!r} is not a namespace name: a DNS-1123 label (lower-case letters, digits and "
-                            "'-', starting and ending alphanumeric, at most 63 characters)")
-    return value
+def _dns_label(what: str, hint: str = "") -> Callable[[Any, str, str], str]:
+    def check(value: Any, source: str, field: str) -> str:
+        if not is_dns_label(value):
+            raise ManifestError(source, "scenario", field,
+                                f"{value!r} is not {what}: a DNS-1123 label (lower-case letters, digits and '-', "
+                                f"starting and ending alphanumeric, at most 63 characters){hint}")
+        return value
+    return check
+
+
+_namespace = _dns_label("a namespace name")
 
 
 def _sidecar(value: Any, source: str, field: str) -> bool:
@@ -114,6 +132,19 @@ def _port(value: Any, source: str, field: str) -> int:
     return value
 
 
+def _one_of(allowed: tuple[str, ...]) -> Callable[[Any, str, str], str]:
+    def check(value: Any, source: str, field: str) -> str:
+        if value not in allowed:
+            raise ManifestError(source, "scenario", field, f"{value!r}: allowed: {', '.join(allowed)}")
+        return value
+    return check
+
+
+# Kubernetes names a Service port with a DNS-1123 label; Istio reads the protocol from its prefix.
+_port_name = _dns_label("a Service port name", " such as http, http-web, tcp, tls or https (any other name "
+                        "means automatic protocol detection)")
+
+
 def _target_port(value: Any, source: str, field: str) -> int:
     if _port(value, source, field) in RESERVED_PORTS:
         raise ManifestError(source, "scenario", field,
@@ -131,6 +162,10 @@ class Dimension:
     default: Any
     check: Callable[[Any, str, str], Any]  # (value, source, "role.name") -> the value, or ManifestError
     label: str
+    shapes_pods: bool = True  # the pods or Services depend on it (pod_shape)
+    # The values both backends deploy and the oracle predicts today; a scenario beyond them is refused by
+    # `require_supported` naming the field (None: every valid value).
+    supported: tuple | None = None
 
     @property
     def path(self) -> str:
@@ -147,20 +182,41 @@ def _workload_dimensions(role: str, app: str) -> tuple[Dimension, ...]:
             Dimension(role, "service_account", app, _service_account, f"{role} service account"))
 
 
-# Every field of Workload and Server, in the order the parser checks them. A new dimension is a row here and
-# a field there (a self-test holds the two together); the pod pairs of both backends follow from it.
+# Every field of Workload, Server and Request, in the order the parser checks them. A new dimension is a row
+# here and a field there (a self-test holds the two together); the pod pairs of both backends follow from it.
 DIMENSIONS: tuple[Dimension, ...] = (
     *_workload_dimensions("client", "sleep"),
     *_workload_dimensions("server", "httpbin"),
     Dimension("server", "service_port", 8000, _port, "Service port"),
     Dimension("server", "target_port", 8080, _target_port, "target port"),
+    Dimension("server", "app", "httpbin", _one_of(APPS), "server app", supported=("httpbin",)),
+    Dimension("server", "port_name", "http", _port_name, "Service port name", supported=("http",)),
+    Dimension("server", "headless", False, _sidecar, "headless Service", supported=(False,)),
+    Dimension("request", "to", "service", _one_of(DESTINATIONS), "request to", shapes_pods=False,
+              supported=("service",)),
 )
+# How the parser shows each section's expected form in an error.
+_SECTION_EXAMPLE = {"client": "{namespace: ns, sidecar: true}", "server": "{namespace: ns, sidecar: true}",
+                    "request": "{to: service}"}
+
+
+class NotSupportedYet(ManifestError):
+    """A valid scenario that the oracle or a backend does not handle yet: never run or predicted as if it were
+    the default."""
+
+
+def require_supported(scenario: Scenario, who: str) -> None:
+    for d in DIMENSIONS:
+        if d.supported is not None and d.value(scenario) not in d.supported:
+            raise NotSupportedYet(scenario.name or "scenario", "scenario", d.path,
+                                  f"{d.value(scenario)!r} is valid but {who} does not handle it yet "
+                                  f"(it handles: {', '.join(map(str, d.supported))})")
 
 
 def pod_shape(scenario: Scenario) -> tuple:
     """What the pods and Services of a scenario depend on: two scenarios with one shape can share one pod
     pair (only their Istio objects differ). Both backends key their pairs on it."""
-    return tuple((d.path, _frozen(d.value(scenario))) for d in DIMENSIONS)
+    return tuple((d.path, _frozen(d.value(scenario))) for d in DIMENSIONS if d.shapes_pods)
 
 
 def differs_from_default(scenario: Scenario) -> dict[str, Any]:
@@ -197,18 +253,19 @@ def scenario_from_dict(data: Any, source: str = "<scenario>") -> Scenario:
     _only(data, _TOP_FIELDS, source, "scenario", "")
     version = check_istio_version(data.get("istio_version", DEFAULT_ISTIO_VERSION), source, "istio_version")
     root = _namespace(data.get("root_namespace", DEFAULT_ROOT_NAMESPACE), source, "root_namespace")
-    client = Workload(**_workload_fields(data.get("client") or {}, source, "client"))
-    server = Server(**_workload_fields(data.get("server") or {}, source, "server"))
+    client = Workload(**_section(data.get("client") or {}, source, "client"))
+    server = Server(**_section(data.get("server") or {}, source, "server"))
+    request = Request(**_section(data.get("request") or {}, source, "request"))
     manifests = data.get("resources") or []
     resources = parse_resources(manifests, source)
     return Scenario(client=client, server=server, resources=tuple(resources), manifests=tuple(manifests),
                     istio_version=version, root_namespace=root, name=str(data.get("name", "")),
-                    extra={k: data[k] for k in ("description", "why", "tags") if k in data})
+                    extra={k: data[k] for k in ("description", "why", "tags") if k in data}, request=request)
 
 
-def _workload_fields(raw: Any, source: str, role: str) -> dict[str, Any]:
+def _section(raw: Any, source: str, role: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise ManifestError(source, "scenario", role, "must be a mapping like {namespace: ns, sidecar: true}")
+        raise ManifestError(source, "scenario", role, f"must be a mapping like {_SECTION_EXAMPLE[role]}")
     dimensions = [d for d in DIMENSIONS if d.role == role]
     _only(raw, tuple(d.name for d in dimensions), source, "scenario", role)
     return {d.name: d.check(raw.get(d.name, d.default), source, d.path) for d in dimensions}

@@ -26,7 +26,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 
 from meshproof.istio_api import ClientTLS, DestinationRule, PeerAuthentication
-from meshproof.scenario import Scenario, check_istio_version
+from meshproof.scenario import Scenario, check_istio_version, require_supported
 from meshproof.vocabulary import Outcome, Wire
 
 ISTIO = "istio/istio"
@@ -57,6 +57,28 @@ SRC_TLS_VERSIONS = (f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go defaultUp
                     "TLSv1_3, minimum GetMinTLSVersion = meshMTLS.minProtocolVersion, default TLSv1_2)")
 SRC_MESH_ALPN = (f"{ISTIO} pilot/pkg/xds/filters/filters.go Alpn (mtlsHTTP11ALPN istio-http/1.1,istio,http/1.1) + "
                  "pilot/pkg/networking/util/util.go ALPNInMesh ('istio' marks in-mesh traffic)")
+
+SRC_PROTOCOL = (f"{ISTIO} pkg/config/kube/conversion.go ConvertProtocol (a 'grpc-web' prefix first, then the "
+                "name up to its first '-'; an unknown name on a well-known port is TCP) + pkg/config/protocol/"
+                "instance.go Parse (case-insensitive); same code at release-1.28, 1.29 and 1.30")
+# pkg/config/kube/conversion.go wellKnownPorts: SMTP, DNS, MySQL, MongoDB, which protocol sniffing would break.
+WELL_KNOWN_TCP_PORTS = (25, 53, 3306, 27017)
+# protocol.Parse's names, lower-cased, and the protocol each gives.
+PORT_PROTOCOLS = {"tcp": "TCP", "udp": "UDP", "grpc": "GRPC", "grpc-web": "GRPC-Web", "http": "HTTP",
+                  "http_proxy": "HTTP_PROXY", "http2": "HTTP2", "https": "HTTPS", "tls": "TLS", "mongo": "Mongo",
+                  "redis": "Redis", "mysql": "MySQL"}
+
+
+def port_protocol(port_name: str, service_port: int) -> str:
+    """The protocol Istio reads from a TCP Service port's name (no appProtocol), or "auto": automatic
+    protocol detection (sniffing) for a name it does not know (SRC_PROTOCOL)."""
+    if port_name.lower().startswith("grpc-web"):
+        return "GRPC-Web"
+    prefix = port_name.split("-", 1)[0].lower()
+    if prefix in PORT_PROTOCOLS:
+        return PORT_PROTOCOLS[prefix]
+    return "TCP" if service_port in WELL_KNOWN_TCP_PORTS else "auto"
+
 
 # The SNI Istio sets for ISTIO_MUTUAL when the DestinationRule names none: the cluster name
 # (pilot/pkg/model/service.go BuildSubsetKey). The wire classifier (probes/verdict.py) calls a flow Istio mTLS
@@ -657,6 +679,8 @@ def expect(scenario: Scenario) -> Prediction:
     """What Istio does with one request sleep -> httpbin's Service port in this scenario."""
     # Scenario files are checked on load; this catches a version set afterwards (--istio-version).
     check_istio_version(scenario.istio_version, scenario.name or "scenario", "istio_version")
+    # A port, app or destination beyond one HTTP port behind a ClusterIP Service has no rules here yet.
+    require_supported(scenario, "the oracle")
     policy = server_policy(scenario)
     chosen = select_destination_rule(scenario) if scenario.client.sidecar else ChosenRule(None, ())
     origin = client_origination(scenario, policy, chosen)

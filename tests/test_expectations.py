@@ -737,3 +737,22 @@ def test_an_adversary_offering_a_range_is_judged_by_the_highest_version():
     attempt = replace(ATTEMPTS["tls12-only"], versions=("TLSv1.1", "TLSv1.2"))
     p = expect_handshake(scenario_from_dict(scenario([pa("STRICT")], client_sidecar=False), "t"), attempt)
     assert (p.outcome, p.tls_version) == ("accepted", "TLSv1.2")
+
+
+# --- protocol selection by port name (ConvertProtocol) ---------------------------------------------------
+
+@pytest.mark.parametrize(("name", "port", "protocol"), [
+    ("http", 8000, "HTTP"), ("http-web", 8000, "HTTP"), ("HTTP", 8000, "HTTP"), ("http2", 8000, "HTTP2"),
+    ("https", 8443, "HTTPS"), ("tls-passthrough", 443, "TLS"), ("tcp", 9000, "TCP"), ("tcp-echo", 9000, "TCP"),
+    ("grpc-web-ui", 8000, "GRPC-Web"), ("grpc", 8000, "GRPC"), ("mysql", 3306, "MySQL"), ("redis", 6379, "Redis"),
+    ("web", 8000, "auto"), ("httpx", 8000, "auto"), ("web", 3306, "TCP"), ("smtp", 25, "TCP"), ("web", 26, "auto"),
+])
+def test_port_protocol_follows_the_name_prefix_then_well_known_ports(name, port, protocol):
+    assert expectations.port_protocol(name, port) == protocol
+    assert "ConvertProtocol" in expectations.SRC_PROTOCOL
+
+
+def test_the_oracle_refuses_what_it_has_no_rules_for_naming_the_field():
+    beyond = scenario_from_dict({**scenario([pa("STRICT")]), "server": {"app": "banner", "port_name": "tcp"}})
+    with pytest.raises(ManifestError, match=r"server\.app: 'banner' is valid but the oracle does not handle it yet"):
+        expect(beyond)

@@ -18,8 +18,9 @@ import yaml
 
 from cluster.kube.backend import KubeBackend
 from cluster.kube.render import RUN_LABEL, capture_container
+from cluster.local.backend import LocalBackend
 from cluster.schemas.validate import SchemaError, errors
-from meshproof.scenario import scenario_from_dict
+from meshproof.scenario import NotSupportedYet, scenario_from_dict
 from suites.matrix import matrix_scenarios, scope_scenarios
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,17 @@ def test_the_checks_can_go_red():
 def test_without_capture_there_is_no_ephemeral_container():
     scenario = scenario_from_dict(copy.deepcopy(CELLS[0][1]), "cell")
     assert not [r for r, _ in KubeBackend().dry_run(scenario, capture=False) if r.startswith("patch")]
+
+
+@pytest.mark.parametrize("beyond", [{"server": {"app": "tcp-echo"}}, {"server": {"port_name": "tcp"}},
+                                    {"server": {"headless": True}}, {"request": {"to": "pod-ip"}}])
+def test_what_neither_mesh_renders_yet_is_refused_not_planned_as_the_default(beyond):
+    scenario = scenario_from_dict({**copy.deepcopy(CELLS[0][1]), **beyond}, "cell")
+    field = next(f"{role}.{name}" for role, fields in beyond.items() for name in fields)
+    with pytest.raises(NotSupportedYet, match=f"{field}: .* the kube backend does not handle it yet"):
+        KubeBackend().dry_run(scenario)
+    with pytest.raises(NotSupportedYet, match=f"{field}: .* the reference mesh does not handle it yet"):
+        LocalBackend().deploy(scenario)  # refused before anything starts
 
 
 def meshproof(*args: str, home: Path) -> subprocess.CompletedProcess:

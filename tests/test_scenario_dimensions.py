@@ -1,5 +1,6 @@
-"""The table of dimensions (meshproof/scenario.py): every workload field is in it, each shapes the pod pair
-both backends share, and a bad value is refused naming the field."""
+"""The table of dimensions (meshproof/scenario.py): every workload and request field is in it, each workload
+field shapes the pod pair both backends share, a bad value is refused naming the field, and a valid value
+nobody handles yet is refused too, never run as the default."""
 
 from __future__ import annotations
 
@@ -10,23 +11,30 @@ import pytest
 from meshproof.istio_api import ManifestError
 from meshproof.scenario import (
     DIMENSIONS,
+    NotSupportedYet,
+    Request,
     Server,
     Workload,
     differs_from_default,
     pod_shape,
+    require_supported,
     scenario_from_dict,
 )
 
 # A valid value other than the default, per dimension.
 OTHER = {"namespace": "elsewhere", "sidecar": False, "labels": {"app": "other"}, "service_account": "robot",
-         "service_port": 9000, "target_port": 9090}
+         "service_port": 9000, "target_port": 9090, "app": "tcp-echo", "port_name": "tcp-echo", "headless": True,
+         "to": "pod-ip"}
 BAD = {"namespace": "Not_A_Namespace", "sidecar": "yes", "labels": "app=httpbin", "service_account": "-robot",
-       "service_port": 0, "target_port": 15006}
+       "service_port": 0, "target_port": 15006, "app": "mysql", "port_name": "HTTP_web", "headless": "no",
+       "to": "node-ip"}
+SHAPING = [d for d in DIMENSIONS if d.shapes_pods]
 
 
 def test_every_field_of_the_workloads_is_one_row_of_the_table():
     fields = [("client", f.name) for f in dataclasses.fields(Workload)]
     fields += [("server", f.name) for f in dataclasses.fields(Server)]
+    fields += [("request", f.name) for f in dataclasses.fields(Request)]
     assert sorted(fields) == sorted((d.role, d.name) for d in DIMENSIONS)
 
 
@@ -37,7 +45,7 @@ def test_the_defaults_are_what_an_empty_scenario_reads():
     assert differs_from_default(scenario) == {}
 
 
-@pytest.mark.parametrize("dimension", DIMENSIONS, ids=lambda d: d.path)
+@pytest.mark.parametrize("dimension", SHAPING, ids=lambda d: d.path)
 def test_each_dimension_changes_the_pod_shape(dimension):
     changed = scenario_from_dict({dimension.role: {dimension.name: OTHER[dimension.name]}})
     assert pod_shape(changed) != pod_shape(scenario_from_dict({}))
@@ -49,6 +57,27 @@ def test_a_bad_value_names_its_field(dimension):
     with pytest.raises(ManifestError) as err:
         scenario_from_dict({dimension.role: {dimension.name: BAD[dimension.name]}}, "cell.yaml")
     assert err.value.field_path == dimension.path and "cell.yaml" in str(err.value)
+
+
+def test_where_the_request_goes_does_not_change_the_pod_shape():
+    to_pod = scenario_from_dict({"request": {"to": "pod-ip"}})
+    assert pod_shape(to_pod) == pod_shape(scenario_from_dict({}))
+    assert differs_from_default(to_pod) == {"request to": "pod-ip"}
+
+
+@pytest.mark.parametrize("data", [{"server": {"app": "https", "port_name": "http"}},
+                                  {"server": {"headless": True}, "request": {"to": "service"}}])
+def test_combinations_istio_allows_are_valid(data):
+    scenario_from_dict(data, "cell.yaml")
+
+
+@pytest.mark.parametrize("dimension", [d for d in DIMENSIONS if d.supported is not None], ids=lambda d: d.path)
+def test_a_valid_value_nobody_handles_yet_is_refused_naming_the_field(dimension):
+    require_supported(scenario_from_dict({}), "the oracle")
+    beyond = scenario_from_dict({dimension.role: {dimension.name: OTHER[dimension.name]}})
+    with pytest.raises(NotSupportedYet) as err:
+        require_supported(beyond, "the oracle")
+    assert err.value.field_path == dimension.path and "does not handle it yet" in str(err.value)
 
 
 def test_the_istio_objects_do_not_change_the_pod_shape():

@@ -63,7 +63,7 @@ from cluster.kube.xds_sync import SyncWait, read_syncz, wait_pushed
 from cluster.schemas.validate import SchemaError, errors, validate
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
-from meshproof.scenario import Scenario
+from meshproof.scenario import Scenario, require_supported
 from probes.canary import HEADER as CANARY_HEADER
 from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError as WireCaptureError
@@ -223,6 +223,7 @@ class KubeBackend(MeshBackend):
     # --- scenarios ---------------------------------------------------------------------------------
 
     def deploy(self, scenario: Scenario) -> KubeHandle:
+        require_supported(scenario, "the kube backend")
         if scenario.root_namespace != self.root_ns:
             raise KubeUnavailable(f"scenario root_namespace {scenario.root_namespace!r} differs from the cluster's "
                                   f"meshConfig.rootNamespace {self.root_ns!r}")
@@ -271,6 +272,7 @@ class KubeBackend(MeshBackend):
         """(request, body) of everything a run of `scenario` creates, in order, rendered and validated as
         deploy() and the first captured probe do, without a cluster. The root namespace is taken to be the
         scenario's (a real run checks it against the cluster's meshConfig first)."""
+        require_supported(scenario, "the kube backend")
         run_id = f"{self.owner}1"
         calls = []
         for doc in self._render(scenario, run_id, run_id, workloads=True):

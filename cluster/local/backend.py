@@ -40,7 +40,7 @@ from cluster.local.push import Debouncer
 from cluster.local.workloads import APP_UID, Httpbin, Sleep
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
-from meshproof.scenario import Scenario, Server, Workload, pod_shape
+from meshproof.scenario import Scenario, Server, Workload, pod_shape, require_supported
 from probes.canary import HEADER as CANARY_HEADER
 from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError
@@ -167,6 +167,7 @@ class LocalBackend(MeshBackend):
     # --- deploy / apply ---------------------------------------------------------------------------------
 
     def deploy(self, scenario: Scenario) -> Handle:
+        require_supported(scenario, "the reference mesh")
         self._refuse_while_away()
         # As on a cluster, the workloads live in run namespaces <ns>-<run> and the manifests follow them
         # (meshproof/namespaces.py); the mesh's root namespace stays istio-system, as a cluster's does.

@@ -1,5 +1,6 @@
 """reports/mutation.py without running cosmic-ray: the score, the equivalent list, the session config."""
 
+import itertools
 from pathlib import Path
 
 import yaml
@@ -34,7 +35,7 @@ def test_every_reviewed_equivalent_names_a_line_that_exists_and_says_why():
         lines = [line.strip() for line in (ROOT / entry["module"]).read_text().splitlines()]
         assert entry["code"] in lines, f"stale equivalent entry (the line is gone): {entry}"
         if "after" in entry:
-            assert any(a == entry["after"] and b == entry["code"] for a, b in zip(lines, lines[1:], strict=False)), entry
+            assert any(a == entry["after"] and b == entry["code"] for a, b in itertools.pairwise(lines)), entry
         assert len(entry["reason"]) > 20, entry
 
 

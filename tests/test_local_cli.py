@@ -126,3 +126,26 @@ def test_doctor_leaves_no_run_behind():
     assert all(c.ok for c in checks if "uid" in c.name), [c.line() for c in checks]
     after = set(os.listdir(lifecycle.RUNTIME_ROOT)) if lifecycle.RUNTIME_ROOT.exists() else set()
     assert {p for p in after - before if (lifecycle.STATE_ROOT / p).exists() is False} == set()
+
+
+HOLD_THREE_INOTIFY_INSTANCES = ("import ctypes, time; libc = ctypes.CDLL(None); "
+                                "fds = [libc.inotify_init() for _ in range(3)]; print(min(fds), flush=True); time.sleep(60)")
+
+
+@needs_root
+@pytest.mark.root
+def test_doctor_counts_a_users_inotify_instances_and_says_how_to_raise_the_limit(monkeypatch):
+    """Sidecars abort at start past uid 1337's inotify limit; the doctor counts what a user holds (here a
+    process of another uid holding three) and names the sysctl when the room is short."""
+    holder = subprocess.Popen(
+        ["setpriv", "--reuid=4243", "--regid=4243", "--clear-groups", "/usr/bin/python3", "-c",
+         HOLD_THREE_INOTIFY_INSTANCES], stdout=subprocess.PIPE, text=True)
+    try:
+        assert int(holder.stdout.readline()) >= 0
+        assert doctor.inotify_instances_of(4243) == 3
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.setattr(doctor, "MIN_SIDECAR_ROOM", 10**6)
+    check = doctor._inotify()
+    assert not check.ok and "fs.inotify.max_user_instances" in check.hint

@@ -12,10 +12,14 @@ from pathlib import Path
 
 from cluster.checks import Check
 from cluster.local import lifecycle, runtime
+from cluster.local.envoy import INOTIFY_FIX, INOTIFY_PER_SIDECAR
 from cluster.local.iptables import PROXY_UID
 from cluster.local.lifecycle import RunState
 from cluster.local.workloads import APP_UID
 from meshproof.errors import UsageError
+
+# Sidecars a run may want at once: a co-deployed matrix (~20) and two pytest workers' pairs, with margin.
+MIN_SIDECAR_ROOM = 64
 
 
 class MissingPrerequisite(UsageError):
@@ -133,10 +137,31 @@ def _as_user(uid: int, name: str, command: list[str], needs: tuple[Path, ...], e
     return Check(label, False, why, fix)
 
 
+def _inotify() -> Check:
+    """Room for sidecars under PROXY_UID's inotify limit (cluster/local/envoy.py INOTIFY_PER_SIDECAR)."""
+    limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+    used = inotify_instances_of(PROXY_UID)
+    room = (limit - used) // INOTIFY_PER_SIDECAR
+    detail = f"room for {room} more sidecars (limit {limit} inotify instances for uid {PROXY_UID}, {used} in use)"
+    return Check("inotify instances", room >= MIN_SIDECAR_ROOM, detail, INOTIFY_FIX)
+
+
+def inotify_instances_of(uid: int) -> int:
+    count = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or proc.stat().st_uid != uid:
+                continue
+            count += sum(1 for fd in (proc / "fd").iterdir() if os.readlink(fd) == "anon_inode:inotify")
+        except OSError:  # the process exited meanwhile
+            continue
+    return count
+
+
 def checks() -> list[Check]:
     return [_root(), _netns(), _tool("ip", "iproute2"), _iptables(), _tool("iptables-restore", "iptables"),
             _tool("setpriv", "util-linux"), _tool("curl", "curl"), _envoy(), _python_module("httpbin", "httpbin"),
-            _python_module("gunicorn", "gunicorn"), _python_module("scapy", "scapy"), _capture(),
+            _python_module("gunicorn", "gunicorn"), _python_module("scapy", "scapy"), _capture(), _inotify(),
             *_workload_access()]
 
 

@@ -18,6 +18,11 @@ from cluster.local import netns
 from cluster.local.iptables import PROXY_UID
 
 ADMIN_PORT = 15000
+# Each sidecar watches its xDS and SDS files with inotify: 4 instances, all counted against PROXY_UID's
+# per-user limit (fs.inotify.max_user_instances, 128 on a stock kernel). Past it Envoy aborts at start.
+INOTIFY_PER_SIDECAR = 4
+INOTIFY_FIX = ("every sidecar runs as uid 1337 and holds 4 inotify instances; raise the per-user limit: "
+               "sysctl -w fs.inotify.max_user_instances=1024 (see meshproof doctor --mesh local)")
 
 
 def bootstrap(node_id: str, cluster: str, xds_dir: Path) -> dict:
@@ -78,7 +83,9 @@ class Sidecar:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"envoy in {self.netns} exited ({self.process.returncode}): {self.log_tail()}")
+                tail = self.log_tail()
+                why = f"; {INOTIFY_FIX}" if "inotify" in tail else ""
+                raise RuntimeError(f"envoy in {self.netns} exited ({self.process.returncode}): {tail}{why}")
             if self.ready():
                 return
             time.sleep(0.005)

@@ -89,6 +89,7 @@ def run_session(name: str, work: Path, sample: int | None = None) -> None:
     toml.write_text(config(name))
     bin_dir = Path(sys.executable).parent
     if db.exists() and not kept.is_dir():
+        kept.unlink(missing_ok=True)  # a digest file of an earlier version of this script
         _keep_modules(name, tree, kept)  # cosmic-ray puts each module back after each mutant
     copy_tree(tree)
     if not db.exists():

@@ -652,6 +652,12 @@ def test_predictions_and_rules_are_immutable():
     assert mutable == ["_Consolidated"]
 
 
+def test_a_wildcard_host_matches_whole_labels():
+    # config.go MostSpecificHostMatch: *.bin.httpbin.svc.cluster.local covers <x>.bin.httpbin..., not httpbin.httpbin...
+    p = predict(scenario([pa("STRICT"), dr("DISABLE", host="*.bin.httpbin.svc.cluster.local")]))
+    assert p.client_tls == "istio-mutual", p.details
+
+
 def test_a_rule_of_an_unrelated_namespace_never_applies():
     # push_context.go destinationRule: the client's namespace, the service's, then the root namespace; no other.
     p = predict(scenario([pa("STRICT"), dr("DISABLE", "other")]))

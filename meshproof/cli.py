@@ -1,7 +1,7 @@
-"""`meshproof` command line: expect, probe, clean, doctor, diff.
+"""`meshproof` command line: expect, probe, clean, doctor, diff, upgrade-check, audit, what-if.
 
 Exit codes: 0 the command ran (whatever the mesh did), 2 bad input or a missing prerequisite, 1 a
-comparison found a difference (diff, upgrade-check).
+comparison found a difference (diff, upgrade-check) or a proposed change breaks a pair (what-if).
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also move the default tag to the new revision and back (istioctl tag set)")
     _add_cluster_options(upgrade)
     upgrade.set_defaults(mesh="kube")
+
+    from meshproof.audit.command import add_parsers
+    add_parsers(sub)
     return parser
 
 
@@ -192,7 +195,19 @@ def _upgrade_check(args) -> int:
     return upgrade.run(args)
 
 
-COMMANDS = {"expect": _expect, "probe": _probe, "clean": _clean, "doctor": _doctor, "diff": _diff,
+def _audit(args) -> int:
+    from meshproof.audit.command import run_audit
+
+    return run_audit(args)
+
+
+def _what_if(args) -> int:
+    from meshproof.audit.command import run_what_if
+
+    return run_what_if(args)
+
+
+COMMANDS = {"audit": _audit, "what-if": _what_if, "expect": _expect, "probe": _probe, "clean": _clean, "doctor": _doctor, "diff": _diff,
             "upgrade-check": _upgrade_check}
 
 if __name__ == "__main__":

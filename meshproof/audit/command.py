@@ -1,0 +1,112 @@
+"""The `meshproof audit` and `meshproof what-if` commands: options, sources, output, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from meshproof.errors import UsageError
+from meshproof.scenario import DEFAULT_ISTIO_VERSION, DEFAULT_ROOT_NAMESPACE, check_istio_version
+
+EXIT_OK, EXIT_BREAKS, EXIT_USAGE = 0, 1, 2
+
+
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from-manifests", metavar="DIR", required=True,
+                        help="a folder of manifests: multi-document YAML, `kubectl get -A -o yaml` dumps, "
+                             "nested folders (read offline)")
+    parser.add_argument("--root-namespace", default=DEFAULT_ROOT_NAMESPACE,
+                        help=f"the mesh config's rootNamespace (default: {DEFAULT_ROOT_NAMESPACE})")
+    parser.add_argument("--istio-version", default=DEFAULT_ISTIO_VERSION, help="the Istio minor to predict for")
+    parser.add_argument("--from", dest="from_", action="append", metavar="NS[/LABEL=VALUE]",
+                        help="only clients of this namespace (and label); repeatable")
+    parser.add_argument("--to", action="append", metavar="NS[/SERVICE]",
+                        help="only Services of this namespace (or this Service); repeatable")
+    parser.add_argument("--json", metavar="FILE", help="also write the pairs as JSON here")
+
+
+def add_parsers(sub) -> None:
+    audit_parser = sub.add_parser("audit", help="predict, for every client workload x Service port of a mesh's "
+                                                "manifests, whether it is mTLS, cleartext or broken")
+    add_source_options(audit_parser)
+    what_if = sub.add_parser("what-if", help="what a proposed change does to every pair; exit 1 if any breaks")
+    add_source_options(what_if)
+    what_if.add_argument("--apply", action="append", metavar="FILE",
+                         help="PeerAuthentications / DestinationRules to apply (a file or folder); repeatable")
+    what_if.add_argument("--strict", action="append", metavar="NAMESPACE",
+                         help="switch this namespace's PeerAuthentication to STRICT; repeatable")
+    what_if.add_argument("--strict-mesh", action="store_true", help="switch the mesh-wide PeerAuthentication to STRICT")
+
+
+def _load(args):
+    from meshproof.audit.manifests import read_manifests
+    from meshproof.audit.pairs import Filters
+
+    version = check_istio_version(args.istio_version, "command line", "--istio-version")
+    if not Path(args.from_manifests).is_dir():
+        raise UsageError(f"--from-manifests {args.from_manifests}: not a folder")
+    return read_manifests(args.from_manifests), Filters.parse(args.from_, args.to), version
+
+
+def run_audit(args) -> int:
+    from rich.console import Console
+
+    from meshproof.audit import render
+    from meshproof.audit.pairs import audit
+
+    inv, filters, version = _load(args)
+    pairs, predictor = audit(inv, args.root_namespace, version, filters)
+    render.print_audit(pairs, inv, Console(width=200))
+    if args.json:
+        render.write_json(args.json, pairs, inv, {"oracle_calls": predictor.oracle_calls})
+    return EXIT_OK
+
+
+def run_what_if(args) -> int:
+    from rich.console import Console
+
+    from meshproof.audit import render, whatif
+    from meshproof.audit.pairs import audit
+
+    inv, filters, version = _load(args)
+    changed, said = inv, []
+    for path in args.apply or []:
+        changed, sentence = whatif.apply_file(changed, path)
+        said.append(sentence)
+    for namespace in args.strict or []:
+        changed, sentence = whatif.strict(changed, namespace)
+        said.append(f"switching namespace {namespace} to STRICT ({sentence})")
+    if args.strict_mesh:
+        changed, sentence = whatif.strict(changed, args.root_namespace)
+        said.append(f"switching the mesh to STRICT ({sentence})")
+    if not said:
+        raise UsageError("what-if needs a change: --apply FILE, --strict NAMESPACE or --strict-mesh")
+    before, _ = audit(inv, args.root_namespace, version, filters)
+    after, _ = audit(changed, args.root_namespace, version, filters)
+    changes = whatif.compare(before, after)
+    console = Console(width=200)
+    for line in render.warnings(inv):
+        console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    counts = Counter(c.kind for c in changes)
+    headline = f"{'; '.join(said)} breaks {counts['breaks']} pair{'s' if counts['breaks'] != 1 else ''}"
+    breaks = [c for c in changes if c.kind == "breaks"]
+    console.print(headline + (": " + "; ".join(
+        f"{c.after.client.ref} -> {c.after.port.ref}: {c.why()}" for c in breaks) if breaks else ""),
+        highlight=False, soft_wrap=True)
+    for kind, title in (("encrypts", "become encrypted"), ("fixes", "are no longer broken"),
+                        ("stays-cleartext", "stay in cleartext"), ("unknown", "cannot be predicted")):
+        chosen = [c for c in changes if c.kind == kind]
+        if chosen:
+            console.print(f"{len(chosen)} pair{'s' if len(chosen) != 1 else ''} {title}:", highlight=False)
+            for c in chosen:
+                console.print(f"  {c.after.client.ref} -> {c.after.port.ref}: {c.why()}", highlight=False,
+                              soft_wrap=True)
+    console.print(f"{len(changes)} pairs: {counts['breaks']} break, {counts['encrypts']} become encrypted, "
+                  f"{counts['fixes']} fixed, {counts['stays-cleartext']} stay cleartext, "
+                  f"{counts['unchanged']} unchanged, {counts['unknown']} not predicted", highlight=False)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"change": said, "counts": dict(counts),
+                                               "changes": [c.to_json() for c in changes]}, indent=1) + "\n")
+    return EXIT_BREAKS if breaks else EXIT_OK

@@ -29,7 +29,7 @@ from reports.cells import CELLS_DIR_ENV, CellsError, read_cells
 
 SAMPLE_INTERVAL_S = 0.1
 GOAL = {"wall_s": 20.0, "peak_memory_mb": 1024.0, "cells": 100}
-SECTION_MODULES = ("cluster.local.bench", "testsupport.probe_bench")
+SECTION_MODULES = ("cluster.local.bench", "testsupport.probe_bench", "meshproof.audit.bench")
 SECTION_TIMEOUT_S = 600
 
 

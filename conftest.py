@@ -32,9 +32,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="skip the wire capture (outcomes then rest on the identity the app saw)")
     group.addoption("--allow-mesh-wide", action="store_true", default=False,
                     help="kube: allow root-namespace (mesh-wide) policies; the local mesh isolates them itself")
+    group.addoption("--isolate", action="store_true", default=False,
+                    help="each cell in a deployment of its own (debugging one cell); by default the matrix "
+                         "cells share one deployment, configured in one round")
     group.addoption("--push-delay", type=_seconds, default=0.0, metavar="SECONDS",
                     help="local: the control plane pushes each change this much later, debounced as istiod does "
                          "(a cluster's propagation time; default 0)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The co-deployed matrix is one deployment of 20 pods: under xdist its cells (one xdist_group) must go to one
+    # worker, or every worker would start the whole deployment (twice the Envoys, inotify instances and memory)
+    # to probe half of it. The controller schedules by group; each worker tags its items with their group.
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        if workerinput.get("meshproof_loadgroup"):
+            config.option.loadgroup = True
+    elif getattr(config.option, "dist", "no") == "load" and not config.getoption("--isolate"):
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist: tell each worker the run distributes by xdist group (it re-parses the command line otherwise)."""
+    node.workerinput["meshproof_loadgroup"] = node.config.getoption("dist") == "loadgroup"
 
 
 def mesh_options(config: pytest.Config) -> SimpleNamespace:
@@ -42,7 +63,7 @@ def mesh_options(config: pytest.Config) -> SimpleNamespace:
     return SimpleNamespace(mesh=get("--mesh"), kubeconfig=get("--kubeconfig"), context=get("--context"),
                            istio_version=get("--istio-version"), istio_revision=get("--istio-revision"),
                            capture=get("meshproof_capture"), allow_mesh_wide=get("--allow-mesh-wide"),
-                           push_delay=get("--push-delay"))
+                           push_delay=get("--push-delay"), isolate=get("--isolate"))
 
 
 def _seconds(text: str) -> float:
@@ -69,6 +90,10 @@ def mesh(mesh_options_fixture):
     with open_backend(mesh_options_fixture) as backend:
         record_environment(backend.environment())
         yield backend
+        if getattr(backend, "figures", None) is not None:
+            from reports.cells import record_figures
+
+            record_figures(backend.name, backend.figures.to_json())
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

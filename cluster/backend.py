@@ -5,7 +5,10 @@ Suites talk only to `MeshBackend`; `cluster.local` and `cluster.kube` are the tw
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +101,60 @@ class HandshakeResult:
         return {**asdict(self), "wire": self.wire.to_json() if self.wire else None}
 
 
+@dataclass
+class RunFigures:
+    """What a run cost, for `make bench`: configuration rounds (apply -> every sidecar serves it), pods started
+    and probes sent, with each round's apply and convergence time."""
+
+    config_rounds: int = 0
+    pods_started: int = 0
+    probes: int = 0
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    def round(self, apply_ms: float, converge_ms: float, **facts: Any) -> None:
+        self.config_rounds += 1
+        self.rounds.append({"apply_ms": round(apply_ms, 1), "converge_ms": round(converge_ms, 1), **facts})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def probe_apart(cell_ids: list[str], pods_of: Callable[[str], set[str]], probe: Callable[[str], ProbeResult],
+                workers: int) -> dict[str, ProbeResult]:
+    """One probe per cell, `workers` at a time, never two at once on one pod: a probe's failure counters (which
+    503, from whom) are the change since that pod's previous probe, so they must be its own. A probe that
+    raises is that cell's harness error."""
+    pending, busy, results = list(cell_ids), set(), {}
+    ready = threading.Condition()
+
+    def next_cell() -> str | None:
+        with ready:
+            while pending:
+                cell_id = next((c for c in pending if not pods_of(c) & busy), None)
+                if cell_id is not None:
+                    pending.remove(cell_id)
+                    busy.update(pods_of(cell_id))
+                    return cell_id
+                ready.wait()
+            return None
+
+    def work() -> None:
+        while (cell_id := next_cell()) is not None:
+            try:
+                results[cell_id] = probe(cell_id)
+            except Exception as err:  # noqa: BLE001 - reported as this cell's, never a pass
+                results[cell_id] = ProbeResult("error", None, -1, None, f"probe failed (harness error): {err!r}")
+            finally:
+                with ready:
+                    busy.difference_update(pods_of(cell_id))
+                    ready.notify_all()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(work) for _ in range(workers)]:
+            future.result()
+    return results
+
+
 class ApplyRefused(RuntimeError):
     """The mesh's admission refused an Istio object (e.g. a fail-closed validating webhook while the control
     plane is away); nothing of the change was applied."""
@@ -107,6 +164,20 @@ class MeshBackend(ABC):
     """A mesh the suites can deploy workloads into, configure with Istio manifests and probe."""
 
     name: str = "abstract"
+    figures: RunFigures
+
+    def deploy_plan(self, plan: Any) -> Any:
+        """Deploy a meshproof.codeploy.Plan: its namespaces in run namespaces, a workload each, every object in
+        one round, one convergence wait. Returns a handle for probe_cells/plan_in_run/teardown."""
+        raise NotImplementedError(f"mesh backend {self.name!r} cannot co-deploy cells yet")
+
+    def plan_in_run(self, handle: Any) -> Any:
+        """The deployed plan in the run's namespaces (the oracle predicts each cell from it)."""
+        raise NotImplementedError(f"mesh backend {self.name!r} cannot co-deploy cells yet")
+
+    def probe_cells(self, handle: Any, cell_ids: list[str], capture: bool = True) -> dict[str, ProbeResult]:
+        """One probe per cell of a deployed plan, each with its own canary and capture of its own flows."""
+        raise NotImplementedError(f"mesh backend {self.name!r} cannot co-deploy cells yet")
 
     @abstractmethod
     def start(self) -> None:

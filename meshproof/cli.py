@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     expect.add_argument("--tables-dir", help="where the expected tables are (default: suites/expected)")
 
     probe = sub.add_parser("probe", help="deploy a scenario on a mesh, send one request, print what happened")
-    probe.add_argument("scenario", help="scenario YAML file")
+    probe.add_argument("scenario", nargs="?", help="scenario YAML file")
+    probe.add_argument("--matrix", action="store_true",
+                       help="with --mesh kube --dry-run: the co-deployed matrix (every cell in one deployment)")
     probe.add_argument("--no-capture", dest="capture", action="store_false", help="skip the wire capture")
     probe.add_argument("--dry-run", action="store_true",
                        help="kube: print, in order, the objects the run would create (YAML); contact no cluster")
@@ -132,6 +134,13 @@ def _probe(args) -> int:
     from cluster.factory import open_backend
     from meshproof.scenario import load_scenario
 
+    if args.matrix:
+        if not args.dry_run or args.scenario:
+            raise UsageError("--matrix shows the co-deployed matrix: use it with --mesh kube --dry-run, "
+                             "without a scenario file")
+        return _dry_run(args, None)
+    if not args.scenario:
+        raise UsageError("probe needs a scenario YAML file (or --matrix with --dry-run)")
     scenario = load_scenario(args.scenario)  # bad input fails before anything is created
     if args.dry_run:
         return _dry_run(args, scenario)
@@ -152,8 +161,16 @@ def _dry_run(args, scenario) -> int:
 
     if args.mesh != "kube":
         raise UsageError("--dry-run shows what a run on a cluster would create: use it with --mesh kube")
-    calls = KubeBackend.from_options(args).dry_run(scenario, capture=args.capture)
-    print(f"# meshproof probe --dry-run {args.scenario}: what a kube run creates, in this order. Nothing was "
+    if scenario is None:
+        from meshproof.codeploy import plan
+        from meshproof.scenario import scenario_from_dict
+        from suites.matrix import matrix_scenarios
+
+        matrix, _ = plan([(c, scenario_from_dict(d, c)) for c, d in matrix_scenarios()])
+        calls = KubeBackend.from_options(args).dry_run_plan(matrix)
+    else:
+        calls = KubeBackend.from_options(args).dry_run(scenario, capture=args.capture)
+    print(f"# meshproof probe --dry-run {args.scenario or '--matrix'}: what a kube run creates, in this order. Nothing was "
           "sent to a cluster;\n# the run id and pod names are chosen when it runs.")
     for index, (request, doc) in enumerate(calls, 1):
         print(f"---\n# {index}. {request}\n" + yaml.safe_dump(doc, sort_keys=False), end="")

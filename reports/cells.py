@@ -17,6 +17,7 @@ CELLS_DIR_ENV = "MESHPROOF_CELLS_DIR"
 DEFAULT_CELLS_DIR = Path(__file__).resolve().parent / "out" / "cells"
 # The three things a cell proves; expected and observed both carry them (observed may carry more).
 PROOF_KEYS = ("outcome", "wire", "peer_identity")
+FIGURES_SUFFIX = ".figures.json"
 
 
 class CellsError(ValueError):
@@ -76,11 +77,24 @@ def record_cell(*, cell: str, passed: bool, expected: dict, observed: dict, dire
     return path
 
 
+def record_figures(mesh: str, figures: dict[str, Any], directory: str | Path | None = None) -> Path:
+    """What this worker's mesh backend spent (cluster.backend.RunFigures), beside its cells, for `make bench`."""
+    target_dir = Path(directory) if directory is not None else cells_dir()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path = target_dir / f"{worker_name()}{FIGURES_SUFFIX}"
+    path.write_text(json.dumps({"mesh": mesh, "worker": worker_name(), **figures}) + "\n", encoding="utf-8")
+    return path
+
+
+def read_figures(directory: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(Path(directory).glob(f"*{FIGURES_SUFFIX}"))]
+
+
 def clear_cells(directory: str | Path | None = None) -> int:
-    """Remove the JSON lines files of a previous run (only *.jsonl in the cells dir); returns how many."""
+    """Remove the cell and figures files of a previous run (only those in the cells dir); returns how many."""
     target_dir = Path(directory) if directory is not None else cells_dir()
     removed = 0
-    for path in target_dir.glob("*.jsonl"):
+    for path in [*target_dir.glob("*.jsonl"), *target_dir.glob(f"*{FIGURES_SUFFIX}")]:
         path.unlink()
         removed += 1
     return removed

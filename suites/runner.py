@@ -21,14 +21,17 @@ from suites.expectations import expect
 from suites.interpret import compare
 
 
-def run_cell(mesh, options, cell: Cell) -> None:
-    """`cell.why` (the question the cell asks) reaches the report as the scenario's `why`."""
+def run_cell(mesh, options, cell: Cell, deployment=None) -> None:
+    """`cell.why` (the question the cell asks) reaches the report as the scenario's `why`. With `deployment`
+    (suites/codeployed.py) holding the cell, its probe is the co-deployment's."""
     cell_id, tags = cell.id, cell.tags
     scenario = scenario_from_dict(cell.scenario(), source=f"cell {cell_id}")
     version = options.istio_version or mesh.istio_minor()
     if version:
         scenario = replace(scenario, istio_version=version)
     allure_cell.describe(cell_id, scenario, tags, mesh.name)
+    if deployment is not None and deployment.holds(cell_id):
+        return _run_codeployed(deployment, options, cell_id, scenario, tags)
 
     started = time.perf_counter()
     with allure.step(f"deploy in run namespaces and apply {len(scenario.manifests)} manifest(s)"):
@@ -52,6 +55,29 @@ def run_cell(mesh, options, cell: Cell) -> None:
         mesh.teardown(handle)
     duration_ms = (time.perf_counter() - started) * 1000
     allure_cell.record(cell_id, tags, scenario, prediction, result, verdict, duration_ms, mesh.name, names)
+    if not verdict:
+        pytest.fail(verdict.message, pytrace=False)
+
+
+def _run_codeployed(deployment, options, cell_id: str, scenario, tags: tuple[str, ...]) -> None:
+    mesh = deployment.mesh
+    with allure.step("probe sleep -> httpbin in the co-deployment (every cell at once)"
+                     + (" with capture" if options.capture else "")):
+        result = deployment.result(cell_id)
+        allure.attach(json.dumps(result.to_json(), indent=1), "probe.json", allure.attachment_type.JSON)
+    names, deployed, prediction = deployment.predict(cell_id)
+    allure_cell.predicted(cell_id, scenario, tags, prediction)
+    allure.attach(yaml.safe_dump_all(deployment.own_manifests(deployed)) or "# no manifests\n", "manifests.yaml",
+                  allure.attachment_type.YAML)
+    with allure.step("classify the wire and compare with the oracle (predicted from every deployed object)"):
+        allure_cell.attach_wire(result.wire)
+        verdict = compare(prediction, result, captured=options.capture)
+    allure_cell.conclude(cell_id, prediction, result, verdict)
+    if not verdict and (folder := deployment.diagnostics(cell_id)) is not None:
+        with allure.step("collect diagnostics"):
+            allure_cell.attach_diagnostics(folder)
+    allure_cell.record(cell_id, tags, replace(scenario, istio_version=deployed.istio_version), prediction, result,
+                       verdict, result.elapsed_ms, mesh.name, names)
     if not verdict:
         pytest.fail(verdict.message, pytrace=False)
 

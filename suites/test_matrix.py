@@ -1,17 +1,35 @@
 """The mTLS matrix: client sidecar x server sidecar x PeerAuthentication mode (server namespace) x
 DestinationRule tls mode (client namespace), 100 cells. Each cell asserts the oracle's outcome, the wire
 verdict (Istio mTLS where the oracle says mTLS, the canary never in clear there) and the peer identity the
-app saw. Cells are independent: each deploys its own scenario and can run alone, in any order, under xdist.
+app saw.
+
+By default the cells share one deployment (suites/codeployed.py): 10 client and 10 server namespaces, every
+policy applied in one round, then every cell probed, many at once, each with its own capture; the oracle
+predicts each cell from every deployed object. `--isolate` runs each cell in a deployment of its own (any
+order, under xdist too). The cells carry one xdist group, so `--dist loadgroup` keeps them on one worker.
 """
 
 import pytest
 
+from suites.codeployed import CoDeployed
 from suites.matrix import matrix_cells
 from suites.runner import cell_marks, run_cell
 
 CELLS = {cell.id: cell for cell in matrix_cells()}
 
 
-@pytest.mark.parametrize("cell_id", [pytest.param(c.id, id=c.id, marks=cell_marks(c.scenario())) for c in CELLS.values()])
-def test_matrix(mesh, mesh_options_fixture, cell_id):
-    run_cell(mesh, mesh_options_fixture, CELLS[cell_id])
+@pytest.fixture(scope="session")
+def matrix_deployment(mesh, mesh_options_fixture):
+    if mesh_options_fixture.isolate:
+        yield None
+        return
+    deployment = CoDeployed(mesh, mesh_options_fixture, {c.id: c.scenario() for c in CELLS.values()})
+    yield deployment
+    deployment.close()
+
+
+@pytest.mark.parametrize("cell_id", [pytest.param(c.id, id=c.id,
+                                                  marks=[*cell_marks(c.scenario()), pytest.mark.xdist_group("matrix")])
+                                     for c in CELLS.values()])
+def test_matrix(mesh, mesh_options_fixture, matrix_deployment, cell_id):
+    run_cell(mesh, mesh_options_fixture, CELLS[cell_id], deployment=matrix_deployment)

@@ -5,7 +5,8 @@ import json
 import os
 import sys
 
-from reports.bench import limits_note, main, percentile, run_measured, run_section
+from reports.bench import kube_estimate, limits_note, main, percentile, run_figures, run_measured, run_section
+from reports.cells import record_figures
 
 ALLOC_MB = 200
 # A grandchild that detaches from its parent (double fork) and holds ALLOC_MB: it must still be counted.
@@ -59,6 +60,10 @@ from reports.cells import record_cell
 @pytest.mark.parametrize("ms", [10, 20, 30, 400])
 def test_matrix(ms):
     time.sleep(ms / 1000)
+    if ms == 400:  # as the mesh fixture does at the end of a worker's session
+        from reports.cells import record_figures
+        record_figures("local", {"config_rounds": 1, "pods_started": 20, "probes": 4,
+                                 "rounds": [{"apply_ms": 150.0, "converge_ms": 900.0, "pods_started": 20}]})
     proof = {"outcome": "mtls", "wire": "mtls", "peer_identity": None}
     record_cell(cell=f"cell-{ms}", passed=True, expected=proof, observed=proof, duration_ms=float(ms))
 
@@ -80,6 +85,23 @@ def test_bench_end_to_end_on_a_tiny_suite(tmp_path):
     assert report["wall_s"] >= 0.4 and report["peak_memory_mb"] > 30  # three Python processes at least
     assert report["cores"] >= 1 and "busy on average" in report["limits"]
     assert report["goal"]["met"] is False  # 4 cells are not the 100-cell matrix
+    assert (report["config_rounds"], report["pods_started"], report["probes"]) == (1, 20, 4)
+    assert report["rounds"][0]["converge_ms"] == 900.0 and report["kube_estimate"]["estimate"] is True
+
+
+def test_figures_add_up_over_workers_and_the_kube_estimate_follows_them(tmp_path):
+    shared = {"config_rounds": 1, "pods_started": 20, "probes": 100,
+              "rounds": [{"apply_ms": 1.0, "converge_ms": 2.0, "pods_started": 20}]}
+    record_figures("local", shared, tmp_path)
+    figures = run_figures(tmp_path)
+    assert (figures["config_rounds"], figures["pods_started"], figures["probes"]) == (1, 20, 100)
+    one = kube_estimate(figures)
+    assert one["goal"]["met"] and "estimate, not a measurement" in one["basis"]
+    # one deployment per cell: 100 rounds, new pods for some of them: the goal is missed
+    per_cell = {"config_rounds": 100, "pods_started": 14, "probes": 100,
+                "rounds": [{"pods_started": 2}] * 7 + [{}] * 93}
+    many = kube_estimate(per_cell)
+    assert many["wall_s"] > one["wall_s"] and not many["goal"]["met"]
 
 
 def test_processes_the_run_leaves_behind_are_named():

@@ -25,7 +25,14 @@ from typing import Any
 
 from kubernetes import client
 
-from cluster.backend import RESPONSE_FLAGS_HEADER, MeshBackend, ProbeResult, outcome_of
+from cluster.backend import (
+    RESPONSE_FLAGS_HEADER,
+    MeshBackend,
+    ProbeResult,
+    RunFigures,
+    outcome_of,
+    probe_apart,
+)
 from cluster.kube import diagnostics
 from cluster.kube.capture import CONTAINER as CAPTURE_CONTAINER
 from cluster.kube.capture import CaptureError, PodCapture
@@ -81,6 +88,7 @@ CREATE_SPACING_S = 1.05  # creationTimestamp has 1 s resolution; Istio lets the 
 # so a few keep reuse high without one pair per shape ever seen piling up on the cluster.
 MAX_IDLE_PAIRS = 3
 DELETE_TIMEOUT_S = 30.0  # a deleted policy without finalizers is gone within a request; this is slack
+PROBE_WORKERS = 4  # co-deployed probes at once: each is an exec'd curl and a tcpdump in its server pod
 
 
 class WorkloadNotReady(RuntimeError):
@@ -163,6 +171,7 @@ class KubeBackend(MeshBackend):
         self._faults: list = []  # the KubeFaults handed out: a pair with unhealed faults is not reused
         self._deleted_at = 0.0  # monotonic time of the last deletion of cell objects
         self.push_times_s: list[float] = []  # each apply: delete, create, then the convergence wait
+        self.figures = RunFigures()
 
     @classmethod
     def from_options(cls, options: Any) -> KubeBackend:
@@ -376,6 +385,8 @@ class KubeBackend(MeshBackend):
         self._delete_by_selector(run_selector(pair.run_id))
 
     def run_namespaces(self, handle: KubeHandle) -> RunNamespaces:
+        if not isinstance(handle, KubeHandle):  # a co-deployment
+            return handle.names
         return run_names(handle.scenario, handle.run_id)
 
     def apply(self, handle: KubeHandle, manifests: list[dict]) -> None:
@@ -458,8 +469,12 @@ class KubeBackend(MeshBackend):
         return result
 
     def teardown(self, handle: KubeHandle) -> None:
-        """Delete the cell's Istio objects and leave its pods idle for the next cell of the same shape."""
+        """Delete the cell's Istio objects and leave its pods idle for the next cell of the same shape (a
+        co-deployment: all of it, by its run label)."""
         if self.cluster is None:
+            return
+        if not isinstance(handle, KubeHandle):
+            self._delete_by_selector(run_selector(handle.run_id))
             return
         self._handles.pop(handle.cell_id, None)
         pair = handle.pair
@@ -475,6 +490,86 @@ class KubeBackend(MeshBackend):
             self._delete_pair(pair)
             raise
         handle.policies = []
+
+    # --- co-deployment (cluster/kube/codeploy.py) ---------------------------------------------------------
+
+    def deploy_plan(self, plan):
+        """Namespaces per group, every Istio object in one round, the workloads, then one wait: every pod Ready
+        and every proxy's ACK of a push sent after the last object (syncz)."""
+        from cluster.kube import codeploy
+
+        if plan.root_namespace != self.root_ns:
+            raise KubeUnavailable(f"plan root_namespace {plan.root_namespace!r} differs from the cluster's "
+                                  f"meshConfig.rootNamespace {self.root_ns!r}")
+        self._seq += 1
+        run_id = f"{self.owner}{self._seq:x}"
+        docs = codeploy.render_plan(plan, run_id, self.session, self.owner, self.images, self.revisions,
+                                    self.spread)  # validated before any API call
+        names = plan.run_names(run_id)
+        deployment = codeploy.KubeDeployment(plan.in_run(names), run_id, docs, names=names)
+        cluster, started = self._cluster(), time.monotonic()
+        try:
+            for doc in (d for d in docs if d["kind"] == "Namespace"):
+                cluster.core.create_namespace(doc)
+            since = codeploy.create_round(self._create, [d for d in docs if d["kind"] in ISTIO_KINDS])
+            for doc in (d for d in docs if d["kind"] != "Namespace" and d["kind"] not in ISTIO_KINDS):
+                self._create(doc)
+            created = time.monotonic()
+            for role, workloads in (("httpbin", deployment.plan.servers), ("sleep", deployment.plan.clients)):
+                for workload in workloads:
+                    pod = self._wait_ready(workload.namespace, role, workload.sidecar)
+                    deployment.pods[workload.namespace] = (workload.namespace, pod.metadata.name, pod.status.pod_ip)
+            sidecars = [deployment.pods[w.namespace][:2] for w in (*deployment.plan.clients, *deployment.plan.servers)
+                        if w.sidecar]
+            if since and sidecars:
+                deployment.sync = wait_pushed(lambda: read_syncz(self._cluster()), sidecars, since,
+                                              self.policy.sync_timeout_s)
+        except BaseException:
+            self._delete_by_selector(run_selector(run_id))
+            raise
+        self.push_times_s.append(time.monotonic() - created)
+        self.figures.pods_started += len(deployment.pods)
+        self.figures.round((created - started) * 1000, (time.monotonic() - created) * 1000,
+                           pods_started=len(deployment.pods), objects=len(deployment.plan.manifests))
+        for cell in deployment.plan.cells:
+            ns, pod, _ = deployment.pods[cell.client]
+            spaces = {cell.client: cell.client, cell.server: cell.server}
+            handle = KubeHandle(deployment.plan.cell_scenario(cell.cell_id), run_id, spaces, (ns, pod),
+                                deployment.pods[cell.server], cell_id=f"{run_id}c{len(deployment.handles):x}")
+            handle.sync = deployment.sync
+            deployment.handles[cell.cell_id] = handle
+        return deployment
+
+    def plan_in_run(self, handle):
+        return handle.plan
+
+    def dry_run_plan(self, plan) -> list[tuple[str, dict]]:
+        """(request, body) of everything deploy_plan creates, in order, rendered and validated, without a cluster
+        (the capture containers, one per server pod, are added as for a single cell's: see dry_run)."""
+        from cluster.kube import codeploy
+
+        docs = codeploy.render_plan(plan, f"{self.owner}1", self.session, self.owner, self.images, self.revisions,
+                                    self.spread)
+        return [(f"create {d['kind']} " + "/".join(filter(None, (d["metadata"].get("namespace"),
+                                                                   d["metadata"]["name"]))), d) for d in docs]
+
+    def probe_cells(self, handle, cell_ids: list[str], capture: bool = True) -> dict[str, ProbeResult]:
+        deployment = handle
+
+        def probe(cell_id: str) -> ProbeResult:
+            cell = deployment.handles[cell_id]
+            if capture and cell.capture is None:
+                ns, pod, _ = cell.server_pod
+                client_ip = deployment.pods[deployment.plan.cell(cell_id).client][2]
+                cell.capture = PodCapture(self._cluster(), ns, pod, cell.scenario.server.target_port, self.images,
+                                          peer=client_ip)
+            return self.probe(cell, capture=capture)
+
+        def pods_of(cell_id: str) -> set[str]:
+            cell = deployment.handles[cell_id]
+            return {"/".join(cell.client_pod), "/".join(cell.server_pod[:2])}
+
+        return probe_apart(cell_ids, pods_of, probe, PROBE_WORKERS)
 
     def _faults_left_on(self, pair: Pair) -> bool:
         """An unhealed network fault (a qdisc, a DROP rule) would change every later cell on these pods, and a

@@ -8,6 +8,7 @@ any sidecar redirect, and the pcap is copied out (base64 over exec). Classificat
 from __future__ import annotations
 
 import base64
+import ipaddress
 import shlex
 import time
 
@@ -24,9 +25,10 @@ class CaptureError(RuntimeError):
 
 class PodCapture:
     def __init__(self, cluster: Cluster, namespace: str, pod: str, port: int, images: Images,
-                 interface: str = "eth0"):
+                 interface: str = "eth0", peer: str | None = None):
         self.cluster, self.namespace, self.pod, self.port = cluster, namespace, pod, port
         self.images, self.interface = images, interface
+        self.peer = peer  # only this client's flows (a co-deployed server serves other clients' probes too)
 
     def ensure_container(self, timeout_s: float = 120.0) -> None:
         """Add the capture container unless it is there, and wait until it runs."""
@@ -48,7 +50,7 @@ class PodCapture:
                            "(are ephemeral containers allowed? see meshproof doctor --mesh kube)")
 
     def start(self, tag: str) -> None:
-        script = start_script(self.interface, self.port, tag)
+        script = start_script(self.interface, self.port, tag, peer=self.peer)
         result = exec_in(self.cluster, self.namespace, self.pod, CONTAINER, ["sh", "-c", script], timeout_s=20)
         if result.exit_code != 0:
             raise CaptureError(f"tcpdump did not start in {self.namespace}/{self.pod}: "
@@ -67,15 +69,16 @@ class PodCapture:
 # The scripts run inside the capture container (busybox or any POSIX sh); they are plain functions so the
 # self-tests run them with this machine's sh and tcpdump.
 
-def start_script(interface: str, port: int, tag: str, workdir: str = WORKDIR) -> str:
+def start_script(interface: str, port: int, tag: str, workdir: str = WORKDIR, peer: str | None = None) -> str:
     """Start tcpdump in the background and return once it listens (exit 3 with its log if it does not).
 
     --immediate-mode: without it libpcap hands packets over in blocks, and a SIGINT drops the last one."""
     pcap, log, pid = _paths(tag, workdir)
     # Any line but a warning or "listening on" is an error; "listening on" is looked for again after the
     # loop, since tcpdump may write it between the loop's two greps.
+    bpf = f"tcp port {int(port)}" + (f" and host {ipaddress.ip_address(peer)}" if peer else "")
     return (f"mkdir -p {shlex.quote(workdir)} && rm -f {pcap} {log} && "
-            f"(setsid tcpdump -i {shlex.quote(interface)} --immediate-mode -U -s 0 -w {pcap} tcp port {int(port)} > {log} 2>&1 & "
+            f"(setsid tcpdump -i {shlex.quote(interface)} --immediate-mode -U -s 0 -w {pcap} {bpf} > {log} 2>&1 & "
             f"echo $! > {pid}) && "
             f"for i in $(seq 200); do grep -q 'listening on' {log} && exit 0; "
             f"grep -v -e WARNING -e 'listening on' {log} | grep -q . && break; sleep 0.05; done; "

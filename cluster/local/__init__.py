@@ -28,7 +28,8 @@ KNOWN_DIFFERENCES = {
     ),
     "endpoints and routing": (
         "One endpoint per Service, static (no EDS, health checks, outlier detection, locality); subsets and "
-        "VirtualServices are ignored; each pod pair sees only its own Service."
+        "VirtualServices are ignored; each pod pair sees only its own Service (a co-deployment, "
+        "cluster/local/codeploy.py, is one cluster: every pod sees every Service)."
     ),
     "metadata exchange and ALPN": (
         "Istio mTLS clusters offer ALPN istio-http/1.1,istio, the list Istio's outbound istio.alpn filter puts in "

@@ -14,14 +14,20 @@ import json
 import os
 import platform
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.backend import ApplyRefused, HandshakeResult, MeshBackend, ProbeResult, TlsAttempt, outcome_of
+from cluster.backend import (
+    ApplyRefused,
+    HandshakeResult,
+    MeshBackend,
+    ProbeResult,
+    RunFigures,
+    TlsAttempt,
+    outcome_of,
+)
 from cluster.local import ca as mesh_ca
 from cluster.local import controlplane, iptables, netns
 from cluster.local import runtime as workload_runtime
@@ -36,6 +42,7 @@ from cluster.local.lifecycle import (
     owner_alive,
     shared_folder,
 )
+from cluster.local.pods import Handle, LocalPod, Pair, destroy_pods
 from cluster.local.push import Debouncer
 from cluster.local.workloads import APP_UID, Httpbin, Sleep
 from meshproof.istio_api import parse_resources
@@ -56,57 +63,6 @@ REFUSALS = (("ssl.fail_verify_no_cert", "no-client-certificate"), ("ssl.fail_ver
             ("ssl.connection_error", "handshake-failed"))
 
 
-@dataclass
-class LocalPod:
-    role: str  # "client" or "server"
-    workload: Workload
-    name: str  # netns
-    veth: str  # root-side interface
-    ip: str
-    dir: Path
-    sidecar: Sidecar | None = None
-    app: Any = None
-    stat_baseline: dict[str, int] = field(default_factory=dict)
-
-    def model(self) -> controlplane.Pod:
-        labels = dict(self.workload.labels)
-        if self.workload.sidecar:  # the injector's label; a value the pod already has is kept (injection template)
-            labels.setdefault("security.istio.io/tlsMode", "istio")
-        return controlplane.Pod(self.name, self.workload.namespace, labels, self.workload.service_account,
-                                self.ip, self.workload.sidecar, str(self.dir / "certs"), str(self.dir / "sds"))
-
-
-@dataclass
-class Pair:
-    key: tuple
-    index: int
-    client: LocalPod
-    server: LocalPod
-    vip: str
-    in_use: bool = False
-    last_used: float = 0.0
-    configs: dict[str, controlplane.SidecarConfig] = field(default_factory=dict)  # what each sidecar serves now
-    # One probe at a time per pair: each flow on the wire and each failure counter's change is that probe's.
-    probing: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def service(self) -> controlplane.Service:
-        server: Server = self.server.workload
-        return controlplane.Service("httpbin", server.namespace, self.vip, server.service_port, server.target_port,
-                                    (self.server.model(),))
-
-    def pods(self) -> list[LocalPod]:
-        return [self.client, self.server]
-
-
-@dataclass
-class Handle:
-    pair: Pair
-    scenario: Scenario  # as deployed: in the run's namespaces
-    names: RunNamespaces
-    resources: list = field(default_factory=list)
-
-
 # Idle pod pairs kept for reuse by later cells of the same shape. Cells come roughly grouped by shape,
 # so two keep reuse high while a worker holds ~2 x 190 MB instead of one pair per shape it ever saw.
 MAX_IDLE_PAIRS = 2
@@ -119,6 +75,8 @@ class LocalBackend(MeshBackend):
         self.out_dir = Path(out_dir)  # pcaps outlive the run: reports attach them after stop()
         self.debouncer = Debouncer(self._push_pair, after_s=push_delay_s)
         self.push_times_s: list[float] = []  # each apply, from the change until every sidecar serves it
+        self.figures = RunFigures()
+        self.deployments: list = []  # co-deployments (cluster/local/codeploy.py), stopped with the run
         self.run: RunState | None = None
         self.pairs: list[Pair] = []
         self._pairs_created = 0
@@ -153,6 +111,9 @@ class LocalBackend(MeshBackend):
         self.rogue_ca = mesh_ca.MeshCA("rogue CA (not trusted by the mesh)")
 
     def stop(self) -> None:
+        for deployment in self.deployments:
+            destroy_pods(list(deployment.pods.values()))
+        self.deployments = []
         for pair in list(self.pairs):
             for pod in pair.pods():
                 if pod.sidecar:
@@ -207,10 +168,12 @@ class LocalBackend(MeshBackend):
         self._refuse_while_away()
         pair = handle.pair
         # Compiling may raise (config the mesh cannot serve): then nothing has been written.
+        compiling = time.monotonic()
         configs = self._compile(pair, resources, manifests, handle.scenario.root_namespace)
         started = time.monotonic()
         self.debouncer.deliver(pair.index, (pair, configs))
         self.push_times_s.append(time.monotonic() - started)
+        self.figures.round((started - compiling) * 1000, self.push_times_s[-1] * 1000)
         handle.resources = resources
 
     def _push_pair(self, _index: int, change: tuple[Pair, dict[str, controlplane.SidecarConfig]]) -> None:
@@ -267,31 +230,41 @@ class LocalBackend(MeshBackend):
             self._destroy_pair(pair)
 
     def _create_pair(self, scenario: Scenario, key: tuple, resources: list) -> Pair:
-        # Indexes name veths and Service VIPs, so they are never reused within a run, even after eviction.
-        index = self._pairs_created
-        if index >= 250:
-            raise RuntimeError(f"run {self.run.prefix} created {index} pod pairs; its Service VIP range is full")
-        self._pairs_created += 1
-        client = self._new_pod("client", scenario.client, index)
-        server = self._new_pod("server", scenario.server, index)
-        vip = f"10.251.{self.subnet.network_address.packed[2]}.{index + 1}"
-        pair = Pair(key, index, client, server, vip)
+        index = self.allocate_index()
+        client = self.new_pod("client", scenario.client, index)
+        server = self.new_pod("server", scenario.server, index)
+        pair = Pair(key, index, client, server, self.vip(index))
         # Bad config raises here, before anything exists.
+        compiling = time.monotonic()
         configs = self._compile(pair, resources, list(scenario.manifests), scenario.root_namespace)
+        started = time.monotonic()
         self.pairs.append(pair)
         try:
             self._start_pair(pair, configs)
         except BaseException:
             self._destroy_pair(pair)
             raise
+        self.figures.pods_started += 2
+        self.figures.round((started - compiling) * 1000, (time.monotonic() - started) * 1000, pods_started=2)
         return pair
+
+    def allocate_index(self) -> int:
+        """Indexes name veths and Service VIPs, so they are never reused within a run, even after eviction."""
+        index = self._pairs_created
+        if index >= 250:
+            raise RuntimeError(f"run {self.run.prefix} used {index} pod indexes; its Service VIP range is full")
+        self._pairs_created += 1
+        return index
+
+    def vip(self, index: int) -> str:
+        return f"10.251.{self.subnet.network_address.packed[2]}.{index + 1}"
 
     def _start_pair(self, pair: Pair, configs: dict[str, controlplane.SidecarConfig]) -> None:
         self.version += 1
         version = f"v{self.version}"
         # Both pods come up side by side: most of the time goes to waiting for processes to start.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for future in [pool.submit(self._start_pod, pair, pod, configs.get(pod.name), version)
+            for future in [pool.submit(self.start_pod, pod, [pair.service], configs.get(pod.name), version)
                            for pod in (pair.server, pair.client)]:
                 future.result()
         for pod in pair.pods():
@@ -301,15 +274,17 @@ class LocalBackend(MeshBackend):
                 pair.configs[pod.name] = configs[pod.name]
         pair.server.app.wait_ready()
 
-    def _start_pod(self, pair: Pair, pod: LocalPod, config: controlplane.SidecarConfig | None,
-                   version: str) -> None:
-        run, service = self.run, pair.service
+    def start_pod(self, pod: LocalPod, services: list[controlplane.Service],
+                  config: controlplane.SidecarConfig | None, version: str) -> None:
+        """Start one pod that reaches `services` (each with its one endpoint) by name and VIP."""
+        run = self.run
         shared_folder(pod.dir)
-        netns.create_pod(run, pod.name, pod.veth, self.bridge, pod.ip, self.subnet.prefixlen, {service.host: pair.vip})
-        rule = ServiceRule(pair.vip, service.port, pair.server.ip, service.target_port)
-        iptables.install(pod.name, pod.workload.sidecar, [rule])
+        netns.create_pod(run, pod.name, pod.veth, self.bridge, pod.ip, self.subnet.prefixlen,
+                         {s.host: s.vip for s in services})
+        iptables.install(pod.name, pod.workload.sidecar,
+                         [ServiceRule(s.vip, s.port, s.endpoints[0].ip, s.target_port) for s in services])
         if pod.role == "server":
-            pod.app = Httpbin(pod.name, pod.dir, service.target_port, self.runtime)
+            pod.app = Httpbin(pod.name, pod.dir, pod.workload.target_port, self.runtime)
             pod.app.start(run.record_pid)
         else:
             pod.app = Sleep(pod.name)
@@ -325,16 +300,11 @@ class LocalBackend(MeshBackend):
         pod.sidecar.start(run.record_pid)
 
     def _destroy_pair(self, pair: Pair) -> None:
-        for pod in pair.pods():
-            if pod.sidecar:
-                pod.sidecar.stop()
-            if isinstance(pod.app, Httpbin):
-                pod.app.stop()
-            netns.delete_pod(pod.name, pod.veth)
+        destroy_pods(pair.pods())
         if pair in self.pairs:
             self.pairs.remove(pair)
 
-    def _new_pod(self, role: str, workload: Workload, index: int) -> LocalPod:
+    def new_pod(self, role: str, workload: Workload, index: int) -> LocalPod:
         host = self._next_host
         self._next_host += 1
         if host >= self.subnet.num_addresses - 1:
@@ -345,9 +315,35 @@ class LocalBackend(MeshBackend):
         veth = f"{self.run.prefix}{index:x}{role[0]}"
         return LocalPod(role, workload, name, veth, ip, self.run.dir / name)
 
-    def teardown(self, handle: Handle) -> None:
+    def teardown(self, handle) -> None:
+        from cluster.local import codeploy
+
+        if isinstance(handle, codeploy.Deployment):
+            codeploy.teardown(self, handle)
+            return
         # Pairs are reused by later scenarios of the same shape; stop() removes them.
         handle.pair.in_use = False
+
+    # --- co-deployment (cluster/local/codeploy.py) ------------------------------------------------------
+
+    def deploy_plan(self, plan):
+        from cluster.local import codeploy
+
+        return codeploy.deploy(self, plan)
+
+    def plan_in_run(self, handle):
+        return handle.plan
+
+    def probe_cells(self, handle, cell_ids: list[str], capture: bool = True) -> dict[str, ProbeResult]:
+        from cluster.local import codeploy
+
+        return codeploy.probe_cells(self, handle, cell_ids, capture)
+
+    def cell_handle(self, handle, cell_id: str) -> Handle:
+        """One co-deployed cell as a pair handle (diagnostics, chaos helpers)."""
+        from cluster.local import codeploy
+
+        return codeploy.handle(handle, cell_id)
 
     # --- probe ------------------------------------------------------------------------------------------
 
@@ -359,6 +355,7 @@ class LocalBackend(MeshBackend):
         # What the control plane decided for this pair: the first thing to read when a cell is red.
         extra: dict[str, Any] = {"control_plane": {pod.role: pair.configs[pod.name].decisions
                                                    for pod in pair.pods() if pod.name in pair.configs}}
+        self.figures.probes += 1
         with pair.probing:
             started = time.perf_counter()
             wire, harness_error = None, None
@@ -395,7 +392,8 @@ class LocalBackend(MeshBackend):
         pcap.parent.mkdir(parents=True, exist_ok=True)
         done = None
         try:
-            with Capture(iface=pair.server.veth, bpf="tcp", pcap_path=pcap):
+            # Only this pair's flows: a server pod may serve other clients' probes meanwhile (co-deployment).
+            with Capture(iface=pair.server.veth, bpf=f"tcp and host {pair.client.ip}", pcap_path=pcap):
                 done = send()
             return done, judge(pcap, canary=canary, server_ip=pair.server.ip,
                                server_port=pair.server.workload.target_port), None

@@ -1,0 +1,75 @@
+"""The reference mesh's pods and the views the backends probe through: a pod (a network namespace with its
+app and maybe a sidecar), a client -> server pair of pods, a deployed scenario's handle."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cluster.local import controlplane, netns
+from cluster.local.envoy import Sidecar
+from cluster.local.workloads import Httpbin
+from meshproof.namespaces import RunNamespaces
+from meshproof.scenario import Scenario, Server, Workload
+
+
+@dataclass
+class LocalPod:
+    role: str  # "client" or "server"
+    workload: Workload
+    name: str  # netns
+    veth: str  # root-side interface
+    ip: str
+    dir: Path
+    sidecar: Sidecar | None = None
+    app: Any = None
+    stat_baseline: dict[str, int] = field(default_factory=dict)
+
+    def model(self) -> controlplane.Pod:
+        labels = dict(self.workload.labels)
+        if self.workload.sidecar:  # the injector's label; a value the pod already has is kept (injection template)
+            labels.setdefault("security.istio.io/tlsMode", "istio")
+        return controlplane.Pod(self.name, self.workload.namespace, labels, self.workload.service_account,
+                                self.ip, self.workload.sidecar, str(self.dir / "certs"), str(self.dir / "sds"))
+
+
+@dataclass
+class Pair:
+    key: tuple
+    index: int
+    client: LocalPod
+    server: LocalPod
+    vip: str
+    in_use: bool = False
+    last_used: float = 0.0
+    configs: dict[str, controlplane.SidecarConfig] = field(default_factory=dict)  # what each sidecar serves now
+    # One probe at a time per pair: each flow on the wire and each failure counter's change is that probe's.
+    probing: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def service(self) -> controlplane.Service:
+        server: Server = self.server.workload
+        return controlplane.Service("httpbin", server.namespace, self.vip, server.service_port, server.target_port,
+                                    (self.server.model(),))
+
+    def pods(self) -> list[LocalPod]:
+        return [self.client, self.server]
+
+
+@dataclass
+class Handle:
+    pair: Pair
+    scenario: Scenario  # as deployed: in the run's namespaces
+    names: RunNamespaces
+    resources: list = field(default_factory=list)
+
+
+def destroy_pods(pods: list[LocalPod]) -> None:
+    for pod in pods:
+        if pod.sidecar:
+            pod.sidecar.stop()
+        if isinstance(pod.app, Httpbin):
+            pod.app.stop()
+        netns.delete_pod(pod.name, pod.veth)

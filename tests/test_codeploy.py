@@ -104,7 +104,7 @@ def backend(tmp_path_factory):
 
 
 def observed(result, names):
-    return result.outcome, (result.wire or {}).get("verdict"), names.normalise_identity(result.peer_identity)
+    return result.outcome, result.wire.verdict if result.wire else None, names.normalise_identity(result.peer_identity)
 
 
 @root
@@ -161,8 +161,8 @@ def test_a_capture_holds_only_its_own_clients_flows(backend):
             thread.join()
         for cell_id, verdict in (("naked", "plaintext"), ("meshed", "mtls")):
             wire = results[cell_id].wire
-            assert wire["verdict"] == verdict, (cell_id, wire["reason"])
+            assert wire.verdict == verdict, (cell_id, wire.reason)
             client_ip = handles[cell_id].pair.client.ip
-            assert {f["client"].split(":")[0] for f in wire["flows"]} == {client_ip}, cell_id
+            assert {f["client"].split(":")[0] for f in wire.flows} == {client_ip}, cell_id
     finally:
         backend.teardown(deployment)

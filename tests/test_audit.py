@@ -311,3 +311,16 @@ def _client_part_without_labels(self, client, port):
     drs = self.index.destination_rules(client.namespace, port.namespace, port.host) if client.sidecar else ()
     exact = tuple(resolved_host(d) == port.host for d in drs)
     return self._number((client.namespace, client.sidecar, (), self._number((exact,), drs)), ())
+
+
+@pytest.mark.parametrize("command", [
+    "audit --from-manifests examples/audit/mesh --from batch --from frontend",
+    "what-if --from-manifests examples/audit/mesh --strict payments --to payments",
+])
+def test_readme_shows_the_real_output(command, monkeypatch, capsys):
+    """The README's walk-through is what the commands print today (regenerate it with COLUMNS=130)."""
+    monkeypatch.chdir(EXAMPLE.parent.parent)
+    monkeypatch.setenv("COLUMNS", "130")
+    cli.main(command.split())
+    readme = (EXAMPLE.parent.parent / "README.md").read_text()
+    assert f"$ meshproof {command}\n{capsys.readouterr().out}" in readme

@@ -58,7 +58,7 @@ def run_audit(args) -> int:
 
     inv, filters, version = _load(args)
     pairs, predictor = audit(inv, args.root_namespace, version, filters)
-    render.print_audit(pairs, inv, Console(width=200))
+    render.print_audit(pairs, inv, Console())
     if args.json:
         render.write_json(args.json, pairs, inv, {"oracle_calls": predictor.oracle_calls})
     return EXIT_OK
@@ -86,15 +86,15 @@ def run_what_if(args) -> int:
     before, _ = audit(inv, args.root_namespace, version, filters)
     after, _ = audit(changed, args.root_namespace, version, filters)
     changes = whatif.compare(before, after)
-    console = Console(width=200)
+    console = Console()
     for line in render.warnings(inv):
         console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     counts = Counter(c.kind for c in changes)
-    headline = f"{'; '.join(said)} breaks {counts['breaks']} pair{'s' if counts['breaks'] != 1 else ''}"
     breaks = [c for c in changes if c.kind == "breaks"]
-    console.print(headline + (": " + "; ".join(
-        f"{c.after.client.ref} -> {c.after.port.ref}: {c.why()}" for c in breaks) if breaks else ""),
-        highlight=False, soft_wrap=True)
+    console.print(f"{'; '.join(said)} breaks {counts['breaks']} pair{'s' if counts['breaks'] != 1 else ''}"
+                  + (":" if breaks else ""), highlight=False, soft_wrap=True)
+    for c in breaks:
+        console.print(f"  {c.after.client.ref} -> {c.after.port.ref}: {c.why()}", highlight=False, soft_wrap=True)
     for kind, title in (("encrypts", "become encrypted"), ("fixes", "are no longer broken"),
                         ("stays-cleartext", "stay in cleartext"), ("unknown", "cannot be predicted")):
         chosen = [c for c in changes if c.kind == kind]

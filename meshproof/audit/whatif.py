@@ -106,7 +106,8 @@ class Change:
         elif not server.sidecar:
             cause = f"{server.ref} has no sidecar"
         else:
-            cause = f"{pred.client_tls} from {client.ref}, server {pred.server_mode}"
+            how = pred.reason.split(";", 1)[0]  # the client side's last decision, as the oracle words it
+            cause = f"{client.ref} sends {pred.client_tls} ({how[0].lower()}{how[1:]}) to a {pred.server_mode} port"
         return f"{cause} -> {pred.outcome} ({pred.rule})"
 
     def to_json(self) -> dict:

@@ -124,7 +124,8 @@ def probe_apart(cell_ids: list[str], pods_of: Callable[[str], set[str]], probe: 
     """One probe per cell, `workers` at a time, never two at once on one pod: a probe's failure counters (which
     503, from whom) are the change since that pod's previous probe, so they must be its own. A probe that
     raises is that cell's harness error."""
-    pending, busy, results = list(cell_ids), set(), {}
+    pending, results = list(cell_ids), {}
+    busy: set[str] = set()
     ready = threading.Condition()
 
     def next_cell() -> str | None:

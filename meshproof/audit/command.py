@@ -14,11 +14,17 @@ EXIT_OK, EXIT_BREAKS, EXIT_USAGE = 0, 1, 2
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from-manifests", metavar="DIR", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-manifests", metavar="DIR",
                         help="a folder of manifests: multi-document YAML, `kubectl get -A -o yaml` dumps, "
                              "nested folders (read offline)")
-    parser.add_argument("--root-namespace", default=DEFAULT_ROOT_NAMESPACE,
-                        help=f"the mesh config's rootNamespace (default: {DEFAULT_ROOT_NAMESPACE})")
+    source.add_argument("--from-cluster", action="store_true",
+                        help="a live cluster, read-only (list calls; meshproof/audit/clusterrole.yaml)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file for --from-cluster (default: usual resolution)")
+    parser.add_argument("--context", help="kubeconfig context for --from-cluster")
+    parser.add_argument("--root-namespace",
+                        help="the mesh config's rootNamespace (default: the cluster's mesh config with "
+                             f"--from-cluster, else {DEFAULT_ROOT_NAMESPACE})")
     parser.add_argument("--istio-version", default=DEFAULT_ISTIO_VERSION, help="the Istio minor to predict for")
     parser.add_argument("--from", dest="from_", action="append", metavar="NS[/LABEL=VALUE]",
                         help="only clients of this namespace (and label); repeatable")
@@ -41,13 +47,28 @@ def add_parsers(sub) -> None:
 
 
 def _load(args):
-    from meshproof.audit.manifests import read_manifests
+    """(inventory, filters, Istio version); sets args.root_namespace when it was left to the source."""
     from meshproof.audit.pairs import Filters
 
     version = check_istio_version(args.istio_version, "command line", "--istio-version")
+    filters = Filters.parse(args.from_, args.to)
+    if args.from_cluster:
+        from cluster.kube.client import connect
+        from meshproof.audit.live import read_cluster
+
+        cluster = connect(args.kubeconfig, args.context)
+        try:
+            inv, root = read_cluster(cluster.api, f"cluster {cluster.context or cluster.server}")
+        finally:
+            cluster.api.close()
+        args.root_namespace = args.root_namespace or root or DEFAULT_ROOT_NAMESPACE
+        return inv, filters, version
+    from meshproof.audit.manifests import read_manifests
+
     if not Path(args.from_manifests).is_dir():
         raise UsageError(f"--from-manifests {args.from_manifests}: not a folder")
-    return read_manifests(args.from_manifests), Filters.parse(args.from_, args.to), version
+    args.root_namespace = args.root_namespace or DEFAULT_ROOT_NAMESPACE
+    return read_manifests(args.from_manifests), filters, version
 
 
 def run_audit(args) -> int:

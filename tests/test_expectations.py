@@ -658,6 +658,23 @@ def test_a_wildcard_host_matches_whole_labels():
     assert p.client_tls == "istio-mutual", p.details
 
 
+def test_rules_with_one_selector_merge_and_the_first_policy_fills_in():
+    # mergeDestinationRule: equal selectors merge (a different one is skipped, and the search goes on).
+    p = predict(scenario([pa("STRICT"), dr("ISTIO_MUTUAL", name="a-other", selector={"app": "other"}),
+                          dr(None, name="b-sleep", selector={"app": "sleep"}),
+                          dr("DISABLE", name="c-sleep", selector={"app": "sleep"})]))
+    assert (p.client_tls, p.outcome) == ("plaintext", "503"), p.details
+
+
+def test_the_root_namespace_is_searched_when_the_service_namespace_hides_its_rules():
+    # push_context.go destinationRule: a service-namespace rule not exported to the client is skipped and the
+    # root namespace's exported rules are looked at next.
+    p = predict(scenario([pa("STRICT"), dr("ISTIO_MUTUAL", "httpbin", export_to=["other"]), dr("DISABLE", ROOT_NS)]))
+    assert (p.client_tls, p.outcome) == ("plaintext", "503"), p.details
+    wild = predict(scenario([pa("STRICT"), dr("DISABLE", host="*.local", name="wild")]))
+    assert not any("resolves to" in s for s in wild.details)
+
+
 def test_a_rule_of_an_unrelated_namespace_never_applies():
     # push_context.go destinationRule: the client's namespace, the service's, then the root namespace; no other.
     p = predict(scenario([pa("STRICT"), dr("DISABLE", "other")]))

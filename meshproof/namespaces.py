@@ -151,12 +151,15 @@ class RunNamespaces:
                                       else self.host(n) for n in tls["subjectAltNames"]]
 
     def _host(self, host: str, rename, any_namespace: bool = False) -> str:
-        name, dot, rest = host.partition(".")
-        ns, _, suffix = rest.partition(".")
-        if not dot or not ns or ns == "*":
-            return host
-        if suffix in _SERVICE_SUFFIXES or (not suffix and (any_namespace or ns in self.known)):
-            return f"{name}.{rename(ns)}" + (f".{suffix}" if suffix else "")
+        labels = host.split(".")
+        if "svc" in labels:
+            # The namespace is the label before `svc`, however many labels (or a wildcard) come first.
+            at = labels.index("svc")
+            if at >= 2 and labels[at - 1] != "*" and ".".join(labels[at:]) in _SERVICE_SUFFIXES:
+                labels[at - 1] = rename(labels[at - 1])
+            return ".".join(labels)
+        if len(labels) == 2 and labels[1] != "*" and (any_namespace or labels[1] in self.known):
+            return f"{labels[0]}.{rename(labels[1])}"
         return host
 
     @staticmethod

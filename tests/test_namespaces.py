@@ -27,6 +27,9 @@ SERVER_ID = "spiffe://cluster.local/ns/httpbin/sa/httpbin"
     ("httpbin.httpbin.svc", f"httpbin.httpbin-{RUN}.svc"),
     ("httpbin.httpbin", f"httpbin.httpbin-{RUN}"),
     ("*.httpbin.svc.cluster.local", f"*.httpbin-{RUN}.svc.cluster.local"),
+    ("*.bin.httpbin.svc.cluster.local", f"*.bin.httpbin-{RUN}.svc.cluster.local"),  # the label before svc
+    ("a.b.httpbin.svc", f"a.b.httpbin-{RUN}.svc"),
+    ("httpbin.httpbin.svc.example.com", "httpbin.httpbin.svc.example.com"),  # not this cluster's domain
     ("other.elsewhere.svc.cluster.local", f"other.elsewhere-{RUN}.svc.cluster.local"),  # a namespace, any
     ("httpbin.example", "httpbin.example"),  # two labels, not a run namespace: an outside host
     ("httpbin.httpbin.example.com", "httpbin.httpbin.example.com"),

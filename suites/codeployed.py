@@ -27,6 +27,7 @@ class CoDeployed:
         self.handle = None
         self.results: dict | None = None
         self.failed: BaseException | None = None
+        self.reported: set[str] = set()
 
     def holds(self, cell_id: str) -> bool:
         return self.plan is not None and cell_id not in self.alone
@@ -62,6 +63,13 @@ class CoDeployed:
         if hasattr(self.mesh, "diagnostics") and hasattr(self.mesh, "cell_handle"):
             return self.mesh.diagnostics(self.mesh.cell_handle(self.handle, cell_id))
         return None
+
+    def reported_on(self, cell_id: str) -> None:
+        """A cell's test is done with its result: once every cell is, the pods go (the suites after the matrix
+        do not share the machine with 20 idle pods)."""
+        self.reported.add(cell_id)
+        if self.plan is not None and self.reported >= {c.cell_id for c in self.plan.cells}:
+            self.close()
 
     def close(self) -> None:
         if self.handle is not None:

@@ -76,6 +76,7 @@ def _run_codeployed(deployment, options, cell_id: str, scenario, tags: tuple[str
     if not verdict and (folder := deployment.diagnostics(cell_id)) is not None:
         with allure.step("collect diagnostics"):
             allure_cell.attach_diagnostics(folder)
+    deployment.reported_on(cell_id)
     allure_cell.record(cell_id, tags, replace(scenario, istio_version=deployed.istio_version), prediction, result,
                        verdict, result.elapsed_ms, mesh.name, names)
     if not verdict:

@@ -31,6 +31,13 @@ KNOWN_DIFFERENCES = {
         "VirtualServices are ignored; each pod pair sees only its own Service (a co-deployment, "
         "cluster/local/codeploy.py, is one cluster: every pod sees every Service)."
     ),
+    "shared httpbin process": (
+        "In a co-deployment (cluster/local/codeploy.py) one httpbin process answers in every server pod: its "
+        "listening sockets are made inside each pod's network namespace, so each pod answers on its own address "
+        "and port behind its own sidecar and iptables, and only the process is shared (one Python instead of ten). "
+        "httpbin's answers do not depend on the pod. A co-deployment also runs 10 Envoys at once, each holding 4 "
+        "inotify instances (fs.inotify.max_user_instances: 128 per user by default)."
+    ),
     "metadata exchange and ALPN": (
         "Istio mTLS clusters offer ALPN istio-http/1.1,istio, the list Istio's outbound istio.alpn filter puts in "
         "the ClientHello for an HTTP/1.1 service; the upstream Envoy here lacks that filter, so the cluster sets "

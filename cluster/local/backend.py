@@ -275,18 +275,19 @@ class LocalBackend(MeshBackend):
         pair.server.app.wait_ready()
 
     def start_pod(self, pod: LocalPod, services: list[controlplane.Service],
-                  config: controlplane.SidecarConfig | None, version: str) -> None:
-        """Start one pod that reaches `services` (each with its one endpoint) by name and VIP."""
+                  config: controlplane.SidecarConfig | None, version: str, app: bool = True) -> None:
+        """Start one pod that reaches `services` (each with its one endpoint) by name and VIP; a server pod
+        without `app` gets its httpbin from the caller (a co-deployment shares one)."""
         run = self.run
         shared_folder(pod.dir)
         netns.create_pod(run, pod.name, pod.veth, self.bridge, pod.ip, self.subnet.prefixlen,
                          {s.host: s.vip for s in services})
         iptables.install(pod.name, pod.workload.sidecar,
                          [ServiceRule(s.vip, s.port, s.endpoints[0].ip, s.target_port) for s in services])
-        if pod.role == "server":
+        if pod.role == "server" and app:
             pod.app = Httpbin(pod.name, pod.dir, pod.workload.target_port, self.runtime)
             pod.app.start(run.record_pid)
-        else:
+        elif pod.role == "client":
             pod.app = Sleep(pod.name)
         if not pod.workload.sidecar:
             return

@@ -22,6 +22,7 @@ from cluster.backend import ProbeResult, probe_apart
 from cluster.local import controlplane
 from cluster.local.pods import Handle, LocalPod, Pair, destroy_pods
 from cluster.local.push import Debouncer
+from cluster.local.workloads import Httpbin
 from meshproof.codeploy import Plan
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
@@ -91,16 +92,23 @@ def _start(backend, deployment: Deployment, configs: dict[str, controlplane.Side
     version = f"v{backend.version}"
     pods = list(deployment.pods.values())
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for future in [pool.submit(backend.start_pod, pod, deployment.services, configs.get(pod.name), version)
-                       for pod in pods]:
+        for future in [pool.submit(backend.start_pod, pod, deployment.services, configs.get(pod.name), version,
+                                   app=False) for pod in pods]:
             future.result()
+    # One httpbin process answers in every server pod (workloads.Httpbin `serves`): a Python per pod would
+    # cost ~50 MB and a second of start-up CPU each.
+    servers = [pod for pod in pods if pod.role == "server"]
+    shared = Httpbin(servers[0].name, servers[0].dir, servers[0].workload.target_port, backend.runtime,
+                     serves=tuple((pod.name, pod.workload.target_port) for pod in servers[1:]))
+    shared.start(backend.run.record_pid)
+    for pod in servers:
+        pod.app = shared
     for pod in pods:
         if pod.sidecar:
             pod.sidecar.wait_ready()
             pod.sidecar.wait_version(version)
             deployment.configs[pod.name] = configs[pod.name]
-        if pod.role == "server":
-            pod.app.wait_ready()
+    shared.wait_ready()
 
 
 def handle(deployment: Deployment, cell_id: str) -> Handle:

@@ -95,6 +95,36 @@ def connect(netns: str, host: str, port: int, timeout: float = 1.0) -> socket.so
     return sock
 
 
+def listen(netns: str, port: int) -> socket.socket:
+    """A TCP socket listening on 0.0.0.0:port inside the pod (its holder may live in another namespace)."""
+    with entered(netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def answers(netns: str, host: str, port: int) -> bool:
+    """An HTTP server inside the pod answers a request (not only that something listens)."""
+    try:
+        sock = connect(netns, host, port, timeout=0.5)
+    except OSError:
+        return False
+    try:
+        sock.sendall(b"GET /status/200 HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        return sock.recv(12).startswith(b"HTTP/")
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
 def port_open(netns: str, host: str, port: int) -> bool:
     try:
         connect(netns, host, port, timeout=0.2).close()

@@ -135,6 +135,30 @@ def _key(role: str, workload: Workload, manifests: list[dict]) -> str:
     return json.dumps([sorted(fields.items()), manifests], sort_keys=True, default=str)
 
 
+def _group_keys(s: Scenario) -> tuple[str, str]:
+    mine = [m for m in s.manifests if m["metadata"]["namespace"] == s.client.namespace]
+    theirs = [m for m in s.manifests if m["metadata"]["namespace"] == s.server.namespace]
+    return _key("client", s.client, mine), _key("server", s.server, theirs)
+
+
+def plan_rounds(cells: list[tuple[str, Scenario]], max_pods: int) -> tuple[list[Plan], list[str]]:
+    """(as few deployments as hold every cell that can share one, each of at most `max_pods` pods; the ids
+    of the cells that keep their own). A cell joins the first round its client and server groups fit in."""
+    alone = [cell_id for cell_id, s in cells if alone_reason(s)]
+    rounds: list[tuple[set, list]] = []  # (group keys, cells)
+    for cell_id, s in cells:
+        if cell_id in alone:
+            continue
+        keys = {("client", _group_keys(s)[0]), ("server", _group_keys(s)[1])}
+        home = next((r for r in rounds if len(r[0] | keys) <= max_pods), None)
+        if home is None:
+            home = (set(), [])
+            rounds.append(home)
+        home[0].update(keys)
+        home[1].append((cell_id, s))
+    return [plan(members)[0] for _, members in rounds], alone
+
+
 def plan(cells: list[tuple[str, Scenario]]) -> tuple[Plan | None, list[str]]:
     """(one deployment for every cell that can share it, the ids of those that keep their own)."""
     alone = [cell_id for cell_id, s in cells if alone_reason(s)]
@@ -154,8 +178,9 @@ def plan(cells: list[tuple[str, Scenario]]) -> tuple[Plan | None, list[str]]:
     for cell_id, s in shared:
         mine = [m for m in s.manifests if m["metadata"]["namespace"] == s.client.namespace]
         theirs = [m for m in s.manifests if m["metadata"]["namespace"] == s.server.namespace]
-        i = client_keys.setdefault(_key("client", s.client, mine), len(client_keys))
-        j = server_keys.setdefault(_key("server", s.server, theirs), len(server_keys))
+        client_key, server_key = _group_keys(s)
+        i = client_keys.setdefault(client_key, len(client_keys))
+        j = server_keys.setdefault(server_key, len(server_keys))
         if i == len(clients):
             clients.append((s, mine))
         if j == len(servers):

@@ -11,7 +11,7 @@ order, under xdist too). The cells carry one xdist group, so `--dist loadgroup` 
 
 import pytest
 
-from suites.codeployed import CoDeployed
+from suites.codeployed import co_deployed
 from suites.matrix import matrix_cells
 from suites.runner import cell_marks, run_cell
 
@@ -20,12 +20,8 @@ CELLS = {cell.id: cell for cell in matrix_cells()}
 
 @pytest.fixture(scope="session")
 def matrix_deployment(mesh, mesh_options_fixture):
-    if mesh_options_fixture.isolate:
-        yield None
-        return
-    deployment = CoDeployed(mesh, mesh_options_fixture, {c.id: c.scenario() for c in CELLS.values()})
-    yield deployment
-    deployment.close()
+    with co_deployed(mesh, mesh_options_fixture, CELLS.values()) as deployment:
+        yield deployment
 
 
 @pytest.mark.parametrize("cell_id", [pytest.param(c.id, id=c.id,

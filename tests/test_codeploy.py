@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from meshproof.codeploy import alone_reason, plan
+from meshproof.codeploy import alone_reason, plan, plan_rounds
 from meshproof.namespaces import RunNamespaces
 from meshproof.scenario import scenario_from_dict
 from suites.expectations import expect
@@ -166,3 +166,30 @@ def test_a_capture_holds_only_its_own_clients_flows(backend):
             assert {f["client"].split(":")[0] for f in wire.flows} == {client_ip}, cell_id
     finally:
         backend.teardown(deployment)
+
+
+@root
+@pytest.mark.root
+@pytest.mark.mesh
+def test_scope_cells_in_rounds_give_what_each_gives_alone(backend):
+    """The scope cells that can share a deployment, in rounds of at most 20 pods (as on a cluster), observed
+    as the oracle predicts each of them alone: outcome and identity, and the wire where it is judged."""
+    cells = parsed(scope_scenarios())
+    rounds, alone = plan_rounds(cells, 20)
+    assert len(rounds) == 3 and all(len(r.clients) + len(r.servers) <= 20 for r in rounds)
+    predicted = {cell_id: alone_prediction(scn) for cell_id, scn in cells}
+    seen = {}
+    for shared in rounds:
+        deployment = backend.deploy_plan(shared)
+        try:
+            results = backend.probe_cells(deployment, [c.cell_id for c in shared.cells])
+            for c in deployment.plan.cells:
+                seen[c.cell_id] = observed(results[c.cell_id], c.names(backend.run.prefix, shared.root_namespace))
+        finally:
+            backend.teardown(deployment)
+    assert len(seen) == len(cells) - len(alone) >= 40
+    for cell_id, (outcome, wire, identity) in seen.items():
+        want_outcome, want_wire, want_identity, _ = predicted[cell_id]
+        assert (outcome, identity) == (want_outcome, want_identity), cell_id
+        if want_outcome in ("mtls", "plaintext", "reset"):
+            assert wire == want_wire, cell_id

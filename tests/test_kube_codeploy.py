@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from cluster.kube.codeploy import CREATE_SPACING_S, create_round, render_plan
 from cluster.kube.render import Images, Revisions
-from meshproof.codeploy import plan
+from meshproof.codeploy import plan, plan_rounds
 from meshproof.scenario import scenario_from_dict
-from suites.matrix import matrix_scenarios, pa, scenario
+from suites.matrix import matrix_scenarios, pa, scenario, scope_scenarios
 
 RUN = "k1a2b3c1"
 
@@ -79,3 +79,10 @@ def test_only_objects_istio_orders_by_creation_time_are_spaced():
     clock = Clock()
     create_round(clock.create, [*second.manifests], clock.sleep, lambda: clock.now)
     assert clock.slept == [CREATE_SPACING_S]
+
+
+def test_scope_rounds_render_valid_objects_and_stay_within_their_pods():
+    rounds, _ = plan_rounds([(c, scenario_from_dict(d, c)) for c, d in scope_scenarios()], 20)
+    for index, shared in enumerate(rounds):
+        docs = render_plan(shared, f"{RUN}{index}", "sess", "k1a2b3c", Images(), Revisions(None, None))
+        assert sum(d["kind"] == "Deployment" for d in docs) == len(shared.clients) + len(shared.servers) <= 20

@@ -324,3 +324,22 @@ def test_readme_shows_the_real_output(command, monkeypatch, capsys):
     cli.main(command.split())
     readme = (EXAMPLE.parent.parent / "README.md").read_text()
     assert f"$ meshproof {command}\n{capsys.readouterr().out}" in readme
+
+
+def test_picture_fills_each_cell_with_its_predicted_class(tmp_path):
+    import re as regex
+
+    from reports.audit_matrix import PNG_LIMIT, to_png, write_picture
+    pairs, _ = audit(read_manifests(EXAMPLE / "mesh"))
+    written = write_picture(pairs, "summary", "counts", tmp_path)
+    assert [p.name for p in written] == ["audit-matrix.html", "audit-matrix.png"]
+    assert written[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = written[0].read_text()
+    rows = regex.findall(r'<tr><th class="client">([^<]+)</th>(.*?)</tr>', page)
+    classes = {client: regex.findall(r'data-class="([^"]+)"', cells) for client, cells in rows}
+    # columns sorted: frontend/web:80, legacy/billing:80, payments/api:8080, payments/ledger:8080, :9090
+    assert classes["batch/cron-reporter"] == ["cleartext", "cleartext", "cleartext", "refused", "cleartext"]
+    assert classes["payments/api"] == ["mtls", "cleartext", "mtls", "mtls", "mtls"]
+    assert set(classes["reporting/dashboard"]) == {"not-run"}
+    many = [replace(pairs[0], client=replace(pairs[0].client, name=f"c{i}")) for i in range(PNG_LIMIT + 1)]
+    assert to_png(many, tmp_path / "big.png", "x") is False and not (tmp_path / "big.png").exists()

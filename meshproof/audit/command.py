@@ -33,10 +33,16 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the pairs as JSON here")
 
 
+def add_audit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--picture", metavar="DIR",
+                        help="also write the matrix picture here: audit-matrix.html and audit-matrix.png")
+
+
 def add_parsers(sub) -> None:
     audit_parser = sub.add_parser("audit", help="predict, for every client workload x Service port of a mesh's "
                                                 "manifests, whether it is mTLS, cleartext or broken")
     add_source_options(audit_parser)
+    add_audit_options(audit_parser)
     what_if = sub.add_parser("what-if", help="what a proposed change does to every pair; exit 1 if any breaks")
     add_source_options(what_if)
     what_if.add_argument("--apply", action="append", metavar="FILE",
@@ -79,9 +85,15 @@ def run_audit(args) -> int:
 
     inv, filters, version = _load(args)
     pairs, predictor = audit(inv, args.root_namespace, version, filters)
-    render.print_audit(pairs, inv, Console())
+    console = Console()
+    render.print_audit(pairs, inv, console)
     if args.json:
         render.write_json(args.json, pairs, inv, {"oracle_calls": predictor.oracle_calls})
+    if args.picture:
+        from reports.audit_matrix import write_picture
+
+        for path in write_picture(pairs, render.summary(pairs), render.summary(pairs, lists=False), args.picture):
+            console.print(f"wrote {path}", highlight=False)
     return EXIT_OK
 
 

@@ -190,6 +190,8 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
         """)
     assert cli.main(["what-if", "--from-manifests", str(EXAMPLE / "mesh"), "--apply", str(tmp_path / "change.yaml")]) == 2
     assert "STRICTER" in capsys.readouterr().err
+    assert cli.main(["what-if", "--from-manifests", str(EXAMPLE / "mesh"), "--strict", "paymnts"]) == 2
+    assert "no such namespace in the input; known: batch, frontend" in capsys.readouterr().err
     write(tmp_path, "deploy.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x, namespace: y}\n")
     assert cli.main(["what-if", "--from-manifests", str(EXAMPLE / "mesh"), "--apply", str(tmp_path / "deploy.yaml")]) == 2
 

@@ -112,7 +112,7 @@ def run_what_if(args) -> int:
         changed, sentence = whatif.strict(changed, namespace)
         said.append(f"switching namespace {namespace} to STRICT ({sentence})")
     if args.strict_mesh:
-        changed, sentence = whatif.strict(changed, args.root_namespace)
+        changed, sentence = whatif.strict(changed, args.root_namespace, must_exist=False)
         said.append(f"switching the mesh to STRICT ({sentence})")
     if not said:
         raise UsageError("what-if needs a change: --apply FILE, --strict NAMESPACE or --strict-mesh")

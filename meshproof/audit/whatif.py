@@ -15,13 +15,19 @@ from pathlib import Path
 from meshproof.audit.inventory import Inventory
 from meshproof.audit.manifests import read_file, read_folder
 from meshproof.audit.pairs import Pair
+from meshproof.errors import UsageError
 from meshproof.istio_api import API_VERSIONS, ManifestError, PeerAuthentication, parse_resource
 
 WHAT_IF_NAME = "what-if-strict"
 
 
-def strict(inv: Inventory, namespace: str) -> tuple[Inventory, str]:
-    """The inventory with `namespace` switched to STRICT, and a sentence saying so."""
+def strict(inv: Inventory, namespace: str, must_exist: bool = True) -> tuple[Inventory, str]:
+    """The inventory with `namespace` switched to STRICT, and a sentence saying so. A namespace the input does
+    not know is refused: a typo would otherwise break nothing and pass the gate."""
+    known = set(inv.namespaces) | {w.namespace for w in inv.workloads} | {p.namespace for p in inv.service_ports} \
+        | {r.namespace for r in inv.resources}
+    if must_exist and namespace not in known:
+        raise UsageError(f"--strict {namespace}: no such namespace in the input; known: {', '.join(sorted(known))}")
     wide = [r for r in inv.resources if isinstance(r, PeerAuthentication) and r.namespace == namespace
             and not r.selector]
     if wide:

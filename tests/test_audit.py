@@ -140,6 +140,29 @@ def test_injection_follows_the_webhook_selectors(ns_labels, pod_labels, annotati
     assert sidecar is expected, why
 
 
+def test_ambient_workloads_are_listed_not_guessed(tmp_path):
+    """An ambient pod has no sidecar yet its traffic is mTLS (ztunnel): calling it sidecar-less would be wrong."""
+    write(tmp_path, "a.yaml", """\
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: amb, labels: {istio.io/dataplane-mode: ambient}}
+        ---
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: app, namespace: amb}
+        spec: {template: {metadata: {labels: {app: a}}, spec: {containers: [{name: a}]}}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: running, namespace: amb, uid: x}
+        spec: {containers: [{name: r}]}
+        status: {}
+        """)
+    inv = read_manifests(tmp_path)
+    assert {w.ref: w.sidecar for w in inv.workloads} == {"amb/app": None, "amb/running": None}
+    assert all("ambient" in w.sidecar_why for w in inv.workloads)
+
+
 def test_host_network_pods_are_never_injected():
     assert injection.predicted({"hostNetwork": True}, {}, {}, {"istio-injection": "enabled"})[0] is False
 

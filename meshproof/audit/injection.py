@@ -15,6 +15,18 @@ NS_INJECTION = "istio-injection"
 REVISION = "istio.io/rev"
 PROXY_CONTAINER = "istio-proxy"
 STATUS_ANNOTATION = "sidecar.istio.io/status"  # set by the injector on every pod it injected
+DATAPLANE_MODE = "istio.io/dataplane-mode"  # "ambient": ztunnel, not a sidecar, carries the pod's traffic
+
+
+def ambient(labels: dict[str, str], namespace_labels: dict[str, str] | None) -> str | None:
+    """Why a sidecar-less pod is in ambient mode (the oracle models sidecars only), or None.
+    Source: istio/istio cni/pkg/util/podutil.go PodRedirectionEnabled (the namespace label, a pod with a
+    sidecar never redirected) and enablement_selector.go (a pod's own label, `none` opting out)."""
+    mode = labels.get(DATAPLANE_MODE) or (namespace_labels or {}).get(DATAPLANE_MODE)
+    if mode == "ambient":
+        return (f"{DATAPLANE_MODE}=ambient: ztunnel carries its traffic, and meshproof's oracle models "
+                "sidecars only")
+    return None
 
 
 def observed(pod_spec: dict, annotations: dict[str, str]) -> bool:

@@ -141,6 +141,8 @@ def _pod(doc: dict, source: str, namespaces: dict[str, dict[str, str]]) -> Workl
         why = "observed: the pod " + ("runs" if sidecar else "does not run") + " the istio-proxy container"
     else:
         sidecar, why = injection.predicted(spec, labels, annotations, namespaces.get(namespace))
+    if sidecar is False and (mode := injection.ambient(labels, namespaces.get(namespace))):
+        sidecar, why = None, mode
     owner = _owner_workload(doc, labels)
     clean = {k: v for k, v in labels.items() if k not in ("pod-template-hash", "controller-revision-hash",
                                                           "statefulset.kubernetes.io/pod-name")}
@@ -164,6 +166,8 @@ def _template(doc: dict, source: str, inv: Inventory) -> Workload | None:
     annotations = {str(k): str(v) for k, v in (t_meta.get("annotations") or {}).items()}
     pod_spec = template.get("spec") or {}
     sidecar, why = injection.predicted(pod_spec, labels, annotations, inv.namespaces.get(namespace))
+    if sidecar is False and (mode := injection.ambient(labels, inv.namespaces.get(namespace))):
+        sidecar, why = None, mode
     return Workload(namespace, name, str(doc.get("kind")), labels, _service_account(pod_spec), sidecar,
                     f"predicted from its pod template: {why}", _named_ports(pod_spec), source)
 

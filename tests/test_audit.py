@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from meshproof import cli
-from meshproof import scenario as sc
 from meshproof.audit import injection, synthetic
+from meshproof.audit.bench import naive_prediction
 from meshproof.audit.index import resolved_host
 from meshproof.audit.manifests import inventory_from_docs, read_manifests
 from meshproof.audit.pairs import Filters, audit, backends, oracle_port_name, target_port
-from meshproof.istio_api import DestinationRule, ManifestError
-from suites.expectations import expect
+from meshproof.istio_api import ManifestError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "audit"
 
@@ -278,19 +277,6 @@ def test_strict_edits_the_existing_namespace_policy():
     assert [r.mode for r in changed.resources if r.namespace == "istio-system"] == ["STRICT"]
 
 
-def _naive(inv, pair):
-    """The pair's scenario with every object and every label, nothing indexed."""
-    fake = f"httpbin.{pair.port.namespace}.svc.cluster.local"
-    resources = tuple(replace(r, host=fake) if isinstance(r, DestinationRule) and resolved_host(r) == pair.port.host
-                      else r for r in inv.resources)
-    client, server = pair.client, pair.server
-    return expect(sc.Scenario(
-        client=sc.Workload(client.namespace, client.sidecar, client.labels, client.service_account),
-        server=sc.Server(server.namespace, server.sidecar, server.labels, server.service_account, pair.port.port,
-                         target_port(pair.port, server), port_name=oracle_port_name(pair.port)),
-        resources=resources, manifests=()))
-
-
 FIELDS = ("outcome", "wire", "rule", "server_mode", "client_tls", "peer_identity")
 
 
@@ -302,7 +288,7 @@ def _generated():
 
 def _mismatches(inv, pairs):
     return [p.key for p in pairs if p.prediction is not None and
-            {f: getattr(p.prediction, f) for f in FIELDS} != {f: getattr(_naive(inv, p), f) for f in FIELDS}]
+            {f: getattr(p.prediction, f) for f in FIELDS} != {f: getattr(naive_prediction(inv, p), f) for f in FIELDS}]
 
 
 def test_index_gives_the_naive_scan_predictions():

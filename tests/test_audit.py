@@ -244,6 +244,17 @@ def test_example_audit_finds_the_migration_state(tmp_path, capsys):
     assert data["summary"] in printed.replace("\n", "")
 
 
+def test_large_audit_table_shows_what_needs_action(tmp_path, monkeypatch, capsys):
+    from meshproof.audit import render
+    monkeypatch.setattr(render, "TABLE_ROWS", 10)
+    monkeypatch.setenv("COLUMNS", "200")  # rule names unfolded
+    assert cli.main(["audit", "--from-manifests", str(EXAMPLE / "mesh")]) == 0
+    printed = capsys.readouterr().out
+    assert "11 mTLS pairs not shown" in printed and "istio-mutual-accepted" not in printed
+    assert cli.main(["audit", "--from-manifests", str(EXAMPLE / "mesh"), "--all"]) == 0
+    assert "istio-mutual-accepted" in capsys.readouterr().out
+
+
 def test_filters_choose_clients_and_services():
     inv = read_manifests(EXAMPLE / "mesh")
     pairs, _ = audit(inv, filters=Filters.parse(["payments/app=api", "batch"], ["payments/ledger"]))

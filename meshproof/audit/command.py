@@ -34,6 +34,9 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_audit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--all", dest="every_pair", action="store_true",
+                        help="list every pair in the table (by default a mesh of more than 300 pairs shows the "
+                             "ones not in mTLS)")
     parser.add_argument("--picture", metavar="DIR",
                         help="also write the matrix picture here: audit-matrix.html and audit-matrix.png")
 
@@ -86,7 +89,7 @@ def run_audit(args) -> int:
     inv, filters, version = _load(args)
     pairs, predictor = audit(inv, args.root_namespace, version, filters)
     console = Console()
-    render.print_audit(pairs, inv, console)
+    render.print_audit(pairs, inv, console, args.every_pair)
     if args.json:
         render.write_json(args.json, pairs, inv, {"oracle_calls": predictor.oracle_calls})
     if args.picture:

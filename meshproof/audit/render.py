@@ -64,10 +64,17 @@ def _short(why: str) -> str:
     return why.split(":", 1)[0]
 
 
-def print_audit(pairs: list[Pair], inv: Inventory, console: Console) -> None:
+TABLE_ROWS = 300  # beyond this many pairs the table leaves the mTLS ones out (they need no action)
+
+
+def print_audit(pairs: list[Pair], inv: Inventory, console: Console, every_pair: bool = False) -> None:
     for line in warnings(inv):
         console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-    console.print(table(pairs, "meshproof audit: predicted outcome of each client -> Service port"))
+    shown = pairs if every_pair or len(pairs) <= TABLE_ROWS else [p for p in pairs if p.status != "mtls"]
+    console.print(table(shown, "meshproof audit: predicted outcome of each client -> Service port"))
+    if len(shown) < len(pairs):
+        console.print(f"{len(pairs) - len(shown)} mTLS pairs not shown (--all lists them; --json has every pair)",
+                      highlight=False)
     console.print(summary(pairs), highlight=False, soft_wrap=True)
 
 

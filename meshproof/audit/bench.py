@@ -41,7 +41,7 @@ def naive_prediction(inv: Inventory, pair: Pair) -> Prediction:
 
 
 def run() -> dict:
-    docs = synthetic.generate(policies=GOAL["policies"], **SHAPE)
+    docs = synthetic.generate(policies=int(GOAL["policies"]), **SHAPE)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     inv = inventory_from_docs(docs)
     cpu1, wall1 = time.process_time(), time.perf_counter()

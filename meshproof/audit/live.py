@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 from kubernetes import client
@@ -22,7 +23,7 @@ TIMEOUT_S = 30.0
 MESH_CONFIG = ("istio-system", "istio")  # the ConfigMap holding the mesh config (key `mesh`), as installed
 
 # (kind, apiVersion, lister(api, **kwargs)): every read the source makes.
-Lister = Callable[..., object]
+Lister = Callable[..., Any]  # with _preload_content=False: the raw response, JSON in .data
 
 
 def _listers(api: client.ApiClient) -> list[tuple[str, str, str, Lister]]:
@@ -83,8 +84,8 @@ def read_cluster(api: client.ApiClient, where: str) -> tuple[Inventory, str | No
 def _root_namespace(api: client.ApiClient, where: str, inv: Inventory) -> str | None:
     namespace, name = MESH_CONFIG
     try:
-        config_map = json.loads(client.CoreV1Api(api).read_namespaced_config_map(
-            name, namespace, _preload_content=False, _request_timeout=TIMEOUT_S).data)
+        read: Lister = client.CoreV1Api(api).read_namespaced_config_map
+        config_map = json.loads(read(name, namespace, _preload_content=False, _request_timeout=TIMEOUT_S).data)
     except client.ApiException as err:
         inv.notes.append(f"{where}: the mesh config ConfigMap {namespace}/{name} is unreadable ({err.status} "
                          f"{err.reason}); the root namespace is taken from --root-namespace")

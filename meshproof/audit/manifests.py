@@ -15,7 +15,7 @@ import yaml
 from meshproof.audit import injection
 from meshproof.audit.inventory import Inventory, ServicePort, Workload
 from meshproof.errors import UsageError
-from meshproof.istio_api import API_VERSIONS, ManifestError, parse_resource
+from meshproof.istio_api import API_VERSIONS, ManifestError, Resource, parse_resource
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")
@@ -209,7 +209,8 @@ def _service_ports(doc: dict, source: str, inv: Inventory) -> list[ServicePort]:
             inv.notes.append(f"{source}: Service {namespace}/{name} port {port['port']} is {port['protocol']}: "
                              "mTLS is for TCP only; skipped")
             continue
-        ports.append(ServicePort(namespace, name, port["port"], port.get("targetPort", port["port"]),
+        target = port.get("targetPort", port["port"])
+        ports.append(ServicePort(namespace, name, port["port"], target if isinstance(target, int | str) else port["port"],
                                  str(port.get("name") or ""), port.get("appProtocol"),
                                  spec.get("clusterIP") == "None",
                                  {str(k): str(v) for k, v in selector.items()}, source))
@@ -220,7 +221,7 @@ def _add_istio_objects(inv: Inventory, istio: list[tuple[int, int, str, dict]]) 
     """Parse each PeerAuthentication and DestinationRule with Istio's validation; a refused one is named and
     left out (Istio's webhook would not have admitted it). A name seen twice: the later manifest replaces the
     earlier one, as `kubectl apply` would."""
-    by_key = {}
+    by_key: dict[tuple[str, str, str], Resource] = {}
     for order, place, source, doc in istio:
         try:
             resource = replace(parse_resource(doc, source, place), order=order)

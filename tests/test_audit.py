@@ -345,7 +345,8 @@ def test_readme_shows_the_real_output(command, monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "130")
     cli.main(command.split())
     readme = (EXAMPLE.parent.parent / "README.md").read_text()
-    assert f"$ meshproof {command}\n{capsys.readouterr().out}" in readme
+    assert f"$ meshproof {command}\n{capsys.readouterr().out}" in readme, \
+        f"README.md's example is stale: paste the output of `COLUMNS=130 .venv/bin/meshproof {command}`"
 
 
 def test_picture_fills_each_cell_with_its_predicted_class(tmp_path):

@@ -675,6 +675,12 @@ def test_the_root_namespace_is_searched_when_the_service_namespace_hides_its_rul
     assert not any("resolves to" in s for s in wild.details)
 
 
+def test_an_explicit_unset_port_mode_inherits_the_workload_mode():
+    # policy_applier.go ComposePeerAuthentication: a port-level UNSET inherits, spelled out or left out.
+    p = predict(scenario([pa("STRICT"), pa("UNSET", name="w", selector=APP, ports={8080: "UNSET"})]))
+    assert p.server_mode == "STRICT", p.details
+
+
 def test_a_rule_of_an_unrelated_namespace_never_applies():
     # push_context.go destinationRule: the client's namespace, the service's, then the root namespace; no other.
     p = predict(scenario([pa("STRICT"), dr("DISABLE", "other")]))

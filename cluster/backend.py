@@ -167,6 +167,11 @@ class MeshBackend(ABC):
     name: str = "abstract"
     figures: RunFigures
 
+    def can_co_deploy(self) -> bool:
+        """Whether deploy_plan can stand for this mesh's per-cell deployments (not while pods are moved to
+        another revision after they start: upgrade-check's canary legs)."""
+        return True
+
     def deploy_plan(self, plan: Any) -> Any:
         """Deploy a meshproof.codeploy.Plan: its namespaces in run namespaces, a workload each, every object in
         one round, one convergence wait. Returns a handle for probe_cells/plan_in_run/teardown."""

@@ -97,8 +97,9 @@ class CoDeployed:
 @contextmanager
 def co_deployed(mesh, options, cells: Iterable, max_pods: int = 20, on_local: bool = True) -> Iterator[CoDeployed | None]:
     """A suite's session fixture: its cells (suites.cells.Cell) co-deployed, or None (a deployment per cell)
-    under --isolate, and on the reference mesh unless `on_local`."""
-    if options.isolate or (mesh.name == "local" and not on_local):
+    under --isolate, on the reference mesh unless `on_local`, and where the mesh cannot stand a co-deployment
+    for its per-cell deployments."""
+    if options.isolate or (mesh.name == "local" and not on_local) or not mesh.can_co_deploy():
         yield None
         return
     deployment = CoDeployed(mesh, options, {c.id: c.scenario() for c in cells}, max_pods)

@@ -86,3 +86,12 @@ def test_scope_rounds_render_valid_objects_and_stay_within_their_pods():
     for index, shared in enumerate(rounds):
         docs = render_plan(shared, f"{RUN}{index}", "sess", "k1a2b3c", Images(), Revisions(None, None))
         assert sum(d["kind"] == "Deployment" for d in docs) == len(shared.clients) + len(shared.servers) <= 20
+
+
+def test_canary_legs_keep_a_deployment_per_cell():
+    """upgrade-check moves a pair's pods to another revision after they start (per pair only): a co-deployment
+    would skip that move, so such a backend says it cannot co-deploy and the suites deploy per cell."""
+    from cluster.kube.backend import KubeBackend
+
+    assert KubeBackend().can_co_deploy()
+    assert not KubeBackend(migrate_to=Revisions("1-30-3", None)).can_co_deploy()

@@ -493,6 +493,9 @@ class KubeBackend(MeshBackend):
 
     # --- co-deployment (cluster/kube/codeploy.py) ---------------------------------------------------------
 
+    def can_co_deploy(self) -> bool:
+        return not (self.migrate_to.client or self.migrate_to.server)  # _migrate runs per pair only
+
     def deploy_plan(self, plan):
         """Namespaces per group, every Istio object in one round, the workloads, then one wait: every pod Ready
         and every proxy's ACK of a push sent after the last object (syncz)."""

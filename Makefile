@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PUSH_DELAY ?=
 MESH_ARGS = $(if $(PUSH_DELAY),--push-delay $(PUSH_DELAY))
 
-.PHONY: setup system-deps test conformance chaos report bench lint clean doctor mutants
+.PHONY: setup system-deps inotify-room test conformance chaos report bench lint clean doctor mutants
 
 setup: system-deps $(STAMP)
 
@@ -27,9 +27,22 @@ system-deps:
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v openssl  >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@$(MAKE) --no-print-directory inotify-room
+
+# Every sidecar runs as uid 1337 and holds 4 inotify instances; a stock kernel allows 128 per user, so past
+# 32 sidecars Envoy aborts at start. Raised (never lowered) until the next reboot; `make doctor` counts the room.
+INOTIFY_INSTANCES := 1024
+inotify-room:
+	@limit=$$(cat /proc/sys/fs/inotify/max_user_instances); \
+	if [ "$$limit" -lt $(INOTIFY_INSTANCES) ]; then \
+	  echo "raising fs.inotify.max_user_instances from $$limit to $(INOTIFY_INSTANCES) (4 per sidecar, all uid 1337)"; \
+	  echo $(INOTIFY_INSTANCES) > /proc/sys/fs/inotify/max_user_instances \
+	    || echo "warning: cannot raise it here; runs with more than $$((limit / 4)) sidecars at once will fail"; \
 	fi
 
 $(STAMP): pyproject.toml

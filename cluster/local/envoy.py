@@ -22,7 +22,7 @@ ADMIN_PORT = 15000
 # per-user limit (fs.inotify.max_user_instances, 128 on a stock kernel). Past it Envoy aborts at start.
 INOTIFY_PER_SIDECAR = 4
 INOTIFY_FIX = ("every sidecar runs as uid 1337 and holds 4 inotify instances; raise the per-user limit: "
-               "sysctl -w fs.inotify.max_user_instances=1024 (see meshproof doctor --mesh local)")
+               "sysctl -w fs.inotify.max_user_instances=1024 (`make setup` does; see meshproof doctor --mesh local)")
 
 
 def bootstrap(node_id: str, cluster: str, xds_dir: Path) -> dict:

@@ -43,6 +43,14 @@ def server():
     thread.join(timeout=5)
 
 
+@pytest.fixture(autouse=True)
+def no_tcpdump_left(tmp_path):
+    """A test that fails between start and stop must not leave its tcpdump running."""
+    yield
+    for pid in tmp_path.glob("*.pid"):
+        subprocess.run(["sh", "-c", f"kill $(cat {pid}) 2>/dev/null"], check=False)
+
+
 def sh(script: str) -> subprocess.CompletedProcess:
     return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30, check=False)
 

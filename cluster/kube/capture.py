@@ -70,7 +70,8 @@ class PodCapture:
 # self-tests run them with this machine's sh and tcpdump.
 
 def start_script(interface: str, port: int, tag: str, workdir: str = WORKDIR, peer: str | None = None) -> str:
-    """Start tcpdump in the background and return once it listens (exit 3 with its log if it does not).
+    """Start tcpdump in the background and return once it listens (exit 3 with its log, and no tcpdump left
+    running, if it does not).
 
     --immediate-mode: without it libpcap hands packets over in blocks, and a SIGINT drops the last one."""
     pcap, log, pid = _paths(tag, workdir)
@@ -82,7 +83,7 @@ def start_script(interface: str, port: int, tag: str, workdir: str = WORKDIR, pe
             f"echo $! > {pid}) && "
             f"for i in $(seq 200); do grep -q 'listening on' {log} && exit 0; "
             f"grep -v -e WARNING -e 'listening on' {log} | grep -q . && break; sleep 0.05; done; "
-            f"grep -q 'listening on' {log} && exit 0; cat {log}; exit 3")
+            f"grep -q 'listening on' {log} && exit 0; kill $(cat {pid}) 2>/dev/null; cat {log}; exit 3")
 
 
 def stop_script(tag: str, workdir: str = WORKDIR) -> str:

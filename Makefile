@@ -54,9 +54,10 @@ $(STAMP): pyproject.toml
 $(ALLURE):
 	cd reports && npm ci --no-audit --no-fund --silent
 
-# Self-tests of meshproof's own code (oracle, API validation, local mesh, capture, reports).
+# Self-tests of meshproof's own code (oracle, API validation, local mesh, capture, reports). Allure first, so
+# the report self-tests build a real report instead of skipping.
 # pytest's exit 5 (no tests collected) is a failure here.
-test: setup
+test: setup $(ALLURE)
 	@$(BIN)/pytest tests -n 2 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 

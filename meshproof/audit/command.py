@@ -39,6 +39,11 @@ def add_audit_options(parser: argparse.ArgumentParser) -> None:
                              "ones not in mTLS)")
     parser.add_argument("--picture", metavar="DIR",
                         help="also write the matrix picture here: audit-matrix.html and audit-matrix.png")
+    parser.add_argument("--verify", action="store_true",
+                        help="(root) deploy each predicted pair on the local reference mesh and check the "
+                             "prediction by traffic with wire proof; exit 1 if any pair differs. Pairs are "
+                             "deployed one at a time and reused by shape: at most 4 pods at once, so it is "
+                             "bounded by time, not memory (examples/audit: see the README)")
 
 
 def add_parsers(sub) -> None:
@@ -97,7 +102,20 @@ def run_audit(args) -> int:
 
         for path in write_picture(pairs, render.summary(pairs), render.summary(pairs, lists=False), args.picture):
             console.print(f"wrote {path}", highlight=False)
+    if args.verify:
+        return _verify(pairs, predictor, console)
     return EXIT_OK
+
+
+def _verify(pairs, predictor, console) -> int:
+    from cluster.factory import open_backend
+    from meshproof.audit.verify import print_verified, verify
+
+    console.print("verifying on the local reference mesh ...", highlight=False)
+    with open_backend(argparse.Namespace(mesh="local")) as mesh:
+        checked = verify(pairs, predictor, mesh)
+    print_verified(checked, console)
+    return EXIT_BREAKS if any(c.verdict is not None and not c.agrees for c in checked) else EXIT_OK
 
 
 def run_what_if(args) -> int:

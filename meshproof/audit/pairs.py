@@ -93,6 +93,16 @@ def _real_host(value, port: ServicePort):
     return value
 
 
+def _renamed_manifest(manifest: dict, resource: Resource) -> dict:
+    """The manifest as the scenario holds its resource: a DestinationRule for the pair's Service names the
+    oracle's host, so a mesh deploying the scenario (audit --verify) applies it to the stand-in server."""
+    host = getattr(resource, "host", None)
+    spec = manifest.get("spec") or {}
+    if host is None or spec.get("host") in (None, host):
+        return manifest
+    return {**manifest, "spec": {**spec, "host": host}}
+
+
 def oracle_port_name(port: ServicePort) -> str:
     """What the scenario's port_name must be for Istio to read the same protocol: appProtocol first
     (ConvertProtocol), any HTTP name as `http`, an unnamed port as a name Istio does not know (sniffing)."""
@@ -126,6 +136,7 @@ class Predictor:
         self.root, self.version = root_namespace, istio_version
         self.raw = inv.raw
         self.cache: dict[tuple[int, int], Prediction | str] = {}
+        self.scenarios: dict[tuple[int, int], sc.Scenario] = {}  # what the oracle was asked; --verify deploys it
         self.oracle_calls = 0
         self._parts: dict[tuple, int] = {}  # part -> its number
         self._by_number: list[tuple] = []  # number -> the part, its policies last
@@ -175,15 +186,21 @@ class Predictor:
             found = self._clients[key] = self._number((client.namespace, client.sidecar, labels, rules[0]), ())
         return found
 
-    def predict(self, client: Workload, port: ServicePort, server: Workload) -> Prediction | str:
-        """The prediction, or why there is none."""
+    def scenario_key(self, client: Workload, port: ServicePort, server: Workload) -> tuple[int, int] | str:
+        """The key of the pair's scenario (in `cache` and `scenarios` once predicted), or why there is none."""
         if client.sidecar is None or server.sidecar is None:
             unknown = client if client.sidecar is None else server
             return f"the sidecar status of {unknown.ref} is unknown: {unknown.sidecar_why}"
         server_part = self._server_part(port, server)
         if isinstance(server_part, str):
             return server_part
-        key = (self._client_part(client, port), server_part)
+        return (self._client_part(client, port), server_part)
+
+    def predict(self, client: Workload, port: ServicePort, server: Workload) -> Prediction | str:
+        """The prediction, or why there is none."""
+        key = self.scenario_key(client, port, server)
+        if isinstance(key, str):
+            return key
         found = self.cache.get(key)
         if found is None:
             found = self.cache[key] = self._ask_oracle(key, port)
@@ -201,13 +218,15 @@ class Predictor:
         renamed: list[Resource] = [*pas, *(replace(d, host=fake) if is_exact else d
                                             for d, is_exact in zip(drs, exact, strict=True))]
         renamed.sort(key=lambda r: r.order)
-        manifests = tuple(self.raw.get((type(r).__name__, r.namespace, r.name), {}) for r in renamed)
+        manifests = tuple(_renamed_manifest(self.raw.get((type(r).__name__, r.namespace, r.name), {}), r)
+                          for r in renamed)
         scenario = sc.Scenario(
             client=sc.Workload(client_ns, client_sidecar, dict(client_labels), "client"),
             server=sc.Server(server_ns, server_sidecar, dict(server_labels), server_sa, service_port, target,
                              port_name=port_name, headless=headless),
             resources=tuple(renamed), manifests=manifests, istio_version=self.version,
             root_namespace=self.root, name=port.ref)
+        self.scenarios[key] = scenario
         self.oracle_calls += 1
         try:
             return expect(scenario)

@@ -1,0 +1,61 @@
+"""`meshproof audit --verify` on the local reference mesh (root): every predicted pair of examples/audit is
+observed as predicted, and a prediction made wrong on purpose is reported as differing with exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cluster.factory import open_backend
+from meshproof import cli
+from meshproof.audit import pairs as audit_pairs
+from meshproof.audit.manifests import read_manifests
+from meshproof.audit.verify import summary, verify
+from meshproof.vocabulary import Outcome, Wire
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "audit" / "mesh"
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the reference mesh needs root (netns, iptables)")]
+
+
+def test_every_predicted_pair_of_the_example_agrees():
+    pairs, predictor = audit_pairs.audit(read_manifests(EXAMPLE))
+    with open_backend(argparse.Namespace(mesh="local")) as mesh:
+        checked = verify(pairs, predictor, mesh)
+    predicted = [c for c in checked if c.pair.prediction is not None]
+    assert predicted and all(c.not_verifiable is None for c in predicted)
+    assert [c.verdict.message for c in predicted if not c.agrees] == []
+    # the unknown-sidecar pairs are named, never counted as verified
+    unknown = [c for c in checked if c.pair.prediction is None]
+    assert unknown and all("sidecar status" in c.not_verifiable for c in unknown)
+    assert summary(checked) == f"{len(predicted)} pairs verified: {len(predicted)} agree, 0 differ, " \
+                               f"{len(unknown)} not verifiable"
+    # each outcome the example has was observed, wire included: mTLS, cleartext and the STRICT reset
+    assert {(c.observed.outcome, c.observed_wire) for c in predicted} == {
+        ("mtls", "mtls"), ("plaintext", "plaintext"), ("reset", "plaintext")}
+
+
+def test_a_wrong_prediction_differs_and_exits_1(monkeypatch, capsys):
+    real = audit_pairs.expect
+
+    def wrong_for_ledger_9090(scenario):
+        found = real(scenario)
+        if scenario.server.service_port == 9090 and found.outcome == Outcome.MTLS:
+            return replace(found, outcome=Outcome.PLAINTEXT, wire=Wire.PLAINTEXT, peer_identity=None, tls=None)
+        return found
+
+    monkeypatch.setattr(audit_pairs, "expect", wrong_for_ledger_9090)
+    code = cli.main(["audit", "--from-manifests", str(EXAMPLE), "--to", "payments/ledger", "--from", "frontend",
+                     "--from", "batch", "--verify"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert ("differs frontend/web -> payments/ledger:9090 (payments/ledger): expected plaintext (wire plaintext), "
+            "observed mtls (wire mtls)") in out
+    assert "agrees frontend/web -> payments/ledger:8080" in out
+    assert "agrees batch/cron-reporter -> payments/ledger:9090" in out
+    assert "4 pairs verified: 3 agree, 1 differ (frontend/web -> payments/ledger:9090), 0 not verifiable" in out

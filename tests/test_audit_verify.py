@@ -4,6 +4,7 @@ observed as predicted, and a prediction made wrong on purpose is reported as dif
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_every_predicted_pair_of_the_example_agrees():
         ("mtls", "mtls"), ("plaintext", "plaintext"), ("reset", "plaintext")}
 
 
-def test_a_wrong_prediction_differs_and_exits_1(monkeypatch, capsys):
+def test_a_wrong_prediction_differs_and_exits_1(monkeypatch, capsys, tmp_path):
     real = audit_pairs.expect
 
     def wrong_for_ledger_9090(scenario):
@@ -51,7 +52,7 @@ def test_a_wrong_prediction_differs_and_exits_1(monkeypatch, capsys):
 
     monkeypatch.setattr(audit_pairs, "expect", wrong_for_ledger_9090)
     code = cli.main(["audit", "--from-manifests", str(EXAMPLE), "--to", "payments/ledger", "--from", "frontend",
-                     "--from", "batch", "--verify"])
+                     "--from", "batch", "--verify", "--json", str(tmp_path / "audit.json")])
     out = capsys.readouterr().out
     assert code == 1
     assert ("differs frontend/web -> payments/ledger:9090 (payments/ledger): expected plaintext (wire plaintext), "
@@ -59,3 +60,9 @@ def test_a_wrong_prediction_differs_and_exits_1(monkeypatch, capsys):
     assert "agrees frontend/web -> payments/ledger:8080" in out
     assert "agrees batch/cron-reporter -> payments/ledger:9090" in out
     assert "4 pairs verified: 3 agree, 1 differ (frontend/web -> payments/ledger:9090), 0 not verifiable" in out
+    written = json.loads((tmp_path / "audit.json").read_text())
+    differing = [v for v in written["verification"] if not v["agrees"]]
+    assert [(v["client"], v["service"], v["expected"], v["observed"]["outcome"], v["observed"]["wire"])
+            for v in differing] == [("frontend/web", "payments/ledger:9090",
+                                     {"outcome": "plaintext", "wire": "plaintext"}, "mtls", "mtls")]
+    assert Path(differing[0]["observed"]["pcap"]).is_file()  # the wire proof is kept

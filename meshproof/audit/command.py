@@ -103,18 +103,22 @@ def run_audit(args) -> int:
         for path in write_picture(pairs, render.summary(pairs), render.summary(pairs, lists=False), args.picture):
             console.print(f"wrote {path}", highlight=False)
     if args.verify:
-        return _verify(pairs, predictor, console)
+        return _verify(args, pairs, predictor, inv, console)
     return EXIT_OK
 
 
-def _verify(pairs, predictor, console) -> int:
+def _verify(args, pairs, predictor, inv, console) -> int:
     from cluster.factory import open_backend
-    from meshproof.audit.verify import print_verified, verify
+    from meshproof.audit import render
+    from meshproof.audit.verify import print_verified, summary, verify
 
     console.print("verifying on the local reference mesh ...", highlight=False)
     with open_backend(argparse.Namespace(mesh="local")) as mesh:
         checked = verify(pairs, predictor, mesh)
     print_verified(checked, console)
+    if args.json:  # the same file, now with what the traffic showed
+        render.write_json(args.json, pairs, inv, {"oracle_calls": predictor.oracle_calls, "verified": summary(checked),
+                                                  "verification": [c.to_json() for c in checked]})
     return EXIT_BREAKS if any(c.verdict is not None and not c.agrees for c in checked) else EXIT_OK
 
 

@@ -35,6 +35,18 @@ class Checked:
         wire = self.observed.wire if self.observed else None
         return str(wire.verdict) if wire else None
 
+    def to_json(self) -> dict:
+        p = self.pair
+        data = {"client": p.client.ref, "service": p.port.ref, "server": p.server.ref}
+        if self.not_verifiable is not None:
+            return {**data, "not_verifiable": self.not_verifiable}
+        assert p.prediction is not None and self.observed is not None and self.verdict is not None
+        return {**data, "agrees": self.agrees, "expected": {"outcome": str(p.prediction.outcome),
+                                                            "wire": str(p.prediction.wire)},
+                "observed": {"outcome": self.observed.outcome, "wire": self.observed_wire,
+                             "pcap": self.observed.wire.pcap if self.observed.wire else None},
+                "message": self.verdict.message}
+
 
 def verify(pairs: list[Pair], predictor: Predictor, mesh: MeshBackend) -> list[Checked]:
     """One Checked per pair, in the pairs' order."""

@@ -91,6 +91,12 @@ def predict_for_run(mesh, handle, scenario):
     return names, run_scenario, expect(run_scenario)
 
 
+def co_deployed_params(cells, group: str) -> list:
+    """One pytest param per cell, all in one xdist group: the cells share a deployment, so one worker runs them."""
+    return [pytest.param(c.id, id=c.id, marks=[*cell_marks(c.scenario()), pytest.mark.xdist_group(group)])
+            for c in cells]
+
+
 def cell_marks(scenario_dict: dict) -> list:
     """Marks from a cell's content: root-namespace objects make it mesh-wide."""
     root = scenario_dict.get("root_namespace", "istio-system")

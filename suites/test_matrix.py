@@ -13,7 +13,7 @@ import pytest
 
 from suites.codeployed import co_deployed
 from suites.matrix import matrix_cells
-from suites.runner import cell_marks, run_cell
+from suites.runner import co_deployed_params, run_cell
 
 CELLS = {cell.id: cell for cell in matrix_cells()}
 
@@ -24,8 +24,6 @@ def matrix_deployment(mesh, mesh_options_fixture):
         yield deployment
 
 
-@pytest.mark.parametrize("cell_id", [pytest.param(c.id, id=c.id,
-                                                  marks=[*cell_marks(c.scenario()), pytest.mark.xdist_group("matrix")])
-                                     for c in CELLS.values()])
+@pytest.mark.parametrize("cell_id", co_deployed_params(CELLS.values(), "matrix"))
 def test_matrix(mesh, mesh_options_fixture, matrix_deployment, cell_id):
     run_cell(mesh, mesh_options_fixture, CELLS[cell_id], deployment=matrix_deployment)

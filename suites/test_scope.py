@@ -9,7 +9,7 @@ import pytest
 
 from suites.codeployed import co_deployed
 from suites.matrix import scope_cells
-from suites.runner import cell_marks, run_cell
+from suites.runner import co_deployed_params, run_cell
 
 CELLS = {cell.id: cell for cell in scope_cells()}
 # Pods per round (3 rounds for the 47 cells that can share one; the 20 with root-namespace objects keep their
@@ -26,8 +26,6 @@ def scope_deployment(mesh, mesh_options_fixture):
         yield deployment
 
 
-@pytest.mark.parametrize("cell_id", [pytest.param(c.id, id=c.id,
-                                                  marks=[*cell_marks(c.scenario()), pytest.mark.xdist_group("scope")])
-                                     for c in CELLS.values()])
+@pytest.mark.parametrize("cell_id", co_deployed_params(CELLS.values(), "scope"))
 def test_scope(mesh, mesh_options_fixture, scope_deployment, cell_id):
     run_cell(mesh, mesh_options_fixture, CELLS[cell_id], deployment=scope_deployment)

@@ -17,6 +17,7 @@ import yaml
 
 from cluster.checks import Check
 from cluster.local import doctor, lifecycle, runtime
+from cluster.local.netns import as_user
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the reference mesh needs root (netns, iptables)")
@@ -138,7 +139,7 @@ def test_doctor_counts_a_users_inotify_instances_and_says_how_to_raise_the_limit
     """Sidecars abort at start past uid 1337's inotify limit; the doctor counts what a user holds (here a
     process of another uid holding three) and names the sysctl when the room is short."""
     holder = subprocess.Popen(
-        ["setpriv", "--reuid=4243", "--regid=4243", "--clear-groups", "/usr/bin/python3", "-c",
+        [*as_user(4243), "/usr/bin/python3", "-c",
          HOLD_THREE_INOTIFY_INSTANCES], stdout=subprocess.PIPE, text=True)
     try:
         assert int(holder.stdout.readline()) >= 0

@@ -20,6 +20,7 @@ import pytest
 
 from cluster.local import lifecycle
 from cluster.local.iptables import PROXY_UID
+from cluster.local.netns import as_user
 from cluster.local.workloads import APP_UID
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -59,8 +60,7 @@ def _link_or_copy(source: str, target: str) -> None:
 
 
 def _as_user(uid: int, command: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command],
-                          check=False, capture_output=True, text=True)
+    return subprocess.run([*as_user(uid), *command], check=False, capture_output=True, text=True)
 
 
 def _with_strict_umask(command: list[str]) -> list[str]:

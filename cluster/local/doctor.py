@@ -15,6 +15,7 @@ from cluster.local import lifecycle, runtime
 from cluster.local.envoy import INOTIFY_FIX, INOTIFY_PER_SIDECAR
 from cluster.local.iptables import PROXY_UID
 from cluster.local.lifecycle import RunState
+from cluster.local.netns import as_user
 from cluster.local.workloads import APP_UID
 from meshproof.errors import UsageError
 
@@ -127,7 +128,7 @@ def _workload_access() -> list[Check]:
 def _as_user(uid: int, name: str, command: list[str], needs: tuple[Path, ...], env: list[str] = (),
              fix: str = "") -> Check:
     """Run `command` as `uid`, the way the run starts it; when it fails, name the path that stops it."""
-    rc, out = _run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "env", *env, *command])
+    rc, out = _run([*as_user(uid), "env", *env, *command])
     label = f"{name} (uid {uid})"
     if rc == 0:
         return Check(label, True, f"{command[0]} runs" if command[0] != "cat" else f"reads {needs[0]}")

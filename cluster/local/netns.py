@@ -135,5 +135,10 @@ def port_open(netns: str, host: str, port: int) -> bool:
 
 def exec_prefix(netns: str, uid: int) -> list[str]:
     """Command prefix running a program in the pod as `uid` (with the pod's /etc/hosts)."""
-    return ["ip", "netns", "exec", netns, "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    return ["ip", "netns", "exec", netns, *as_user(uid)]
+
+
+def as_user(uid: int) -> list[str]:
+    """Command prefix running a program as `uid` (and its group), with no supplementary groups of root's."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
 

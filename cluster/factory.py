@@ -7,7 +7,7 @@ for, so the local mesh works without a cluster client configured.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from cluster.backend import MeshBackend
 from cluster.checks import Check
@@ -29,14 +29,18 @@ def make_backend(args) -> MeshBackend:
 
 
 @contextmanager
-def open_backend(args) -> Iterator[MeshBackend]:
-    """A started backend, stopped on the way out whatever happens (stop() is safe after a partial start)."""
-    backend = make_backend(args)
+def started(backend: MeshBackend) -> Iterator[MeshBackend]:
+    """`backend` started, and stopped on the way out whatever happens (stop() is safe after a partial start)."""
     try:
         backend.start()
         yield backend
     finally:
         backend.stop()
+
+
+def open_backend(args) -> AbstractContextManager[MeshBackend]:
+    """The backend `args` name, started and always stopped (see started())."""
+    return started(make_backend(args))
 
 
 def clean_leftovers(args) -> list[str]:

@@ -95,12 +95,11 @@ def test_cells_that_reach_beyond_their_namespaces_keep_their_own_deployment():
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
+    from cluster.factory import started
     from cluster.local.backend import LocalBackend
 
-    mesh = LocalBackend(out_dir=tmp_path_factory.mktemp("codeploy"))
-    mesh.start()
-    yield mesh
-    mesh.stop()
+    with started(LocalBackend(out_dir=tmp_path_factory.mktemp("codeploy"))) as mesh:
+        yield mesh
 
 
 def observed(result, names):

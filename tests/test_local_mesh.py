@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.factory import started
 from cluster.local import lifecycle
 from cluster.local.backend import LocalBackend
 from meshproof.istio_api import ManifestError
@@ -51,10 +52,8 @@ def scenario(pa_mode=None, dr_mode=None, client_sidecar=True, server_sidecar=Tru
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    backend = LocalBackend(out_dir=tmp_path_factory.mktemp("local-mesh"))
-    backend.start()
-    yield backend
-    backend.stop()
+    with started(LocalBackend(out_dir=tmp_path_factory.mktemp("local-mesh"))) as backend:
+        yield backend
 
 
 def probe(mesh, scn, capture=False):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.factory import started
 from cluster.local.backend import LocalBackend
 from cluster.local.faults import LocalFaults
 from meshproof.scenario import scenario_from_dict
@@ -28,10 +29,8 @@ DELAY_S = 1.0
 @pytest.fixture(scope="module")
 def slow_mesh(tmp_path_factory):
     """A reference mesh whose control plane pushes each change DELAY_S late."""
-    backend = LocalBackend(out_dir=tmp_path_factory.mktemp("slow-mesh"), push_delay_s=DELAY_S)
-    backend.start()
-    yield backend
-    backend.stop()
+    with started(LocalBackend(out_dir=tmp_path_factory.mktemp("slow-mesh"), push_delay_s=DELAY_S)) as backend:
+        yield backend
 
 
 def test_a_change_is_served_only_after_the_push_delay(slow_mesh):

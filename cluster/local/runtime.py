@@ -41,7 +41,6 @@ class RuntimeUnavailable(UsageError):
 
 @dataclass(frozen=True)
 class Runtime:
-    root: Path
     envoy: Path
     python: Path
     site: Path
@@ -63,7 +62,7 @@ def stage(root: Path) -> Runtime:
     shared_folder(site)
     for source, relative in distribution_files(APP_DISTRIBUTIONS):
         _link_or_copy(source, site / relative)
-    return Runtime(root, envoy, app_interpreter(), site)
+    return Runtime(envoy, app_interpreter(), site)
 
 
 def envoy_source() -> Path:
@@ -98,14 +97,15 @@ def distribution_files(names: tuple[str, ...]) -> list[tuple[Path, Path]]:
 def app_interpreter() -> Path:
     """An interpreter of this Python's minor version that other users can run, with its standard library."""
     base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
-    if not blocked_on_the_way(base) and not blocked_on_the_way(Path(sys.base_prefix) / "lib"):
+    blocker = blocked_on_the_way(base) or blocked_on_the_way(Path(sys.base_prefix) / "lib")
+    if blocker is None:
         return base
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
-    if system.exists() and not blocked_on_the_way(system):
+    system_blocker = blocked_on_the_way(system)
+    if system_blocker is None:
         return system
-    blocker = blocked_on_the_way(base) or blocked_on_the_way(Path(sys.base_prefix) / "lib")
     raise RuntimeUnavailable(
-        f"the workload users cannot run {base}: {describe(blocker)}, and {system} does not exist; fix: "
+        f"the workload users cannot run {base}: {describe(blocker)}; nor {system}: {describe(system_blocker)}; fix: "
         f"apt-get install -y python{sys.version_info.major}.{sys.version_info.minor} (a system interpreter "
         f"of the same minor version), or build the .venv from a Python other users may run")
 
@@ -113,13 +113,13 @@ def app_interpreter() -> Path:
 def blocked_on_the_way(path: Path) -> Path | None:
     """The first folder on the way to `path` that users other than its owner may not enter, or `path`
     itself when they may not read it; None when nothing blocks."""
-    for folder in reversed(path.parents):
-        if not os.stat(folder).st_mode & stat.S_IXOTH:
-            return folder
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return path
+    for step in [*reversed(path.parents), path]:
+        try:
+            mode = os.stat(step).st_mode
+        except FileNotFoundError:
+            return step
+        if step != path and not mode & stat.S_IXOTH:
+            return step
     return None if mode & stat.S_IROTH else path
 
 

@@ -231,13 +231,17 @@ class KubeBackend(MeshBackend):
 
     # --- scenarios ---------------------------------------------------------------------------------
 
-    def deploy(self, scenario: Scenario) -> KubeHandle:
-        require_supported(scenario, "the kube backend")
-        if scenario.root_namespace != self.root_ns:
-            raise KubeUnavailable(f"scenario root_namespace {scenario.root_namespace!r} differs from the cluster's "
+    def _next_id(self, what: str, root_namespace: str) -> str:
+        """A new id for a cell's or a plan's objects, once its root namespace is the cluster's (which is fixed)."""
+        if root_namespace != self.root_ns:
+            raise KubeUnavailable(f"{what} root_namespace {root_namespace!r} differs from the cluster's "
                                   f"meshConfig.rootNamespace {self.root_ns!r}")
         self._seq += 1
-        cell_id = f"{self.owner}{self._seq:x}"
+        return f"{self.owner}{self._seq:x}"
+
+    def deploy(self, scenario: Scenario) -> KubeHandle:
+        require_supported(scenario, "the kube backend")
+        cell_id = self._next_id("scenario", scenario.root_namespace)
         key = shape_key(scenario, self.revisions)
         pair = reusable_pair(self.pairs, key)
         # Everything is rendered and validated (refusals included) before any API call.
@@ -501,11 +505,7 @@ class KubeBackend(MeshBackend):
         and every proxy's ACK of a push sent after the last object (syncz)."""
         from cluster.kube import codeploy
 
-        if plan.root_namespace != self.root_ns:
-            raise KubeUnavailable(f"plan root_namespace {plan.root_namespace!r} differs from the cluster's "
-                                  f"meshConfig.rootNamespace {self.root_ns!r}")
-        self._seq += 1
-        run_id = f"{self.owner}{self._seq:x}"
+        run_id = self._next_id("plan", plan.root_namespace)
         docs = codeploy.render_plan(plan, run_id, self.session, self.owner, self.images, self.revisions,
                                     self.spread)  # validated before any API call
         names = plan.run_names(run_id)

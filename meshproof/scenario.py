@@ -5,7 +5,7 @@ The same file drives `meshproof expect` (the oracle) and `meshproof probe` (a re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,12 +205,15 @@ class NotSupportedYet(ManifestError):
     the default."""
 
 
-def require_supported(scenario: Scenario, who: str) -> None:
+def require_supported(scenario: Scenario, who: str, handles: Mapping[str, tuple | None] | None = None) -> None:
+    """Refuse a scenario beyond what `who` handles: `handles` maps a dimension's path to the values that
+    consumer handles (None: all), overriding the dimension's `supported` (what every consumer handles)."""
     for d in DIMENSIONS:
-        if d.supported is not None and d.value(scenario) not in d.supported:
+        supported = (handles or {}).get(d.path, d.supported)
+        if supported is not None and d.value(scenario) not in supported:
             raise NotSupportedYet(scenario.name or "scenario", "scenario", d.path,
                                   f"{d.value(scenario)!r} is valid but {who} does not handle it yet "
-                                  f"(it handles: {', '.join(map(str, d.supported))})")
+                                  f"(it handles: {', '.join(map(str, supported))})")
 
 
 def pod_shape(scenario: Scenario) -> tuple:

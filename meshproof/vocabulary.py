@@ -13,6 +13,8 @@ class Outcome(StrEnum):
     PLAINTEXT = "plaintext"  # a 200 whose request crossed the network in cleartext
     UNAVAILABLE = "503"  # the client sidecar answered 503
     RESET = "reset"  # the connection was closed without an HTTP answer
+    APP_TLS = "app-tls"  # completed, but the hop is TLS that is not Istio mTLS (the app's own TLS passed through)
+    TIMEOUT = "timeout"  # nothing happened until the probe client's deadline (e.g. server-first behind sniffing)
 
 
 class Wire(StrEnum):

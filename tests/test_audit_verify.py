@@ -66,3 +66,42 @@ def test_a_wrong_prediction_differs_and_exits_1(monkeypatch, capsys, tmp_path):
             for v in differing] == [("frontend/web", "payments/ledger:9090",
                                      {"outcome": "plaintext", "wire": "plaintext"}, "mtls", "mtls")]
     assert Path(differing[0]["observed"]["pcap"]).is_file()  # the wire proof is kept
+
+
+def test_what_if_verify_checks_the_changed_mesh_by_traffic(capsys, tmp_path):
+    """`what-if --verify` deploys the mesh as the change leaves it: the pairs it says break are seen breaking,
+    and exit 1 follows from the breaks even when every prediction agrees."""
+    out = tmp_path / "what-if.json"
+    code = cli.main(["what-if", "--from-manifests", str(EXAMPLE), "--strict", "payments", "--from", "batch",
+                     "--from", "payments", "--to", "payments/api", "--verify", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "breaks 1 pair:" in printed and "batch/cron-reporter has no sidecar -> reset" in printed
+    assert "agrees batch/cron-reporter -> payments/api:8080 (payments/api): expected reset (wire plaintext), " \
+           "observed reset (wire plaintext)" in printed
+    written = json.loads(out.read_text())
+    after = written["verification_after_change"]
+    assert after["verified"] == "3 pairs verified: 3 agree, 0 differ, 0 not verifiable"
+    assert {(p["client"], p["observed"]["outcome"], p["observed"]["wire"]) for p in after["pairs"]} == {
+        ("batch/cron-reporter", "reset", "plaintext"), ("payments/api", "mtls", "mtls"),
+        ("payments/ledger", "mtls", "mtls")}
+
+
+def test_what_if_verify_reports_a_wrong_prediction_of_the_change(monkeypatch, capsys):
+    """A prediction of the changed mesh made wrong on purpose (the break predicted as plaintext) differs: the
+    change that breaks nothing on paper still exits 1, because the traffic disagrees."""
+    real = audit_pairs.expect
+
+    def hides_the_break(scenario):
+        found = real(scenario)
+        if not scenario.client.sidecar and found.outcome == Outcome.RESET:
+            return replace(found, outcome=Outcome.PLAINTEXT, wire=Wire.PLAINTEXT, peer_identity=None, tls=None)
+        return found
+
+    monkeypatch.setattr(audit_pairs, "expect", hides_the_break)
+    code = cli.main(["what-if", "--from-manifests", str(EXAMPLE), "--strict", "payments", "--from", "batch",
+                     "--to", "payments/api", "--verify"])
+    printed = capsys.readouterr().out
+    assert "breaks 0 pairs" in printed
+    assert "differs batch/cron-reporter -> payments/api:8080" in printed
+    assert code == 1

@@ -58,6 +58,9 @@ def add_parsers(sub) -> None:
     what_if.add_argument("--strict", action="append", metavar="NAMESPACE",
                          help="switch this namespace's PeerAuthentication to STRICT; repeatable")
     what_if.add_argument("--strict-mesh", action="store_true", help="switch the mesh-wide PeerAuthentication to STRICT")
+    what_if.add_argument("--verify", action="store_true",
+                         help="(root) deploy each pair as the change leaves it on the local reference mesh and check "
+                              "the prediction by traffic with wire proof; exit 1 if any pair breaks or differs")
 
 
 def _load(args):
@@ -107,7 +110,9 @@ def run_audit(args) -> int:
     return EXIT_OK
 
 
-def _verify(args, pairs, predictor, inv, console) -> int:
+def _verify(args, pairs, predictor, inv, console, json_key: str = "") -> int:
+    """Check `pairs` by traffic on the local mesh; with --json, add what was observed to the file (audit: the
+    pairs file rewritten; what-if: `json_key` added to the changes file)."""
     from cluster.factory import open_backend
     from meshproof.audit import render
     from meshproof.audit.verify import print_verified, summary, verify
@@ -116,7 +121,11 @@ def _verify(args, pairs, predictor, inv, console) -> int:
     with open_backend(argparse.Namespace(mesh="local")) as mesh:
         checked = verify(pairs, predictor, mesh)
     print_verified(checked, console)
-    if args.json:  # the same file, now with what the traffic showed
+    if args.json and json_key:
+        written = json.loads(Path(args.json).read_text())
+        written[json_key] = {"verified": summary(checked), "pairs": [c.to_json() for c in checked]}
+        Path(args.json).write_text(json.dumps(written, indent=1) + "\n")
+    elif args.json:  # the same file, now with what the traffic showed
         render.write_json(args.json, pairs, inv, {"oracle_calls": predictor.oracle_calls, "verified": summary(checked),
                                                   "verification": [c.to_json() for c in checked]})
     return EXIT_BREAKS if any(c.verdict is not None and not c.agrees for c in checked) else EXIT_OK
@@ -142,7 +151,7 @@ def run_what_if(args) -> int:
     if not said:
         raise UsageError("what-if needs a change: --apply FILE, --strict NAMESPACE or --strict-mesh")
     before, _ = audit(inv, args.root_namespace, version, filters)
-    after, _ = audit(changed, args.root_namespace, version, filters)
+    after, predictor_after = audit(changed, args.root_namespace, version, filters)
     changes = whatif.compare(before, after)
     console = Console()
     for line in render.warnings(inv):
@@ -167,4 +176,9 @@ def run_what_if(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"change": said, "counts": dict(counts),
                                                "changes": [c.to_json() for c in changes]}, indent=1) + "\n")
+    if args.verify:
+        # The prediction that gates a change is the one after it: deploy the changed mesh and check that.
+        console.print("the mesh after the change:", highlight=False)
+        differs = _verify(args, after, predictor_after, changed, console, json_key="verification_after_change")
+        return EXIT_BREAKS if breaks or differs == EXIT_BREAKS else EXIT_OK
     return EXIT_BREAKS if breaks else EXIT_OK

@@ -366,3 +366,19 @@ def test_picture_fills_each_cell_with_its_predicted_class(tmp_path):
     assert set(classes["reporting/dashboard"]) == {"not-run"}
     many = [replace(pairs[0], client=replace(pairs[0].client, name=f"c{i}")) for i in range(PNG_LIMIT + 1)]
     assert to_png(many, tmp_path / "big.png", "x") is False and not (tmp_path / "big.png").exists()
+
+
+def test_app_tls_and_timeout_have_their_own_place_in_the_summary():
+    """A pair that completes over the app's own TLS is encrypted but carries no mesh identity: neither mTLS nor
+    cleartext nor broken. A timeout (a server-first protocol behind protocol sniffing) is broken."""
+    from meshproof.audit.render import summary
+    from meshproof.vocabulary import Outcome, Wire
+
+    pairs, _ = audit(read_manifests(EXAMPLE / "mesh"))
+    mtls = [p for p in pairs if p.status == "mtls"]
+    as_app_tls = replace(mtls[0], prediction=replace(mtls[0].prediction, outcome=Outcome.APP_TLS, wire=Wire.APP_TLS))
+    as_timeout = replace(mtls[1], prediction=replace(mtls[1].prediction, outcome=Outcome.TIMEOUT))
+    assert (as_app_tls.status, as_timeout.status) == ("app-tls", "broken")
+    line = summary([as_app_tls, as_timeout])
+    assert line.startswith("2 pairs: 0 mTLS, 1 app TLS without mesh mTLS (") and "0 cleartext, 1 broken (" in line
+    assert "app TLS" not in summary(mtls)  # named only when a pair has it

@@ -27,12 +27,12 @@ class Pair:
 
     @property
     def status(self) -> str:
-        """mtls | cleartext | broken | unknown"""
+        """mtls | app-tls (completes over the app's own TLS: encrypted, but no mesh identity) | cleartext | broken
+        (503, reset, timeout) | unknown"""
         if self.prediction is None:
             return "unknown"
-        if self.prediction.outcome == Outcome.MTLS:
-            return "mtls"
-        return "cleartext" if self.prediction.outcome == Outcome.PLAINTEXT else "broken"
+        return {Outcome.MTLS: "mtls", Outcome.APP_TLS: "app-tls",
+                Outcome.PLAINTEXT: "cleartext"}.get(self.prediction.outcome, "broken")
 
     @property
     def key(self) -> tuple[str, str, str]:

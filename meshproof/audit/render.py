@@ -12,10 +12,11 @@ from rich.table import Table
 from meshproof.audit.inventory import Inventory
 from meshproof.audit.pairs import Pair
 
-STATUS_STYLE = {"mtls": "green", "cleartext": "yellow", "broken": "bold red", "unknown": "dim"}
-
-
-LABELS = {"cleartext": "cleartext", "broken": "broken", "unknown": "not predicted"}
+STATUS_STYLE = {"mtls": "green", "app-tls": "cyan", "cleartext": "yellow", "broken": "bold red", "unknown": "dim"}
+# The statuses after mTLS, as the summary names them; app TLS only when there is some.
+LABELS = {"app-tls": "app TLS without mesh mTLS", "cleartext": "cleartext", "broken": "broken",
+          "unknown": "not predicted"}
+OPTIONAL = ("app-tls", "unknown")
 
 
 def summary(pairs: list[Pair], lists: bool = True) -> str:
@@ -23,7 +24,7 @@ def summary(pairs: list[Pair], lists: bool = True) -> str:
     counts = Counter(p.status for p in pairs)
     parts = [f"{counts['mtls']} mTLS"]
     for status, label in LABELS.items():
-        if status == "unknown" and not counts[status]:
+        if status in OPTIONAL and not counts[status]:
             continue
         part = f"{counts[status]} {label}"
         if lists and counts[status]:

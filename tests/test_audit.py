@@ -382,3 +382,15 @@ def test_app_tls_and_timeout_have_their_own_place_in_the_summary():
     line = summary([as_app_tls, as_timeout])
     assert line.startswith("2 pairs: 0 mTLS, 1 app TLS without mesh mTLS (") and "0 cleartext, 1 broken (" in line
     assert "app TLS" not in summary(mtls)  # named only when a pair has it
+
+
+@pytest.mark.parametrize(("name", "app_protocol", "number", "app"), [
+    ("http", None, 8080, "httpbin"), ("grpc-api", None, 9000, "httpbin"), ("metrics", None, 9090, "httpbin"),
+    ("tcp-db", None, 5432, "tcp-echo"), ("redis", None, 6379, "tcp-echo"), ("https", None, 443, "https"),
+    ("web", "tls", 8443, "https"), ("mysql", None, 3306, "banner"), ("tcp", None, 25, "banner"),
+    ("db", None, 3306, "banner")])
+def test_each_port_gets_a_stand_in_app_of_its_kind(name, app_protocol, number, app):
+    from meshproof.audit.inventory import ServicePort
+    from meshproof.audit.pairs import stand_in_app
+
+    assert stand_in_app(ServicePort("ns", "svc", number, number, name, app_protocol, False, {})) == app

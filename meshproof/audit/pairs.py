@@ -110,6 +110,24 @@ def oracle_port_name(port: ServicePort) -> str:
     return "http" if port_protocol(name, port.port) == "HTTP" else name.lower()
 
 
+# What talks first on the well-known ports of server-first protocols (SMTP, MySQL): the server's greeting.
+SERVER_FIRST_PORTS = (25, 587, 3306)
+
+
+def stand_in_app(port: ServicePort) -> str:
+    """The scenario's server app for a Service port: the kind of traffic the port carries, as far as its protocol
+    and number tell. HTTP (and a name Istio sniffs: most unnamed ports serve HTTP) -> httpbin, TLS/HTTPS ->
+    https (the app's own TLS), a server-first protocol's port -> banner, any other TCP -> tcp-echo."""
+    protocol = port_protocol(port.app_protocol or port.name or "unnamed", port.port)
+    if protocol in ("HTTPS", "TLS"):
+        return "https"
+    if protocol == "MySQL" or port.port in SERVER_FIRST_PORTS:
+        return "banner"
+    if protocol in ("HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-Web", "auto"):
+        return "httpbin"
+    return "tcp-echo"
+
+
 def backends(workloads: list[Workload], port: ServicePort) -> list[Workload]:
     """The workloads a Service selects (`workloads`: those of its namespace)."""
     return [w for w in workloads if all(w.labels.get(k) == v for k, v in port.selector.items())]
@@ -165,7 +183,7 @@ class Predictor:
                 keys = {k for p in pas if p.selector for k in p.selector}
                 labels = tuple(sorted((k, v) for k, v in server.labels.items() if k in keys))
                 found = self._number((server.namespace, server.sidecar, labels, server.service_account, port.port,
-                                      target, oracle_port_name(port), port.headless), pas)
+                                      target, oracle_port_name(port), port.headless, stand_in_app(port)), pas)
             self._servers[key] = found
         return found
 
@@ -212,7 +230,7 @@ class Predictor:
     def _ask_oracle(self, key: tuple[int, int], port: ServicePort) -> Prediction | str:
         client_ns, client_sidecar, client_labels, rules, _ = self._by_number[key[0]]
         exact, drs = self._by_number[rules]
-        (server_ns, server_sidecar, server_labels, server_sa, service_port, target, port_name, headless,
+        (server_ns, server_sidecar, server_labels, server_sa, service_port, target, port_name, headless, app,
          pas) = self._by_number[key[1]]
         fake = _oracle_host(server_ns)
         renamed: list[Resource] = [*pas, *(replace(d, host=fake) if is_exact else d
@@ -223,7 +241,7 @@ class Predictor:
         scenario = sc.Scenario(
             client=sc.Workload(client_ns, client_sidecar, dict(client_labels), "client"),
             server=sc.Server(server_ns, server_sidecar, dict(server_labels), server_sa, service_port, target,
-                             port_name=port_name, headless=headless),
+                             port_name=port_name, headless=headless, app=app),
             resources=tuple(renamed), manifests=manifests, istio_version=self.version,
             root_namespace=self.root, name=port.ref)
         self.scenarios[key] = scenario

@@ -5,6 +5,7 @@ Suites talk only to `MeshBackend`; `cluster.local` and `cluster.kube` are the tw
 
 from __future__ import annotations
 
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -22,6 +23,9 @@ if TYPE_CHECKING:  # probes.verdict imports scapy: only runs that capture pay fo
 # The client sidecar's response header with its %RESPONSE_FLAGS%; "<it>-reason" carries
 # %UPSTREAM_TRANSPORT_FAILURE_REASON% (local: the control plane's routes; kube: cluster/manifests/response-flags.yaml).
 RESPONSE_FLAGS_HEADER = "x-meshproof-response-flags"
+CURL_TIMED_OUT = 28  # curl's exit code when --max-time ran out
+_HTTP_STATUS = re.compile(r"^HTTP/\d(?:\.\d)? (\d{3})")
+APP_TLS, TIMEOUT = "app-tls", "timeout"  # Outcome.APP_TLS / Outcome.TIMEOUT once the vocabulary has them
 
 
 @dataclass
@@ -48,24 +52,51 @@ class ProbeResult:
 
 
 def outcome_of(http_status: int | None, curl_exit: int, wire_verdict: Wire | None,
-               peer_identity: str | None) -> str:
-    """Map an observation to the oracle's vocabulary. A 200 is `mtls` only if the wire (or, without a
-    capture, the identity the app saw) says so; a connection the client never got an answer on is `reset`."""
+               peer_identity: str | None, app_tls: bool = False) -> str:
+    """Map an HTTP(S) observation to the oracle's vocabulary. A 200 is `mtls` only if the wire (or, without a
+    capture, the identity the server side saw) says so; a connection the client never got an answer on is
+    `reset`. `app_tls`: the https app (curl -k to the app's own TLS): curl's deadline is `timeout` there, and a
+    200 without a capture or an identity is `app-tls`. httpbin's probes keep the words they always had."""
     if http_status is None or http_status == 0:
-        return Outcome.RESET
+        return TIMEOUT if app_tls and curl_exit == CURL_TIMED_OUT else Outcome.RESET
     if http_status == 503:
         return Outcome.UNAVAILABLE
     if http_status != 200:
         return str(http_status)
+    return completed_outcome(wire_verdict, peer_identity, APP_TLS if app_tls else Outcome.PLAINTEXT, seen="200")
+
+
+def completed_outcome(wire_verdict: Wire | None, peer_identity: str | None, unproven: str,
+                      seen: str = "completed") -> str:
+    """A completed exchange (a 200, the echo back): what the hop was, from the wire; without a capture, from
+    the client identity the server side saw, else `unproven`."""
     if wire_verdict == Wire.PLAINTEXT:
         return Outcome.PLAINTEXT
     if wire_verdict in (Wire.MTLS, Wire.APP_TLS):
         # TLS without Istio's ALPN (DestinationRule MUTUAL) is still mutual TLS when the server sidecar
-        # authenticated the client: the app saw its identity. The suites judge the wire verdict separately.
-        return Outcome.MTLS if peer_identity or wire_verdict == Wire.MTLS else "200-app-tls"
+        # authenticated the client (it named the client's identity); app TLS inside Istio mTLS is mTLS on the
+        # wire. The suites judge the wire verdict separately.
+        return Outcome.MTLS if peer_identity or wire_verdict == Wire.MTLS else APP_TLS
     if wire_verdict is not None:
-        return f"200-{wire_verdict}"
-    return Outcome.MTLS if peer_identity else Outcome.PLAINTEXT
+        return f"{seen}-{wire_verdict}"  # nothing on the wire, yet an answer: outside the oracle's words
+    return Outcome.MTLS if peer_identity else unproven
+
+
+def tcp_outcome(client_result: str, answer: str | None, wire_verdict: Wire | None, peer_identity: str | None) -> str:
+    """Map the TCP probe client's account (probes/tcp_probe.py) to the oracle's vocabulary: the echo back is
+    completed; refused or closed before it, `reset`; its deadline, `timeout`. A line that is not the echo is
+    outside the oracle's words: the HTTP status when it is an HTTP answer (a proxy's HTTP codec refusing the
+    line, e.g. "400"), else "answered"."""
+    if client_result == "completed":
+        return completed_outcome(wire_verdict, peer_identity, Outcome.PLAINTEXT)
+    if client_result == "timeout":
+        return TIMEOUT
+    if client_result == "reset":
+        return Outcome.RESET
+    if client_result == "answered":
+        status = _HTTP_STATUS.match(answer or "")
+        return status.group(1) if status else "answered"
+    return "error"
 
 
 @dataclass(frozen=True)

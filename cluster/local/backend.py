@@ -27,6 +27,7 @@ from cluster.backend import (
     RunFigures,
     TlsAttempt,
     outcome_of,
+    tcp_outcome,
 )
 from cluster.local import ca as mesh_ca
 from cluster.local import controlplane, iptables, netns
@@ -44,10 +45,12 @@ from cluster.local.lifecycle import (
 )
 from cluster.local.pods import Handle, LocalPod, Pair, destroy_pods
 from cluster.local.push import Debouncer
-from cluster.local.workloads import APP_UID, Httpbin, Sleep
+from cluster.local.tcp_servers import APPS as TCP_APPS
+from cluster.local.tcp_servers import GREETING as GREETING_BYTES
+from cluster.local.workloads import APP_UID, ServerApp, Sleep, server_app
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
-from meshproof.scenario import Scenario, Server, Workload, pod_shape, require_supported
+from meshproof.scenario import APPS, Scenario, Server, Workload, pod_shape, require_supported
 from probes.canary import HEADER as CANARY_HEADER
 from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError
@@ -62,6 +65,10 @@ REFUSALS = (("ssl.fail_verify_no_cert", "no-client-certificate"), ("ssl.fail_ver
             ("ssl.fail_verify_error", "certificate-rejected"), ("no_filter_chain_match", "no-filter-chain"),
             ("ssl.connection_error", "handshake-failed"))
 
+
+# What the reference mesh handles beyond every consumer's common ground (meshproof.scenario.DIMENSIONS).
+HANDLES = {"server.app": APPS}
+GREETING = GREETING_BYTES.decode("latin-1")  # as the TCP probe client reports it
 
 # Idle pod pairs kept for reuse by later cells of the same shape. Cells come roughly grouped by shape,
 # so two keep reuse high while a worker holds ~2 x 190 MB instead of one pair per shape it ever saw.
@@ -118,7 +125,7 @@ class LocalBackend(MeshBackend):
             for pod in pair.pods():
                 if pod.sidecar:
                     pod.sidecar.stop()
-                if isinstance(pod.app, Httpbin):
+                if isinstance(pod.app, ServerApp):
                     pod.app.stop()
         self.pairs = []
         if self.run:
@@ -128,7 +135,7 @@ class LocalBackend(MeshBackend):
     # --- deploy / apply ---------------------------------------------------------------------------------
 
     def deploy(self, scenario: Scenario) -> Handle:
-        require_supported(scenario, "the reference mesh")
+        require_supported(scenario, "the reference mesh", HANDLES)
         self._refuse_while_away()
         # As on a cluster, the workloads live in run namespaces <ns>-<run> and the manifests follow them
         # (meshproof/namespaces.py); the mesh's root namespace stays istio-system, as a cluster's does.
@@ -277,7 +284,7 @@ class LocalBackend(MeshBackend):
     def start_pod(self, pod: LocalPod, services: list[controlplane.Service],
                   config: controlplane.SidecarConfig | None, version: str, app: bool = True) -> None:
         """Start one pod that reaches `services` (each with its one endpoint) by name and VIP; a server pod
-        without `app` gets its httpbin from the caller (a co-deployment shares one)."""
+        without `app` gets its app from the caller (a co-deployment shares one httpbin)."""
         run = self.run
         shared_folder(pod.dir)
         netns.create_pod(run, pod.name, pod.veth, self.bridge, pod.ip, self.subnet.prefixlen,
@@ -285,10 +292,10 @@ class LocalBackend(MeshBackend):
         iptables.install(pod.name, pod.workload.sidecar,
                          [ServiceRule(s.vip, s.port, s.endpoints[0].ip, s.target_port) for s in services])
         if pod.role == "server" and app:
-            pod.app = Httpbin(pod.name, pod.dir, pod.workload.target_port, self.runtime)
+            pod.app = server_app(pod.workload, pod.name, pod.dir, self.runtime)
             pod.app.start(run.record_pid)
         elif pod.role == "client":
-            pod.app = Sleep(pod.name)
+            pod.app = Sleep(pod.name, self.runtime)
         if not pod.workload.sidecar:
             return
         xds = pod.dir / "xds"
@@ -349,14 +356,19 @@ class LocalBackend(MeshBackend):
     # --- probe ------------------------------------------------------------------------------------------
 
     def probe(self, handle: Handle, capture: bool = True) -> ProbeResult:
+        """One probe of the server's app at the scenario's destination (request.to): curl for httpbin and the
+        https app (curl -k), the TCP probe client for tcp-echo and banner."""
         pair = handle.pair
         server: Server = pair.server.workload
         canary = new_canary()
-        url = f"http://{server.host}:{server.service_port}/headers"
+        host, port = destination(pair, handle.scenario)
         # What the control plane decided for this pair: the first thing to read when a cell is red.
         extra: dict[str, Any] = {"control_plane": {pod.role: pair.configs[pod.name].decisions
                                                    for pod in pair.pods() if pod.name in pair.configs}}
         self.figures.probes += 1
+        if server.app in TCP_APPS:
+            return self._probe_tcp(pair, host, port, canary, capture, extra)
+        url = f"{'https' if server.app == 'https' else 'http'}://{host}:{port}/headers"
         with pair.probing:
             started = time.perf_counter()
             wire, harness_error = None, None
@@ -373,7 +385,8 @@ class LocalBackend(MeshBackend):
         if curl.http_status == 200 and curl.curl_exit == 0 and echoed_canary(curl.body) != canary:
             harness_error = "the 200 did not echo this probe's canary: it answered another request"
         status = curl.http_status or None
-        outcome = outcome_of(status, curl.curl_exit, wire.verdict if wire else None, identity)
+        outcome = outcome_of(status, curl.curl_exit, wire.verdict if wire else None, identity,
+                             app_tls=server.app == "https")
         if harness_error:
             # The harness failed, not the mesh: an error, never a pass; keep what the probe itself saw.
             detail = f"{harness_error}; the probe got HTTP {status}, curl exit {curl.curl_exit}" + (
@@ -382,6 +395,40 @@ class LocalBackend(MeshBackend):
         return ProbeResult(outcome=outcome, http_status=status, curl_exit=curl.curl_exit, peer_identity=identity,
                            failure_detail=detail, proxy_report=report, wire=wire, canary=canary, elapsed_ms=elapsed,
                            command=curl.command, extra=extra)
+
+    def _probe_tcp(self, pair: Pair, host: str, port: int, canary: str, capture: bool,
+                   extra: dict[str, Any]) -> ProbeResult:
+        """The TCP probe client (probes/tcp_probe.py): its account goes to extra["tcp_client"]; `curl_exit`
+        holds its exit code (tcp_probe.EXIT_CODES) and http_status stays None."""
+        banner = pair.server.workload.app == "banner"
+        with pair.probing:
+            started = time.perf_counter()
+            wire, harness_error = None, None
+            if capture:
+                sent, wire, harness_error = self._captured(
+                    pair, canary, lambda: pair.client.app.tcp(host, port, canary, wait_greeting=banner))
+            else:
+                sent = pair.client.app.tcp(host, port, canary, wait_greeting=banner)
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            if sent is None:  # the capture did not start: nothing was sent
+                return ProbeResult("error", None, -1, None, harness_error, canary=canary, elapsed_ms=elapsed,
+                                   extra=extra)
+            account = extra["tcp_client"] = sent.account
+            result = account.get("result")
+            if banner and result == "completed" and account.get("greeting") != GREETING:
+                result, account["answer"] = "answered", account.get("greeting")  # another greeting: not the app's
+            detail, report = (None, None) if result == "completed" else self._counters_moved(
+                pair, [f"tcp client: {result} at {account.get('step')}" + (
+                    f" ({account['detail']})" if account.get("detail") else "")])
+        if result == "error":
+            harness_error = harness_error or f"the TCP probe client failed: {account.get('detail')}"
+        outcome = tcp_outcome(result, account.get("answer"), wire.verdict if wire else None, None)
+        if harness_error:
+            detail, outcome = f"{harness_error}; the probe client said {result}" + (
+                f"; {detail}" if detail else ""), "error"
+        return ProbeResult(outcome=outcome, http_status=None, curl_exit=sent.exit_code, peer_identity=None,
+                           failure_detail=detail, proxy_report=report, wire=wire, canary=canary, elapsed_ms=elapsed,
+                           command=sent.command, extra=extra)
 
     def _captured(self, pair: Pair, canary: str, send):
         """(what send() returned, or None if it did not run; the verdict of a capture on the server pod's veth
@@ -416,6 +463,13 @@ class LocalBackend(MeshBackend):
             parts.append(f"body={curl.body.strip().splitlines()[0][:200]}")
         if curl.stderr:
             parts.append(f"curl={curl.stderr.strip().splitlines()[-1][:200]}")
+        return self._counters_moved(pair, parts, report)
+
+    def _counters_moved(self, pair: Pair, parts: list[str],
+                        report: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """`parts` and `report` with the failure counters of either sidecar that moved since the pair's last
+        failed probe."""
+        report = {} if report is None else report
         for pod, pattern in ((pair.server, SERVER_FAILURE_STATS), (pair.client, CLIENT_FAILURE_STATS)):
             if pod.sidecar and pod.sidecar.alive():
                 delta = _counter_delta(pod, pattern)
@@ -537,6 +591,15 @@ class LocalBackend(MeshBackend):
         issuer = self.rogue_ca if rogue else self.ca
         mesh_ca.install_identity(pod.dir / "certs", pod.dir / "sds", issuer, pod.workload.spiffe_id, PROXY_UID,
                                  trust=self.ca)
+
+
+def destination(pair: Pair, scenario: Scenario | None) -> tuple[str, int]:
+    """Where the probe goes (request.to): the Service's name and port, or the server pod's IP and target port.
+    A co-deployed cell (no scenario on its handle) goes to the Service."""
+    server: Server = pair.server.workload
+    if scenario is not None and scenario.request.to == "pod-ip":
+        return pair.server.ip, server.target_port
+    return server.host, server.service_port
 
 
 def _counter_delta(pod: LocalPod, pattern: str) -> dict[str, int]:

@@ -67,6 +67,21 @@ def self_signed(spiffe_id: str) -> tuple[bytes, bytes]:
     return _leaf(spiffe_id, None, None, LEAF_TTL)
 
 
+def app_server_certificate(dns_name: str) -> tuple[bytes, bytes]:
+    """An app's own TLS certificate (the https app), self-signed for `dns_name`: no mesh identity, no CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
 def _leaf(spiffe_id: str, issuer: x509.Name | None, issuer_key, ttl: datetime.timedelta) -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     if issuer is None:

@@ -21,7 +21,7 @@ from cluster.backend import ProbeResult, probe_apart
 from cluster.local import controlplane
 from cluster.local.pods import Handle, LocalPod, Pair, destroy_pods
 from cluster.local.push import Debouncer
-from cluster.local.workloads import Httpbin
+from cluster.local.workloads import Httpbin, server_app
 from meshproof.codeploy import Plan
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
@@ -95,20 +95,29 @@ def _start(backend, deployment: Deployment, configs: dict[str, controlplane.Side
         for future in [pool.submit(backend.start_pod, pod, deployment.services, configs.get(pod.name), version,
                                    app=False) for pod in pods]:
             future.result()
-    # One httpbin process answers in every server pod (workloads.Httpbin `serves`): a Python per pod would
-    # cost ~50 MB and a second of start-up CPU each.
-    servers = [pod for pod in pods if pod.role == "server"]
-    shared = Httpbin(servers[0].name, servers[0].dir, servers[0].workload.target_port, backend.runtime,
-                     serves=tuple((pod.name, pod.workload.target_port) for pod in servers[1:]))
-    shared.start(backend.run.record_pid)
-    for pod in servers:
-        pod.app = shared
+    # One httpbin process answers in every httpbin server pod (workloads.Httpbin `serves`): a Python per pod
+    # would cost ~50 MB and a second of start-up CPU each. Other apps run one process per pod.
+    servers = [pod for pod in pods if pod.role == "server" and pod.workload.app == "httpbin"]
+    apps = []
+    if servers:
+        shared = Httpbin(servers[0].name, servers[0].dir, servers[0].workload.target_port, backend.runtime,
+                         serves=tuple((pod.name, pod.workload.target_port) for pod in servers[1:]))
+        apps.append(shared)
+        for pod in servers:
+            pod.app = shared
+    for pod in pods:
+        if pod.role == "server" and pod.workload.app != "httpbin":
+            pod.app = server_app(pod.workload, pod.name, pod.dir, backend.runtime)
+            apps.append(pod.app)
+    for app in apps:
+        app.start(backend.run.record_pid)
     for pod in pods:
         if pod.sidecar:
             pod.sidecar.wait_ready()
             pod.sidecar.wait_version(version)
             deployment.configs[pod.name] = configs[pod.name]
-    shared.wait_ready()
+    for app in apps:
+        app.wait_ready()
 
 
 def handle(deployment: Deployment, cell_id: str) -> Handle:

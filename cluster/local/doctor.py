@@ -111,7 +111,7 @@ def _workload_access() -> list[Check]:
         pod_file.write_text("{}")
         os.chmod(pod_file, 0o644)
         return [
-            _as_user(APP_UID, "apps", [str(staged.python), "-c", "import gunicorn, httpbin"],
+            _as_user(APP_UID, "apps", [str(staged.python), "-c", "import gunicorn, httpbin, tcp_servers, tcp_probe"],
                      (staged.python, staged.site / "gunicorn" / "__init__.py"), env=staged.app_env(),
                      fix=f"apt-get install -y {staged.python.name} (a system interpreter of the venv's minor "
                          "version), and keep the run's folders searchable by other users"),

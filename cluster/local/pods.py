@@ -11,7 +11,7 @@ from typing import Any
 
 from cluster.local import controlplane, netns
 from cluster.local.envoy import Sidecar
-from cluster.local.workloads import Httpbin
+from cluster.local.workloads import ServerApp
 from meshproof.namespaces import RunNamespaces
 from meshproof.scenario import Scenario, Server, Workload
 
@@ -73,7 +73,7 @@ def destroy_pods(pods: list[LocalPod]) -> None:
     def destroy(pod: LocalPod) -> None:
         if pod.sidecar:
             pod.sidecar.stop()
-        if isinstance(pod.app, Httpbin):
+        if isinstance(pod.app, ServerApp):
             pod.app.stop()  # a shared one (co-deployment) stops once, the others find it gone
         netns.delete_pod(pod.name, pod.veth)
 

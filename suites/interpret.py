@@ -13,8 +13,9 @@ from reports.categories import HARNESS_ERROR, PLAINTEXT_LEAK, UNEXPECTED_OUTCOME
 
 ENCRYPTED = ("mtls", "app-tls")
 # For a 200 the wire is the proof. A reset must show the request reached the server and was closed there (a
-# refused or black-holed connection would otherwise pass as enforcement). A 503's wire is recorded, not judged:
-# what a client sidecar sends before giving up is not what the cell is about.
+# refused or black-holed connection would otherwise pass as enforcement). A 503's wire class is recorded, not
+# judged: what a client sidecar sends before giving up is not what the cell is about; how many connections it
+# opened is (which_503).
 WIRE_JUDGED = ("mtls", "plaintext", "reset")
 
 
@@ -50,7 +51,7 @@ def compare(prediction, result, captured: bool) -> Verdict:
     if result.peer_identity != prediction.peer_identity:
         problems.append("identity")
     if not problems and prediction.outcome == "503":
-        which = which_503(prediction.envoy, result.proxy_report)
+        which = which_503(prediction.envoy, result.proxy_report, connections_opened(wire) if captured else None)
         if which:
             return Verdict(False, UNEXPECTED_OUTCOME, f"{UNEXPECTED_OUTCOME} 503 for another reason: {which}; "
                                                       f"{summary}{detail}")
@@ -66,11 +67,13 @@ def compare(prediction, result, captured: bool) -> Verdict:
     return Verdict(True, "", f"as expected: {summary}")
 
 
-def which_503(expected: dict | None, report: dict | None) -> str | None:
+def which_503(expected: dict | None, report: dict | None, connections: int | None = None) -> str | None:
     """What differs between the client sidecar's account of a 503 and the one the rule names (None: it
     matches). Response flags must be the same set, the transport failure reason must hold the rule's phrase
-    (Envoy writes spaces as underscores) or be absent when the rule names none, and a server counter the rule
-    names must have moved wherever the mesh target reports server counters."""
+    (Envoy writes spaces as underscores) or be absent when the rule names none, a server counter the rule
+    names must have moved wherever the mesh target reports server counters, and where the probe was captured
+    (`connections`: the TCP connections it saw the client open to the server) their number must be the rule's
+    attempts: URX says retries ran out, not how many there were."""
     if expected is None:
         return "the oracle names no proxy report for this 503 rule"
     if report is None:
@@ -89,4 +92,12 @@ def which_503(expected: dict | None, report: dict | None) -> str | None:
     moved = report.get("server_counters")
     if counter and moved is not None and not any(name.endswith(counter) for name in moved):
         return f"expected the server sidecar's {counter} to move, it counted {moved or 'nothing'}"
+    if connections is not None and connections != expected["attempts"]:
+        return (f"expected the client sidecar to open {expected['attempts']} connection(s) to the server, the "
+                f"capture shows {connections}")
     return None
+
+
+def connections_opened(wire) -> int:
+    """TCP connections to the probe's server that the capture saw open (their SYN): one per attempt."""
+    return sum(1 for flow in wire.flows if flow.get("probe_flow", True) and flow["syn_seen"])

@@ -19,9 +19,11 @@ def prediction(outcome="mtls", wire="mtls", peer=PEER, rule="r"):
                            envoy=envoy)
 
 
-def observed(outcome="mtls", wire="mtls", peer=PEER, canary_in_clear=False, status=200, report=None):
+def observed(outcome="mtls", wire="mtls", peer=PEER, canary_in_clear=False, status=200, report=None, connections=1):
+    # each connection as the capture shows it: its SYN seen, to the probe's server
+    flows = [{"probe_flow": True, "syn_seen": True}] * connections + [{"probe_flow": False, "syn_seen": True}]
     return ProbeResult(outcome=outcome, http_status=status, curl_exit=0, peer_identity=peer,
-                       wire=wire_verdict(wire, canary_in_clear=canary_in_clear), proxy_report=report)
+                       wire=wire_verdict(wire, canary_in_clear=canary_in_clear, flows=flows), proxy_report=report)
 
 
 RESET_AT_CHAIN_MATCH = {"response_flags": "URX,UF", "server_counters": ["listener.0.0.0.0_15006.no_filter_chain_match"],
@@ -55,7 +57,7 @@ def test_a_reset_must_show_the_request_reaching_the_server():
 
 def test_a_503s_wire_is_recorded_not_judged():
     expected = prediction(outcome="503", wire="mtls", peer=None, rule="istio-mutual-to-disable-503")
-    seen = observed(outcome="503", wire="plaintext", peer=None, status=503, report=RESET_AT_CHAIN_MATCH)
+    seen = observed(outcome="503", wire="plaintext", peer=None, status=503, report=RESET_AT_CHAIN_MATCH, connections=3)
     assert compare(expected, seen, captured=True).passed
 
 
@@ -69,8 +71,8 @@ def test_a_503s_wire_is_recorded_not_judged():
 ])
 def test_a_503_for_another_reason_fails_and_says_which(report, says):
     expected = prediction(outcome="503", wire="app-tls", peer=None, rule="app-tls-to-permissive-503")
-    verdict = compare(expected, observed(outcome="503", wire="app-tls", peer=None, status=503, report=report),
-                      captured=True)
+    verdict = compare(expected, observed(outcome="503", wire="app-tls", peer=None, status=503, report=report,
+                                         connections=3), captured=True)
     assert not verdict.passed and verdict.category == UNEXPECTED_OUTCOME
     assert "503 for another reason" in verdict.message and says in verdict.message, verdict.message
 
@@ -78,8 +80,27 @@ def test_a_503_for_another_reason_fails_and_says_which(report, says):
 def test_a_target_without_server_counters_is_judged_on_flags_and_reason():
     expected = prediction(outcome="503", wire="app-tls", peer=None, rule="app-tls-to-permissive-503")
     kube_like = {k: v for k, v in RESET_AT_CHAIN_MATCH.items() if k != "server_counters"}
-    assert compare(expected, observed(outcome="503", wire="app-tls", peer=None, status=503, report=kube_like),
-                   captured=True).passed
+    assert compare(expected, observed(outcome="503", wire="app-tls", peer=None, status=503, report=kube_like,
+                                      connections=3), captured=True).passed
+
+
+@pytest.mark.parametrize("rule, report, attempts", [
+    ("app-tls-to-permissive-503", RESET_AT_CHAIN_MATCH, 3),
+    ("sidecar-plaintext-to-strict-503",
+     {"response_flags": "UC", "server_counters": ["listener.0.0.0.0_15006.no_filter_chain_match"]}, 1),
+])
+def test_a_503_after_another_number_of_connections_fails(rule, report, attempts):
+    # URX says the retries ran out, not how many ran: without Istio's 2 default retries the flags are the same.
+    expected = prediction(outcome="503", wire="app-tls", peer=None, rule=rule)
+    assert RULES[rule].envoy.attempts == attempts
+    for connections in range(5):
+        seen = observed(outcome="503", wire="app-tls", peer=None, status=503, report=report, connections=connections)
+        verdict = compare(expected, seen, captured=True)
+        assert verdict.passed == (connections == attempts), verdict.message
+        if connections != attempts:
+            assert f"open {attempts} connection(s) to the server, the capture shows {connections}" in verdict.message
+        # without a capture there is nothing to count
+        assert compare(expected, seen, captured=False).passed
 
 
 def test_every_503_rule_names_what_envoy_must_report():

@@ -144,3 +144,16 @@ def test_a_server_accepting_any_trust_domain_is_caught_by_the_adversary_with_a_f
     red = run_matrix_with("any_trust_domain", tmp_path, ("suites/test_adversary.py",))
     assert set(red) == expected_red
     assert all(UNEXPECTED_OUTCOME in message and "observed accepted" in message for message in red.values()), red
+
+
+def test_outbound_routes_without_istios_default_retries_are_caught_by_the_connections_each_503_opened(tmp_path):
+    # Without retries Envoy still reports URX,UF (retries exhausted): only the capture's count of connections
+    # (1 + Istio's 2 retries) tells. A connection the server closed once open (UC) was never retried.
+    predicted = predictions(all_cells())
+    expected_red = {cell for cell, p in predicted.items() if p.envoy and p.envoy["attempts"] > 1}
+    assert expected_red, "no 503 rule names retries: this test could not go red"
+    red = run_matrix_with("no_retries", tmp_path, MATRIX_AND_SCOPE)
+    assert set(red) == expected_red
+    for message in red.values():
+        assert "503 for another reason" in message and "reported URX,UF" not in message, message
+        assert "open 3 connection(s) to the server, the capture shows 1" in message, message

@@ -52,12 +52,22 @@ def hierarchy(cell_id: str, tags: tuple[str, ...], description: str) -> tuple[st
         return ("Matrix", f"client {position.client.replace('-', ' ')} → server {position.server.replace('-', ' ')}",
                 "no PeerAuthentication" if position.pa == "none" else f"PeerAuthentication {pa_label(position.pa)}")
     suite, _, rest = cell_id.partition("/")
+    if suite in TAGGED_SUITES and len(tags) > 2:  # (suite, feature, story, ...): the app or destination, then
+        return suite.title(), _FEATURES.get(tags[1], tags[1]), _STORIES.get(tags[2], f"port named {tags[2]}")
     kind = next((t for t in tags if t != suite), rest.split("-")[0] if rest else suite)
     return suite.replace("-", " ").title(), _feature(kind), description or rest or cell_id
 
 
 _FEATURES = {"pa": "PeerAuthentication scope", "dr": "DestinationRule selection", "auto": "auto mTLS",
-             "server": "server-side TLS"}
+             "server": "server-side TLS",
+             # ports: the app; destinations: how the server is addressed
+             "httpbin": "httpbin (HTTP/1.1)", "tcp-echo": "TCP echo (client-first)",
+             "banner": "banner (server-first TCP)", "https": "app TLS (httpbin behind its own TLS)",
+             "service": "ClusterIP Service", "headless": "headless Service", "pod-ip": "pod IP"}
+# ports: the Service port's name (this table's default); destinations: the sidecars
+_STORIES = {"sidecars-both": "sidecar → sidecar", "sidecar-server-only": "no sidecar → sidecar",
+            "sidecar-client-only": "sidecar → no sidecar"}
+TAGGED_SUITES = ("ports", "destinations")
 
 
 def _feature(kind: str) -> str:

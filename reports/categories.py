@@ -14,6 +14,7 @@ UNEXPECTED_OUTCOME = "UNEXPECTED OUTCOME:"
 PROPAGATION_TIMEOUT = "PROPAGATION TIMEOUT:"
 HARNESS_ERROR = "HARNESS ERROR:"
 INFRA = "INFRA:"
+NOT_SUPPORTED_YET = "NOT SUPPORTED YET:"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ CATEGORIES = (
     Category("Propagation timeout", PROPAGATION_TIMEOUT, "A policy change did not reach the sidecars in time."),
     Category("Harness or capture error", HARNESS_ERROR, "meshproof itself failed: probe, capture or classifier."),
     Category("Infrastructure", INFRA, "The mesh target could not be set up or reached."),
+    Category("Not supported yet", NOT_SUPPORTED_YET,
+             "A valid cell that the oracle or the mesh target does not handle yet: refused, never run as the default."),
 )
 
 PREFIXES = tuple(c.prefix for c in CATEGORIES)

@@ -4,8 +4,9 @@ supported Istio minor, committed so that a rule change arrives as a reviewable d
     .venv/bin/meshproof expect --write-tables     # regenerate after changing the oracle or adding cells
     .venv/bin/meshproof expect --check-tables     # exit 1 and name the stale files when they differ
 
-A suite is every `<name>_scenarios()` function of suites/matrix.py (matrix, scope, and any suite added there),
-so new cells land in the tables without touching this module; the adversary suite's handshakes are added too.
+A suite is every `<name>_cells()` function of the cell modules (CELL_MODULES: the matrix and scope, ports,
+destinations), so new cells land in the tables without touching this module; the adversary suite's handshakes
+are added too. A cell the oracle does not handle yet is a row that says so (`not_supported_yet`), never a guess.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from meshproof.scenario import SUPPORTED_ISTIO_VERSIONS, scenario_from_dict
+from meshproof.scenario import SUPPORTED_ISTIO_VERSIONS, NotSupportedYet, scenario_from_dict
 
 TABLES_DIR = Path(__file__).resolve().parents[1] / "suites" / "expected"
 REGENERATE = ".venv/bin/meshproof expect --write-tables"
@@ -23,16 +24,22 @@ HEADER = ("# The oracle's prediction for every cell of every suite at Istio {ver
           "# tests/test_reports_expected_tables.py fails when this file differs from what the oracle computes.\n")
 
 
+CELL_MODULES = ("suites.matrix", "suites.ports", "suites.destinations")
+
+
 def suites() -> dict[str, list[tuple[str, dict]]]:
-    """Every suite's cells as (id, scenario), by suite name, from the `*_cells()` functions of suites/matrix.py."""
-    from suites import matrix
+    """Every suite's cells as (id, scenario), by suite name, from the `*_cells()` functions of CELL_MODULES."""
+    import importlib
+
     from suites.cells import as_scenarios
 
     found = {}
-    for name in sorted(dir(matrix)):
-        function = getattr(matrix, name)
-        if name.endswith("_cells") and callable(function) and not name.startswith("_"):
-            found[name.removesuffix("_cells")] = as_scenarios(function())
+    for module in map(importlib.import_module, CELL_MODULES):
+        for name in sorted(dir(module)):
+            function = getattr(module, name)
+            if (name.endswith("_cells") and callable(function) and not name.startswith("_")
+                    and function.__module__ == module.__name__):
+                found[name.removesuffix("_cells")] = as_scenarios(function())
     return found
 
 
@@ -59,12 +66,18 @@ def _adversary(version: str) -> dict:
     return rows
 
 
-def table(version: str) -> dict:
+def _predicted_row(name: str, cell: str, data: dict, version: str) -> dict:
     from suites.expectations import expect
 
-    tables = {name: {cell: _row(expect(scenario_from_dict({**data, "istio_version": version},
-                                                          source=f"{name} cell {cell}")))
-                     for cell, data in cells}
+    scenario = scenario_from_dict({**data, "istio_version": version}, source=f"{name} cell {cell}")
+    try:
+        return _row(expect(scenario))
+    except NotSupportedYet as err:
+        return {"not_supported_yet": f"{err.field_path}: {err.problem}"}
+
+
+def table(version: str) -> dict:
+    tables = {name: {cell: _predicted_row(name, cell, data, version) for cell, data in cells}
               for name, cells in suites().items()}
     return {"istio_version": version, "suites": {**tables, "adversary": _adversary(version)}}
 

@@ -9,6 +9,7 @@ from the defaults (meshproof/scenario.py DIMENSIONS) and the manifests, in creat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ class Cell:
     server: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""  # a short title
     tags: tuple[str, ...] = ()
+    request: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"to": "pod-ip"}
 
     def scenario(self) -> dict:
         """The scenario as `meshproof.scenario.scenario_from_dict` reads it (a fresh copy each call)."""
@@ -41,7 +43,29 @@ class Cell:
                 "server": {"namespace": SERVER_NS, "sidecar": True, **self.server},
                 "resources": [_copy(r) for r in self.resources], "description": self.description,
                 "tags": list(self.tags)}
+        if self.request:
+            data["request"] = dict(self.request)
         return {**data, "why": self.why} if self.why else data
+
+
+def question(cell: Cell) -> str:
+    """What a cell asks of the mesh: its scenario without the words (why, description, tags). Two cells with
+    one question are one cell twice."""
+    data = {k: v for k, v in cell.scenario().items() if k not in ("why", "description", "tags")}
+    return json.dumps(data, sort_keys=True)
+
+
+def same_questions(cells: list[Cell]) -> list[tuple[str, str]]:
+    """(first id, later id) of every pair of cells that ask the same question."""
+    first: dict[str, str] = {}
+    pairs = []
+    for cell in cells:
+        key = question(cell)
+        if key in first:
+            pairs.append((first[key], cell.id))
+        else:
+            first[key] = cell.id
+    return pairs
 
 
 def as_scenarios(cells: list[Cell]) -> list[tuple[str, dict]]:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import allure
 import pytest
 import yaml
 
-from meshproof.scenario import scenario_from_dict
+from meshproof.scenario import NotSupportedYet, scenario_from_dict
 from reports import allure_cell
+from reports.categories import NOT_SUPPORTED_YET
 from suites.cells import Cell
 from suites.expectations import expect
 from suites.interpret import compare
@@ -23,7 +26,23 @@ from suites.interpret import compare
 
 def run_cell(mesh, options, cell: Cell, deployment=None) -> None:
     """`cell.why` (the question the cell asks) reaches the report as the scenario's `why`. With `deployment`
-    (suites/codeployed.py) holding the cell, its probe is the co-deployment's."""
+    (suites/codeployed.py) holding the cell, its probe is the co-deployment's. A cell that the oracle or the
+    mesh does not handle yet fails as NOT SUPPORTED YET before anything is deployed (or as the backend refuses)."""
+    with refused_loudly():
+        _run_cell(mesh, options, cell, deployment)
+
+
+@contextmanager
+def refused_loudly() -> Iterator[None]:
+    """NotSupportedYet becomes a failure with its own category: a valid cell nobody handles yet is neither a pass
+    nor a skip."""
+    try:
+        yield
+    except NotSupportedYet as err:
+        pytest.fail(f"{NOT_SUPPORTED_YET} {err}", pytrace=False)
+
+
+def _run_cell(mesh, options, cell: Cell, deployment) -> None:
     cell_id, tags = cell.id, cell.tags
     scenario = scenario_from_dict(cell.scenario(), source=f"cell {cell_id}")
     version = options.istio_version or mesh.istio_minor()
@@ -32,6 +51,7 @@ def run_cell(mesh, options, cell: Cell, deployment=None) -> None:
     allure_cell.describe(cell_id, scenario, tags, mesh.name)
     if deployment is not None and deployment.holds(cell_id):
         return _run_codeployed(deployment, options, cell_id, scenario, tags)
+    expect(scenario)  # the oracle refuses what it cannot predict before a pod starts
 
     started = time.perf_counter()
     with allure.step(f"deploy in run namespaces and apply {len(scenario.manifests)} manifest(s)"):
@@ -93,8 +113,12 @@ def predict_for_run(mesh, handle, scenario):
 
 def co_deployed_params(cells, group: str) -> list:
     """One pytest param per cell, all in one xdist group: the cells share a deployment, so one worker runs them."""
-    return [pytest.param(c.id, id=c.id, marks=[*cell_marks(c.scenario()), pytest.mark.xdist_group(group)])
-            for c in cells]
+    return cell_params(cells, pytest.mark.xdist_group(group))
+
+
+def cell_params(cells, *marks) -> list:
+    """One pytest param per cell, each deployed on its own (any worker): marks from its content, plus `marks`."""
+    return [pytest.param(c.id, id=c.id, marks=[*cell_marks(c.scenario()), *marks]) for c in cells]
 
 
 def cell_marks(scenario_dict: dict) -> list:

@@ -3,19 +3,61 @@ parse, and a fresh copy of the manifests per use (a runner that renames namespac
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from meshproof.scenario import scenario_from_dict
-from suites.cells import Cell, pa
+from reports.allure_cell import hierarchy
+from reports.matrix import position_of
+from suites.cells import Cell, pa, same_questions
+from suites.destinations import destinations_cells
 from suites.matrix import matrix_cells, scope_cells
+from suites.ports import ports_cells
 
-ALL = matrix_cells() + scope_cells()
+NEW = ports_cells() + destinations_cells()
+ALL = matrix_cells() + scope_cells() + NEW
+# A citation: an Istio issue (istio/istio#10062, #16455) or Istio's documentation.
+CITES = re.compile(r"#\d{4,}|Istio docs")
+# Asked twice before the ports and destinations suites came: the scope cell names the rule the matrix cell hits.
+KNOWN_TWICE = [("client-sidecar/server-no-sidecar/pa-none/dr-istio-mutual", "scope/dr-istio-mutual-naked-server")]
 
 
 def test_ids_are_unique_and_every_cell_says_why_in_a_sentence():
-    assert len({cell.id for cell in ALL}) == len(ALL) == 100 + len(scope_cells())
+    assert len({cell.id for cell in ALL}) == len(ALL) == 100 + len(scope_cells()) + len(NEW)
     for cell in ALL:
         assert cell.why.endswith(".") and len(cell.why.split()) >= 6, cell.id
+
+
+def test_the_new_suites_have_about_a_hundred_and_a_few_dozen_cells():
+    assert 90 <= len(ports_cells()) <= 110 and 25 <= len(destinations_cells()) <= 40
+
+
+@pytest.mark.parametrize("cell", NEW, ids=lambda c: c.id)
+def test_a_new_cell_cites_where_users_got_hurt_and_stays_out_of_the_matrix_picture(cell):
+    assert CITES.search(cell.why), f"{cell.id}: its why cites no Istio issue or doc"
+    assert cell.why.count(". ") == 0, f"{cell.id}: one sentence"
+    assert position_of(list(cell.tags)) is None
+    suite = cell.id.split("/")[0]
+    assert cell.tags[0] == suite and hierarchy(cell.id, cell.tags, cell.description)[0] == suite.title()
+
+
+def test_no_new_cell_asks_what_another_cell_asks():
+    new = {cell.id for cell in NEW}
+    twice = same_questions(ALL)
+    assert [pair for pair in twice if new & set(pair)] == []
+    assert twice == KNOWN_TWICE
+
+
+def test_two_cells_with_one_question_are_found_whatever_their_words():
+    cell = ports_cells()[0]
+    again = Cell("ports/again", "Other words, same question.", cell.resources, cell.client, cell.server,
+                 "another title", ("ports", "again"), cell.request)
+    assert same_questions([cell, again]) == [(cell.id, "ports/again")]
+    moved = Cell("ports/moved", cell.why, cell.resources, cell.client, {**cell.server, "target_port": 9090})
+    assert same_questions([cell, moved]) == []
+    assert same_questions([cell, Cell("x", cell.why, cell.resources, cell.client, cell.server,
+                                      request={"to": "pod-ip"})]) == []
 
 
 @pytest.mark.parametrize("cell", ALL, ids=lambda c: c.id)

@@ -32,8 +32,9 @@ from cluster.backend import (
     RunFigures,
     outcome_of,
     probe_apart,
+    tcp_outcome,
 )
-from cluster.kube import diagnostics
+from cluster.kube import apps, diagnostics
 from cluster.kube.capture import CONTAINER as CAPTURE_CONTAINER
 from cluster.kube.capture import CaptureError, PodCapture
 from cluster.kube.client import Cluster, KubeUnavailable, connect, exec_in
@@ -71,6 +72,7 @@ from cluster.schemas.validate import SchemaError, errors, validate
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
 from meshproof.scenario import Scenario, require_supported
+from meshproof.vocabulary import Wire
 from probes.canary import HEADER as CANARY_HEADER
 from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError as WireCaptureError
@@ -89,6 +91,7 @@ CREATE_SPACING_S = 1.05  # creationTimestamp has 1 s resolution; Istio lets the 
 MAX_IDLE_PAIRS = 3
 DELETE_TIMEOUT_S = 30.0  # a deleted policy without finalizers is gone within a request; this is slack
 PROBE_WORKERS = 4  # co-deployed probes at once: each is an exec'd curl and a tcpdump in its server pod
+PEER_LOG_WAIT_S = 1.5  # how long a probe waits for the server sidecar's access log line of its connection
 
 
 class WorkloadNotReady(RuntimeError):
@@ -104,6 +107,7 @@ class Pair:
     namespaces: dict[str, str]  # scenario namespace -> run namespace
     client_pod: tuple[str, str] = ("", "")  # (namespace, name)
     server_pod: tuple[str, str, str] = ("", "", "")  # (namespace, name, pod IP)
+    client_ip: str = ""  # the address the server sidecar sees the client's connections come from
     nodes: tuple[str, str] = ("", "")  # (client's node, server's node)
     # API server time of the last deletion of cell objects on these pods, until a syncz wait has seen the
     # sidecars take it: a cell that creates nothing still waits for the previous cell's objects to be gone
@@ -120,7 +124,8 @@ class KubeHandle:
     namespaces: dict[str, str]  # scenario namespace -> run namespace
     client_pod: tuple[str, str]  # (namespace, name)
     server_pod: tuple[str, str, str]  # (namespace, name, pod IP)
-    cell_id: str = ""  # this cell's: its Istio objects, pcaps and diagnostics carry it
+    cell_id: str = ""
+    client_ip: str = ""  # this cell's: its Istio objects, pcaps and diagnostics carry it
     pair: Pair | None = None
     reused: bool = False  # the pods served earlier cells (recorded with every result)
     started: float = field(default_factory=time.monotonic)
@@ -131,9 +136,15 @@ class KubeHandle:
     diagnostics_dir: Path | None = None  # written when convergence timed out, or on request
 
     @property
+    def destination(self) -> tuple[str, int]:
+        """(host, port) the probe connects to: the Service's name and port, or the server pod's IP and port."""
+        return apps.destination(self.scenario, self.namespaces[self.scenario.server.namespace], self.server_pod[2])
+
+    @property
     def url(self) -> str:
-        server = self.scenario.server
-        return f"http://httpbin.{self.namespaces[server.namespace]}.svc.cluster.local:{server.service_port}/headers"
+        host, port = self.destination
+        scheme = "https" if self.scenario.server.app == "https" else "http"
+        return f"{scheme}://{host}:{port}/headers"
 
 
 class KubeBackend(MeshBackend):
@@ -240,7 +251,7 @@ class KubeBackend(MeshBackend):
         return f"{self.owner}{self._seq:x}"
 
     def deploy(self, scenario: Scenario) -> KubeHandle:
-        require_supported(scenario, "the kube backend")
+        require_supported(scenario, "the kube backend", handles=apps.HANDLES)
         cell_id = self._next_id("scenario", scenario.root_namespace)
         key = shape_key(scenario, self.revisions)
         pair = reusable_pair(self.pairs, key)
@@ -257,7 +268,7 @@ class KubeBackend(MeshBackend):
             pair = self._create_pair(key, cell_id, scenario, docs)
         pair.in_use, pair.last_used, pair.cells = True, time.monotonic(), pair.cells + 1
         handle = KubeHandle(scenario, pair.run_id, pair.namespaces, pair.client_pod, pair.server_pod,
-                            cell_id=cell_id, pair=pair, reused=pair.cells > 1)
+                            cell_id=cell_id, client_ip=pair.client_ip, pair=pair, reused=pair.cells > 1)
         self._handles[cell_id] = handle
         try:
             self._clear_pair(pair)  # normally the previous teardown left nothing
@@ -285,7 +296,7 @@ class KubeBackend(MeshBackend):
         """(request, body) of everything a run of `scenario` creates, in order, rendered and validated as
         deploy() and the first captured probe do, without a cluster. The root namespace is taken to be the
         scenario's (a real run checks it against the cluster's meshConfig first)."""
-        require_supported(scenario, "the kube backend")
+        require_supported(scenario, "the kube backend", handles=apps.HANDLES)
         run_id = f"{self.owner}1"
         calls = []
         for doc in self._render(scenario, run_id, run_id, workloads=True):
@@ -320,6 +331,7 @@ class KubeBackend(MeshBackend):
             self._delete_pair(pair)
             raise
         pair.client_pod = (client_pod.metadata.namespace, client_pod.metadata.name)
+        pair.client_ip = client_pod.status.pod_ip
         pair.server_pod = (server_pod.metadata.namespace, server_pod.metadata.name, server_pod.status.pod_ip)
         pair.nodes = (client_pod.spec.node_name or "", server_pod.spec.node_name or "")
         try:
@@ -351,6 +363,7 @@ class KubeBackend(MeshBackend):
             node = pod.spec.node_name or ""  # a restarted pod may land elsewhere
             if role == "sleep":
                 pair.client_pod, pair.nodes = (ns, pod.metadata.name), (node, pair.nodes[1])
+                pair.client_ip = pod.status.pod_ip
             else:
                 pair.server_pod, pair.nodes = (ns, pod.metadata.name, pod.status.pod_ip), (pair.nodes[0], node)
 
@@ -444,8 +457,9 @@ class KubeBackend(MeshBackend):
         if not capture:
             return self._probe_once(handle)
         ns, pod, ip = handle.server_pod
+        port = apps.wire_port(handle.scenario)
         if handle.capture is None:
-            handle.capture = PodCapture(self._cluster(), ns, pod, handle.scenario.server.target_port, self.images)
+            handle.capture = PodCapture(self._cluster(), ns, pod, port, self.images)
         canary = new_canary()
         harness_errors = (CaptureError, WireCaptureError, TimeoutError, client.ApiException)
         try:
@@ -460,7 +474,7 @@ class KubeBackend(MeshBackend):
             pcap = self.out_dir / "pcaps" / f"{handle.cell_id}-{canary}.pcap"
             pcap.parent.mkdir(parents=True, exist_ok=True)
             pcap.write_bytes(handle.capture.stop(canary))
-            wire = judge(pcap, canary, ip, handle.scenario.server.target_port)
+            wire = judge(pcap, canary, ip, port)
         except harness_errors as err:
             result.outcome = "error"
             result.failure_detail = (f"capture failed (harness error): {err}; the probe itself got "
@@ -468,8 +482,7 @@ class KubeBackend(MeshBackend):
             return result
         result.wire = wire
         if result.outcome != "error":  # a 200 that answered another request stays a harness error
-            result.outcome = outcome_of(result.http_status, result.curl_exit, wire.verdict,
-                                        result.peer_identity)
+            result.outcome = observed_outcome(handle.scenario.server.app, result, wire.verdict)
         return result
 
     def teardown(self, handle: KubeHandle) -> None:
@@ -538,7 +551,8 @@ class KubeBackend(MeshBackend):
             ns, pod, _ = deployment.pods[cell.client]
             spaces = {cell.client: cell.client, cell.server: cell.server}
             handle = KubeHandle(deployment.plan.cell_scenario(cell.cell_id), run_id, spaces, (ns, pod),
-                                deployment.pods[cell.server], cell_id=f"{run_id}c{len(deployment.handles):x}")
+                                deployment.pods[cell.server], cell_id=f"{run_id}c{len(deployment.handles):x}",
+                                client_ip=deployment.pods[cell.client][2])
             handle.sync = deployment.sync
             deployment.handles[cell.cell_id] = handle
         return deployment
@@ -564,7 +578,7 @@ class KubeBackend(MeshBackend):
             if capture and cell.capture is None:
                 ns, pod, _ = cell.server_pod
                 client_ip = deployment.pods[deployment.plan.cell(cell_id).client][2]
-                cell.capture = PodCapture(self._cluster(), ns, pod, cell.scenario.server.target_port, self.images,
+                cell.capture = PodCapture(self._cluster(), ns, pod, apps.wire_port(cell.scenario), self.images,
                                           peer=client_ip)
             return self.probe(cell, capture=capture)
 
@@ -741,10 +755,28 @@ class KubeBackend(MeshBackend):
         raise WorkloadNotReady(f"{role} in {namespace} not ready after {self.ready_timeout_s:g} s: {problem}")
 
     def _probe_once(self, handle: KubeHandle, canary: str | None = None) -> ProbeResult:
+        """One probe as the server's app calls for (curl, curl -k, or the TCP probe client), with the server
+        sidecar's account of the peer it authenticated where it keeps one (TCP has no X-Forwarded-Client-Cert)."""
         canary = canary or new_canary()
+        before = self._peer_log(handle)
+        if handle.scenario.server.app in apps.TCP_APPS:
+            result = self._probe_tcp(handle, canary)
+        else:
+            result = self._probe_http(handle, canary)
+        if before is not None:
+            account = self._server_account(handle, before)
+            result.extra["server_sidecar"] = account
+            result.peer_identity = result.peer_identity or apps.account_identity(account)
+        if result.outcome != "error":
+            result.outcome = observed_outcome(handle.scenario.server.app, result, None)
+        return result
+
+    def _probe_http(self, handle: KubeHandle, canary: str) -> ProbeResult:
         ns, pod = handle.client_pod
-        command = ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", CURL_WRITE_OUT, "-X", "GET",
-                   "-H", f"{CANARY_HEADER}: {canary}", "--data-binary", f"canary={canary}", handle.url]
+        deadline = apps.curl_deadline_s(handle.scenario.server.app)
+        insecure = ["-k"] if handle.scenario.server.app == "https" else []  # the app's self-signed certificate
+        command = ["curl", "-sS", *insecure, "--max-time", f"{deadline:g}", "-o", "-", "-w", CURL_WRITE_OUT,
+                   "-X", "GET", "-H", f"{CANARY_HEADER}: {canary}", "--data-binary", f"canary={canary}", handle.url]
         done = exec_in(self._cluster(), ns, pod, "sleep", command, timeout_s=30)
         stdout, report = split_proxy_report(done.stdout)
         outcome, status, identity, detail = read_probe(stdout, done.stderr, done.exit_code, canary)
@@ -752,8 +784,41 @@ class KubeBackend(MeshBackend):
                            curl_exit=done.exit_code, peer_identity=identity, failure_detail=detail,
                            proxy_report=report if status != 200 else None,
                            canary=canary, elapsed_ms=done.elapsed_s * 1000,
-                           command=f"kubectl exec -n {ns} {pod} -c sleep -- " + " ".join(_quote(c) for c in command),
-                           extra=self._extra(handle))
+                           command=_exec_line(ns, pod, "sleep", command), extra=self._extra(handle))
+
+    def _probe_tcp(self, handle: KubeHandle, canary: str) -> ProbeResult:
+        """The reference mesh's TCP probe client in the sleep pod; its account is kept whole in the result."""
+        ns, pod = handle.client_pod
+        command = apps.tcp_probe_command(handle.scenario.server.app, *handle.destination, canary)
+        done = exec_in(self._cluster(), ns, pod, apps.PROBE_CONTAINER, command, timeout_s=30)
+        account = apps.read_tcp_account(handle.scenario.server.app, done.stdout, canary)
+        if account is None:
+            outcome, detail = "error", ("the TCP probe printed no account (harness error): "
+                                        + (done.stderr.strip() or done.stdout.strip())[:500])
+        else:
+            outcome = tcp_outcome(account["result"], account.get("answer"), None, None)
+            detail = None if account["result"] == "completed" else account.get("detail") or None
+        return ProbeResult(outcome=outcome, http_status=None, curl_exit=done.exit_code, peer_identity=None,
+                           failure_detail=detail, canary=canary, elapsed_ms=done.elapsed_s * 1000,
+                           command=_exec_line(ns, pod, apps.PROBE_CONTAINER, command),
+                           extra={**self._extra(handle), "tcp_probe": account})
+
+    def _peer_log(self, handle: KubeHandle) -> list[dict[str, str]] | None:
+        """The server sidecar's peer-identity log so far; None for a shape without it (apps.logs_peer_identity)."""
+        if not apps.logs_peer_identity(handle.scenario.server):
+            return None
+        ns, pod, _ = handle.server_pod
+        return apps.peer_log_entries(self._cluster().core.read_namespaced_pod_log(pod, ns, container=SIDECAR))
+
+    def _server_account(self, handle: KubeHandle, before: list[dict[str, str]]) -> dict | None:
+        """The server sidecar's line for the probe just made. tcp_proxy logs a connection when it closes, which
+        can follow the client's exit by a moment; a connection that never reached the server sidecar has none."""
+        deadline = time.monotonic() + PEER_LOG_WAIT_S
+        while True:
+            account = apps.server_account(before, self._peer_log(handle) or [], handle.client_ip)
+            if account is not None or time.monotonic() > deadline:
+                return account
+            time.sleep(0.2)
 
     @staticmethod
     def _extra(handle: KubeHandle) -> dict[str, Any]:
@@ -769,6 +834,22 @@ class KubeBackend(MeshBackend):
         if handle.diagnostics_dir:
             extra["diagnostics"] = str(handle.diagnostics_dir)
         return extra
+
+
+def observed_outcome(app: str, result: ProbeResult, wire: Wire | None) -> str:
+    """The probe's outcome in the oracle's words, by what the app speaks (the wire verdict when captured), with
+    the reference mesh's mapping (cluster/backend.py). A TCP probe without an account is a harness error."""
+    if app in apps.TCP_APPS:
+        account = result.extra.get("tcp_probe")
+        if account is None:
+            return "error"
+        return tcp_outcome(account["result"], account.get("answer"), wire, result.peer_identity)
+    return outcome_of(result.http_status, result.curl_exit, wire, result.peer_identity, app_tls=app == "https")
+
+
+def _exec_line(namespace: str, pod: str, container: str, command: list[str]) -> str:
+    """The probe as a command to repeat by hand."""
+    return f"kubectl exec -n {namespace} {pod} -c {container} -- " + " ".join(_quote(c) for c in command)
 
 
 def delete_labelled(cluster: Cluster, selector: str) -> list[str]:

@@ -23,10 +23,12 @@ from cluster.kube.render import (
     RUN_LABEL,
     Images,
     Revisions,
+    client_docs,
     mesh_cert_files,
     pod_labels,
     render_template,
     run_labels,
+    server_docs,
 )
 from cluster.schemas.validate import validate
 from meshproof.codeploy import Plan
@@ -60,23 +62,19 @@ def render_plan(plan: Plan, run_id: str, session: str, owner: str, images: Image
     docs: list[dict] = []
     hosts = {s.namespace: s for s in deployed.servers}
     for workload in deployed.servers:
-        docs += render_template("httpbin.yaml", namespace=workload.namespace, run_id=run_id,
-                                service_account=workload.service_account, httpbin_image=images.httpbin,
-                                service_port=workload.service_port, target_port=workload.target_port)
+        docs += server_docs(workload, run_id, images)
     for workload in deployed.clients:
-        docs += render_template("sleep.yaml", namespace=workload.namespace, run_id=run_id,
-                                service_account=workload.service_account, sleep_image=images.sleep)
+        called = sorted({c.server for c in deployed.cells if c.client == workload.namespace})
+        docs += client_docs(workload, workload.namespace, run_id, images, [hosts[ns] for ns in called])
         if not workload.sidecar:
             continue
-        called = sorted({c.server for c in deployed.cells if c.client == workload.namespace})
         for index, server_ns in enumerate(called):
-            server = hosts[server_ns]
             for doc in render_template("no-connection-reuse.yaml", namespace=workload.namespace, run_id=run_id,
                                        server_host=f"httpbin.{server_ns}.svc.cluster.local",
-                                       service_port=server.service_port):
+                                       service_port=hosts[server_ns].service_port):
                 doc["metadata"]["name"] += f"-{index}"
                 docs.append(doc)
-        for port in sorted({hosts[c.server].service_port for c in deployed.cells if c.client == workload.namespace}):
+        for port in sorted({hosts[ns].service_port for ns in called}):
             for doc in render_template("response-flags.yaml", namespace=workload.namespace, run_id=run_id,
                                        service_port=port):
                 doc["metadata"]["name"] += f"-{port}"

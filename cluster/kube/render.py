@@ -7,17 +7,19 @@ tested, and schema-validated, without a cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from string import Template
 
 import yaml
 
+from cluster.kube import apps
 from meshproof.istio_api import ManifestError
 from meshproof.namespaces import RUN_ID, RunNamespaces
-from meshproof.scenario import Scenario, Workload, pod_shape
+from meshproof.scenario import Scenario, Server, Workload, pod_shape
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -48,14 +50,19 @@ class Images:
     sleep: str = "docker.io/curlimages/curl:8.16.0"
     httpbin: str = "docker.io/mccutchen/go-httpbin:v2.15.0"
     capture: str = "docker.io/nicolaka/netshoot:v0.14"
+    # Istio's samples/tcp-echo/tcp-echo.yaml at release-1.28..1.30 (pinned by tag: no public digest found).
+    tcp_echo: str = "registry.istio.io/release/tcp-echo-server:1.3"
+    # Runs the banner server and the TCP probe client (digest as pinned by other public projects).
+    python: str = ("docker.io/library/python:3.13.7-alpine3.22"
+                   "@sha256:9ba6d8cbebf0fb6546ae71f2a1c14f6ffd2fdab83af7fa5669734ef30ad48844")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Images:
-        """MESHPROOF_SLEEP_IMAGE, MESHPROOF_HTTPBIN_IMAGE, MESHPROOF_CAPTURE_IMAGE override the pins."""
+        """MESHPROOF_<ROLE>_IMAGE (SLEEP, HTTPBIN, CAPTURE, TCP_ECHO, PYTHON) override the pins."""
         env = os.environ if env is None else env
         defaults = cls()
-        return cls(**{role: env.get(f"MESHPROOF_{role.upper()}_IMAGE") or getattr(defaults, role)
-                      for role in ("sleep", "httpbin", "capture")})
+        return cls(**{f.name: env.get(f"MESHPROOF_{f.name.upper()}_IMAGE") or getattr(defaults, f.name)
+                      for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -140,38 +147,81 @@ def _namespace_injection(scenario: Scenario, scenario_ns: str, revisions: Revisi
 
 def workload_docs(scenario: Scenario, run_id: str, images: Images, revisions: Revisions,
                   spread: str = "preferred") -> list[dict]:
-    """ServiceAccounts, Services and Deployments of sleep and httpbin, deduplicated by kind/namespace/name,
-    and, with a client sidecar, the EnvoyFilter that makes it open one upstream connection per request.
+    """ServiceAccounts, Services and Deployments of sleep and the server's app (Service httpbin), deduplicated by
+    kind/namespace/name, and the harness EnvoyFilters (client sidecar: one upstream connection per request and
+    its response flags; server sidecar of a non-HTTP shape: its peer-identity log).
     The two pods keep apart by node (`spread`), and a client sidecar writes its mesh certificate as files."""
     if spread not in NODE_SPREADS:
         raise ValueError(f"node spread {spread!r}: allowed: {', '.join(NODE_SPREADS)}")
     names = namespace_map(scenario, run_id)
     client, server = scenario.client, scenario.server
-    docs = render_template("sleep.yaml", namespace=names[client.namespace], run_id=run_id,
-                           service_account=client.service_account, sleep_image=images.sleep)
-    docs += render_template("httpbin.yaml", namespace=names[server.namespace], run_id=run_id,
-                            service_account=server.service_account, httpbin_image=images.httpbin,
-                            service_port=server.service_port, target_port=server.target_port)
+    server_ns = names[server.namespace]
+    docs = client_docs(client, names[client.namespace], run_id, images, [server])
+    docs += server_docs(dataclasses.replace(server, namespace=server_ns), run_id, images)
     for doc in docs:
         if doc["kind"] == "Deployment":
             workload, rev = (client, revisions.client) if doc["metadata"]["name"] == "sleep" \
                 else (server, revisions.server)
             template = doc["spec"]["template"]
             template["metadata"]["labels"].update(pod_labels(workload, rev))
-            other = ("httpbin", names[server.namespace]) if workload is client else ("sleep", names[client.namespace])
+            other = ("httpbin", server_ns) if workload is client else ("sleep", names[client.namespace])
             template["spec"]["affinity"] = apart_from(*other, run_id, spread)
             if workload is client and client.sidecar:
                 template["metadata"].setdefault("annotations", {}).update(mesh_cert_files())
     if client.sidecar:
-        docs += render_template("no-connection-reuse.yaml", namespace=names[client.namespace], run_id=run_id,
-                                server_host=f"httpbin.{names[server.namespace]}.svc.cluster.local",
-                                service_port=server.service_port)
-        docs += render_template("response-flags.yaml", namespace=names[client.namespace], run_id=run_id,
-                                service_port=server.service_port)
+        docs += client_sidecar_docs(names[client.namespace], run_id, server_ns, server.service_port)
     unique: dict[tuple[str, str, str], dict] = {}
     for doc in docs:
         unique.setdefault((doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"]), doc)
     return list(unique.values())
+
+
+def client_docs(client: Workload, namespace: str, run_id: str, images: Images, servers: list[Server]) -> list[dict]:
+    """The sleep client's ServiceAccount, Service and Deployment; with the TCP probe container when it calls a
+    TCP app."""
+    docs = render_template("sleep.yaml", namespace=namespace, run_id=run_id,
+                           service_account=client.service_account, sleep_image=images.sleep)
+    if apps.calls_tcp_app(servers):
+        [probe] = render_template("tcp-probe.yaml", python_image=images.python)
+        probe["env"][0]["value"] = apps.TCP_PROBE_PROGRAM.read_text()
+        next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"].append(probe)
+    return docs
+
+
+def server_docs(server: Server, run_id: str, images: Images) -> list[dict]:
+    """The server's ServiceAccount, Service (named httpbin, its port named as the scenario says, headless when
+    it says so) and Deployment running its app; `server` is in its run namespace. With a server sidecar that
+    proxies anything but HTTP to httpbin, the EnvoyFilter that logs whom it authenticated."""
+    docs = render_template("httpbin.yaml", namespace=server.namespace, run_id=run_id,
+                           service_account=server.service_account, service_port=server.service_port,
+                           target_port=server.target_port, port_name=server.port_name)
+    for doc in docs:
+        if doc["kind"] == "Service" and server.headless:
+            doc["spec"]["clusterIP"] = "None"
+        if doc["kind"] == "Deployment":
+            doc["spec"]["template"]["spec"].update(server_pod_spec(server, images))
+    if apps.logs_peer_identity(server):
+        docs += render_template("peer-identity-log.yaml", namespace=server.namespace, run_id=run_id,
+                                log_mark=apps.PEER_LOG_MARK)
+    return docs
+
+
+def server_pod_spec(server: Server, images: Images) -> dict:
+    """The containers (and init containers and volumes) of the server pod, from app-<app>.yaml."""
+    [spec] = render_template(f"app-{server.app}.yaml", target_port=server.target_port, httpbin_image=images.httpbin,
+                             capture_image=images.capture, tcp_echo_image=images.tcp_echo,
+                             python_image=images.python, echo_prefix=apps.ECHO_PREFIX)
+    if server.app == "banner":
+        spec["containers"][0]["args"].insert(0, apps.BANNER_PROGRAM.read_text())
+    return spec
+
+
+def client_sidecar_docs(namespace: str, run_id: str, server_namespace: str, service_port: int) -> list[dict]:
+    """The client sidecar's harness EnvoyFilters for calls to one server: a new upstream connection per request
+    and its response flags on its replies."""
+    return (render_template("no-connection-reuse.yaml", namespace=namespace, run_id=run_id,
+                            server_host=f"httpbin.{server_namespace}.svc.cluster.local", service_port=service_port)
+            + render_template("response-flags.yaml", namespace=namespace, run_id=run_id, service_port=service_port))
 
 
 def apart_from(role: str, namespace: str, run_id: str, spread: str) -> dict:

@@ -1,0 +1,123 @@
+"""The server apps a scenario names (server.app) as pods on a cluster, where its probe goes, and how each
+probe's answer reads in the oracle's words.
+
+- httpbin: Istio's samples/httpbin (go-httpbin), probed with curl over HTTP as before;
+- https: the same go-httpbin serving its own self-signed TLS, probed like `curl -k`;
+- tcp-echo: Istio's samples/tcp-echo server (it answers each line with "<prefix> <line>");
+- banner: the reference mesh's server-first program (cluster/local/tcp_servers.py) in a pinned Python.
+Both TCP apps are probed by the reference mesh's client (probes/tcp_probe.py), run by that Python in a second
+container of the sleep pod: the same bytes, the same deadline, the same account on both meshes.
+
+TCP carries no X-Forwarded-Client-Cert, so the server sidecar's own account of the peer it authenticated is read
+from an access log the harness adds to its inbound tcp_proxy filters (cluster/manifests/peer-identity-log.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from meshproof.scenario import Scenario, Server
+from probes.tcp_probe import PROBE_DEADLINE_S, canary_line
+
+ROOT = Path(__file__).resolve().parents[2]
+# Read as text and sent to the pod's Python, never imported here: both are standard-library-only programs.
+BANNER_PROGRAM = ROOT / "cluster" / "local" / "tcp_servers.py"
+TCP_PROBE_PROGRAM = ROOT / "probes" / "tcp_probe.py"
+TCP_APPS = ("tcp-echo", "banner")
+APPS = ("httpbin", "https", *TCP_APPS)  # what the kube backend deploys and probes
+# What the kube backend handles of each scenario dimension (meshproof.scenario.require_supported; None: every
+# valid value): every app, any port name (Istio reads the protocol from it), headless Services, pod-IP requests.
+HANDLES = {"server.app": APPS, "server.port_name": None, "server.headless": None, "request.to": None}
+ECHO_PREFIX = "meshproof-echo"  # Istio's tcp-echo answers "<prefix> <line>" (samples/tcp-echo/src/main.go)
+PROBE_CONTAINER = "tcp-probe"
+PROBE_PATH = "/tmp/tcp_probe.py"  # where the container writes the program at start (cluster/manifests/tcp-probe.yaml)
+PEER_LOG_MARK = "meshproof-peer"
+
+
+def calls_tcp_app(servers: list[Server]) -> bool:
+    """Whether a sleep pod calling these servers needs the TCP probe container."""
+    return any(s.app in TCP_APPS for s in servers)
+
+
+def logs_peer_identity(server: Server) -> bool:
+    """Whether the server sidecar gets the peer-identity access log: any shape but the default HTTP httpbin,
+    whose app reads the client's identity from X-Forwarded-Client-Cert."""
+    return server.sidecar and (server.app != "httpbin" or server.port_name != "http")
+
+
+def destination(scenario: Scenario, server_namespace: str, server_ip: str) -> tuple[str, int]:
+    """(host, port) the probe connects to: the Service's name and port (a headless name resolves to the pod's
+    IP), or the server pod's IP and target port (request.to: pod-ip)."""
+    server = scenario.server
+    if scenario.request.to == "pod-ip":
+        return server_ip, server.target_port
+    return f"httpbin.{server_namespace}.svc.cluster.local", server.service_port
+
+
+def wire_port(scenario: Scenario) -> int:
+    """The server pod's port the hop arrives on, where the capture looks: the target port, except for a
+    headless Service, where the client (or its sidecar's ORIGINAL_DST cluster) connects to the pod's IP on the
+    port it asked for, the Service port."""
+    server = scenario.server
+    if scenario.server.headless and scenario.request.to == "service":
+        return server.service_port
+    return server.target_port
+
+
+def tcp_probe_command(app: str, host: str, port: int, canary: str) -> list[str]:
+    """The probe client in the sleep pod's tcp-probe container; a banner's client waits for the greeting."""
+    return ["python3", PROBE_PATH, host, str(port), canary] + (["--wait-greeting"] if app == "banner" else [])
+
+
+def read_tcp_account(app: str, stdout: str, canary: str) -> dict[str, Any] | None:
+    """The probe client's account (its one JSON line), None when it printed none. Istio's tcp-echo answers
+    "<prefix> <line>": exactly that answer to the canary line completes the exchange."""
+    line = next((ln for ln in reversed(stdout.splitlines()) if ln.startswith("{")), None)
+    try:
+        account = json.loads(line) if line else None
+    except ValueError:
+        return None
+    if not isinstance(account, dict) or "result" not in account:
+        return None
+    expected = f"{ECHO_PREFIX} {canary_line(canary).decode()}"
+    if app == "tcp-echo" and account["result"] == "answered" and account.get("answer") == expected:
+        account = {**account, "result": "completed", "echo_prefix": ECHO_PREFIX}
+    return account
+
+
+def curl_deadline_s(app: str) -> float:
+    """https probes share the TCP probe client's deadline (as on the reference mesh); HTTP probes keep 10 s."""
+    return PROBE_DEADLINE_S if app == "https" else 10.0
+
+
+def peer_log_entries(log_text: str) -> list[dict[str, str]]:
+    """The peer-identity access log lines in istio-proxy's log, oldest first."""
+    entries = []
+    for line in log_text.splitlines():
+        if PEER_LOG_MARK not in line or not line.lstrip().startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("meshproof") == PEER_LOG_MARK:
+            entries.append(entry)
+    return entries
+
+
+def server_account(before: list[dict[str, str]], after: list[dict[str, str]], client_ip: str) -> dict | None:
+    """The server sidecar's line for this probe: the newest of the lines logged since `before` whose downstream
+    address is the client pod's (probes never overlap on one pod pair). A shorter log (the proxy restarted)
+    counts from its start."""
+    new = after[len(before):] if len(after) >= len(before) else after
+    mine = [e for e in new if e.get("downstream", "").rsplit(":", 1)[0].strip("[]") == client_ip]
+    return mine[-1] if mine else None
+
+
+def account_identity(account: dict | None) -> str | None:
+    """The client identity the server sidecar verified: none when it terminated no TLS or got no certificate
+    (Envoy's JSON log writes such a field as null; its text log as "-")."""
+    san = (account or {}).get("peer_uri_san")
+    return None if san in (None, "", "-") else san

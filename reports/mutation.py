@@ -7,7 +7,7 @@ Each session mutates its modules one mutant at a time in its own copy of the tra
 (reports/out/mutation/<session>/, so the checkout is never left mutated) and runs its test command against the mutant:
 
 - controlplane: cluster/local/controlplane.py (the Istio API -> Envoy TLS config) and cluster/local/iptables.py
-  (interception) against the matrix, scope and adversary suites on the reference mesh;
+  (interception) against the matrix, scope, root-client and adversary suites on the reference mesh;
 - oracle: suites/expectations.py against its self-tests, whose expectations were read from Istio's sources
   (the generated expected tables are left out: a snapshot of the oracle would kill any change of it).
 
@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENT = Path(__file__).resolve().parent / "mutation_equivalent.yaml"
 SESSIONS = {
     "controlplane": {"modules": ["cluster/local/controlplane.py", "cluster/local/iptables.py"],
-                     "tests": "suites/test_matrix.py suites/test_scope.py suites/test_adversary.py -n 2",
+                     "tests": "suites/test_matrix.py suites/test_scope.py suites/test_root_client.py "
+                              "suites/test_adversary.py -n 2",
                      "timeout": 240.0},
     "oracle": {"modules": ["suites/expectations.py"], "tests": "tests/test_expectations.py", "timeout": 120.0},
 }

@@ -36,6 +36,7 @@ class Cell:
     description: str = ""  # a short title
     tags: tuple[str, ...] = ()
     request: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"to": "pod-ip"}
+    root_namespace: str | None = None  # None: the mesh's (ROOT_NS)
 
     def scenario(self) -> dict:
         """The scenario as `meshproof.scenario.scenario_from_dict` reads it (a fresh copy each call)."""
@@ -45,6 +46,8 @@ class Cell:
                 "tags": list(self.tags)}
         if self.request:
             data["request"] = dict(self.request)
+        if self.root_namespace is not None:
+            data["root_namespace"] = self.root_namespace
         return {**data, "why": self.why} if self.why else data
 
 

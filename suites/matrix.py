@@ -38,8 +38,8 @@ from suites.cells import (
 )
 from suites.expectations import expect
 
-__all__ = ["HOST", "ROOT_NS", "dr", "matrix_cells", "matrix_scenarios", "pa", "scenario", "scope_cells",
-           "scope_scenarios", "tls"]
+__all__ = ["HOST", "ROOT_NS", "dr", "matrix_cells", "matrix_scenarios", "pa", "root_client_cells",
+           "root_client_scenarios", "scenario", "scope_cells", "scope_scenarios", "tls"]
 
 PA_MODES = (None, "UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 DR_MODES = (None, "DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
@@ -397,3 +397,42 @@ def scope_cells() -> list[Cell]:
 
 def scope_scenarios() -> list[tuple[str, dict]]:
     return as_scenarios(scope_cells())
+
+
+def _root_client(cell_id: str, why: str, description: str, resources: list[dict]) -> Cell:
+    return Cell(f"root-client/{cell_id}", why, tuple(resources), description=description,
+                tags=("root-client", "dr"), root_namespace=CLIENT_NS)
+
+
+def root_client_cells() -> list[Cell]:
+    """Cells whose client lives in the root namespace (the scenario's root is the client's namespace, sleep):
+    push_context.go destinationRule looks there first at the root namespace's private rules (exportTo '.'),
+    not at every rule the namespace can see. A run owns such a root only on the reference mesh: a cluster's
+    root namespace belongs to the installed mesh (meshproof/namespaces.py)."""
+    return [
+        _root_client("private-rule-applies",
+                     "A client in the root namespace uses the root namespace's private (exportTo '.') rule, which "
+                     "is no mesh-wide default for the other namespaces.",
+                     "root ns DISABLE exportTo '.' under STRICT", [pa("STRICT"), dr("DISABLE", export_to=["."])]),
+        _root_client("private-rule-beats-server-ns",
+                     "A client in the root namespace takes the root namespace's private rule before the service "
+                     "namespace's rule.",
+                     "root ns DISABLE exportTo '.' vs server ns ISTIO_MUTUAL under STRICT",
+                     [pa("STRICT"), dr("ISTIO_MUTUAL", S, name="server-side"), dr("DISABLE", export_to=["."])]),
+        _root_client("own-rule-exported-elsewhere-hidden",
+                     "A root namespace rule exported to '.' and another namespace is neither private nor exported "
+                     "to the root namespace by name, so a client there does not use it: auto mTLS decides.",
+                     "root ns DISABLE exportTo ['.', httpbin] under STRICT",
+                     [pa("STRICT"), dr("DISABLE", export_to=[".", S])]),
+        _root_client("exported-rule-applies",
+                     "A root namespace rule exported to every namespace applies to a client in the root namespace "
+                     "too, found last, among the exported rules.",
+                     "root ns DISABLE (exported) under STRICT", [pa("STRICT"), dr("DISABLE")]),
+        _root_client("server-ns-private-hidden",
+                     "The service namespace's private rule stays hidden from a client in the root namespace.",
+                     "server ns DISABLE exportTo '.' under STRICT", [pa("STRICT"), dr("DISABLE", S, export_to=["."])]),
+    ]
+
+
+def root_client_scenarios() -> list[tuple[str, dict]]:
+    return as_scenarios(root_client_cells())

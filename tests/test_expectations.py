@@ -697,6 +697,9 @@ def test_a_client_in_the_root_namespace_sees_the_root_private_rules_only():
     # (exportTo ".") rules first; another namespace's private rules stay invisible to it.
     assert _root_client([pa("STRICT"), dr("DISABLE", ROOT_NS, export_to=["."])]).client_tls == "plaintext"
     assert _root_client([pa("STRICT"), dr("DISABLE", "httpbin", export_to=["."])]).client_tls == "istio-mutual"
+    # Nor its own namespace's rule exported to '.' and another namespace: not private, and the exported
+    # rules count for the root client only when they name it or '*' ('.' is not expanded there).
+    assert _root_client([pa("STRICT"), dr("DISABLE", ROOT_NS, export_to=[".", "httpbin"])]).client_tls == "istio-mutual"
 
 
 def test_dr_merge_keeps_the_first_traffic_policy_that_arrives():

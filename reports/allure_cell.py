@@ -16,6 +16,7 @@ import allure
 
 from meshproof.scenario import differs_from_default
 from reports.matrix import PA_MODES, WIRE_FACT_KEYS, dr_label, group_label, pa_label, position_of
+from reports.suite_grids import GRIDS, SIDECARS
 from reports.wire_classes import ENCRYPTED, MTLS, REFUSED, classify
 
 CELL_LABEL = "cell"
@@ -64,10 +65,9 @@ _FEATURES = {"pa": "PeerAuthentication scope", "dr": "DestinationRule selection"
              "httpbin": "httpbin (HTTP/1.1)", "tcp-echo": "TCP echo (client-first)",
              "banner": "banner (server-first TCP)", "https": "app TLS (httpbin behind its own TLS)",
              "service": "ClusterIP Service", "headless": "headless Service", "pod-ip": "pod IP"}
-# ports: the Service port's name (this table's default); destinations: the sidecars
-_STORIES = {"sidecars-both": "sidecar → sidecar", "sidecar-server-only": "no sidecar → sidecar",
-            "sidecar-client-only": "sidecar → no sidecar"}
-TAGGED_SUITES = ("ports", "destinations")
+# ports: the Service port's name (the default); destinations: the sidecars
+_STORIES = SIDECARS
+TAGGED_SUITES = tuple(grid.suite for grid in GRIDS)
 
 
 def _feature(kind: str) -> str:

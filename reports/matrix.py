@@ -12,7 +12,9 @@ DestinationRule tls mode. A matrix cell is found by its tags (the suites tag cel
     pa-none | pa-unset | pa-disable | pa-permissive | pa-strict
     dr-none | dr-disable | dr-simple | dr-mutual | dr-istio-mutual
 
-Cells without all four axes (scope, validation, chaos) are listed below the table.
+Suites that carry their own grid in their tags (ports, destinations: reports/suite_grids.py) get a section
+each, by wire class as well; the remaining cells without all four axes (scope, validation, chaos) are listed
+below the table.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reports.cells import CellRecord
+from reports.suite_grids import GridCells, build_grids, key_label
 from reports.wire_classes import (
     CLASSES,
     CLEARTEXT,
@@ -108,7 +111,8 @@ def row_label(row: tuple[str, str, str]) -> str:
 @dataclass(frozen=True)
 class Matrix:
     cells: dict[tuple[tuple[str, str, str], str], CellRecord]  # (row, dr) -> cell
-    others: list[CellRecord]  # cells outside the matrix
+    others: list[CellRecord]  # cells outside the matrix and outside every suite grid
+    grids: tuple[GridCells, ...] = ()  # the suites with a grid of their own (ports, destinations)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -118,14 +122,20 @@ class Matrix:
 
 def build_matrix(records: list[CellRecord]) -> Matrix:
     cells: dict[tuple[tuple[str, str, str], str], CellRecord] = {}
-    others = []
+    outside = []
     for record in records:
         position = position_of(record.tags or record.cell.split("/"))
         if position is None:
-            others.append(record)
+            outside.append(record)
         else:
             cells[(position.row, position.dr)] = record
-    return Matrix(cells, others)
+    grids, others = build_grids(outside)
+    return Matrix(cells, others, tuple(grids))
+
+
+def grid_line(grid: GridCells) -> str:
+    """e.g. "ports: 101 cells: 60 encrypted (...) · ...": a suite grid's counts in the matrix's words."""
+    return f"{grid.grid.suite}: {len(grid.cells)} cells: {counts_line(counts(list(grid.cells.values())))}"
 
 
 def class_text(record: CellRecord | None, side: str = "observed") -> str:
@@ -167,13 +177,15 @@ def hover_text(record: CellRecord) -> str:
     return "\n".join(lines)
 
 
-def summary_line(matrix: Matrix) -> str:
+def summary_line(matrix: Matrix, with_grids: bool = True) -> str:
     c = matrix.counts
     line = f"{c['cells']} matrix cells: {counts_line(c)}"
     if c["missing"]:
         line += f" · {c['missing']} not run"
     if c["other_cells"]:
         line += f"; {c['other_cells']} other cells, {c['other_mismatched']} mismatched"
+    for grid in matrix.grids if with_grids else ():
+        line += f"; {grid_line(grid)}"
     return line
 
 
@@ -193,11 +205,28 @@ def to_markdown(matrix: Matrix, title: str = TITLE) -> str:
             entries.append(f"**{text}**" if record is not None and not record.passed else text)
         group = group_label(row[0], row[1]) if row[2] == PA_MODES[0] else ""
         lines.append(f"| {group} | {pa_label(row[2])} | " + " | ".join(e.replace("|", "\\|") for e in entries) + " |")
+    for grid in matrix.grids:
+        lines += ["", *grid_markdown(grid)]
     mismatched_others = [r for r in matrix.others if not r.passed]
     if mismatched_others:
         lines += ["", "Other cells that differ:", ""]
         lines += [f"- `{r.cell}`: {r.message or cell_text(r)}" for r in mismatched_others]
     return "\n".join(lines) + "\n"
+
+
+def grid_markdown(grid: GridCells) -> list[str]:
+    """A suite grid as a markdown table: rows by its row tags, a column per combination its cells name."""
+    lines = [f"#### {grid.grid.title}", "", grid_line(grid), "",
+             f"| {grid.grid.row_heading} | " + " | ".join(key_label(c) for c in grid.columns) + " |",
+             "|---|" + "---|" * len(grid.columns)]
+    for row in grid.rows:
+        entries = []
+        for column in grid.columns:
+            record = grid.cells.get((row, column))
+            text = "" if record is None else cell_text(record)
+            entries.append(f"**{text}**" if record is not None and not record.passed else text)
+        lines.append(f"| {key_label(row)} | " + " | ".join(e.replace("|", "\\|") for e in entries) + " |")
+    return lines
 
 
 def _css() -> str:
@@ -258,6 +287,7 @@ def to_html(matrix: Matrix, title: str = TITLE, links: dict[str, str] | None = N
         records = [matrix.cells.get((row, dr)) for dr in DR_MODES]
         tds = "".join(_td(r, links.get(r.cell) if r else None) for r in records)
         rows.append(f'<tr>{group}<th class="pa">{esc(pa_label(row[2]))}</th>{tds}</tr>')
+    sections = "".join(grid_html(grid, links) for grid in matrix.grids)
     others = ""
     if matrix.others:
         items = "".join(f"<tr>{_td(r, links.get(r.cell))}<td>{esc(r.cell)}</td>"
@@ -268,7 +298,21 @@ def to_html(matrix: Matrix, title: str = TITLE, links: dict[str, str] | None = N
             f'<p class="legend">{legend}</p><p>Hover a cell for its rule, wire facts and failure; click it for its '
             "Allure page.</p>"
             f'<table class="matrix"><tr><th>client → server sidecar</th><th>PeerAuthentication</th>{head}</tr>'
-            f"{''.join(rows)}</table>{others}</body></html>\n")
+            f"{''.join(rows)}</table>{sections}{others}</body></html>\n")
+
+
+def grid_html(grid: GridCells, links: dict[str, str]) -> str:
+    """A suite grid's section: blank where the suite has no cell, a coloured cell (hover, link) where it has."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(key_label(c, ' / '))}</th>" for c in grid.columns)
+    rows = []
+    for row in grid.rows:
+        tds = "".join(_td(r, links.get(r.cell)) if (r := grid.cells.get((row, c))) else "<td></td>"
+                      for c in grid.columns)
+        rows.append(f'<tr><th class="group">{esc(key_label(row))}</th>{tds}</tr>')
+    return (f'<h3>{esc(grid.grid.title)}</h3><p class="counts">{esc(grid_line(grid))}</p>'
+            f'<table class="suite" data-suite="{esc(grid.grid.suite)}"><tr><th>{esc(grid.grid.row_heading)} / '
+            f"{esc(grid.grid.column_heading)}</th>{head}</tr>{''.join(rows)}</table>")
 
 
 OTHER_COLUMNS = 3  # cells outside the matrix, as tiles under it
@@ -334,6 +378,25 @@ def _draw_others(ax, others: list[CellRecord]) -> None:
     ax.set_title("other cells (scope, ...)", fontsize=10)
 
 
+def _draw_grid(ax, grid: GridCells) -> None:
+    """A suite grid under the matrix: a tile per cell, its class's glyph (a mismatch: expected → observed)."""
+    for y, row in enumerate(grid.rows):
+        for x, column in enumerate(grid.columns):
+            record = grid.cells.get((row, column))
+            if record is None:
+                continue  # the suite has no cell here
+            text = (observed_class(record).glyph if record.passed else
+                    f"{MISMATCH_GLYPH}{expected_class(record).glyph}→{observed_class(record).glyph}")
+            _tile(ax, x, y, 1, record, text)
+    ax.set_xlim(0, len(grid.columns))
+    ax.set_ylim(len(grid.rows), 0)
+    ax.set_xticks([x + 0.5 for x in range(len(grid.columns))], [key_label(c, "\n") for c in grid.columns],
+                  fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks([y + 0.5 for y in range(len(grid.rows))], [key_label(r) for r in grid.rows], fontsize=8)
+    ax.set_title(f"{grid.grid.title}\n{grid_line(grid)}", fontsize=10, pad=42)
+
+
 def to_png(matrix: Matrix, path: Path, title: str = TITLE) -> None:
     import matplotlib
 
@@ -342,13 +405,17 @@ def to_png(matrix: Matrix, path: Path, title: str = TITLE) -> None:
     from matplotlib.patches import Patch
 
     other_rows = -(-len(matrix.others) // OTHER_COLUMNS)
-    heights = [len(ROWS)] + ([other_rows * 0.8] if other_rows else [])
-    fig, axes = plt.subplots(len(heights), 1, figsize=(13, 12 + other_rows * 0.45),
+    # each suite grid: its rows, plus room for its title and its column labels
+    grid_heights = [len(g.rows) * 0.8 + 3 for g in matrix.grids]
+    heights = [len(ROWS)] + ([other_rows * 0.8] if other_rows else []) + grid_heights
+    fig, axes = plt.subplots(len(heights), 1, figsize=(13, 12 + other_rows * 0.45 + sum(grid_heights) * 0.45),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     ax = axes[0][0]
     _draw_matrix(ax, matrix)
     if other_rows:
         _draw_others(axes[1][0], matrix.others)
+    for grid, (grid_ax,) in zip(matrix.grids, axes[len(heights) - len(grid_heights):], strict=True):
+        _draw_grid(grid_ax, grid)
     for axis in (a for (a,) in axes):
         axis.tick_params(length=0)
         for side in axis.spines.values():
@@ -357,7 +424,7 @@ def to_png(matrix: Matrix, path: Path, title: str = TITLE) -> None:
                      label=f"{c.glyph} {c.label}") for c in CLASSES]
     handles.append(Patch(facecolor="white", edgecolor="black", linewidth=3, label=f"{MISMATCH_GLYPH} mismatch"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=10, frameon=False)
-    ax.set_title(f"{title}\n{summary_line(matrix)}", fontsize=11, pad=36)
+    ax.set_title(f"{title}\n{summary_line(matrix, with_grids=False)}", fontsize=11, pad=36)  # grids: their own
     fig.tight_layout(rect=(0.03, 0.03, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)

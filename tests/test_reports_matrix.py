@@ -154,3 +154,33 @@ def test_png_draws_cells_outside_the_matrix_below_it(two_cells, tmp_path):
     without = write_matrix(two_cells, tmp_path / "without")["png"]
     # The scope cell's tile is other TLS's sky blue; only the legend's swatch has that colour otherwise.
     assert _pixels_of(with_other, OTHER_TLS.colour) > _pixels_of(without, OTHER_TLS.colour) + 2000
+
+
+PORT_CELL = "ports/banner/web/sidecars-both/pa-permissive/dr-none"
+DESTINATION_CELL = "destinations/headless/sidecars-both/pa-strict"
+
+
+def test_ports_and_destinations_get_a_section_each_by_wire_class(two_cells, tmp_path):
+    record(tmp_path / "suites", PORT_CELL, passed=False, observed={**MTLS, "outcome": "timeout", "wire": "none"},
+           message="UNEXPECTED OUTCOME: outcome differ")
+    record(tmp_path / "suites", DESTINATION_CELL, observed={**MTLS, "wire": "app-tls"})
+    record(tmp_path / "suites", "scope/pa-mesh-strict")
+    suites = read_cells(tmp_path / "suites")
+    matrix = build_matrix([*two_cells, *suites])
+    assert [g.grid.suite for g in matrix.grids] == ["ports", "destinations"]
+    ports = matrix.grids[0]
+    assert ports.rows == [("banner", "web")] and ports.columns == [("sidecars-both", "pa-permissive", "dr-none")]
+    assert [r.cell for r in matrix.others] == ["scope/pa-mesh-strict"] and len(matrix.cells) == 2
+    page = to_html(matrix)
+    section = page.split('data-suite="ports"')[1].split("</table>")[0]
+    assert f'data-cell="{PORT_CELL}"' in section and 'class="cell refused mismatch"' in section
+    assert 'data-suite="destinations"' in page and f'data-cell="{DESTINATION_CELL}" data-class="tls"' in page
+    markdown = to_markdown(matrix)
+    assert "#### Ports" in markdown and "| banner · web | **✗ expected ● Istio mTLS / observed ⊘ refused timeout** |" \
+        in markdown
+    assert "ports: 1 cells: 0 encrypted" in markdown and "sidecar → sidecar · PERMISSIVE · no DR" in markdown
+    with_suites = write_matrix([*two_cells, *suites], tmp_path / "with-suites")["png"]
+    without = write_matrix(two_cells, tmp_path / "without")["png"]
+    # The headless cell's tile is other TLS's sky blue; the timeout's is refused's yellow.
+    assert _pixels_of(with_suites, OTHER_TLS.colour) > _pixels_of(without, OTHER_TLS.colour) + 1000
+    assert _pixels_of(with_suites, REFUSED.colour) > _pixels_of(without, REFUSED.colour) + 1000

@@ -10,6 +10,8 @@ wall_s (mesh start-up included), median_cell_ms, p95_cell_ms (from the cell reco
 config_rounds (apply -> converge cycles), pods_started, probes and each round's apply and convergence time;
 and `kube_estimate`, what the same run would take on kind, an estimate until a cluster run measures it. Adds
 the JSON of `python -m cluster.local.bench` and `python -m testsupport.probe_bench` when those modules exist.
+The ports and destinations suites (one deployment per cell) are timed apart, after the matrix, in `new_suites`:
+the matrix's figures stay what they were.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ KUBE_GOAL = {"config_rounds": 2, "pods_started": 24, "wall_s": 600.0}
 KIND_ASSUMED_S = {"pods_ready": 30.0, "push_and_convergence": 5.0, "probe_exec": 1.5}
 SECTION_MODULES = ("cluster.local.bench", "testsupport.probe_bench", "meshproof.audit.bench")
 SECTION_TIMEOUT_S = 600
+# Timed apart from the matrix, each cell in a deployment of its own, on 2 workers as `make conformance` may run them.
+NEW_SUITES = ("suites/test_ports.py", "suites/test_destinations.py")
+NEW_SUITES_WORKERS = "2"
 
 
 class MemorySampler(threading.Thread):
@@ -251,6 +256,31 @@ def bench(workers: str, pytest_args: list[str], cells_dir: Path, path: str = "su
     return report, result["exit_code"]
 
 
+def time_suites(paths: list[str], workers: str, cells_dir: Path) -> dict:
+    """Wall time, memory and per-suite cell times of suites run on their own (the ports and destinations suites).
+    A cell that fails before it is probed (NOT SUPPORTED YET) has no record: pytest's summary line counts it."""
+    env = {**os.environ, CELLS_DIR_ENV: str(cells_dir)}
+    command = [sys.executable, "-m", "pytest", *paths, "-n", workers, "-q", "-p", "no:cacheprovider"]
+    result = run_measured(command, env)
+    try:
+        records = read_cells(cells_dir)
+    except CellsError:
+        records = []
+    suites: dict[str, list] = {}
+    for record in records:
+        suites.setdefault(record.cell.split("/")[0], []).append(record)
+    lines = result["output"].strip().splitlines()
+    return {"paths": paths, "workers": workers, "wall_s": result["wall_s"], "peak_memory_mb": result["peak_memory_mb"],
+            "peak_pss_mb": result["peak_pss_mb"], "cpu_busy_pct": result["cpu_busy_pct"],
+            "pytest_exit_code": result["exit_code"], "pytest_summary": lines[-1] if lines else "",
+            "leftover_processes": result["leftover_processes"],
+            "suites": {name: {"cells": len(found), "cells_passed": sum(r.passed for r in found),
+                              "median_cell_ms": round(statistics.median(r.duration_ms for r in found), 1),
+                              "p95_cell_ms": round(percentile([r.duration_ms for r in found], 95), 1)}
+                       for name, found in sorted(suites.items())},
+            "command": " ".join(command)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="where to write the JSON")
@@ -260,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default="suites", help="where the matrix suite is (default: %(default)s)")
     parser.add_argument("--skip-sections", action="store_true",
                         help=f"do not run {' and '.join(SECTION_MODULES)}")
+    parser.add_argument("--new-suites", nargs="*", default=list(NEW_SUITES), metavar="PATH",
+                        help="suites timed apart after the matrix (default: %(default)s; none: not run)")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -267,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="meshproof-bench-") as cells_dir:
         report, code = bench(args.workers, args.pytest_args, Path(cells_dir), args.path)
+    if args.new_suites:
+        with tempfile.TemporaryDirectory(prefix="meshproof-bench-suites-") as cells_dir:
+            report["new_suites"] = time_suites(args.new_suites, NEW_SUITES_WORKERS, Path(cells_dir))
     if not args.skip_sections:
         report["sections"] = {module: run_section(module) for module in SECTION_MODULES}
     out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

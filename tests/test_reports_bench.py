@@ -5,7 +5,16 @@ import json
 import os
 import sys
 
-from reports.bench import kube_estimate, limits_note, main, percentile, run_figures, run_measured, run_section
+from reports.bench import (
+    kube_estimate,
+    limits_note,
+    main,
+    percentile,
+    run_figures,
+    run_measured,
+    run_section,
+    time_suites,
+)
 from reports.cells import record_figures
 
 ALLOC_MB = 200
@@ -77,7 +86,7 @@ def test_bench_end_to_end_on_a_tiny_suite(tmp_path):
     (tmp_path / "test_tiny.py").write_text(TINY_MATRIX)
     out = tmp_path / "bench.json"
     code = main(["--out", str(out), "-n", "2", "--path", str(tmp_path / "test_tiny.py"), "--skip-sections",
-                 "--", "-c", "/dev/null", "--rootdir", str(tmp_path)])
+                 "--new-suites", "--", "-c", "/dev/null", "--rootdir", str(tmp_path)])
     report = json.loads(out.read_text())
     assert code == 0 and report["pytest_exit_code"] == 0
     assert report["cells"] == 4 and report["cells_passed"] == 4
@@ -87,6 +96,30 @@ def test_bench_end_to_end_on_a_tiny_suite(tmp_path):
     assert report["goal"]["met"] is False  # 4 cells are not the 100-cell matrix
     assert (report["config_rounds"], report["pods_started"], report["probes"]) == (1, 20, 4)
     assert report["rounds"][0]["converge_ms"] == 900.0 and report["kube_estimate"]["estimate"] is True
+
+
+TINY_SUITES = '''
+import pytest
+from reports.cells import record_cell
+
+@pytest.mark.parametrize("cell", ["ports/a", "ports/b", "destinations/c", "destinations/not-supported"])
+def test_cell(cell):
+    if cell.endswith("not-supported"):
+        pytest.fail("NOT SUPPORTED YET: server.app")
+    proof = {"outcome": "mtls", "wire": "mtls", "peer_identity": None}
+    record_cell(cell=cell, passed=cell != "ports/b", expected=proof, observed=proof, duration_ms=10.0 * len(cell))
+'''
+
+
+def test_new_suites_are_timed_apart_per_suite(tmp_path):
+    (tmp_path / "test_suites.py").write_text(TINY_SUITES)
+    timed = time_suites([str(tmp_path / "test_suites.py"), "-c", "/dev/null", "--rootdir", str(tmp_path)], "2",
+                        tmp_path / "cells")
+    assert timed["suites"] == {"destinations": {"cells": 1, "cells_passed": 1, "median_cell_ms": 140.0,
+                                                "p95_cell_ms": 140.0},
+                               "ports": {"cells": 2, "cells_passed": 1, "median_cell_ms": 70.0, "p95_cell_ms": 70.0}}
+    assert timed["pytest_exit_code"] == 1 and "1 failed, 3 passed" in timed["pytest_summary"]
+    assert timed["wall_s"] > 0 and timed["peak_memory_mb"] > 30
 
 
 def test_figures_add_up_over_workers_and_the_kube_estimate_follows_them(tmp_path):

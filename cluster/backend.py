@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # probes.verdict imports scapy: only runs that capture pay fo
 RESPONSE_FLAGS_HEADER = "x-meshproof-response-flags"
 CURL_TIMED_OUT = 28  # curl's exit code when --max-time ran out
 _HTTP_STATUS = re.compile(r"^HTTP/\d(?:\.\d)? (\d{3})")
-APP_TLS, TIMEOUT = "app-tls", "timeout"  # Outcome.APP_TLS / Outcome.TIMEOUT once the vocabulary has them
 
 
 @dataclass
@@ -58,12 +57,12 @@ def outcome_of(http_status: int | None, curl_exit: int, wire_verdict: Wire | Non
     `reset`. `app_tls`: the https app (curl -k to the app's own TLS): curl's deadline is `timeout` there, and a
     200 without a capture or an identity is `app-tls`. httpbin's probes keep the words they always had."""
     if http_status is None or http_status == 0:
-        return TIMEOUT if app_tls and curl_exit == CURL_TIMED_OUT else Outcome.RESET
+        return Outcome.TIMEOUT if app_tls and curl_exit == CURL_TIMED_OUT else Outcome.RESET
     if http_status == 503:
         return Outcome.UNAVAILABLE
     if http_status != 200:
         return str(http_status)
-    return completed_outcome(wire_verdict, peer_identity, APP_TLS if app_tls else Outcome.PLAINTEXT, seen="200")
+    return completed_outcome(wire_verdict, peer_identity, Outcome.APP_TLS if app_tls else Outcome.PLAINTEXT, seen="200")
 
 
 def completed_outcome(wire_verdict: Wire | None, peer_identity: str | None, unproven: str,
@@ -76,7 +75,7 @@ def completed_outcome(wire_verdict: Wire | None, peer_identity: str | None, unpr
         # TLS without Istio's ALPN (DestinationRule MUTUAL) is still mutual TLS when the server sidecar
         # authenticated the client (it named the client's identity); app TLS inside Istio mTLS is mTLS on the
         # wire. The suites judge the wire verdict separately.
-        return Outcome.MTLS if peer_identity or wire_verdict == Wire.MTLS else APP_TLS
+        return Outcome.MTLS if peer_identity or wire_verdict == Wire.MTLS else Outcome.APP_TLS
     if wire_verdict is not None:
         return f"{seen}-{wire_verdict}"  # nothing on the wire, yet an answer: outside the oracle's words
     return Outcome.MTLS if peer_identity else unproven
@@ -90,7 +89,7 @@ def tcp_outcome(client_result: str, answer: str | None, wire_verdict: Wire | Non
     if client_result == "completed":
         return completed_outcome(wire_verdict, peer_identity, Outcome.PLAINTEXT)
     if client_result == "timeout":
-        return TIMEOUT
+        return Outcome.TIMEOUT
     if client_result == "reset":
         return Outcome.RESET
     if client_result == "answered":

@@ -136,6 +136,17 @@ class Capture:
         if tcp[13] & TCP_FIN:
             state["fin"].add(src)
 
+    def wait_seen(self, a: tuple[str, int], b: tuple[str, int], timeout: float = START_TIMEOUT_S) -> bool:
+        """Until a frame between endpoints `a` and `b` has reached the sniffer (a frame sent just now may still
+        be on its way when the flows already look settled); False after `timeout`."""
+        key = (min(a, b), max(a, b))
+        deadline = time.monotonic() + timeout
+        while key not in self._flows:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
     def _settled(self) -> str | None:
         """Why the capture may stop now: "closed" (every flow ended), "quiet" (silence), or None."""
         assert self._socket is not None

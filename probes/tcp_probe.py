@@ -25,7 +25,10 @@ import sys
 import time
 from typing import Any
 
-PROBE_DEADLINE_S = 4.0  # above Istio's 1 s inbound listener-filter timeout, so a probe outlives that wait
+# A few seconds, as a user's client waits. Istio's listener filters wait for the client's first bytes with no
+# timeout of their own (meshConfig protocolDetectionTimeout, 0s by default), so a server-first app behind them
+# hangs until this deadline.
+PROBE_DEADLINE_S = 4.0
 RESULTS = ("completed", "reset", "timeout", "answered")
 EXIT_CODES = {"completed": 0, "reset": 1, "timeout": 2, "answered": 3}
 MAX_LINE = 64 * 1024

@@ -13,9 +13,13 @@ clear anywhere in the capture makes the verdict "plaintext" whatever the flows l
 is unique to the probe, so its bytes crossed the wire readable; that holds even when the canary was seen
 only in flows to another address or port than the probe's server (then those flows stand for the probe's).
 
-A capture that saw no packets, missed the probe's flow (and saw no canary in the clear elsewhere), missed
-bytes of it, or saw only a reused connection whose handshake happened before the capture cannot prove
-anything: CaptureError, never a verdict.
+With a heartbeat (probes/heartbeat.py: a frame from the client's link, sent after the probe, that the capture
+must see), a capture without the probe's flow is "none": the probe sent nothing along the path (a client
+sidecar that answered or waited by itself). A completed probe with "none" is no pass (cluster/backend.py).
+
+A capture that saw no packets (or not its heartbeat), missed the probe's flow (and saw no canary in the clear
+elsewhere, and had no heartbeat), missed bytes of it, or saw only a reused connection whose handshake
+happened before the capture cannot prove anything: CaptureError, never a verdict.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from meshproof.vocabulary import Wire
 from probes import tls
 from probes.errors import CaptureError
 from probes.flows import Direction, Flow, read_flows
+from probes.heartbeat import HEARTBEAT_SOURCE_PORT, heartbeat_port
 
 __all__ = ["CaptureError", "WireVerdict", "is_mesh_alpn", "is_mesh_sni", "judge", "tls_shortfalls"]
 
@@ -86,9 +91,12 @@ def is_mesh_sni(sni: str | None) -> bool:
 
 
 def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
-          server_port: int | None = None) -> WireVerdict:
+          server_port: int | None = None, heartbeat: bool = False) -> WireVerdict:
     """Classify the capture of one probe. `server_ip`/`server_port` pick the probe's flows (the flows
-    whose server end is that address); without them every TCP flow in the capture is the probe's."""
+    whose server end is that address); without them every TCP flow in the capture is the probe's.
+    `heartbeat`: the capture holds probes/heartbeat.py's frame to `server_ip`, sent after the probe from the
+    client's link; it must be there, and then a capture without the probe's flow is verdict "none" (nothing of
+    the probe reached the server's link), not a capture that missed it."""
     if not isinstance(canary, str) or not canary:
         raise ValueError("judge: canary must be the probe's non-empty canary token (see probes.canary)")
     if server_ip is not None:
@@ -99,10 +107,17 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
     if server_port is not None and (isinstance(server_port, bool) or not isinstance(server_port, int)
                                     or not 1 <= server_port <= 65535):
         raise ValueError(f"judge: server_port {server_port!r} is not a port number (an int, 1-65535)")
+    if heartbeat and server_ip is None:
+        raise ValueError("judge: a heartbeat needs the server_ip it was sent to")
     pcap = Path(pcap_path)
     frames, flows = read_flows(pcap)
     if frames == 0:
         raise CaptureError(f"{pcap}: the capture saw no packets; the sniffer was not on the probe's path")
+    beats = [f for f in flows if heartbeat and _is_heartbeat(f, server_ip, server_port)]
+    flows = [f for f in flows if f not in beats]
+    if heartbeat and not beats:
+        raise CaptureError(f"{pcap}: the capture did not see its heartbeat from the client's link to "
+                           f"{server_ip}; the sniffer was not on the probe's path")
     picked = [(server_ip is None or f.server[0] == server_ip) and (server_port is None or f.server[1] == server_port)
               for f in flows]
     target = f"{server_ip or '*'}:{server_port or '*'}"
@@ -114,6 +129,8 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
         # The request went out readable to an address it was not meant for (a sidecar forwarding to the
         # wrong port in the clear): a leak the mesh made, not a capture that missed something.
         probe = [s for s in summaries if s["canary_in_clear"]]
+    elif not probe and beats:
+        return _nothing_reached(pcap, frames, summaries, target)
     elif not probe:
         seen = ", ".join(f"{f.client[0]}:{f.client[1]}->{f.server[0]}:{f.server[1]}" for f in flows) or "none"
         raise CaptureError(f"{pcap}: {frames} packets but no TCP flow to {target} (flows seen: {seen}); "
@@ -162,6 +179,25 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
         pcap=str(pcap),
         flows=summaries,
     )
+
+
+def _is_heartbeat(flow: Flow, server_ip: str | None, server_port: int | None) -> bool:
+    """A lone RST to the heartbeat port and nothing back. Either side of a flow without SYN or payload may be
+    named its client (read_flows), so the RST's own direction decides."""
+    target = (server_ip, heartbeat_port(server_port))
+    return any(sent.dst == target and sent.src[1] == HEARTBEAT_SOURCE_PORT and sent.rst and not sent.runs
+               and not back.frames for sent, back in ((flow.to_server, flow.to_client), (flow.to_client, flow.to_server)))
+
+
+def _nothing_reached(pcap: Path, frames: int, summaries: list[dict[str, Any]], target: str) -> WireVerdict:
+    """The verdict when the heartbeat proves the capture was on the path and the probe sent nothing along it."""
+    return WireVerdict(
+        verdict=Wire.NONE, reason=f"nothing of the probe reached {target}: the capture saw the client's "
+                                  "heartbeat on that path, and no flow of the probe",
+        sni=None, alpn=None, offered_versions=None, tls_version=None, cipher=None, certificates_visible=False,
+        certificate_uris=[], canary_in_clear=False, leaking_flows=[], request_in_clear=False,
+        response_in_clear=False, http_request_line=None, http_status_on_wire=None, request="none", response="none",
+        packets=frames, pcap=str(pcap), flows=summaries)
 
 
 def tls_shortfalls(verdict: WireVerdict, expected: dict[str, Any]) -> list[str]:

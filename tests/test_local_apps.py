@@ -96,3 +96,14 @@ def test_tls_into_a_sidecars_http_port_is_closed(mesh):
     result = probe(mesh, scenario("https", client_sidecar=False))
     assert result.outcome == "reset" and result.wire.verdict == "app-tls", result.to_json()
     assert "no_filter_chain_match" in result.failure_detail
+
+
+@pytest.mark.parametrize("app,outcome", [("tcp-echo", "400"), ("banner", "timeout"), ("https", "reset")])
+def test_a_client_sidecars_http_chain_keeps_non_http_apps_from_the_server(mesh, app, outcome):
+    """Both sidecars on an http port: the client sidecar's HTTP connection manager answers the TCP line itself
+    (400), waits with the server-first client for bytes that never come, or closes on a ClientHello. Nothing
+    reaches the server's link, and the capture's heartbeat proves it looked (verdict none, not a harness error)."""
+    result = probe(mesh, scenario(app))
+    assert result.outcome == outcome, result.to_json()
+    assert result.wire.verdict == "none" and "nothing of the probe reached" in result.wire.reason, result.wire
+    assert result.wire.flows == [] and not result.wire.canary_in_clear

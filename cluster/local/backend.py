@@ -91,6 +91,7 @@ class LocalBackend(MeshBackend):
         self.ca: mesh_ca.MeshCA | None = None
         self.runtime: workload_runtime.Runtime | None = None
         self.rogue_ca: mesh_ca.MeshCA | None = None
+        self._macs: dict[str, str] = {}  # pod name -> its eth0's MAC (the capture's heartbeat)
         self._next_host = 2
         # None while the control plane is up; during a "control plane away" fault, the pushes it owes
         # (faults' own config, e.g. a request delay): {pair index: (pair, {pod name: config})}, sent when it
@@ -432,21 +433,36 @@ class LocalBackend(MeshBackend):
 
     def _captured(self, pair: Pair, canary: str, send):
         """(what send() returned, or None if it did not run; the verdict of a capture on the server pod's veth
-        around it; a harness error): send() runs inside the capture."""
+        around it; a harness error): send() runs inside the capture, then the heartbeat from the client's link
+        (probes/heartbeat.py) that proves the capture was on the path."""
+        from probes import heartbeat
         from probes.capture import Capture  # imports scapy (~0.5 s): only runs that capture pay for it
         from probes.verdict import judge
 
         pcap = self.out_dir / "pcaps" / f"{self.run.prefix}-{canary}.pcap"
         pcap.parent.mkdir(parents=True, exist_ok=True)
+        port = pair.server.workload.target_port
         done = None
         try:
             # Only this pair's flows: a server pod may serve other clients' probes meanwhile (co-deployment).
-            with Capture(iface=pair.server.veth, bpf=f"tcp and host {pair.client.ip}", pcap_path=pcap):
+            with Capture(iface=pair.server.veth, bpf=f"tcp and host {pair.client.ip}", pcap_path=pcap) as cap:
                 done = send()
-            return done, judge(pcap, canary=canary, server_ip=pair.server.ip,
-                               server_port=pair.server.workload.target_port), None
-        except CaptureError as err:
+                beat = heartbeat.heartbeat_port(port)
+                heartbeat.send(pair.client.name, "eth0", self._mac(pair.client), self._mac(pair.server),
+                               pair.client.ip, pair.server.ip, beat)
+                cap.wait_seen((pair.client.ip, heartbeat.HEARTBEAT_SOURCE_PORT), (pair.server.ip, beat))
+            return done, judge(pcap, canary=canary, server_ip=pair.server.ip, server_port=port,
+                               heartbeat=True), None
+        except (CaptureError, OSError) as err:
             return done, None, f"capture failed (harness error): {err}"
+
+    def _mac(self, pod: LocalPod) -> str:
+        """The MAC address of the pod's eth0 (read once)."""
+        if pod.name not in self._macs:
+            shown = subprocess.run(["ip", "-n", pod.name, "-j", "link", "show", "eth0"], check=True,
+                                   capture_output=True, text=True).stdout
+            self._macs[pod.name] = json.loads(shown)[0]["address"]
+        return self._macs[pod.name]
 
     def _failure_detail(self, pair: Pair, curl) -> tuple[str, dict[str, Any]]:
         """(one line for people, the client sidecar's own account): its response flags and upstream transport

@@ -21,11 +21,15 @@ from cluster.kube.backend import KubeBackend, KubeHandle
 from cluster.kube.render import RUN_LABEL, capture_container
 from cluster.schemas.validate import SchemaError, errors
 from meshproof.scenario import APPS, NotSupportedYet, scenario_from_dict
+from suites.cells import as_scenarios
+from suites.destinations import destinations_cells
 from suites.matrix import matrix_scenarios, scope_scenarios
+from suites.ports import ports_cells
 from tests.kube_scenarios import PA_STRICT
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = list(matrix_scenarios()) + list(scope_scenarios())
+NEW_CELLS = as_scenarios(ports_cells()) + as_scenarios(destinations_cells())  # issue 14's suites
 KINDS_IN_ORDER = ["Namespace", "ServiceAccount", "Deployment", "Service", "EnvoyFilter", "Policy", "Pod"]
 
 
@@ -55,6 +59,12 @@ def check_plan(calls, scenario) -> None:
 def test_every_cell_plans_valid_objects_in_run_namespaces(cell_id, raw):
     scenario = scenario_from_dict(copy.deepcopy(raw), cell_id)
     check_plan(KubeBackend(allow_mesh_wide=True).dry_run(scenario), scenario)
+
+
+@pytest.mark.parametrize("cell_id,raw", NEW_CELLS, ids=[c for c, _ in NEW_CELLS])
+def test_every_ports_and_destinations_cell_plans_valid_objects_in_run_namespaces(cell_id, raw):
+    scenario = scenario_from_dict(copy.deepcopy(raw), cell_id)
+    check_plan(KubeBackend().dry_run(scenario), scenario)
 
 
 def test_the_checks_can_go_red():

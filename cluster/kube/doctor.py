@@ -134,7 +134,8 @@ def _capture_allowed(cluster: Cluster, ns: str, images: Images) -> str:
 def _images_pullable(core: client.CoreV1Api, ns: str, images: Images) -> str:
     containers = [{"name": role, "image": image, "command": ["sleep", "1"], "imagePullPolicy": "IfNotPresent"}
                   for role, image in (("sleep", images.sleep), ("httpbin", images.httpbin),
-                                      ("capture", images.capture))]
+                                      ("capture", images.capture), ("tcp-echo", images.tcp_echo),
+                                      ("python", images.python))]
     core.create_namespaced_pod(ns, _pod("pull", containers, False))
     deadline = time.monotonic() + PULL_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -7,15 +7,15 @@ Each session mutates its modules one mutant at a time in its own copy of the tra
 (reports/out/mutation/<session>/, so the checkout is never left mutated) and runs its test command against the mutant:
 
 - controlplane: cluster/local/controlplane.py (the Istio API -> Envoy TLS config) and cluster/local/iptables.py
-  (interception) against the matrix, scope, root-client and adversary suites on the reference mesh;
+  (interception) against the matrix, scope, root-client, interception and adversary suites on the reference mesh;
 - oracle: suites/expectations.py against its self-tests, whose expectations were read from Istio's sources
   (the generated expected tables are left out: a snapshot of the oracle would kill any change of it).
 
 The operators are cosmic-ray's with one replacement per site for binary, comparison and unary operators (the
 inverse: + -> -, == -> !=, ...), so a site weighs once rather than ten times. A session's sqlite file survives an
 interruption and the next run continues it. Survivors listed in reports/mutation_equivalent.yaml (module, operator,
-the mutated line, optionally the line before it,
-and why no test can tell) count as equivalent; the rest stay survivors.
+the mutated line, optionally the line before it and the line as the mutant has it (`becomes`, where one line holds
+several sites), and why no test can tell) count as equivalent; the rest stay survivors.
 Output: reports/out/mutation.json, reports/out/mutation.html, and cosmic-ray's own page per session.
 """
 
@@ -38,7 +38,7 @@ EQUIVALENT = Path(__file__).resolve().parent / "mutation_equivalent.yaml"
 SESSIONS = {
     "controlplane": {"modules": ["cluster/local/controlplane.py", "cluster/local/iptables.py"],
                      "tests": "suites/test_matrix.py suites/test_scope.py suites/test_root_client.py "
-                              "suites/test_adversary.py -n 2",
+                              "suites/test_interception.py suites/test_adversary.py -n 2",
                      "timeout": 240.0},
     "oracle": {"modules": ["suites/expectations.py"], "tests": "tests/test_expectations.py", "timeout": 120.0},
 }
@@ -152,8 +152,14 @@ def results(db: Path) -> list[dict]:
         mutation = work_item["mutations"][0]
         out.append({"module": mutation["module_path"], "line": mutation["start_pos"][0],
                     "operator": mutation["operator_name"], "function": mutation.get("definition_name"),
-                    "outcome": _outcome(result)})
+                    "outcome": _outcome(result), "becomes": _mutated_line((result or {}).get("diff"))})
     return out
+
+
+def _mutated_line(diff: str | None) -> str | None:
+    """The mutated line as the mutant has it: the line the diff adds."""
+    return next((line[1:].strip() for line in (diff or "").splitlines()
+                 if line.startswith("+") and not line.startswith("+++")), None)
 
 
 def _outcome(result: dict | None) -> str:
@@ -177,7 +183,8 @@ def summarize(name: str, mutants: list[dict], equivalent: list[dict], source_roo
             # `after` (the line before) tells apart identical lines of one module
             reason = next((e["reason"] for e in equivalent if e["module"] == mutant["module"]
                            and e["operator"] == mutant["operator"] and e["code"] == code
-                           and e.get("after", before) == before), None)
+                           and e.get("after", before) == before
+                           and e.get("becomes", mutant.get("becomes")) == mutant.get("becomes")), None)
             if reason:
                 mutant["outcome"], mutant["equivalent_because"] = "equivalent", reason
     counts = {k: sum(m["outcome"] == k for m in mutants) for k in
@@ -204,7 +211,8 @@ def write_report(out: Path, sessions: dict, duration_s: float | None) -> None:
                     "<tr><th>outcome</th><th>where</th><th>operator</th><th>code</th><th>why equivalent</th></tr>")
         for m in s["survivors"] + s["equivalent_mutants"]:
             rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                m["outcome"], f"{m['module']}:{m['line']} {m['function']}", m["operator"], m["code"],
+                m["outcome"], f"{m['module']}:{m['line']} {m['function']}", m["operator"],
+                m["code"] + (f" → {m['becomes']}" if m.get("becomes") else ""),
                 m.get("equivalent_because", ""))) + "</tr>")
         rows.append("</table>")
     (out / "mutation.html").write_text("<!doctype html><meta charset=utf-8><title>meshproof mutation score</title>"

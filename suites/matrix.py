@@ -38,8 +38,9 @@ from suites.cells import (
 )
 from suites.expectations import expect
 
-__all__ = ["HOST", "ROOT_NS", "dr", "matrix_cells", "matrix_scenarios", "pa", "root_client_cells",
-           "root_client_scenarios", "scenario", "scope_cells", "scope_scenarios", "tls"]
+__all__ = ["HOST", "ROOT_NS", "dr", "interception_cells", "interception_scenarios", "matrix_cells",
+           "matrix_scenarios", "pa", "root_client_cells", "root_client_scenarios", "scenario", "scope_cells",
+           "scope_scenarios", "tls"]
 
 PA_MODES = (None, "UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 DR_MODES = (None, "DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
@@ -436,3 +437,22 @@ def root_client_cells() -> list[Cell]:
 
 def root_client_scenarios() -> list[tuple[str, dict]]:
     return as_scenarios(root_client_cells())
+
+
+# Application target ports next to the ports a sidecar keeps for itself (meshproof.scenario.RESERVED_PORTS).
+NEXT_TO_RESERVED = {14999: 15000, 15019: 15020, 15022: 15021, 15089: 15090, 15091: 15090}
+
+
+def interception_cells() -> list[Cell]:
+    """STRICT guards every application port: istio-iptables leaves out of inbound capture exactly the sidecar's
+    own ports (the injection template's excludeInboundPorts 15090,15021 and the status port 15020), never a
+    range, so a port next to one of them is captured like any other (a mesh that let it pass would leak)."""
+    return [Cell(f"interception/target-port-{port}",
+                 f"A client without a sidecar calls httpbin on target port {port}, next to the sidecar's own {own}: "
+                 "the port is captured like any other, so STRICT closes the plaintext connection.",
+                 (pa("STRICT"),), NAKED_CLIENT, {"target_port": port}, f"target port {port} under STRICT",
+                 ("interception", "pa-strict")) for port, own in NEXT_TO_RESERVED.items()]
+
+
+def interception_scenarios() -> list[tuple[str, dict]]:
+    return as_scenarios(interception_cells())

@@ -27,6 +27,19 @@ def test_score_counts_timeouts_as_detected_and_leaves_out_reviewed_equivalents(t
     assert summary["equivalent_mutants"][0]["equivalent_because"] == "annotation"
 
 
+def test_one_site_of_a_line_with_several_is_named_by_what_the_line_becomes(tmp_path):
+    (tmp_path / "m.py").write_text("PORTS = (1, 5)\n")
+    mutants = [dict(_mutant(1, "core/NumberReplacer", "survived"), becomes=f"PORTS = {after}")
+               for after in ("(2, 5)", "(1, 6)")]
+    equivalent = [{"module": "m.py", "operator": "core/NumberReplacer", "code": "PORTS = (1, 5)",
+                   "becomes": "PORTS = (2, 5)", "reason": "the first site only"}]
+    summary = mutation.summarize("oracle", mutants, equivalent, tmp_path)
+    assert (summary["equivalent"], summary["survived"]) == (1, 1)
+    assert summary["survivors"][0]["becomes"] == "PORTS = (1, 6)"
+    diff = "--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-PORTS = (1, 5)\n+PORTS = (2, 5)"
+    assert mutation._mutated_line(diff) == "PORTS = (2, 5)" and mutation._mutated_line(None) is None
+
+
 def test_every_reviewed_equivalent_names_a_line_that_exists_and_says_why():
     entries = yaml.safe_load(mutation.EQUIVALENT.read_text()) or []
     modules = {m for s in mutation.SESSIONS.values() for m in s["modules"]}

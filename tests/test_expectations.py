@@ -140,6 +140,16 @@ def test_every_rule_is_covered_and_cited():
         assert "istio/istio" in rule.source, f"{rule_id} has no Istio citation"
 
 
+@pytest.mark.parametrize("case_id,data,outcome,rule,source", [c for c in CASES if c[2] == "503"],
+                         ids=[c[0] for c in CASES if c[2] == "503"])
+def test_a_503_names_the_connections_the_client_sidecar_opens(case_id, data, outcome, rule, source):
+    # route/retry/retry.go DefaultPolicy: NumRetries 2, RetryOn connect-failure,... (no "reset"): a connection
+    # that fails is tried on 2 new ones (URX: retries exhausted); one the server closes once open is not retried.
+    envoy = predict(data).envoy
+    assert envoy["attempts"] == (3 if envoy["flags"] == "URX,UF" else 1), (case_id, envoy)
+    assert envoy["flags"] in ("URX,UF", "UC") and "retry.go DefaultPolicy" in envoy["source"], case_id
+
+
 # --- The default matrix, written out from the rules above ---------------------------------------------
 # Rows: PA none, UNSET, DISABLE, PERMISSIVE, STRICT. Columns: DR none, DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL.
 M, P, F, R = "mtls", "plaintext", "503", "reset"

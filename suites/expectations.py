@@ -1,18 +1,22 @@
-"""The oracle: what Istio does with one HTTP request sleep -> httpbin's Service port, from the scenario's
-sidecars, PeerAuthentications and DestinationRules. This module is meshproof's specification.
+"""The oracle: what Istio does with one connection sleep -> httpbin's Service port (or the pod's IP and target
+port), from the scenario's sidecars, PeerAuthentications and DestinationRules. This module is meshproof's
+specification.
 
 It reads as three questions, each answered the way istiod answers it, then one truth table:
 
 1. Server: which PeerAuthentication mode guards the target port?         (`server_policy`)
 2. Client: which DestinationRule does the client sidecar use for the host?  (`select_destination_rule`)
 3. Client: what does the sidecar send: Istio mTLS, app TLS or plaintext?   (`client_origination`)
-4. `OUTCOMES[(what the client sends, server mode)]` names the rule that decides the result.
+4. `OUTCOMES[(what the client sends, server mode)]` names the rule that decides the result of an HTTP request
+   to the HTTP port; for the other apps (TCP echo, server-first banner, the app's own TLS) and for pod-IP
+   requests, suites/expectations_ports.py follows the client sidecar's listener and the server sidecar's
+   inbound filter chains (`_expect_port`).
 
 Every rule carries its source (istio/istio at tags 1.28.10, 1.29.6 and 1.30.3 unless noted; the files and
 functions named are the same in all three for everything modelled here, see `VERSION_NOTES`).
 
-Assumptions, as in Istio's samples/httpbin: the Service port is named `http` (protocol HTTP, so the inbound
-side builds HTTP filter chains), the server's pod carries the injector label `security.istio.io/tlsMode=istio`
+Assumptions, as in Istio's samples/httpbin: the Service port's name gives its protocol (`port_protocol`; by
+default `http`, so the inbound side builds HTTP filter chains), the server's pod carries the injector label `security.istio.io/tlsMode=istio`
 exactly when it has a sidecar, auto mTLS is on (the default), and the mesh CA's files are what a user mounts
 for DestinationRule MUTUAL (`MESH_CERT_FILES`).
 
@@ -26,8 +30,26 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 
 from meshproof.istio_api import ClientTLS, DestinationRule, PeerAuthentication
-from meshproof.scenario import Scenario, check_istio_version, require_supported
+from meshproof.scenario import (
+    APPS,
+    DESTINATIONS,
+    NotSupportedYet,
+    Scenario,
+    check_istio_version,
+    require_supported,
+)
 from meshproof.vocabulary import Outcome, Wire
+from suites.expectations_ports import (
+    APP_ARRIVAL,
+    ARRIVALS,
+    FAMILY,
+    PORT_RULES,
+    SIDECAR_TLS,
+    SRC_TCP_ALPN,
+    client_listener,
+    inbound,
+    to_naked_app,
+)
 
 ISTIO = "istio/istio"
 SRC_PA_COMPOSE = f"{ISTIO} pilot/pkg/security/authn/policy_applier.go ComposePeerAuthentication"
@@ -58,6 +80,11 @@ SRC_TLS_VERSIONS = (f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go defaultUp
 SRC_MESH_ALPN = (f"{ISTIO} pilot/pkg/xds/filters/filters.go Alpn (mtlsHTTP11ALPN istio-http/1.1,istio,http/1.1) + "
                  "pilot/pkg/networking/util/util.go ALPNInMesh ('istio' marks in-mesh traffic)")
 
+SRC_HEADLESS_MTLS = (f"{ISTIO} pilot/pkg/model/push_context.go BestEffortInferServiceMTLSMode (a Passthrough "
+                     "service: DISABLE if any endpoint lacks tlsMode=istio, else the namespace/mesh mode) + "
+                     "pilot/pkg/networking/core/cluster_tls.go applyUpstreamTLSSettings (no transport socket match "
+                     "on an ORIGINAL_DST cluster) + cluster.go convertResolution (Passthrough -> ORIGINAL_DST, "
+                     "PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES off by default)")
 SRC_PROTOCOL = (f"{ISTIO} pkg/config/kube/conversion.go ConvertProtocol (a 'grpc-web' prefix first, then the "
                 "name up to its first '-'; an unknown name on a well-known port is TCP) + pkg/config/protocol/"
                 "instance.go Parse (case-insensitive); same code at release-1.28, 1.29 and 1.30")
@@ -93,8 +120,11 @@ MESH_CERT_FILES = {"clientCertificate": "/etc/certs/cert-chain.pem", "privateKey
 # The modelled functions were compared between tags 1.28.10, 1.29.6 and 1.30.3; none changes a prediction.
 # A rule that starts to differ gets an entry here and a branch on scenario.istio_version.
 VERSION_NOTES = {
-    "1.28": "as 1.30 for every rule here (cluster_tls.go differs only for dynamic-forward-proxy clusters)",
-    "1.29": "as 1.30 for every rule here",
+    "1.28": "as 1.30 for every rule here (cluster_tls.go differs only for dynamic-forward-proxy clusters; "
+            "filterchain_options.go is identical; listener.go, tls.go and listener_inbound.go differ in wasm, "
+            "gateway and dynamic-forward-proxy code only)",
+    "1.29": "as 1.30 for every rule here (BestEffortInferServiceMTLSMode reads the push context's PeerAuthentications "
+            "where 1.30 takes the sidecar scope's: the same policies for these scenarios)",
     "1.30": "reference version of this table (tag 1.30.3)",
 }
 
@@ -579,6 +609,8 @@ def client_origination(scenario: Scenario, policy: ServerPolicy, chosen: ChosenR
             steps.append(f"portLevelSettings[{port}] does not apply to Service port {server.service_port}{note}")
 
     if cluster_tls is None:
+        if server.headless:
+            return _auto_mtls_headless(scenario, policy, steps)
         return _auto_mtls(scenario, policy, endpoint_mode, steps)
     mode = _tls_mode(cluster_tls)
     if mode == "DISABLE":
@@ -646,6 +678,22 @@ def _auto_mtls(scenario: Scenario, policy: ServerPolicy, endpoint_mode: str | No
                                      f"{'Istio mTLS' if mtls else 'plaintext'}")))
 
 
+def _auto_mtls_headless(scenario: Scenario, policy: ServerPolicy, steps: list[str]) -> Origination:
+    """A headless Service's cluster is ORIGINAL_DST: it has no endpoints to match a transport socket on, so auto
+    mTLS puts Istio mTLS on the whole cluster or nothing. Source: SRC_HEADLESS_MTLS."""
+    if not scenario.server.sidecar:
+        why = "its endpoint has no tlsMode=istio label (no sidecar), so the service's mode is DISABLE"
+    elif policy.namespace_mode == "DISABLE":
+        why = "the namespace/mesh-level PeerAuthentication is DISABLE"
+    else:
+        return Origination("istio-mutual", None, (*steps, (
+            "auto mTLS on a headless Service (ORIGINAL_DST cluster): every endpoint has a sidecar and the "
+            f"namespace/mesh-level mode is {policy.namespace_mode}, so the client sends Istio mTLS to the whole "
+            "cluster (workload and port-level policies are not consulted)")))
+    return Origination("plaintext", None, (*steps, (f"auto mTLS on a headless Service (ORIGINAL_DST cluster): "
+                                                    f"{why}, so the client sends plaintext")))
+
+
 def _missing_cert_material(tls: ClientTLS) -> str | None:
     """Certificate files or secrets the sidecar does not have: the cluster waits for them and never connects."""
     if tls.credential_name:
@@ -681,14 +729,50 @@ def _verifies_server(tls: ClientTLS, scenario: Scenario) -> tuple[bool, str]:
 # 4. The verdict
 # ---------------------------------------------------------------------------------------------------------
 
+# What the oracle predicts, per dimension (None: every valid value); `modelled_protocol` refuses the rest.
+ORACLE_HANDLES = {"server.app": APPS, "server.port_name": None, "server.headless": (False, True),
+                  "request.to": DESTINATIONS}
+
+
 def expect(scenario: Scenario) -> Prediction:
-    """What Istio does with one request sleep -> httpbin's Service port in this scenario."""
+    """What Istio does with one connection sleep -> httpbin (the Service's name and port, or the pod's IP and
+    target port) in this scenario."""
     # Scenario files are checked on load; this catches a version set afterwards (--istio-version).
     check_istio_version(scenario.istio_version, scenario.name or "scenario", "istio_version")
-    # A port, app or destination beyond one HTTP port behind a ClusterIP Service has no rules here yet.
-    require_supported(scenario, "the oracle")
+    require_supported(scenario, "the oracle", handles=ORACLE_HANDLES)
+    protocol = modelled_protocol(scenario)
     policy = server_policy(scenario)
     chosen = select_destination_rule(scenario) if scenario.client.sidecar else ChosenRule(None, ())
+    if scenario.server.app == "httpbin" and scenario.request.to == "service":
+        return _expect_http(scenario, policy, chosen)
+    return _expect_port(scenario, protocol, policy, chosen)
+
+
+def modelled_protocol(scenario: Scenario) -> str:
+    """The Service port's protocol, or NotSupportedYet for a combination the rules do not cover."""
+    server = scenario.server
+    protocol = port_protocol(server.port_name, server.service_port)
+
+    def refuse(field_path: str, value: object, why: str) -> NotSupportedYet:
+        return NotSupportedYet(scenario.name or "scenario", "scenario", field_path,
+                               f"{value!r} is valid but the oracle does not handle it yet: {why}")
+    if protocol not in FAMILY:
+        raise refuse("server.port_name", server.port_name,
+                     f"it means protocol {protocol}; the oracle handles names that mean HTTP, TCP, TLS, HTTPS or "
+                     "protocol sniffing")
+    if server.app == "httpbin" and protocol != "HTTP":
+        raise refuse("server.port_name", server.port_name, "httpbin behind a port that is not declared HTTP")
+    if server.headless and server.service_port != server.target_port:
+        raise refuse("server.headless", True, "a headless Service whose port differs from its targetPort (clients "
+                     "connect to podIP:port, where the app does not listen)")
+    if scenario.request.to == "pod-ip" and server.app == "httpbin" and server.service_port == server.target_port:
+        raise refuse("request.to", "pod-ip", "an HTTP request to the pod's IP on the Service's own port number (the "
+                     "client sidecar's HTTP listener for that port routes it by Host header)")
+    return protocol
+
+
+def _expect_http(scenario: Scenario, policy: ServerPolicy, chosen: ChosenRule) -> Prediction:
+    """An HTTP request to httpbin's HTTP Service port, ClusterIP or headless: the truth table OUTCOMES."""
     origin = client_origination(scenario, policy, chosen)
     rule_id = origin.rule or OUTCOMES[(origin.sends, policy.mode)]
     presents_cert = policy.mode == "STRICT" or (policy.mode == "PERMISSIVE" and origin.sends == "istio-mutual")
@@ -702,9 +786,7 @@ def expect(scenario: Scenario) -> Prediction:
         wire = Wire.APP_TLS
     client_tls = "plaintext" if origin.sends == "naked" else origin.sends
     identity = scenario.client.spiffe_id if rule.identity else None
-    server_text = "the server has no sidecar" if policy.mode == "no-sidecar" else \
-        f"the server's target port {scenario.server.target_port} is {policy.mode}"
-    reason = f"{origin.steps[-1][0].upper()}{origin.steps[-1][1:]}; {server_text}; {rule.says}."
+    reason = _reason(origin.steps[-1], scenario, policy, rule.says)
     return Prediction(outcome=rule.outcome, wire=wire, peer_identity=identity, reason=reason, rule=rule_id,
                       source=rule.source, client_tls=client_tls, server_mode=policy.mode,
                       istio_version=scenario.istio_version,
@@ -713,20 +795,75 @@ def expect(scenario: Scenario) -> Prediction:
                       envoy={**rule.envoy.to_json(), "source": SRC_FLAGS} if rule.envoy else None)
 
 
-def wire_tls(scenario: Scenario, wire: Wire) -> dict:
+def _expect_port(scenario: Scenario, protocol: str, policy: ServerPolicy, chosen: ChosenRule) -> Prediction:
+    """A TCP, server-first or app-TLS app, or a pod-IP destination: the client sidecar's listener, then the
+    server sidecar's inbound chains (suites/expectations_ports.py)."""
+    client, server = scenario.client, scenario.server
+    steps = [f"the Service port name {server.port_name!r} means protocol {protocol} (ConvertProtocol)"]
+    if client.sidecar:
+        path, why = client_listener(protocol, server.app, scenario.request.to, server.headless,
+                                    server.service_port == server.target_port)
+    else:
+        has_dr = any(isinstance(r, DestinationRule) for r in scenario.resources)
+        path, why = "passthrough", ("the client has no sidecar and sends the app's bytes as they are"
+                                    + (" (a DestinationRule has no effect without a client sidecar)" if has_dr else ""))
+    steps.append(why)
+    own = outer = APP_ARRIVAL[server.app]
+    client_tls, foreign_sni, rule_id = "plaintext", False, None
+    if path == "sniffing-waits":
+        rule_id = "outbound-sniffing-waits-timeout"
+    elif path == "tcp-proxy":
+        origin = client_origination(scenario, policy, chosen)
+        steps += [*chosen.steps, *origin.steps]
+        client_tls, foreign_sni = origin.sends, origin.foreign_sni
+        outer = SIDECAR_TLS.get(origin.sends, own)
+        if origin.rule == "client-cert-unavailable-503":
+            rule_id = "client-cert-unavailable-reset"
+    if rule_id is None and policy.mode == "no-sidecar":
+        rule_id = to_naked_app(outer)
+    elif rule_id is None:
+        rule_id, chain_steps = inbound(FAMILY[protocol], policy.mode, outer, own)
+        steps += chain_steps
+        # TLS 1.3: the client checks the server's certificate before it sends its own.
+        if path == "tcp-proxy" and origin.rejects_server_cert and \
+                rule_id in ("mtls-terminated", "client-cert-required-reset"):
+            rule_id = "client-rejects-server-cert-reset"
+            steps.append(origin.rejects_server_cert)
+    rule = PORT_RULES[rule_id]
+    wire = rule.wire or ARRIVALS[outer].wire
+    if wire == Wire.MTLS and foreign_sni:
+        wire = Wire.APP_TLS
+    reason = _reason(steps[-1], scenario, policy, rule.says)
+    return Prediction(outcome=rule.outcome, wire=wire,
+                      peer_identity=client.spiffe_id if rule.identity else None, reason=reason, rule=rule_id,
+                      source=rule.source, client_tls=client_tls, server_mode=policy.mode,
+                      istio_version=scenario.istio_version, details=policy.steps + tuple(steps),
+                      tls=wire_tls(scenario, wire, tcp=True) if rule.outcome == Outcome.MTLS else None)
+
+
+def _reason(last_step: str, scenario: Scenario, policy: ServerPolicy, says: str) -> str:
+    """One sentence: the client's last decision, the server's mode, the rule."""
+    server_text = "the server has no sidecar" if policy.mode == "no-sidecar" else \
+        f"the server's target port {scenario.server.target_port} is {policy.mode}"
+    return f"{last_step[0].upper()}{last_step[1:]}; {server_text}; {says}."
+
+
+def wire_tls(scenario: Scenario, wire: Wire, tcp: bool = False) -> dict:
     """What the wire shows of a handshake between two sidecars that completes (outcome mtls).
 
     Both sides offer TLS 1.2 to 1.3, so they settle on TLS 1.3, where the certificates travel encrypted: a
     certificate seen in clear means a downgrade (SRC_TLS_VERSIONS). Istio mTLS also carries the in-mesh ALPN
     `istio` and the cluster name as SNI (SRC_MESH_ALPN, SRC_ISTIO_MUTUAL); app TLS (DestinationRule MUTUAL, or
     ISTIO_MUTUAL with its own sni) is judged on version and certificates only.
+    A tcp_proxy cluster (`tcp`) offers istio-peer-exchange before istio (SRC_TCP_ALPN): the wire shows which
+    kind of cluster sent it.
     """
     server = scenario.server
     istio = wire == Wire.MTLS
     return {"version": "TLSv1.3", "certificates_visible": False,
-            "alpn": "istio" if istio else None,
+            "alpn": ("istio-peer-exchange" if tcp else "istio") if istio else None,
             "sni": f"outbound_.{server.service_port}_._.{server.host}" if istio else None,
-            "source": f"{SRC_TLS_VERSIONS}; {SRC_MESH_ALPN}" if istio else SRC_TLS_VERSIONS}
+            "source": f"{SRC_TLS_VERSIONS}; {SRC_TCP_ALPN if tcp else SRC_MESH_ALPN}" if istio else SRC_TLS_VERSIONS}
 
 
 # ---------------------------------------------------------------------------------------------------------

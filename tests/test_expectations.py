@@ -795,6 +795,7 @@ def test_port_protocol_follows_the_name_prefix_then_well_known_ports(name, port,
 
 
 def test_the_oracle_refuses_what_it_has_no_rules_for_naming_the_field():
-    beyond = scenario_from_dict({**scenario([pa("STRICT")]), "server": {"app": "banner", "port_name": "tcp"}})
-    with pytest.raises(ManifestError, match=r"server\.app: 'banner' is valid but the oracle does not handle it yet"):
+    beyond = scenario_from_dict({**scenario([pa("STRICT")]), "server": {"app": "banner", "port_name": "grpc"}})
+    with pytest.raises(ManifestError, match=r"server\.port_name: 'grpc' is valid but the oracle does not handle it "
+                                            r"yet: it means protocol GRPC"):
         expect(beyond)

@@ -18,7 +18,7 @@ import yaml
 
 from cluster.kube import apps
 from cluster.kube.backend import KubeBackend, KubeHandle
-from cluster.kube.render import RUN_LABEL, capture_container
+from cluster.kube.render import RUN_LABEL, capture_container, kubelet_literal
 from cluster.schemas.validate import SchemaError, errors
 from meshproof.scenario import APPS, NotSupportedYet, scenario_from_dict
 from suites.cells import as_scenarios
@@ -148,10 +148,12 @@ def test_each_app_runs_what_it_says():
     assert echo["spec"]["template"]["spec"]["containers"][0]["args"] == ["9080", apps.ECHO_PREFIX]
     calls = KubeBackend().dry_run(new_shape("banner", "tcp"))
     [banner] = by_kind(calls, "Deployment", "httpbin")["spec"]["template"]["spec"]["containers"]
-    assert banner["command"] + banner["args"] == ["python3", "-u", "-c", apps.BANNER_PROGRAM.read_text(),
+    assert banner["command"] + banner["args"] == ["python3", "-u", "-c", kubelet_literal(apps.BANNER_PROGRAM.read_text()),
                                                   "banner", "9080"]
     probe = by_kind(calls, "Deployment", "sleep")["spec"]["template"]["spec"]["containers"][1]
-    assert probe["image"] == images.python and probe["env"][0]["value"] == apps.TCP_PROBE_PROGRAM.read_text()
+    assert probe["image"] == images.python
+    assert probe["env"][0]["value"] == kubelet_literal(apps.TCP_PROBE_PROGRAM.read_text())
+    assert kubelet_literal("a $(HOME) $$ b") == "a $$(HOME) $$$$ b"  # the kubelet gives back the text as written
 
 
 @pytest.mark.parametrize("to,headless,expected", [("service", False, ("httpbin.httpbin-r1.svc.cluster.local", 8000)),

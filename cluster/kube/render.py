@@ -183,7 +183,7 @@ def client_docs(client: Workload, namespace: str, run_id: str, images: Images, s
                            service_account=client.service_account, sleep_image=images.sleep)
     if apps.calls_tcp_app(servers):
         [probe] = render_template("tcp-probe.yaml", python_image=images.python)
-        probe["env"][0]["value"] = apps.TCP_PROBE_PROGRAM.read_text()
+        probe["env"][0]["value"] = kubelet_literal(apps.TCP_PROBE_PROGRAM.read_text())
         next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"].append(probe)
     return docs
 
@@ -212,8 +212,14 @@ def server_pod_spec(server: Server, images: Images) -> dict:
                              capture_image=images.capture, tcp_echo_image=images.tcp_echo,
                              python_image=images.python, echo_prefix=apps.ECHO_PREFIX)
     if server.app == "banner":
-        spec["containers"][0]["args"].insert(0, apps.BANNER_PROGRAM.read_text())
+        spec["containers"][0]["args"].insert(0, kubelet_literal(apps.BANNER_PROGRAM.read_text()))
     return spec
+
+
+def kubelet_literal(text: str) -> str:
+    """`text` as an args or env value the kubelet passes on unchanged: it expands $(VAR) there and reduces $$
+    to $, so every $ is doubled."""
+    return text.replace("$", "$$")
 
 
 def client_sidecar_docs(namespace: str, run_id: str, server_namespace: str, service_port: int) -> list[dict]:

@@ -1,4 +1,5 @@
-"""The client identity the server application saw, read from httpbin's `/headers` echo.
+"""The client identity the server side saw: from httpbin's `/headers` echo (HTTP), or from the server sidecar's
+own access log (TCP, and TLS it passes through, which carry no header).
 
 A mesh sidecar that terminates mTLS sets X-Forwarded-Client-Cert (XFCC), e.g.
 `By=spiffe://cluster.local/ns/foo/sa/httpbin;Hash=...;Subject="";URI=spiffe://cluster.local/ns/foo/sa/sleep`.
@@ -58,3 +59,46 @@ def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] == '"':
         return value[1:-1].replace('\\"', '"')
     return value
+
+
+# --- The server sidecar's own account (TCP, and TLS it passes through: no XFCC) ------------------------------
+
+PEER_LOG_MARK = "meshproof-peer"
+# The access log (JSON, to the sidecar's stdout) that both meshes add to the server sidecar's inbound tcp_proxy
+# filters: the client certificate's URI SAN it verified ("-"/null when it terminated no TLS or got none), the TLS
+# version and SNI it terminated, and the client address a probe's line is picked by.
+PEER_LOG_FORMAT = {"meshproof": PEER_LOG_MARK, "downstream": "%DOWNSTREAM_REMOTE_ADDRESS%",
+                   "peer_uri_san": "%DOWNSTREAM_PEER_URI_SAN%", "tls_version": "%DOWNSTREAM_TLS_VERSION%",
+                   "sni": "%REQUESTED_SERVER_NAME%", "upstream_cluster": "%UPSTREAM_CLUSTER%",
+                   "response_flags": "%RESPONSE_FLAGS%", "bytes_received": "%BYTES_RECEIVED%"}
+
+
+def peer_log_entries(log_text: str) -> list[dict[str, str]]:
+    """The peer-identity access log lines in a sidecar's log, oldest first."""
+    entries = []
+    for line in log_text.splitlines():
+        if PEER_LOG_MARK not in line or not line.lstrip().startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("meshproof") == PEER_LOG_MARK:
+            entries.append(entry)
+    return entries
+
+
+def server_account(before: list[dict[str, str]], after: list[dict[str, str]], client_ip: str) -> dict | None:
+    """The server sidecar's line for this probe: the newest of the lines logged since `before` whose downstream
+    address is the client pod's (probes never overlap on one pod pair). A shorter log (the proxy restarted)
+    counts from its start."""
+    new = after[len(before):] if len(after) >= len(before) else after
+    mine = [e for e in new if e.get("downstream", "").rsplit(":", 1)[0].strip("[]") == client_ip]
+    return mine[-1] if mine else None
+
+
+def account_identity(account: dict | None) -> str | None:
+    """The client identity the server sidecar verified: none when it terminated no TLS or got no certificate
+    (Envoy's JSON log writes such a field as null; its text log as "-")."""
+    san = (account or {}).get("peer_uri_san")
+    return None if san in (None, "", "-") else san

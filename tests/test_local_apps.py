@@ -6,6 +6,7 @@ Needs root; skipped with that reason otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -107,3 +108,63 @@ def test_a_client_sidecars_http_chain_keeps_non_http_apps_from_the_server(mesh, 
     assert result.outcome == outcome, result.to_json()
     assert result.wire.verdict == "none" and "nothing of the probe reached" in result.wire.reason, result.wire
     assert result.wire.flows == [] and not result.wire.canary_in_clear
+
+
+def test_the_server_sidecars_account_names_the_peer_it_verified_over_tcp(mesh, tmp_path):
+    """The access log on inbound tcp_proxy filters (controlplane.with_peer_identity_log): a client with a mesh
+    certificate and its own TLS to a port the server does not serve meets the mTLS passthrough chain (tcp_proxy);
+    the server sidecar's line names the identity it verified, and no line names one for a plaintext client."""
+    import socket
+    import ssl
+    import threading
+
+    from cluster.local import netns
+    from probes.netns import entered
+
+    handle = mesh.deploy(scenario("tcp-echo", client_sidecar=False, mode="STRICT"))
+    listener = netns.listen(handle.pair.server.name, 9443)  # behind the passthrough chain: a plain TCP server
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.sendall(conn.recv(100))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        pair = handle.pair
+        chain, key = mesh.ca.issue(pair.client.workload.spiffe_id)
+        (tmp_path / "c.pem").write_bytes(chain)
+        (tmp_path / "k.pem").write_bytes(key)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+        for tls in (True, False):
+            start = backend_log_size(pair)
+            with entered(pair.client.name):
+                raw = socket.socket()
+            with raw, contextlib.suppress(ConnectionResetError):
+                raw.settimeout(5)
+                raw.connect((pair.server.ip, 9443))
+                if tls:
+                    with context.wrap_socket(raw) as wrapped:
+                        wrapped.sendall(b"x")
+                        wrapped.recv(1)
+                else:
+                    raw.sendall(b"meshproof\n")
+                    assert raw.recv(1) == b""  # STRICT: closed (or reset, below)
+            extra = {}
+            identity = mesh._peer_from_account(pair, start, completed=True, extra=extra)
+            if tls:
+                assert identity == pair.client.workload.spiffe_id, extra
+                assert extra["server_sidecar"]["upstream_cluster"] == "InboundPassthroughCluster"
+            else:  # STRICT: no chain for plaintext, so no tcp_proxy and no line
+                assert identity is None and extra["server_sidecar"] is None, extra
+    finally:
+        listener.close()
+        mesh.teardown(handle)
+
+
+def backend_log_size(pair) -> int:
+    return (pair.server.dir / "envoy.log").stat().st_size

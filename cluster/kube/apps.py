@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from meshproof.scenario import Scenario, Server
+from probes.identity import PEER_LOG_MARK, account_identity, peer_log_entries, server_account  # noqa: F401 - shared with the reference mesh
 from probes.tcp_probe import PROBE_DEADLINE_S, canary_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,6 @@ HANDLES = {"server.app": APPS, "server.port_name": None, "server.headless": None
 ECHO_PREFIX = "meshproof-echo"  # Istio's tcp-echo answers "<prefix> <line>" (samples/tcp-echo/src/main.go)
 PROBE_CONTAINER = "tcp-probe"
 PROBE_PATH = "/tmp/tcp_probe.py"  # where the container writes the program at start (cluster/manifests/tcp-probe.yaml)
-PEER_LOG_MARK = "meshproof-peer"
 
 
 def calls_tcp_app(servers: list[Server]) -> bool:
@@ -92,32 +92,3 @@ def curl_deadline_s(app: str) -> float:
     return PROBE_DEADLINE_S if app == "https" else 10.0
 
 
-def peer_log_entries(log_text: str) -> list[dict[str, str]]:
-    """The peer-identity access log lines in istio-proxy's log, oldest first."""
-    entries = []
-    for line in log_text.splitlines():
-        if PEER_LOG_MARK not in line or not line.lstrip().startswith("{"):
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("meshproof") == PEER_LOG_MARK:
-            entries.append(entry)
-    return entries
-
-
-def server_account(before: list[dict[str, str]], after: list[dict[str, str]], client_ip: str) -> dict | None:
-    """The server sidecar's line for this probe: the newest of the lines logged since `before` whose downstream
-    address is the client pod's (probes never overlap on one pod pair). A shorter log (the proxy restarted)
-    counts from its start."""
-    new = after[len(before):] if len(after) >= len(before) else after
-    mine = [e for e in new if e.get("downstream", "").rsplit(":", 1)[0].strip("[]") == client_ip]
-    return mine[-1] if mine else None
-
-
-def account_identity(account: dict | None) -> str | None:
-    """The client identity the server sidecar verified: none when it terminated no TLS or got no certificate
-    (Envoy's JSON log writes such a field as null; its text log as "-")."""
-    san = (account or {}).get("peer_uri_san")
-    return None if san in (None, "", "-") else san

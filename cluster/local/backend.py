@@ -54,7 +54,7 @@ from meshproof.scenario import APPS, Scenario, Server, Workload, pod_shape, requ
 from probes.canary import HEADER as CANARY_HEADER
 from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError
-from probes.identity import peer_identity_from_headers
+from probes.identity import account_identity, peer_identity_from_headers, peer_log_entries, server_account
 
 # Failure counters only: they move when a connection fails, so their change since the last failed probe
 # belongs to this probe.
@@ -69,6 +69,10 @@ REFUSALS = (("ssl.fail_verify_no_cert", "no-client-certificate"), ("ssl.fail_ver
 # What the reference mesh handles beyond every consumer's common ground (meshproof.scenario.DIMENSIONS).
 HANDLES = {"server.app": APPS}
 GREETING = GREETING_BYTES.decode("latin-1")  # as the TCP probe client reports it
+
+# How long a completed probe waits for the server sidecar's access log line (written when the connection closes,
+# flushed every 20 ms: envoy.py).
+PEER_LOG_WAIT_S = 1.0
 
 # Idle pod pairs kept for reuse by later cells of the same shape. Cells come roughly grouped by shape,
 # so two keep reuse high while a worker holds ~2 x 190 MB instead of one pair per shape it ever saw.
@@ -371,6 +375,7 @@ class LocalBackend(MeshBackend):
             return self._probe_tcp(pair, host, port, canary, capture, extra)
         url = f"{'https' if server.app == 'https' else 'http'}://{host}:{port}/headers"
         with pair.probing:
+            log_start = _log_size(pair.server)
             started = time.perf_counter()
             wire, harness_error = None, None
             if capture:
@@ -382,7 +387,9 @@ class LocalBackend(MeshBackend):
                 return ProbeResult("error", None, -1, None, harness_error, canary=canary, elapsed_ms=elapsed,
                                    extra=extra)
             detail, report = (None, None) if curl.http_status == 200 else self._failure_detail(pair, curl)
-        identity = peer_identity_from_headers(curl.body) if curl.http_status == 200 else None
+            identity = peer_identity_from_headers(curl.body) if curl.http_status == 200 else None
+            if server.app == "https":  # its TLS passes through the server sidecar: no XFCC, its own account
+                identity = self._peer_from_account(pair, log_start, curl.http_status == 200, extra)
         if curl.http_status == 200 and curl.curl_exit == 0 and echoed_canary(curl.body) != canary:
             harness_error = "the 200 did not echo this probe's canary: it answered another request"
         status = curl.http_status or None
@@ -403,6 +410,7 @@ class LocalBackend(MeshBackend):
         holds its exit code (tcp_probe.EXIT_CODES) and http_status stays None."""
         banner = pair.server.workload.app == "banner"
         with pair.probing:
+            log_start = _log_size(pair.server)
             started = time.perf_counter()
             wire, harness_error = None, None
             if capture:
@@ -421,15 +429,31 @@ class LocalBackend(MeshBackend):
             detail, report = (None, None) if result == "completed" else self._counters_moved(
                 pair, [f"tcp client: {result} at {account.get('step')}" + (
                     f" ({account['detail']})" if account.get("detail") else "")])
+            identity = self._peer_from_account(pair, log_start, result == "completed", extra)
         if result == "error":
             harness_error = harness_error or f"the TCP probe client failed: {account.get('detail')}"
-        outcome = tcp_outcome(result, account.get("answer"), wire.verdict if wire else None, None)
+        outcome = tcp_outcome(result, account.get("answer"), wire.verdict if wire else None, identity)
         if harness_error:
             detail, outcome = f"{harness_error}; the probe client said {result}" + (
                 f"; {detail}" if detail else ""), "error"
-        return ProbeResult(outcome=outcome, http_status=None, curl_exit=sent.exit_code, peer_identity=None,
+        return ProbeResult(outcome=outcome, http_status=None, curl_exit=sent.exit_code, peer_identity=identity,
                            failure_detail=detail, proxy_report=report, wire=wire, canary=canary, elapsed_ms=elapsed,
                            command=sent.command, extra=extra)
+
+    def _peer_from_account(self, pair: Pair, log_start: int, completed: bool, extra: dict[str, Any]) -> str | None:
+        """The client identity in the server sidecar's access log line for this probe (probes/identity.py), kept
+        in extra["server_sidecar"]. tcp_proxy logs when the connection closes, so for a completed probe the line
+        is waited for briefly; a probe that did not complete may have left none."""
+        if not pair.server.sidecar:
+            return None
+        deadline = time.monotonic() + (PEER_LOG_WAIT_S if completed else 0)
+        while True:
+            account = server_account([], peer_log_entries(_log_since(pair.server, log_start)), pair.client.ip)
+            if account or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        extra["server_sidecar"] = account
+        return account_identity(account)
 
     def _captured(self, pair: Pair, canary: str, send):
         """(what send() returned, or None if it did not run; the verdict of a capture on the server pod's veth
@@ -616,6 +640,23 @@ def destination(pair: Pair, scenario: Scenario | None) -> tuple[str, int]:
     if scenario is not None and scenario.request.to == "pod-ip":
         return pair.server.ip, server.target_port
     return server.host, server.service_port
+
+
+def _log_size(pod: LocalPod) -> int:
+    try:
+        return (pod.dir / "envoy.log").stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_since(pod: LocalPod, offset: int) -> str:
+    """What the pod's sidecar logged since `offset` (a restarted sidecar appends to the same file)."""
+    try:
+        with open(pod.dir / "envoy.log", "rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _counter_delta(pod: LocalPod, pattern: str) -> dict[str, int]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from cluster.backend import RESPONSE_FLAGS_HEADER
 from meshproof.istio_api import ClientTLS, DestinationRule, ManifestError, PeerAuthentication, Resource
 from meshproof.scenario import spiffe_id
+from probes.identity import PEER_LOG_FORMAT
 
 TYPE = "type.googleapis.com/envoy."
 CLUSTER_TYPE = TYPE + "config.cluster.v3.Cluster"
@@ -573,11 +574,28 @@ def compile_sidecar(pod: Pod, services: list[Service], resources: list[Resource]
         clusters.append(inbound_cluster(port))
     chains += inbound_chains(pod, None, mode)
     clusters.append(inbound_passthrough_cluster())
-    listeners.append({"name": "virtualInbound", "address": _addr("0.0.0.0", 15006),
+    listeners.append(with_peer_identity_log({"name": "virtualInbound", "address": _addr("0.0.0.0", 15006),
                       "listener_filters": [_listener_filter("original_dst", "OriginalDst"),
                                            _listener_filter("tls_inspector", "TlsInspector")],
-                      "filter_chains": chains})
+                      "filter_chains": chains}))
     return SidecarConfig(clusters, listeners, decisions)
+
+
+# --- Harness, not Istio: the server sidecar's account of each TCP peer ---------------------------------------
+
+def with_peer_identity_log(listener: dict) -> dict:
+    """The inbound listener with an access log on each of its tcp_proxy filters: the client identity the
+    sidecar verified, as JSON lines on its stdout (probes/identity.py PEER_LOG_FORMAT). TCP carries no
+    X-Forwarded-Client-Cert; the kube backend adds the same log with an EnvoyFilter
+    (cluster/manifests/peer-identity-log.yaml). Routing and TLS are untouched."""
+    log = {"name": "envoy.access_loggers.stdout", "typed_config": {
+        "@type": f"{TYPE}extensions.access_loggers.stream.v3.StdoutAccessLog",
+        "log_format": {"json_format": PEER_LOG_FORMAT}}}
+    chains = [*listener.get("filter_chains", []), *filter(None, [listener.get("default_filter_chain")])]
+    for f in (f for chain in chains for f in chain["filters"]):
+        if f["name"] == "envoy.filters.network.tcp_proxy":
+            f["typed_config"]["access_log"] = [log]
+    return listener
 
 
 def write_xds(xds_dir: Path, config: SidecarConfig, version: str, uid: int | None = None) -> None:

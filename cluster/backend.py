@@ -83,9 +83,9 @@ def completed_outcome(wire_verdict: Wire | None, peer_identity: str | None, unpr
 
 def tcp_outcome(client_result: str, answer: str | None, wire_verdict: Wire | None, peer_identity: str | None) -> str:
     """Map the TCP probe client's account (probes/tcp_probe.py) to the oracle's vocabulary: the echo back is
-    completed; refused or closed before it, `reset`; its deadline, `timeout`. A line that is not the echo is
-    outside the oracle's words: the HTTP status when it is an HTTP answer (a proxy's HTTP codec refusing the
-    line, e.g. "400"), else "answered"."""
+    completed; refused or closed before it, `reset` (also after another answer, such as a proxy's HTTP 400); its
+    deadline, `timeout`. Another answer on a connection that stays open is outside the oracle's words: its HTTP
+    status when it is an HTTP answer, else "answered"."""
     if client_result == "completed":
         return completed_outcome(wire_verdict, peer_identity, Outcome.PLAINTEXT)
     if client_result == "timeout":

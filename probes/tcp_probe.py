@@ -11,7 +11,8 @@ and exits with EXIT_CODES[result]:
 - "completed": the line came back unchanged (after a greeting, with --wait-greeting);
 - "reset": the connection was refused, or closed or reset before that;
 - "timeout": the deadline passed while it waited;
-- "answered": a line came back that is not the canary's (e.g. an HTTP 400 from a proxy's HTTP codec).
+- "answered": a line came back that is not the canary's, and the connection stayed open until the deadline
+  (a close after such an answer, e.g. an HTTP 400 from a proxy's HTTP codec, is "reset", the answer kept).
 
 Standard library only, and imports nothing of meshproof: cluster/local/runtime.py stages this file as the
 top-level module `tcp_probe`, so the app user never reads the checkout.
@@ -54,6 +55,17 @@ def _read_line(sock: socket.socket, deadline: float) -> bytes:
     return data
 
 
+def _rest(sock: socket.socket, deadline: float) -> bytes:
+    """What else comes until the peer closes (raises _Closed with it) or the deadline (socket.timeout)."""
+    data = b""
+    while len(data) < MAX_LINE:
+        try:
+            data += _read_line(sock, deadline)
+        except _Closed as closed:
+            return data + closed.args[0]
+    return data
+
+
 def probe(host: str, port: int, canary: str, wait_greeting: bool,
           deadline_s: float = PROBE_DEADLINE_S) -> dict[str, Any]:
     """The account of one exchange: result, the step it ended at (connect | greeting | echo), greeting and
@@ -74,15 +86,20 @@ def probe(host: str, port: int, canary: str, wait_greeting: bool,
         answer = _read_line(sock, deadline)
         account["answer"] = answer.decode("latin-1")
         account["result"] = "completed" if answer == canary_line(canary) else "answered"
-    except _Closed as closed:
+        if account["result"] == "answered":
+            # Another answer (a proxy's HTTP 400, say): a close after it is still a closed connection.
+            account["answer"] += _rest(sock, deadline).decode("latin-1")
+            account["result"], account["detail"] = "reset", "closed by the peer after an answer that is not the echo"
+    except _Closed as closed:  # before a whole line came
         got = closed.args[0].decode("latin-1")
         account["detail"] = "closed by the peer" + (f" after {got!r}" if got else "")
         if got and account["step"] == "echo":
-            account["answer"], account["result"] = got, "answered"
+            account["answer"] = got
     except TimeoutError:
-        account["result"], account["detail"] = "timeout", f"nothing more within {deadline_s} s"
-    except OSError as err:  # refused, reset, unreachable, no such name
-        account["detail"] = f"{type(err).__name__}: {err.strerror or err}"
+        if account["result"] != "answered":  # an answer, then silence: the answer stands
+            account["result"], account["detail"] = "timeout", f"nothing more within {deadline_s} s"
+    except OSError as err:  # refused, reset (also after another answer), unreachable, no such name
+        account["result"], account["detail"] = "reset", f"{type(err).__name__}: {err.strerror or err}"
     finally:
         if sock is not None:
             sock.close()

@@ -87,9 +87,12 @@ def test_a_server_first_app_behind_a_sidecars_http_chain_times_out(mesh):
     assert result.wire.verdict == "none" and not result.wire.canary_in_clear, result.wire
 
 
-def test_a_client_first_tcp_line_into_a_sidecars_http_chain_is_answered_400(mesh):
+def test_a_client_first_tcp_line_into_a_sidecars_http_chain_is_closed_after_a_400(mesh):
+    """The server sidecar's HTTP connection manager cannot parse the canary line: a codec error answers 400 and
+    closes, so the TCP client's connection was closed without the echo (reset, the 400 kept in its account)."""
     result = probe(mesh, scenario("tcp-echo", client_sidecar=False))
-    assert result.outcome == "400" and result.wire.http_status_on_wire == 400, result.to_json()
+    assert result.outcome == "reset" and result.wire.http_status_on_wire == 400, result.to_json()
+    assert result.extra["tcp_client"]["answer"].startswith("HTTP/1.1 400 ")
     assert result.wire.canary_in_clear  # the line crossed in the clear: the probe says so
 
 
@@ -99,10 +102,10 @@ def test_tls_into_a_sidecars_http_port_is_closed(mesh):
     assert "no_filter_chain_match" in result.failure_detail
 
 
-@pytest.mark.parametrize("app,outcome", [("tcp-echo", "400"), ("banner", "timeout"), ("https", "reset")])
+@pytest.mark.parametrize("app,outcome", [("tcp-echo", "reset"), ("banner", "timeout"), ("https", "reset")])
 def test_a_client_sidecars_http_chain_keeps_non_http_apps_from_the_server(mesh, app, outcome):
     """Both sidecars on an http port: the client sidecar's HTTP connection manager answers the TCP line itself
-    (400), waits with the server-first client for bytes that never come, or closes on a ClientHello. Nothing
+    (400, then it closes), waits with the server-first client for bytes that never come, or closes on a ClientHello. Nothing
     reaches the server's link, and the capture's heartbeat proves it looked (verdict none, not a harness error)."""
     result = probe(mesh, scenario(app))
     assert result.outcome == outcome, result.to_json()

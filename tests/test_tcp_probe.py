@@ -97,9 +97,22 @@ def test_a_silent_server_is_a_timeout_at_the_client_deadline():
     assert (account["result"], account["step"]) == ("timeout", "greeting"), account
 
 
-def test_another_answer_is_answered_and_an_http_one_reads_as_its_status():
-    port = serve_once(lambda conn: (conn.recv(100), conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")))
+def test_another_answer_then_a_close_is_reset_with_the_answer_kept():
+    """A proxy's HTTP codec answering the canary line with a 400 and closing: a closed connection."""
+    answer = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\n\r\nBad Request"
+    port = serve_once(lambda conn: (conn.recv(100), conn.sendall(answer)))
     account = tcp_probe.probe("127.0.0.1", port, CANARY, wait_greeting=False)
+    assert (account["result"], account["answer"]) == ("reset", answer.decode()), account
+    assert tcp_outcome(account["result"], account["answer"], None, None) == "reset"
+
+
+def test_another_answer_on_a_connection_that_stays_open_is_answered():
+    done = threading.Event()
+    port = serve_once(lambda conn: (conn.recv(100), conn.sendall(b"HTTP/1.1 400 Bad Request\r\n"), done.wait(5)))
+    try:
+        account = tcp_probe.probe("127.0.0.1", port, CANARY, wait_greeting=False, deadline_s=0.5)
+    finally:
+        done.set()
     assert account["result"] == "answered", account
     assert tcp_outcome(account["result"], account["answer"], None, None) == "400"
     assert tcp_outcome("answered", "hello\n", None, None) == "answered"

@@ -85,6 +85,8 @@ SRC_HEADLESS_MTLS = (f"{ISTIO} pilot/pkg/model/push_context.go BestEffortInferSe
                      "pilot/pkg/networking/core/cluster_tls.go applyUpstreamTLSSettings (no transport socket match "
                      "on an ORIGINAL_DST cluster) + cluster.go convertResolution (Passthrough -> ORIGINAL_DST, "
                      "PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES off by default)")
+SRC_ALLOW_ANY = (f"{ISTIO} pilot/pkg/networking/core/httproute.go buildCatchAllVirtualHost (allow_any: domain *, "
+                 "PassthroughCluster) + generateVirtualHostDomains (Service names and VIPs, never pod IPs)")
 SRC_PROTOCOL = (f"{ISTIO} pkg/config/kube/conversion.go ConvertProtocol (a 'grpc-web' prefix first, then the "
                 "name up to its first '-'; an unknown name on a well-known port is TCP) + pkg/config/protocol/"
                 "instance.go Parse (case-insensitive); same code at release-1.28, 1.29 and 1.30")
@@ -743,8 +745,14 @@ def expect(scenario: Scenario) -> Prediction:
     protocol = modelled_protocol(scenario)
     policy = server_policy(scenario)
     chosen = select_destination_rule(scenario) if scenario.client.sidecar else ChosenRule(None, ())
-    if scenario.server.app == "httpbin" and scenario.request.to == "service":
-        return _expect_http(scenario, policy, chosen)
+    server, to = scenario.server, scenario.request.to
+    if server.app == "httpbin" and scenario.client.sidecar:
+        path, why = client_listener(protocol, server.app, to, server.headless,
+                                    server.service_port == server.target_port)
+        if path == "hcm":
+            return _expect_http(scenario, policy, *_http_origination(scenario, protocol, policy, chosen, why))
+    if server.app == "httpbin" and protocol == "HTTP" and to == "service":
+        return _expect_http(scenario, policy, chosen, client_origination(scenario, policy, chosen))
     return _expect_port(scenario, protocol, policy, chosen)
 
 
@@ -760,20 +768,40 @@ def modelled_protocol(scenario: Scenario) -> str:
         raise refuse("server.port_name", server.port_name,
                      f"it means protocol {protocol}; the oracle handles names that mean HTTP, TCP, TLS, HTTPS or "
                      "protocol sniffing")
-    if server.app == "httpbin" and protocol != "HTTP":
-        raise refuse("server.port_name", server.port_name, "httpbin behind a port that is not declared HTTP")
     if server.headless and server.service_port != server.target_port:
         raise refuse("server.headless", True, "a headless Service whose port differs from its targetPort (clients "
                      "connect to podIP:port, where the app does not listen)")
-    if scenario.request.to == "pod-ip" and server.app == "httpbin" and server.service_port == server.target_port:
-        raise refuse("request.to", "pod-ip", "an HTTP request to the pod's IP on the Service's own port number (the "
-                     "client sidecar's HTTP listener for that port routes it by Host header)")
     return protocol
 
 
-def _expect_http(scenario: Scenario, policy: ServerPolicy, chosen: ChosenRule) -> Prediction:
-    """An HTTP request to httpbin's HTTP Service port, ClusterIP or headless: the truth table OUTCOMES."""
+def _http_origination(scenario: Scenario, protocol: str, policy: ServerPolicy, chosen: ChosenRule,
+                      why: str) -> tuple[ChosenRule, Origination]:
+    """What the client sidecar's HTTP connection manager sends, on an HTTP or sniffed port."""
+    if scenario.request.to == "pod-ip":
+        # The HTTP listener 0.0.0.0:<port> takes podIP:<port> too; the Host header is the pod IP, which no
+        # Service's virtual host names, so the catch-all allow_any route (outboundTrafficPolicy ALLOW_ANY, the
+        # default) sends it to PassthroughCluster: no TLS, no DestinationRule.
+        return ChosenRule(None, ()), Origination("plaintext", None, (
+            (f"{why}; the Host header is the pod IP, which no virtual host names, so the allow_any route sends the "
+            "request to PassthroughCluster without TLS (httproute.go buildCatchAllVirtualHost)"),))
     origin = client_origination(scenario, policy, chosen)
+    if protocol == "auto" and (origin.sends in ("mutual", "simple") or
+                               (origin.sends == "istio-mutual" and policy.mode == "DISABLE")):
+        # A sniffed port's server chains differ from an HTTP port's for these: TLS without Istio's HTTP ALPN
+        # meets a tcp_proxy chain (getFilterChainMatchOptions, ListenerProtocolAuto), not a refusal.
+        raise NotSupportedYet(scenario.name or "scenario", "scenario", "server.port_name",
+                              f"{scenario.server.port_name!r} is valid but the oracle does not handle it yet: HTTP "
+                              f"that the client sidecar sends as {origin.sends} TLS to a sniffed port under "
+                              f"{policy.mode} (the port's tcp_proxy chains take it)")
+    if protocol == "auto":
+        origin = replace(origin, steps=((f"{why}; the sniffed port's server chains take Istio's HTTP ALPN "
+                                        "(istio-http/1.1) or plaintext HTTP as an HTTP port's do"), *origin.steps))
+    return chosen, origin
+
+
+def _expect_http(scenario: Scenario, policy: ServerPolicy, chosen: ChosenRule, origin: Origination) -> Prediction:
+    """An HTTP request through the client sidecar's HTTP connection manager (or from a client without one) to
+    an HTTP or sniffed port: the truth table OUTCOMES."""
     rule_id = origin.rule or OUTCOMES[(origin.sends, policy.mode)]
     presents_cert = policy.mode == "STRICT" or (policy.mode == "PERMISSIVE" and origin.sends == "istio-mutual")
     if origin.rejects_server_cert and presents_cert:
@@ -787,8 +815,9 @@ def _expect_http(scenario: Scenario, policy: ServerPolicy, chosen: ChosenRule) -
     client_tls = "plaintext" if origin.sends == "naked" else origin.sends
     identity = scenario.client.spiffe_id if rule.identity else None
     reason = _reason(origin.steps[-1], scenario, policy, rule.says)
+    via_passthrough = scenario.request.to == "pod-ip" and scenario.client.sidecar
     return Prediction(outcome=rule.outcome, wire=wire, peer_identity=identity, reason=reason, rule=rule_id,
-                      source=rule.source, client_tls=client_tls, server_mode=policy.mode,
+                      source=f"{rule.source}; {SRC_ALLOW_ANY}" if via_passthrough else rule.source, client_tls=client_tls, server_mode=policy.mode,
                       istio_version=scenario.istio_version,
                       details=policy.steps + chosen.steps + origin.steps,
                       tls=wire_tls(scenario, wire) if rule.outcome == Outcome.MTLS else None,

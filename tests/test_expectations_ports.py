@@ -106,6 +106,21 @@ CASES = [
     ("echo-istio-mutual-naked-server", cell([dr("ISTIO_MUTUAL")], server_sidecar=False, app="tcp-echo",
                                             port_name="tcp"), R, W_MTLS, "sidecar-tls-reaches-app-reset",
      "cluster_tls.go applyUpstreamTLSSettings: a user ISTIO_MUTUAL has no socket match"),
+    # --- httpbin on ports not named http
+    ("httpbin-tcp-port", cell(port_name="tcp"), M, W_MTLS, "mtls-terminated",
+     "tcp_proxy both sides; the server sidecar's account names the client (no XFCC over tcp_proxy)"),
+    ("httpbin-tcp-port-naked-strict", cell([pa("STRICT")], client_sidecar=False, port_name="tcp"), R, W_PLAIN,
+     "no-filter-chain-reset", "inboundStrictTCPFilterChainMatchOptions: tls only"),
+    ("httpbin-tcp-port-dr-disable-strict", cell([pa("STRICT"), dr("DISABLE")], port_name="tcp"), R, W_PLAIN,
+     "no-filter-chain-reset", "tcp_proxy answers no 503: the connection just closes"),
+    ("httpbin-sniffed-port", cell([pa("STRICT")], port_name="web"), M, W_MTLS, "istio-mutual-accepted",
+     "inboundStrictFilterChainMatchOptions: istio-http/1.1 (the outbound alpn filter) meets the HTTP chain"),
+    ("httpbin-sniffed-port-naked", cell(client_sidecar=False, port_name="web"), P, W_PLAIN, "hcm-plaintext-accepted",
+     "inboundPermissiveFilterChainMatchWithMxcOptions: the HTTP inspector's http/1.1 picks the HTTP chain"),
+    ("httpbin-pod-ip-same-port-strict", cell([pa("STRICT")], to="pod-ip", service_port=8080), "503", W_PLAIN,
+     "sidecar-plaintext-to-strict-503", "httproute.go buildCatchAllVirtualHost: the allow_any route, no TLS"),
+    ("httpbin-pod-ip-same-port-dr", cell([pa("STRICT"), dr("ISTIO_MUTUAL")], to="pod-ip", service_port=8080), "503",
+     W_PLAIN, "sidecar-plaintext-to-strict-503", "PassthroughCluster: the Service host's DestinationRule never applies"),
     # --- no server sidecar
     ("echo-naked-server", cell(server_sidecar=False, app="tcp-echo", port_name="tcp"), P, W_PLAIN,
      "plaintext-to-naked-app", "defaultTransportSocketMatch: no tlsMode=istio label, no TLS"),
@@ -250,9 +265,9 @@ def test_mutation_alpn_preference_is_caught(monkeypatch):
 @pytest.mark.parametrize("data,field", [
     (cell(app="tcp-echo", port_name="grpc"), "server.port_name"),
     (cell(app="tcp-echo", port_name="mongo"), "server.port_name"),
-    (cell(port_name="tcp"), "server.port_name"),  # httpbin on a TCP port
     (cell(headless=True), "server.headless"),  # port 8000 != targetPort 8080
-    (cell(to="pod-ip", service_port=8080), "request.to"),  # HTTP to podIP on the HTTP listener's port
+    (cell([pa("DISABLE"), dr("ISTIO_MUTUAL")], port_name="web"), "server.port_name"),  # TLS to a sniffed port's TCP chain
+    (cell([dr("MUTUAL")], port_name="web"), "server.port_name"),
 ])
 def test_what_is_not_modelled_is_refused_naming_the_field(data, field):
     with pytest.raises(NotSupportedYet) as err:

@@ -135,7 +135,9 @@ VERSION_NOTES = {
 class Prediction:
     outcome: Outcome
     wire: Wire  # what the client puts on the pod-to-pod link
-    peer_identity: str | None  # client SPIFFE ID the app sees in X-Forwarded-Client-Cert, or None
+    # The client SPIFFE ID the server side names: on an HTTP chain what the app sees in X-Forwarded-Client-Cert;
+    # on a tcp_proxy chain (no XFCC, whatever the app speaks) the server sidecar's own account. None: nobody.
+    peer_identity: str | None
     reason: str  # one readable sentence
     rule: str  # short rule id, a key of RULES
     source: str  # citation

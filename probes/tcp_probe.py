@@ -1,6 +1,6 @@
 """The TCP probe client: what a user's client does against a TCP app, in the client pod as the app user.
 
-    python -m tcp_probe HOST PORT CANARY [--wait-greeting]
+    python -m tcp_probe HOST PORT CANARY [--wait-greeting] [--echo-prefix PREFIX]
 
 - tcp-echo: connect, send the canary line `meshproof-canary <canary>\\n` (not the start of an HTTP request), and
   read one line back;
@@ -67,9 +67,11 @@ def _rest(sock: socket.socket, deadline: float) -> bytes:
 
 
 def probe(host: str, port: int, canary: str, wait_greeting: bool,
-          deadline_s: float = PROBE_DEADLINE_S) -> dict[str, Any]:
+          deadline_s: float = PROBE_DEADLINE_S, echo_prefix: str = "") -> dict[str, Any]:
     """The account of one exchange: result, the step it ended at (connect | greeting | echo), greeting and
-    answer as received (latin-1 text), detail (an error), elapsed_ms."""
+    answer as received (latin-1 text), detail (an error), elapsed_ms. `echo_prefix`: an echo server that
+    answers "<prefix> <line>" (Istio's samples/tcp-echo) completes with exactly that answer."""
+    expected = (f"{echo_prefix} " if echo_prefix else "").encode() + canary_line(canary)
     started = time.monotonic()
     deadline = started + deadline_s
     account: dict[str, Any] = {"result": "reset", "step": "connect", "greeting": None, "answer": None,
@@ -85,7 +87,7 @@ def probe(host: str, port: int, canary: str, wait_greeting: bool,
         sock.sendall(canary_line(canary))
         answer = _read_line(sock, deadline)
         account["answer"] = answer.decode("latin-1")
-        account["result"] = "completed" if answer == canary_line(canary) else "answered"
+        account["result"] = "completed" if answer == expected else "answered"
         if account["result"] == "answered":
             # Another answer (a proxy's HTTP 400, say): a close after it is still a closed connection.
             account["answer"] += _rest(sock, deadline).decode("latin-1")
@@ -108,11 +110,17 @@ def probe(host: str, port: int, canary: str, wait_greeting: bool,
 
 
 def main(argv: list[str]) -> int:
-    args = [a for a in argv if a != "--wait-greeting"]
+    args, prefix = list(argv), ""
+    if "--echo-prefix" in args[:-1]:
+        at = args.index("--echo-prefix")
+        prefix = args[at + 1]
+        del args[at:at + 2]
+    wait = "--wait-greeting" in args
+    args = [a for a in args if a != "--wait-greeting"]
     if len(args) != 3 or not args[1].isdigit():
-        print("usage: python -m tcp_probe HOST PORT CANARY [--wait-greeting]", file=sys.stderr)
+        print("usage: python -m tcp_probe HOST PORT CANARY [--wait-greeting] [--echo-prefix PREFIX]", file=sys.stderr)
         return 64
-    account = probe(args[0], int(args[1]), args[2], "--wait-greeting" in argv)
+    account = probe(args[0], int(args[1]), args[2], wait, echo_prefix=prefix)
     print(json.dumps(account), flush=True)
     return EXIT_CODES[account["result"]]
 

@@ -142,3 +142,18 @@ def test_the_command_line_prints_one_account_and_exits_with_its_code():
     usage = subprocess.run([sys.executable, str(ROOT / "probes" / "tcp_probe.py"), "x"], capture_output=True,
                            text=True, check=False)
     assert usage.returncode == 64 and "usage" in usage.stderr
+
+
+def test_an_echo_with_the_servers_prefix_completes_at_once_when_the_client_expects_it():
+    """Istio's samples/tcp-echo answers "<prefix> <line>" and keeps the connection open."""
+    done = threading.Event()
+    line = tcp_probe.canary_line(CANARY)
+    port = serve_once(lambda conn: (conn.recv(100), conn.sendall(b"hello " + line), done.wait(5)))
+    try:
+        account = tcp_probe.probe("127.0.0.1", port, CANARY, wait_greeting=False, echo_prefix="hello")
+    finally:
+        done.set()
+    assert account["result"] == "completed", account  # without the prefix: "answered" at the deadline
+    proc = subprocess.run([sys.executable, str(ROOT / "probes" / "tcp_probe.py"), "127.0.0.1", str(free_port()),
+                           CANARY, "--echo-prefix", "hello"], capture_output=True, text=True, check=False)
+    assert '"result": "reset"' in proc.stdout, proc.stderr

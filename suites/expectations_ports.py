@@ -232,13 +232,13 @@ def inbound(family: str, mode: str, outer: str, inner: str) -> tuple[str, tuple[
     if chain.terminates:
         if not arrival.client_cert:
             return "client-cert-required-reset", tuple(steps)
-        arrival = ARRIVALS[inner]
-        steps.append(f"the chain terminates the TLS; inside it comes {arrival.says}")
-        if chain.filters == "tcp":
-            return "mtls-terminated", tuple(steps)
+        if chain.filters == "http":  # an HTTP connection manager behind Istio mTLS: OUTCOMES decides that
+            raise ValueError(f"{outer} on a terminating HTTP chain is the HTTP truth table's, not these rules'")
+        steps.append(f"the chain terminates the TLS; inside it comes {ARRIVALS[inner].says}")
+        return "mtls-terminated", tuple(steps)
     if chain.filters == "http":
         if arrival.http:
-            return ("mtls-terminated" if chain.terminates else "hcm-plaintext-accepted"), tuple(steps)
+            return "hcm-plaintext-accepted", tuple(steps)
         return ("not-http-to-hcm-reset" if arrival.speaks_first else "hcm-waits-timeout"), tuple(steps)
     if outer in SIDECAR_TLS.values():
         return "sidecar-tls-reaches-app-reset", tuple(steps)

@@ -279,3 +279,8 @@ def test_the_default_http_port_is_untouched_by_the_new_paths():
     """httpbin on the HTTP port of a ClusterIP Service stays on the HTTP truth table."""
     p = predict(cell())
     assert p.rule == "istio-mutual-accepted" and p.tls["alpn"] == "istio"
+
+
+def test_an_http_chain_behind_mtls_is_left_to_the_http_table():
+    with pytest.raises(ValueError, match="HTTP truth table"):
+        ports.inbound("HTTP", "STRICT", "istio-mtls", "http-request")

@@ -979,7 +979,12 @@ def expect_handshake(scenario: Scenario, attempt) -> HandshakePrediction:
     """What the server sidecar does with a sidecar-less client's own TLS straight to its target port.
 
     `attempt` has certificate (None, "mesh", "self-signed", "other-ca"), spiffe_id, expired, alpn and versions
-    (offered, oldest first), as cluster.backend.TlsAttempt. The server must have a sidecar."""
+    (offered, oldest first), as cluster.backend.TlsAttempt. The server must have a sidecar and an HTTP port:
+    a TCP or sniffed port's chains pass TLS they do not terminate through to the app."""
+    if port_protocol(scenario.server.port_name, scenario.server.service_port) != "HTTP":
+        raise NotSupportedYet(scenario.name or "scenario", "scenario", "server.port_name",
+                              f"{scenario.server.port_name!r} is valid but the oracle's handshake rules cover HTTP "
+                              "ports only")
     mode = server_policy(scenario).mode
     if mode == "no-sidecar":
         raise ValueError("expect_handshake: the server has no sidecar, so no PeerAuthentication guards it")

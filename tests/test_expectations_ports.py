@@ -284,3 +284,10 @@ def test_the_default_http_port_is_untouched_by_the_new_paths():
 def test_an_http_chain_behind_mtls_is_left_to_the_http_table():
     with pytest.raises(ValueError, match="HTTP truth table"):
         ports.inbound("HTTP", "STRICT", "istio-mtls", "http-request")
+
+
+def test_the_handshake_rules_refuse_a_port_that_is_not_http():
+    from suites.expectations import expect_handshake
+
+    with pytest.raises(NotSupportedYet, match="HTTP ports only"):
+        expect_handshake(scenario_from_dict(cell(port_name="tcp")), attempt=None)

@@ -182,11 +182,14 @@ def judge(pcap_path: Path | str, canary: str, server_ip: str | None = None,
 
 
 def _is_heartbeat(flow: Flow, server_ip: str | None, server_port: int | None) -> bool:
-    """A lone RST to the heartbeat port and nothing back. Either side of a flow without SYN or payload may be
-    named its client (read_flows), so the RST's own direction decides."""
+    """A lone RST to the heartbeat port and nothing back (the reference mesh's), or a SYN there without payload
+    whatever answers it (the kube backend's: between nodes kube-proxy drops a lone RST as conntrack INVALID, so
+    it connects from the proxy's group instead, cluster/kube/capture.py heartbeat_command). Either side of a
+    flow without SYN or payload may be named its client (read_flows), so the frame's own direction decides."""
     target = (server_ip, heartbeat_port(server_port))
-    return any(sent.dst == target and sent.src[1] == HEARTBEAT_SOURCE_PORT and sent.rst and not sent.runs
-               and not back.frames for sent, back in ((flow.to_server, flow.to_client), (flow.to_client, flow.to_server)))
+    return any(sent.dst == target and sent.src[1] == HEARTBEAT_SOURCE_PORT and not sent.runs
+               and ((sent.rst and not back.frames) or sent.opened)
+               for sent, back in ((flow.to_server, flow.to_client), (flow.to_client, flow.to_server)))
 
 
 def _nothing_reached(pcap: Path, frames: int, summaries: list[dict[str, Any]], target: str) -> WireVerdict:

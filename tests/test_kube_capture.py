@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from cluster.kube.capture import start_script, stop_script
+from cluster.kube.capture import heartbeat_command, start_script, stop_script
 from probes.canary import new_canary
 from probes.errors import CaptureError
 from probes.verdict import judge
@@ -93,3 +93,42 @@ def test_tcpdump_that_cannot_start_says_why(tmp_path):
     done = sh(start_script("no-such-if0", 8080, "t", str(tmp_path)))
     assert done.returncode == 3
     assert "no-such-if0" in done.stdout
+
+
+def captured(tmp_path, port: int, canary: str, between) -> object:
+    """start_script, `between()`, stop_script, and the copied pcap's path."""
+    started = sh(start_script("lo", port, canary, str(tmp_path)))
+    assert started.returncode == 0, started.stdout + started.stderr
+    between()
+    stopped = sh(stop_script(canary, str(tmp_path)))
+    assert stopped.returncode == 0, stopped.stderr
+    pcap = tmp_path / "copied.pcap"
+    pcap.write_bytes(base64.b64decode("".join(stopped.stdout.split())))
+    return pcap
+
+
+def send_heartbeat(port: int) -> None:
+    command = heartbeat_command("127.0.0.1", port)
+    assert command[:3] == ["setpriv", "--regid=1337", "--clear-groups"]  # out past Istio's ISTIO_OUTPUT
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
+def test_the_heartbeat_proves_the_capture_saw_the_path_and_an_absent_probe_is_verdict_none(server, tmp_path):
+    canary = new_canary()
+    pcap = captured(tmp_path, server, canary, lambda: send_heartbeat(server))  # the probe sent nothing
+    wire = judge(pcap, canary, "127.0.0.1", server, heartbeat=True)
+    assert wire.verdict == "none"
+    sent = captured(tmp_path, server, canary, lambda: (request(server, canary), send_heartbeat(server)))
+    assert judge(sent, canary, "127.0.0.1", server, heartbeat=True).verdict == "plaintext"
+    # twice in a row from the same source port: no TIME_WAIT stands in the way
+    again = captured(tmp_path, server, canary, lambda: (send_heartbeat(server), send_heartbeat(server)))
+    assert judge(again, canary, "127.0.0.1", server, heartbeat=True).verdict == "none"
+
+
+def test_without_its_heartbeat_a_capture_proves_nothing(server, tmp_path):
+    canary = new_canary()
+    unproven = captured(tmp_path, server, canary, lambda: request(server, canary))
+    with pytest.raises(CaptureError, match="did not see its heartbeat"):
+        judge(unproven, canary, "127.0.0.1", server, heartbeat=True)

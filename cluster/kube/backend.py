@@ -133,6 +133,7 @@ class KubeHandle:
     convergence: Convergence | None = None
     sync: SyncWait | None = None  # istiod's push of the cell's objects and the sidecars' ACK
     capture: PodCapture | None = None
+    sender: PodCapture | None = None  # the capture container of the client pod: it sends the heartbeat
     diagnostics_dir: Path | None = None  # written when convergence timed out, or on request
 
     @property
@@ -460,21 +461,27 @@ class KubeBackend(MeshBackend):
         port = apps.wire_port(handle.scenario)
         if handle.capture is None:
             handle.capture = PodCapture(self._cluster(), ns, pod, port, self.images)
+        if handle.sender is None:
+            handle.sender = PodCapture(self._cluster(), *handle.client_pod, port, self.images)
         canary = new_canary()
         harness_errors = (CaptureError, WireCaptureError, TimeoutError, client.ApiException)
         try:
             handle.capture.ensure_container()
+            handle.sender.ensure_container()
             handle.capture.start(canary)
         except harness_errors as err:  # the harness failed, not the mesh: an error, never a pass
             return ProbeResult("error", None, -1, None, f"capture did not start (harness error): {err}",
                                canary=canary, extra=self._extra(handle))
         result = self._probe_once(handle, canary)
         try:
+            # the heartbeat from the client's link proves the capture was on the path (probes/heartbeat.py): a
+            # probe whose flow is then missing sent nothing to the server (verdict none)
+            handle.sender.heartbeat(ip, port)
             time.sleep(0.3)  # let the last ACKs and FINs reach the capture
             pcap = self.out_dir / "pcaps" / f"{handle.cell_id}-{canary}.pcap"
             pcap.parent.mkdir(parents=True, exist_ok=True)
             pcap.write_bytes(handle.capture.stop(canary))
-            wire = judge(pcap, canary, ip, port)
+            wire = judge(pcap, canary, ip, port, heartbeat=True)
         except harness_errors as err:
             result.outcome = "error"
             result.failure_detail = (f"capture failed (harness error): {err}; the probe itself got "

@@ -14,9 +14,11 @@ import time
 
 from cluster.kube.client import Cluster, exec_in
 from cluster.kube.render import Images, capture_container
+from probes.heartbeat import HEARTBEAT_SOURCE_PORT, heartbeat_port
 
 CONTAINER = "meshproof-capture"
 WORKDIR = "/tmp/meshproof"
+PROXY_GID = 1337  # Istio's iptables let the proxy's group out unredirected (ISTIO_OUTPUT --gid-owner RETURN)
 
 
 class CaptureError(RuntimeError):
@@ -56,6 +58,14 @@ class PodCapture:
             raise CaptureError(f"tcpdump did not start in {self.namespace}/{self.pod}: "
                                f"{(result.stdout + result.stderr).strip()[:300]}")
 
+    def heartbeat(self, server_ip: str, server_port: int) -> None:
+        """Send the capture's heartbeat from this (the client's) pod to the server pod (heartbeat_command)."""
+        result = exec_in(self.cluster, self.namespace, self.pod, CONTAINER, heartbeat_command(server_ip, server_port),
+                         timeout_s=20)
+        if result.exit_code != 0:
+            raise CaptureError(f"the heartbeat from {self.namespace}/{self.pod} did not go out: "
+                               f"{(result.stdout + result.stderr).strip()[:300]}")
+
     def stop(self, tag: str) -> bytes:
         """Stop tcpdump (it flushes on SIGINT) and return the pcap bytes."""
         result = exec_in(self.cluster, self.namespace, self.pod, CONTAINER, ["sh", "-c", stop_script(tag)],
@@ -73,13 +83,16 @@ def start_script(interface: str, port: int, tag: str, workdir: str = WORKDIR, pe
     """Start tcpdump in the background and return once it listens (exit 3 with its log, and no tcpdump left
     running, if it does not).
 
-    --immediate-mode: without it libpcap hands packets over in blocks, and a SIGINT drops the last one."""
+    --immediate-mode: without it libpcap hands packets over in blocks, and a SIGINT drops the last one. The
+    filter takes the probe's port and the heartbeat's (heartbeat_command)."""
     pcap, log, pid = _paths(tag, workdir)
     # Any line but a warning or "listening on" is an error; "listening on" is looked for again after the
     # loop, since tcpdump may write it between the loop's two greps.
-    bpf = f"tcp port {int(port)}" + (f" and host {ipaddress.ip_address(peer)}" if peer else "")
+    bpf = f"tcp and (port {int(port)} or port {heartbeat_port(int(port))})" \
+        + (f" and host {ipaddress.ip_address(peer)}" if peer else "")
     return (f"mkdir -p {shlex.quote(workdir)} && rm -f {pcap} {log} && "
-            f"(setsid tcpdump -i {shlex.quote(interface)} --immediate-mode -U -s 0 -w {pcap} {bpf} > {log} 2>&1 & "
+            f"(setsid tcpdump -i {shlex.quote(interface)} --immediate-mode -U -s 0 -w {pcap} {shlex.quote(bpf)} "
+            f"> {log} 2>&1 & "
             f"echo $! > {pid}) && "
             f"for i in $(seq 200); do grep -q 'listening on' {log} && exit 0; "
             f"grep -v -e WARNING -e 'listening on' {log} | grep -q . && break; sleep 0.05; done; "
@@ -100,6 +113,25 @@ def stop_script(tag: str, workdir: str = WORKDIR) -> str:
             f"[ \"$size\" -gt 24 ] && [ \"$size\" -eq \"$last\" ] && break; last=$size; sleep 0.2; done; "
             f"kill -INT $(cat {pid}) && for i in $(seq 200); do grep -q 'packets captured' {log} && break; "
             f"sleep 0.05; done; base64 {pcap} && rm -f {pcap} {log} {pid}")
+
+
+def heartbeat_command(server_ip: str, server_port: int) -> list[str]:
+    """The capture's heartbeat on a cluster (probes/heartbeat.py), run as root in the capture container of the
+    *client* pod after the probe: one TCP connect from source port HEARTBEAT_SOURCE_PORT to the server pod's
+    heartbeat port, from the proxy's group so that the client sidecar's iptables let it out unredirected
+    (tools/istio-iptables/pkg/capture/run.go: ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN, 1.28-1.30).
+    A SYN, not the reference mesh's lone RST: kube-proxy drops a RST without a connection between nodes
+    (KUBE-FORWARD ctstate INVALID DROP). SO_LINGER 0 closes with a RST, so no TIME_WAIT blocks the next one."""
+    script = ("import socket, struct, sys\n"
+              "s = socket.socket()\n"
+              "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+              "s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n"
+              "s.bind(('', int(sys.argv[3])))\n"
+              "s.settimeout(1)\n"
+              "try:\n    s.connect((sys.argv[1], int(sys.argv[2])))\nexcept OSError:\n    pass\n"
+              "s.close()\n")
+    return ["setpriv", f"--regid={PROXY_GID}", "--clear-groups", "python3", "-c", script,
+            str(ipaddress.ip_address(server_ip)), str(heartbeat_port(server_port)), str(HEARTBEAT_SOURCE_PORT)]
 
 
 def _paths(tag: str, workdir: str) -> tuple[str, str, str]:

@@ -16,7 +16,9 @@ ENCRYPTED = ("mtls", "app-tls")
 # refused or black-holed connection would otherwise pass as enforcement). A 503's wire class is recorded, not
 # judged: what a client sidecar sends before giving up is not what the cell is about; how many connections it
 # opened is (which_503).
-WIRE_JUDGED = ("mtls", "plaintext", "reset")
+# A timeout must show what the waiting looked like on the wire (nothing sent: "none", which the local capture's
+# heartbeat can prove), and an app-tls completion the TLS that was not Istio's.
+WIRE_JUDGED = ("mtls", "plaintext", "reset", "app-tls", "timeout")
 
 
 @dataclass(frozen=True)

@@ -151,3 +151,23 @@ def test_a_wrong_outcome_stays_unexpected_outcome_even_over_weak_tls():
     expected.tls = TLS13
     seen = observed(outcome="plaintext", wire="plaintext", peer=None)
     assert compare(expected, seen, captured=True).category == UNEXPECTED_OUTCOME
+
+
+def test_a_timeout_and_an_app_tls_completion_are_judged_on_the_wire():
+    """TCP ports: a server-first client waiting behind a listener filter sent nothing (wire none); a client that
+    did send bytes and then timed out is another cell. An app-tls completion must be the app's TLS on the wire."""
+    waiting = prediction(outcome="timeout", wire="none", peer=None)
+    assert compare(waiting, observed(outcome="timeout", wire="none", peer=None, status=None), captured=True).passed
+    sent_bytes = compare(waiting, observed(outcome="timeout", wire="plaintext", peer=None, status=None), captured=True)
+    assert not sent_bytes.passed and "wire" in sent_bytes.message
+    own_tls = prediction(outcome="app-tls", wire="app-tls", peer=None)
+    assert compare(own_tls, observed(outcome="app-tls", wire="app-tls", peer=None), captured=True).passed
+    assert not compare(own_tls, observed(outcome="app-tls", wire="mtls", peer=None), captured=True).passed
+
+
+def test_plaintext_tcp_where_mtls_is_expected_is_a_leak():
+    """The TCP canary travels in the payload: a cleartext echo where the oracle says mTLS is a leak."""
+    expected = prediction(outcome="mtls", wire="mtls")
+    seen = observed(outcome="plaintext", wire="plaintext", peer=None, canary_in_clear=True, status=None)
+    verdict = compare(expected, seen, captured=True)
+    assert not verdict.passed and verdict.category == PLAINTEXT_LEAK

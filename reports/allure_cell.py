@@ -116,12 +116,17 @@ def predicted(cell_id: str, scenario, tags: tuple[str, ...], prediction) -> None
     tls_source = (getattr(prediction, "tls", None) or {}).get("source", "")
     for name, url in source_links(f"{prediction.source}; {tls_source}", scenario.istio_version):
         allure.dynamic.link(url, name=name)
-    allure.dynamic.description_html(description_html(cell_id, prediction, None))
+    allure.dynamic.description_html(description_html(cell_id, prediction, None, question=question_of(scenario)))
 
 
-def conclude(cell_id: str, prediction, result, verdict) -> None:
+def question_of(scenario) -> str:
+    """The question the cell asks (its `why`, suites/cells.py), which the report shows above the prediction."""
+    return str(scenario.extra.get("why") or "")
+
+
+def conclude(cell_id: str, prediction, result, verdict, question: str = "") -> None:
     """After the probe: the description gains the wire facts; a leak where mTLS was expected is critical."""
-    allure.dynamic.description_html(description_html(cell_id, prediction, result, verdict))
+    allure.dynamic.description_html(description_html(cell_id, prediction, result, verdict, question))
     observed = classify(result.outcome, result.wire.verdict if result.wire else None)
     if classify(prediction.outcome, prediction.wire) in ENCRYPTED and observed.key == "cleartext":
         allure.dynamic.severity(allure.severity_level.CRITICAL)
@@ -133,9 +138,10 @@ def wire_facts(wire: dict | None) -> dict:
     return {key: wire.get(key) for key in WIRE_FACT_KEYS if key in wire}
 
 
-def description_html(cell_id: str, prediction, result, verdict=None) -> str:
+def description_html(cell_id: str, prediction, result, verdict=None, question: str = "") -> str:
     esc = html.escape
-    why = (f"<p><b>Why:</b> {esc(prediction.reason)}</p>"
+    why = (f"<p><b>Question:</b> {esc(question)}</p>" if question else "") + (
+           f"<p><b>Why:</b> {esc(prediction.reason)}</p>"
            f"<p><b>Prediction:</b> {esc(prediction.outcome)} (wire {esc(prediction.wire or 'none')}, peer "
            f"{esc(str(prediction.peer_identity))}) by rule <code>{esc(prediction.rule)}</code></p>"
            f"<p><b>Source:</b> {esc(prediction.source)}</p>")

@@ -67,7 +67,7 @@ def _run_cell(mesh, options, cell: Cell, deployment) -> None:
         with allure.step("classify the wire and compare with the oracle"):
             allure_cell.attach_wire(result.wire)
             verdict = compare(prediction, result, captured=options.capture)
-        allure_cell.conclude(cell_id, prediction, result, verdict)
+        allure_cell.conclude(cell_id, prediction, result, verdict, allure_cell.question_of(scenario))
         if not verdict and hasattr(mesh, "diagnostics"):
             with allure.step("collect diagnostics"):
                 allure_cell.attach_diagnostics(mesh.diagnostics(handle))
@@ -92,7 +92,7 @@ def _run_codeployed(deployment, options, cell_id: str, scenario, tags: tuple[str
     with allure.step("classify the wire and compare with the oracle (predicted from every deployed object)"):
         allure_cell.attach_wire(result.wire)
         verdict = compare(prediction, result, captured=options.capture)
-    allure_cell.conclude(cell_id, prediction, result, verdict)
+    allure_cell.conclude(cell_id, prediction, result, verdict, allure_cell.question_of(scenario))
     if not verdict and (folder := deployment.diagnostics(cell_id)) is not None:
         with allure.step("collect diagnostics"):
             allure_cell.attach_diagnostics(folder)

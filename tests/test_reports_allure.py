@@ -59,7 +59,7 @@ def test_cell(cell, wire):
     result = ProbeResult("mtls" if wire == "mtls" else "plaintext", 200, 0,
                          prediction.peer_identity if wire == "mtls" else None, wire=facts)
     verdict = compare(prediction, result, captured=True)
-    allure_cell.conclude(cell, prediction, result, verdict)
+    allure_cell.conclude(cell, prediction, result, verdict, allure_cell.question_of(scenario))
     names = RunNamespaces.for_scenario(scenario, "t1")
     allure_cell.record(cell, tags, scenario, prediction, result, verdict, 1.0, "local", names)
     assert verdict.passed, verdict.message
@@ -144,6 +144,7 @@ def test_cell_result_carries_tree_title_links_wire_facts_and_critical_leak(cell_
     assert any("filterchain_options.go" in link["url"] for link in ok["links"])
     page = ok["descriptionHtml"]
     assert "<b>Why:</b> " in page and "by rule <code>istio-mutual-accepted</code>" in page
+    assert "<p><b>Question:</b> A client with a sidecar calls a server with one: " in page  # the cell's why
     assert "<th>tls version</th><td>TLSv1.3</td>" in page and "<th>sni</th><td>outbound_.8000_._.httpbin" in page
     assert ("severity", "critical") not in labels
     assert leak["status"] == "failed" and "PLAINTEXT LEAK" in leak["statusDetails"]["message"]
@@ -173,3 +174,7 @@ def test_suites_beside_the_matrix_get_their_epic_and_a_readable_feature():
                      "self-signed against STRICT") == ("Adversary", "PeerAuthentication STRICT",
                                                        "self-signed against STRICT")
     assert hierarchy("ports/tcp-strict", ("ports",), "")[0] == "Ports"
+    banner = ("ports", "banner", "web", "sidecars-both", "pa-permissive", "dr-none")
+    assert hierarchy("/".join(banner), banner, "") == ("Ports", "banner (server-first TCP)", "port named web")
+    headless = ("destinations", "headless", "sidecar-server-only", "pa-strict")
+    assert hierarchy("/".join(headless), headless, "") == ("Destinations", "headless Service", "none → sidecar")

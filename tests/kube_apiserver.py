@@ -55,8 +55,8 @@ Answer = tuple[int, object]  # (HTTP status, JSON body)
 
 @dataclass
 class FakeApiServer:
-    """routes: (METHOD, path regex) -> function(Request, match) -> (status, body): JSON, or bytes sent as they
-    are. Unrouted: 404 Status."""
+    """routes: (METHOD, path regex) -> function(Request, match) -> (status, body): JSON, bytes sent as they are,
+    or a str sent as text/plain (a pod's log). Unrouted: 404 Status."""
 
     routes: list[tuple[str, str, Callable[[Request, re.Match], Answer]]] = field(default_factory=list)
     # exec: function(ExecCall) -> (exit code, stdout, stderr), or None to refuse the upgrade (403)
@@ -105,9 +105,11 @@ class FakeApiServer:
 
             def _json(self, status: int, body: object) -> None:
                 raw = isinstance(body, bytes)  # a file, sent as it is
-                data = body if raw else json.dumps(body).encode()
+                text = isinstance(body, str)  # plain text, as pods/<name>/log answers
+                data = body if raw else body.encode() if text else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
+                self.send_header("Content-Type", "application/octet-stream" if raw else "text/plain" if text
+                                 else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

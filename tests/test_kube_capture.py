@@ -8,6 +8,7 @@ import base64
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -17,6 +18,7 @@ from cluster.kube.capture import heartbeat_command, start_script, stop_script
 from probes.canary import new_canary
 from probes.errors import CaptureError
 from probes.verdict import judge
+from tests.test_kube_faults import NetnsPair
 
 pytestmark = pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed (make setup)")
 
@@ -95,36 +97,66 @@ def test_tcpdump_that_cannot_start_says_why(tmp_path):
     assert "no-such-if0" in done.stdout
 
 
-def captured(tmp_path, port: int, canary: str, between) -> object:
-    """start_script, `between()`, stop_script, and the copied pcap's path."""
-    started = sh(start_script("lo", port, canary, str(tmp_path)))
+
+def captured(tmp_path, port: int, canary: str, between, run=sh, interface: str = "lo") -> object:
+    """start_script, `between()`, stop_script (each `run`, e.g. in a network namespace), and the pcap copied out."""
+    started = run(start_script(interface, port, canary, str(tmp_path)))
     assert started.returncode == 0, started.stdout + started.stderr
     between()
-    stopped = sh(stop_script(canary, str(tmp_path)))
+    stopped = run(stop_script(canary, str(tmp_path)))
     assert stopped.returncode == 0, stopped.stderr
     pcap = tmp_path / "copied.pcap"
     pcap.write_bytes(base64.b64decode("".join(stopped.stdout.split())))
     return pcap
 
 
-def send_heartbeat(port: int) -> None:
-    command = heartbeat_command("127.0.0.1", port)
-    assert command[:3] == ["setpriv", "--regid=1337", "--clear-groups"]  # out past Istio's ISTIO_OUTPUT
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
+@pytest.fixture
+def pods():
+    """A client and a server network namespace joined by eth0 (tests/test_kube_faults.py): the heartbeat's
+    frames stay off this machine's loopback, where other captures listen."""
+    pair = NetnsPair()
+    try:
+        yield pair
+    finally:
+        pair.close()
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
-def test_the_heartbeat_proves_the_capture_saw_the_path_and_an_absent_probe_is_verdict_none(server, tmp_path):
-    canary = new_canary()
-    pcap = captured(tmp_path, server, canary, lambda: send_heartbeat(server))  # the probe sent nothing
-    wire = judge(pcap, canary, "127.0.0.1", server, heartbeat=True)
-    assert wire.verdict == "none"
-    sent = captured(tmp_path, server, canary, lambda: (request(server, canary), send_heartbeat(server)))
-    assert judge(sent, canary, "127.0.0.1", server, heartbeat=True).verdict == "plaintext"
-    # twice in a row from the same source port: no TIME_WAIT stands in the way
-    again = captured(tmp_path, server, canary, lambda: (send_heartbeat(server), send_heartbeat(server)))
-    assert judge(again, canary, "127.0.0.1", server, heartbeat=True).verdict == "none"
+def test_the_heartbeat_proves_the_capture_saw_the_path_and_an_absent_probe_is_verdict_none(pods, tmp_path):
+    canary, port = new_canary(), 8080
+
+    def in_server(script: str) -> subprocess.CompletedProcess:
+        return pods.run(pods.server, ["sh", "-c", script])
+
+    def heartbeat() -> None:
+        command = heartbeat_command(pods.server_ip, port)
+        assert command[:3] == ["setpriv", "--regid=1337", "--clear-groups"]  # out past Istio's ISTIO_OUTPUT
+        done = pods.run(pods.client, [sys.executable if c == "python3" else c for c in command])
+        assert done.returncode == 0, done.stderr
+
+    def probe() -> None:
+        send = (f"import socket; s = socket.create_connection(('{pods.server_ip}', {port}), timeout=5); "
+                f"s.sendall(b'meshproof-canary {canary}\\n'); s.recv(100); s.close()")
+        assert pods.run(pods.client, [sys.executable, "-c", send]).returncode == 0
+
+    pcap = captured(tmp_path, port, canary, heartbeat, in_server, "eth0")  # the probe sent nothing
+    assert judge(pcap, canary, pods.server_ip, port, heartbeat=True).verdict == "none"
+    with pytest.raises(CaptureError, match="no packets"):  # the same silence without a heartbeat proves nothing
+        judge(captured(tmp_path, port, canary, lambda: None, in_server, "eth0"), canary, pods.server_ip, port,
+              heartbeat=True)
+    echo = subprocess.Popen(["ip", "netns", "exec", pods.server, sys.executable, "-c",
+                             ("import socket\ns = socket.create_server(('', 8080))\nwhile True:\n"
+                              "    c, _ = s.accept()\n    c.sendall(c.recv(100))\n    c.close()")])
+    try:
+        listening = (f"import socket, time\nfor _ in range(100):\n    try:\n        socket.create_connection("
+                     f"('{pods.server_ip}', {port}), 1).close()\n        break\n    except OSError:\n"
+                     "        time.sleep(0.1)\nelse:\n    raise SystemExit(1)")
+        assert pods.run(pods.client, [sys.executable, "-c", listening]).returncode == 0
+        sent = captured(tmp_path, port, canary, lambda: (probe(), heartbeat(), heartbeat()), in_server, "eth0")
+    finally:
+        echo.kill()
+        echo.wait(10)
+    assert judge(sent, canary, pods.server_ip, port, heartbeat=True).verdict == "plaintext"  # twice: no TIME_WAIT
 
 
 def test_without_its_heartbeat_a_capture_proves_nothing(server, tmp_path):

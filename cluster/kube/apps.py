@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from meshproof.scenario import Scenario, Server
+from probes.heartbeat import HEARTBEAT_SOURCE_PORT
 from probes.identity import PEER_LOG_MARK, account_identity, peer_log_entries, server_account  # noqa: F401 - shared with the reference mesh
 from probes.tcp_probe import PROBE_DEADLINE_S, canary_line
 
@@ -92,3 +93,7 @@ def curl_deadline_s(app: str) -> float:
     return PROBE_DEADLINE_S if app == "https" else 10.0
 
 
+def without_heartbeat(entries: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The peer-identity lines but the capture heartbeat's: on kube it connects from HEARTBEAT_SOURCE_PORT
+    (cluster/kube/capture.py), and a PERMISSIVE server sidecar proxies and logs it like any connection."""
+    return [e for e in entries if not str(e.get("downstream") or "").endswith(f":{HEARTBEAT_SOURCE_PORT}")]

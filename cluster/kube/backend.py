@@ -815,7 +815,8 @@ class KubeBackend(MeshBackend):
         if not apps.logs_peer_identity(handle.scenario.server):
             return None
         ns, pod, _ = handle.server_pod
-        return apps.peer_log_entries(self._cluster().core.read_namespaced_pod_log(pod, ns, container=SIDECAR))
+        log = self._cluster().core.read_namespaced_pod_log(pod, ns, container=SIDECAR)
+        return apps.without_heartbeat(apps.peer_log_entries(log))
 
     def _server_account(self, handle: KubeHandle, before: list[dict[str, str]]) -> dict | None:
         """The server sidecar's line for the probe just made. tcp_proxy logs a connection when it closes, which

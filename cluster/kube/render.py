@@ -20,6 +20,7 @@ from cluster.kube import apps
 from meshproof.istio_api import ManifestError
 from meshproof.namespaces import RUN_ID, RunNamespaces
 from meshproof.scenario import Scenario, Server, Workload, pod_shape
+from probes.identity import PEER_LOG_FORMAT
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -201,9 +202,16 @@ def server_docs(server: Server, run_id: str, images: Images) -> list[dict]:
         if doc["kind"] == "Deployment":
             doc["spec"]["template"]["spec"].update(server_pod_spec(server, images))
     if apps.logs_peer_identity(server):
-        docs += render_template("peer-identity-log.yaml", namespace=server.namespace, run_id=run_id,
-                                log_mark=apps.PEER_LOG_MARK)
+        docs.append(peer_identity_log(server.namespace, run_id))
     return docs
+
+
+def peer_identity_log(namespace: str, run_id: str) -> dict:
+    """The server sidecar's peer-identity access log (EnvoyFilter), in the format both meshes write."""
+    [doc] = render_template("peer-identity-log.yaml", namespace=namespace, run_id=run_id)
+    logger = doc["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["access_log"][0]
+    logger["typed_config"]["log_format"]["json_format"] = dict(PEER_LOG_FORMAT)
+    return doc
 
 
 def server_pod_spec(server: Server, images: Images) -> dict:

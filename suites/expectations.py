@@ -16,9 +16,10 @@ Every rule carries its source (istio/istio at tags 1.28.10, 1.29.6 and 1.30.3 un
 functions named are the same in all three for everything modelled here, see `VERSION_NOTES`).
 
 Assumptions, as in Istio's samples/httpbin: the Service port's name gives its protocol (`port_protocol`; by
-default `http`, so the inbound side builds HTTP filter chains), the server's pod carries the injector label `security.istio.io/tlsMode=istio`
-exactly when it has a sidecar, auto mTLS is on (the default), and the mesh CA's files are what a user mounts
-for DestinationRule MUTUAL (`MESH_CERT_FILES`).
+default `http`, so the inbound side builds HTTP filter chains), the server's pod carries the injector label
+`security.istio.io/tlsMode=istio` exactly when it has a sidecar, auto mTLS is on (the default), the mesh keeps
+meshConfig's defaults (protocolDetectionTimeout 0s, outboundTrafficPolicy ALLOW_ANY), and the mesh CA's files
+are what a user mounts for DestinationRule MUTUAL (`MESH_CERT_FILES`).
 
 The oracle never imports from cluster/: the reference mesh decides the same questions on its own, and the
 suites compare the two.
@@ -819,7 +820,8 @@ def _expect_http(scenario: Scenario, policy: ServerPolicy, chosen: ChosenRule, o
     reason = _reason(origin.steps[-1], scenario, policy, rule.says)
     via_passthrough = scenario.request.to == "pod-ip" and scenario.client.sidecar
     return Prediction(outcome=rule.outcome, wire=wire, peer_identity=identity, reason=reason, rule=rule_id,
-                      source=f"{rule.source}; {SRC_ALLOW_ANY}" if via_passthrough else rule.source, client_tls=client_tls, server_mode=policy.mode,
+                      source=f"{rule.source}; {SRC_ALLOW_ANY}" if via_passthrough else rule.source,
+                      client_tls=client_tls, server_mode=policy.mode,
                       istio_version=scenario.istio_version,
                       details=policy.steps + chosen.steps + origin.steps,
                       tls=wire_tls(scenario, wire) if rule.outcome == Outcome.MTLS else None,

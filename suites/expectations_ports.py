@@ -39,8 +39,8 @@ SRC_TCP_ALPN = (f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go buildUpstream
                 "a non-HTTP/2 cluster: util.ALPNInMeshWithMxc istio-peer-exchange,istio)")
 SRC_CLIENT_CERT = f"{ISTIO} pilot/pkg/security/authn/utils/utils.go BuildInboundTLS (RequireClientCertificate)"
 
-# The protocols whose listeners are modelled, and the listener protocol each gives
-# (pilot/pkg/networking/listener.go ModelProtocolToListenerProtocol): TLS and HTTPS get TCP filter chains.
+# The protocols whose listeners are modelled, and the listener protocol each gives (istio/istio
+# pilot/pkg/networking/networking.go ModelProtocolToListenerProtocol): TLS and HTTPS get TCP filter chains.
 FAMILY = {"HTTP": "HTTP", "TCP": "TCP", "TLS": "TCP", "HTTPS": "TCP", "auto": "AUTO"}
 
 _ISTIO_HTTP = ("istio-http/1.0", "istio-http/1.1", "istio-h2")  # mtlsHTTPALPNs

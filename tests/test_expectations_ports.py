@@ -120,7 +120,7 @@ CASES = [
     ("httpbin-pod-ip-same-port-strict", cell([pa("STRICT")], to="pod-ip", service_port=8080), "503", W_PLAIN,
      "sidecar-plaintext-to-strict-503", "httproute.go buildCatchAllVirtualHost: the allow_any route, no TLS"),
     ("httpbin-pod-ip-same-port-dr", cell([pa("STRICT"), dr("ISTIO_MUTUAL")], to="pod-ip", service_port=8080), "503",
-     W_PLAIN, "sidecar-plaintext-to-strict-503", "PassthroughCluster: the Service host's DestinationRule never applies"),
+     W_PLAIN, "sidecar-plaintext-to-strict-503", "PassthroughCluster: the Service's DestinationRule never applies"),
     # --- no server sidecar
     ("echo-naked-server", cell(server_sidecar=False, app="tcp-echo", port_name="tcp"), P, W_PLAIN,
      "plaintext-to-naked-app", "defaultTransportSocketMatch: no tlsMode=istio label, no TLS"),
@@ -202,7 +202,8 @@ def test_the_table(key, version):
 
 def test_tcp_mtls_shows_the_tcp_cluster_alpn_and_the_service_sni():
     p = predict(cell(app="tcp-echo", port_name="tcp"))
-    assert p.tls["alpn"] == "istio-peer-exchange" and p.tls["sni"] == "outbound_.8000_._.httpbin.httpbin.svc.cluster.local"
+    assert p.tls["alpn"] == "istio-peer-exchange"
+    assert p.tls["sni"] == "outbound_.8000_._.httpbin.httpbin.svc.cluster.local"
     assert p.client_tls == "istio-mutual" and p.envoy is None
     assert "istio-peer-exchange" in ports.ARRIVALS["istio-mtls"].alpn
 
@@ -266,7 +267,8 @@ def test_mutation_alpn_preference_is_caught(monkeypatch):
     (cell(app="tcp-echo", port_name="grpc"), "server.port_name"),
     (cell(app="tcp-echo", port_name="mongo"), "server.port_name"),
     (cell(headless=True), "server.headless"),  # port 8000 != targetPort 8080
-    (cell([pa("DISABLE"), dr("ISTIO_MUTUAL")], port_name="web"), "server.port_name"),  # TLS to a sniffed port's TCP chain
+    # TLS that a sniffed port's tcp_proxy chains take
+    (cell([pa("DISABLE"), dr("ISTIO_MUTUAL")], port_name="web"), "server.port_name"),
     (cell([dr("MUTUAL")], port_name="web"), "server.port_name"),
 ])
 def test_what_is_not_modelled_is_refused_naming_the_field(data, field):

@@ -862,6 +862,13 @@ def _expect_port(scenario: Scenario, protocol: str, policy: ServerPolicy, chosen
                 rule_id in ("mtls-terminated", "client-cert-required-reset"):
             rule_id = "client-rejects-server-cert-reset"
             steps.append(origin.rejects_server_cert)
+    if rule_id == "sidecar-tls-reaches-app-reset" and server.app == "tcp-echo":
+        # The echo answers per line: only a ClientHello that happens to hold a 0x0a byte gets an answer (and a
+        # failed handshake); otherwise both ends wait. Reset or timeout by chance: no prediction.
+        raise NotSupportedYet(scenario.name or "scenario", "scenario", "server.app",
+                              "'tcp-echo' is valid but the oracle does not predict it here: the sidecar's TLS "
+                              "reaches the line echo, which answers only if the ClientHello happens to hold a "
+                              "newline (reset or timeout by chance)")
     rule = PORT_RULES[rule_id]
     wire = rule.wire or ARRIVALS[outer].wire
     if wire == Wire.MTLS and foreign_sni:

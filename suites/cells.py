@@ -71,6 +71,15 @@ def same_questions(cells: list[Cell]) -> list[tuple[str, str]]:
     return pairs
 
 
+def without(cells: list[Cell], not_yet: Mapping[str, str]) -> list[Cell]:
+    """The cells a suite runs: its designed cells but those `not_yet` holds (id -> why it does not pass end to end
+    on the reference mesh yet, and whose side it is), which wait outside the suite instead of failing or skipping."""
+    unknown = set(not_yet) - {cell.id for cell in cells}
+    if unknown:
+        raise ValueError(f"not_yet names cells the suite does not have: {sorted(unknown)}")
+    return [cell for cell in cells if cell.id not in not_yet]
+
+
 def as_scenarios(cells: list[Cell]) -> list[tuple[str, dict]]:
     """(id, scenario dict) per cell, for code that runs or predicts scenarios."""
     return [(cell.id, cell.scenario()) for cell in cells]

@@ -11,7 +11,7 @@ with a suffix for the few cells that add a DestinationRule, a port-level policy,
 
 from __future__ import annotations
 
-from suites.cells import APP, Cell, dr, pa
+from suites.cells import APP, Cell, dr, pa, without
 from suites.ports import PA_MODES, SIDECARS
 
 SAME_PORT = {"service_port": 8080, "target_port": 8080}
@@ -46,7 +46,17 @@ GRID_QUESTION = {
 }
 
 
+# Designed cells that do not pass end to end on the reference mesh yet: id -> why, and whose side it is (see
+# suites/ports.py NOT_YET).
+NOT_YET: dict[str, str] = {}
+
+
 def destinations_cells() -> list[Cell]:
+    return without(designed_destinations(), NOT_YET)
+
+
+def designed_destinations() -> list[Cell]:
+    """Every destinations cell designed, those in NOT_YET included."""
     cells = [destination_cell(to, sidecars, mode, GRID_QUESTION[to])
              for to in DESTINATIONS for sidecars in SIDECARS for mode in PA_MODES]
     strict_mutual = (pa("STRICT"), dr("ISTIO_MUTUAL"))

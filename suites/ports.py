@@ -22,7 +22,7 @@ httpbin on a port named http is the matrix's own cell (suites/matrix.py) and is 
 
 from __future__ import annotations
 
-from suites.cells import Cell, dr, pa
+from suites.cells import Cell, dr, pa, without
 
 PA_MODES = ("PERMISSIVE", "STRICT", "DISABLE")
 # The sidecar part of an id -> (client sidecar, server sidecar, how the why says it).
@@ -118,7 +118,17 @@ def port_cell(app: str, port: str, sidecars: str, pa_mode: str, dr_mode: str | N
                 {"sidecar": server_sidecar, "app": app, "port_name": port}, description, ("ports", *parts))
 
 
+# Designed cells that do not pass end to end on the reference mesh yet: id -> why, and whose side it is. They wait
+# here, outside the suite (never run as a pass or a skip), until the oracle or the mesh handles them.
+NOT_YET: dict[str, str] = {}
+
+
 def ports_cells() -> list[Cell]:
+    return without(designed_ports(), NOT_YET)
+
+
+def designed_ports() -> list[Cell]:
+    """Every ports cell designed, those in NOT_YET included."""
     cells = []
     # sidecar -> sidecar, auto mTLS, each mode
     for app, port in COMBOS:

@@ -10,12 +10,13 @@ import pytest
 from meshproof.scenario import scenario_from_dict
 from reports.allure_cell import hierarchy
 from reports.matrix import position_of
-from suites.cells import Cell, pa, same_questions
-from suites.destinations import destinations_cells
+from suites import destinations, ports
+from suites.cells import Cell, pa, same_questions, without
+from suites.destinations import designed_destinations, destinations_cells
 from suites.matrix import interception_cells, matrix_cells, root_client_cells, scope_cells
-from suites.ports import ports_cells
+from suites.ports import designed_ports, ports_cells
 
-NEW = ports_cells() + destinations_cells()
+NEW = designed_ports() + designed_destinations()  # the cells waiting in NOT_YET are held to the same standard
 OWN = root_client_cells() + interception_cells()
 ALL = matrix_cells() + scope_cells() + OWN + NEW
 # A citation: an Istio issue (istio/istio#10062, #16455) or Istio's documentation.
@@ -31,7 +32,18 @@ def test_ids_are_unique_and_every_cell_says_why_in_a_sentence():
 
 
 def test_the_new_suites_have_about_a_hundred_and_a_few_dozen_cells():
-    assert 90 <= len(ports_cells()) <= 110 and 25 <= len(destinations_cells()) <= 40
+    assert 90 <= len(designed_ports()) <= 110 and 25 <= len(designed_destinations()) <= 40
+
+
+def test_a_cell_not_passing_yet_waits_outside_its_suite_with_a_reason():
+    for module, designed, run in ((ports, designed_ports(), ports_cells()), (destinations, designed_destinations(),
+                                                                              destinations_cells())):
+        assert {c.id for c in designed} - {c.id for c in run} == set(module.NOT_YET)
+        assert all(len(reason.split()) >= 4 for reason in module.NOT_YET.values())
+    cells = designed_ports()[:3]
+    assert without(cells, {cells[1].id: "the mesh refuses it"}) == [cells[0], cells[2]]
+    with pytest.raises(ValueError, match="does not have: \\['ports/gone'\\]"):
+        without(cells, {"ports/gone": "a stale entry"})
 
 
 @pytest.mark.parametrize("cell", NEW, ids=lambda c: c.id)

@@ -92,3 +92,19 @@ def test_diff_compares_two_reports_and_a_report_with_a_result_folder(run, tmp_pa
     (tmp_path / "bad.yaml").write_text("kind: ConformanceReport\n")
     assert diff.main([str(tmp_path / "bad.yaml"), str(old)]) == diff.EXIT_USAGE
     assert "bad.yaml: field (top): 'apiVersion' is a required property" in capsys.readouterr().err
+
+
+def test_ports_and_destinations_cells_enter_the_report_under_their_suite(tmp_path):
+    banner = ("ports", "banner", "web", "sidecars-both", "pa-permissive", "dr-none")
+    timeout = {"outcome": "timeout", "wire": "none", "peer_identity": None}
+    record_cell(cell="/".join(banner), tags=list(banner), passed=True, expected=timeout, observed=timeout,
+                rule="outbound-sniffing-waits-timeout", mesh="local", istio_version="1.30", directory=tmp_path)
+    pod_ip = ("destinations", "pod-ip", "sidecars-both", "pa-permissive")
+    record_cell(cell="/".join(pod_ip), tags=list(pod_ip), passed=True, expected=LEAK, observed=LEAK,
+                rule="plaintext-accepted", mesh="local", istio_version="1.30", directory=tmp_path)
+    report = build_report(read_cells(tmp_path), {"mesh": "local"}, None, now=NOW)
+    validate(report)
+    entries = {c["id"]: c for c in report["cells"]}
+    assert entries["/".join(banner)]["suite"] == "Ports" and entries["/".join(pod_ip)]["suite"] == "Destinations"
+    assert entries["/".join(banner)]["observed"]["class"] == "refused"
+    assert entries["/".join(pod_ip)]["observed"]["class"] == "cleartext"

@@ -48,7 +48,7 @@ def test_tcp_apps_without_sidecars_complete_in_the_clear(mesh, app):
     result = probe(mesh, scenario(app, client_sidecar=False, server_sidecar=False))
     assert (result.outcome, result.http_status) == ("plaintext", None), result.to_json()
     account = result.extra["tcp_client"]
-    assert account["answer"] == f"meshproof-canary {result.canary}\n"
+    assert account["answer"] == ("" if app == "banner" else "meshproof-echo ") + f"meshproof-canary {result.canary}\n"
     assert account["greeting"] == ("220 meshproof-banner ready\r\n" if app == "banner" else None)
     # The canary travels in the TCP payload: plaintext shows it in the clear.
     assert result.wire.verdict == "plaintext" and result.wire.canary_in_clear, result.wire
@@ -72,7 +72,7 @@ def test_pod_ip_requests_go_to_the_pod_and_its_target_port(mesh, monkeypatch):
     try:
         result = mesh.probe(handle, capture=True)
         assert result.outcome == "plaintext", result.to_json()
-        assert result.command.split()[-3:-1] == [handle.pair.server.ip, "8080"], result.command
+        assert f"-m tcp_probe {handle.pair.server.ip} 8080 {result.canary}" in result.command, result.command
     finally:
         mesh.teardown(handle)
 

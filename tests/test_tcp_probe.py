@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cluster.backend import tcp_outcome
-from cluster.local.tcp_servers import GREETING
+from cluster.local.tcp_servers import ECHO_PREFIX, GREETING
 from probes import tcp_probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,10 +46,23 @@ def app(request):
 
 def test_each_app_completes_with_the_client_its_protocol_needs(app):
     name, port = app
-    account = tcp_probe.probe("127.0.0.1", port, CANARY, wait_greeting=name == "banner")
+    prefix = "" if name == "banner" else ECHO_PREFIX.decode()
+    account = tcp_probe.probe("127.0.0.1", port, CANARY, wait_greeting=name == "banner", echo_prefix=prefix)
     assert account["result"] == "completed", account
-    assert account["answer"] == tcp_probe.canary_line(CANARY).decode()
+    assert account["answer"] == (f"{prefix} " if prefix else "") + tcp_probe.canary_line(CANARY).decode()
     assert account["greeting"] == (GREETING.decode() if name == "banner" else None)
+
+
+def test_tcp_echo_answers_what_is_not_a_line_protocol_with_what_is_not_tls_either(app):
+    """As Istio's samples/tcp-echo: a ClientHello (bytes up to a newline) comes back behind the prefix, so a
+    client sidecar's TLS handshake fails at once instead of reading a TLS record header and waiting."""
+    name, port = app
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        if name == "banner":
+            assert sock.recv(len(GREETING)) == GREETING
+        sock.sendall(b"\x16\x03\x01\x02\x00\x01\n")
+        answer = sock.recv(100)
+    assert answer == (b"" if name == "banner" else ECHO_PREFIX + b" ") + b"\x16\x03\x01\x02\x00\x01\n"
 
 
 def test_the_canary_line_is_not_the_start_of_an_http_request():

@@ -415,9 +415,9 @@ class LocalBackend(MeshBackend):
             wire, harness_error = None, None
             if capture:
                 sent, wire, harness_error = self._captured(
-                    pair, canary, lambda: pair.client.app.tcp(host, port, canary, wait_greeting=banner))
+                    pair, canary, lambda: pair.client.app.tcp(host, port, canary, pair.server.workload.app))
             else:
-                sent = pair.client.app.tcp(host, port, canary, wait_greeting=banner)
+                sent = pair.client.app.tcp(host, port, canary, pair.server.workload.app)
             elapsed = round((time.perf_counter() - started) * 1000, 2)
             if sent is None:  # the capture did not start: nothing was sent
                 return ProbeResult("error", None, -1, None, harness_error, canary=canary, elapsed_ms=elapsed,

@@ -2,9 +2,11 @@
 
     python -m tcp_servers tcp-echo|banner PORT
 
-- tcp-echo: client-first; every line it receives goes back unchanged.
+- tcp-echo: client-first; every line it receives goes back as "<ECHO_PREFIX> <line>", as Istio's
+  samples/tcp-echo answers (the kube backend runs that sample with this prefix): bytes that are not a line
+  protocol, such as a ClientHello, get an answer that is not TLS either.
 - banner: server-first, as SMTP or MySQL: it greets on accept (GREETING) before reading anything, then echoes
-  lines as tcp-echo does.
+  each line unchanged.
 
 Standard library only, and imports nothing of meshproof: cluster/local/runtime.py stages this file as the
 top-level module `tcp_servers` of the run's runtime, so the app user never reads the checkout.
@@ -16,13 +18,15 @@ import asyncio
 import sys
 
 GREETING = b"220 meshproof-banner ready\r\n"
+ECHO_PREFIX = b"meshproof-echo"
 APPS = ("tcp-echo", "banner")
 MAX_LINE = 64 * 1024  # a longer line is echoed in pieces
 
 
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, greet: bool) -> None:
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, banner: bool) -> None:
+    prefix = b"" if banner else ECHO_PREFIX + b" "
     try:
-        if greet:
+        if banner:
             writer.write(GREETING)
             await writer.drain()
         while True:
@@ -34,7 +38,7 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gree
                 line = await reader.readexactly(over.consumed)
             if not line:
                 break
-            writer.write(line)
+            writer.write(prefix + line)
             await writer.drain()
     except ConnectionError:
         pass
@@ -43,7 +47,7 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gree
 
 
 async def serve(app: str, port: int) -> None:
-    server = await asyncio.start_server(lambda r, w: _echo(r, w, greet=app == "banner"), "0.0.0.0", port,
+    server = await asyncio.start_server(lambda r, w: _echo(r, w, banner=app == "banner"), "0.0.0.0", port,
                                         limit=MAX_LINE, reuse_address=True)
     async with server:
         await server.serve_forever()

@@ -169,7 +169,8 @@ class TcpServer(ServerApp):
                 if self.what == "banner":
                     return sock.recv(len(tcp_servers.GREETING)) == tcp_servers.GREETING
                 sock.sendall(b"ready?\n")
-                return sock.recv(16) == b"ready?\n"
+                expected = tcp_servers.ECHO_PREFIX + b" ready?\n"
+                return sock.recv(len(expected)) == expected
         except OSError:
             return False
 
@@ -229,11 +230,12 @@ class Sleep:
         status, headers, body = _split_response(proc.stdout)
         return CurlResult(status, proc.returncode, body, proc.stderr.strip(), headers, shlex.join(cmd), elapsed)
 
-    def tcp(self, host: str, port: int, canary: str, wait_greeting: bool) -> TcpProbeResult:
-        """One TCP probe (tcp_probe.probe): the canary line echoed, after the greeting with `wait_greeting`."""
+    def tcp(self, host: str, port: int, canary: str, app: str) -> TcpProbeResult:
+        """One TCP probe (tcp_probe.probe) of a tcp_servers app: the canary line echoed (with tcp-echo's prefix),
+        after the greeting for banner."""
+        how = ["--wait-greeting"] if app == "banner" else ["--echo-prefix", tcp_servers.ECHO_PREFIX.decode()]
         cmd = netns.exec_prefix(self.netns, APP_UID) + [
-            "env", *self.runtime.app_env(), str(self.runtime.python), "-m", "tcp_probe", host, str(port), canary,
-            *(["--wait-greeting"] if wait_greeting else [])]
+            "env", *self.runtime.app_env(), str(self.runtime.python), "-m", "tcp_probe", host, str(port), canary, *how]
         started = time.perf_counter()
         # The client's own deadline ends it; this bound only keeps a hung interpreter from hanging the run.
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=PROBE_DEADLINE_S + 30)

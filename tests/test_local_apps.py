@@ -12,7 +12,7 @@ import os
 import pytest
 
 from cluster.factory import started
-from cluster.local.backend import LocalBackend
+from cluster.local.backend import LocalBackend, _tcp_proxied
 from meshproof.scenario import scenario_from_dict
 
 pytestmark = [pytest.mark.root, pytest.mark.mesh,
@@ -144,7 +144,7 @@ def test_the_server_sidecars_account_names_the_peer_it_verified_over_tcp(mesh, t
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
         for tls in (True, False):
-            start = backend_log_size(pair)
+            start, proxied = backend_log_size(pair), _tcp_proxied(pair.server)
             with entered(pair.client.name):
                 raw = socket.socket()
             with raw, contextlib.suppress(ConnectionResetError):
@@ -161,6 +161,7 @@ def test_the_server_sidecars_account_names_the_peer_it_verified_over_tcp(mesh, t
             identity = mesh._peer_from_account(pair, start, completed=True, extra=extra)
             if tls:
                 assert identity == pair.client.workload.spiffe_id, extra
+                assert _tcp_proxied(pair.server) == proxied + 1  # how an httpbin probe knows to read the log
                 assert extra["server_sidecar"]["upstream_cluster"] == "InboundPassthroughCluster"
             else:  # STRICT: no chain for plaintext, so no tcp_proxy and no line
                 assert identity is None and extra["server_sidecar"] is None, extra

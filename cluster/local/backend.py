@@ -376,6 +376,9 @@ class LocalBackend(MeshBackend):
         url = f"{'https' if server.app == 'https' else 'http'}://{host}:{port}/headers"
         with pair.probing:
             log_start = _log_size(pair.server)
+            # httpbin on a port the server sidecar may serve with tcp_proxy (a non-http port name): whether one
+            # took this request decides whether its account (no XFCC then) is worth waiting for.
+            proxied_before = _tcp_proxied(pair.server) if not server.port_name.startswith("http") else None
             started = time.perf_counter()
             wire, harness_error = None, None
             if capture:
@@ -388,7 +391,9 @@ class LocalBackend(MeshBackend):
                                    extra=extra)
             detail, report = (None, None) if curl.http_status == 200 else self._failure_detail(pair, curl)
             identity = peer_identity_from_headers(curl.body) if curl.http_status == 200 else None
-            if server.app == "https":  # its TLS passes through the server sidecar: no XFCC, its own account
+            # The https app's TLS, or httpbin's HTTP, passed through a tcp_proxy: no XFCC, the sidecar's account.
+            through_tcp_proxy = proxied_before is not None and _tcp_proxied(pair.server) > proxied_before
+            if server.app == "https" or (identity is None and through_tcp_proxy):
                 identity = self._peer_from_account(pair, log_start, curl.http_status == 200, extra)
         if curl.http_status == 200 and curl.curl_exit == 0 and echoed_canary(curl.body) != canary:
             harness_error = "the 200 did not echo this probe's canary: it answered another request"
@@ -640,6 +645,16 @@ def destination(pair: Pair, scenario: Scenario | None) -> tuple[str, int]:
     if scenario is not None and scenario.request.to == "pod-ip":
         return pair.server.ip, server.target_port
     return server.host, server.service_port
+
+
+def _tcp_proxied(pod: LocalPod) -> int:
+    """Connections the pod's sidecar has handed to a tcp_proxy filter so far (0 without a live sidecar)."""
+    if not (pod.sidecar and pod.sidecar.alive()):
+        return 0
+    try:
+        return sum(pod.sidecar.counters(r"^tcp\..*\.downstream_cx_total$").values())
+    except OSError:
+        return 0
 
 
 def _log_size(pod: LocalPod) -> int:

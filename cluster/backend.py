@@ -29,12 +29,16 @@ _HTTP_STATUS = re.compile(r"^HTTP/\d(?:\.\d)? (\d{3})")
 
 @dataclass
 class ProbeResult:
-    """What one request sleep -> httpbin's Service port did, as observed (never as configured)."""
+    """What one probe sleep -> the server's app (at request.to's destination) did, as observed (never as
+    configured). TCP apps: http_status None, curl_exit the TCP probe client's exit code, its account in
+    extra["tcp_client"] (the local mesh)."""
 
     outcome: str  # an Outcome; else what was seen outside the oracle's words ("404", "200-none"), or "error"
     http_status: int | None
     curl_exit: int
-    peer_identity: str | None  # the client SPIFFE ID httpbin saw in X-Forwarded-Client-Cert
+    # The client SPIFFE ID the server side saw: httpbin in X-Forwarded-Client-Cert, or, where none exists (TCP,
+    # TLS passed through), the server sidecar's own account (its access log, extra["server_sidecar"]).
+    peer_identity: str | None
     failure_detail: str | None = None  # Envoy response flags / stats / curl error when not 200
     # The client sidecar's own account of a failed request: response_flags (%RESPONSE_FLAGS%, e.g. "UF"),
     # transport_failure (%UPSTREAM_TRANSPORT_FAILURE_REASON%), and where the mesh target can read them, the

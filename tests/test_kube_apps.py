@@ -24,6 +24,7 @@ from cluster.backend import ProbeResult
 from cluster.kube import apps
 from cluster.kube.backend import KubeBackend, KubeHandle, observed_outcome
 from cluster.kube.render import Images, peer_identity_log
+from cluster.local import tcp_servers
 from cluster.local.ca import MeshCA
 from meshproof.scenario import scenario_from_dict
 from meshproof.vocabulary import Outcome, Wire
@@ -76,37 +77,27 @@ def tcp_result(account, identity=None) -> ProbeResult:
 
 
 def test_istios_tcp_echo_answer_completes_the_exchange_and_nothing_else_does():
-    echo = EchoServer(prefix=apps.ECHO_PREFIX)
-    try:
-        account = apps.read_tcp_account("tcp-echo", run_tcp_probe("tcp-echo", echo.port, "mp-canary-1"),
-                                        "mp-canary-1")
-        assert account["result"] == "completed" and account["echo_prefix"] == apps.ECHO_PREFIX
-        assert observed_outcome("tcp-echo", tcp_result(account), Wire.PLAINTEXT) == Outcome.PLAINTEXT
-        # the same answer is not the canary's echo for another probe, nor for the banner app (no prefix there)
-        assert apps.read_tcp_account("tcp-echo", run_tcp_probe("tcp-echo", echo.port, "mp-canary-1"),
-                                     "mp-canary-2")["result"] == "answered"
-        assert apps.read_tcp_account("banner", run_tcp_probe("tcp-echo", echo.port, "mp-canary-1"),
-                                     "mp-canary-1")["result"] == "answered"
-    finally:
-        echo.close()
-    wrong = EchoServer(prefix="hello")  # Istio's own sample prefix: not what the kube server is started with
-    try:
-        out = run_tcp_probe("tcp-echo", wrong.port, "mp-canary-1")
-        assert apps.read_tcp_account("tcp-echo", out, "mp-canary-1")["result"] == "answered"
-    finally:
-        wrong.close()
+    assert apps.ECHO_PREFIX == tcp_servers.ECHO_PREFIX.decode()  # the reference mesh's echo answers alike
+    for prefix, result in ((apps.ECHO_PREFIX, "completed"), (None, "answered"), ("hello", "answered")):
+        echo = EchoServer(prefix=prefix)  # "hello": Istio's own sample's prefix, not the one the pod is started with
+        try:
+            account = apps.read_tcp_account(run_tcp_probe("tcp-echo", echo.port, "mp-canary-1"))
+        finally:
+            echo.close()
+        assert account["result"] == result, (prefix, account)
+    assert observed_outcome("tcp-echo", tcp_result({"result": "completed"}), Wire.PLAINTEXT) == Outcome.PLAINTEXT
 
 
 def test_the_banner_client_waits_for_the_greeting_and_a_refused_port_is_a_reset():
     banner = EchoServer(greeting=b"220 meshproof-banner ready\r\n")
     try:
-        account = apps.read_tcp_account("banner", run_tcp_probe("banner", banner.port, "mp-canary-3"), "mp-canary-3")
+        account = apps.read_tcp_account(run_tcp_probe("banner", banner.port, "mp-canary-3"))
         assert account["result"] == "completed" and account["greeting"].startswith("220 ")
     finally:
         banner.close()
-    refused = apps.read_tcp_account("banner", run_tcp_probe("banner", free_port(), "mp-canary-4"), "mp-canary-4")
+    refused = apps.read_tcp_account(run_tcp_probe("banner", free_port(), "mp-canary-4"))
     assert observed_outcome("banner", tcp_result(refused), None) == Outcome.RESET
-    assert apps.read_tcp_account("banner", "Traceback: no python here", "mp-canary-4") is None
+    assert apps.read_tcp_account("Traceback: no python here") is None
     assert observed_outcome("banner", tcp_result(None), Wire.MTLS) == "error"  # no account: never a pass
 
 

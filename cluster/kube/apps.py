@@ -21,7 +21,7 @@ from typing import Any
 from meshproof.scenario import Scenario, Server
 from probes.heartbeat import HEARTBEAT_SOURCE_PORT
 from probes.identity import PEER_LOG_MARK, account_identity, peer_log_entries, server_account  # noqa: F401 - shared with the reference mesh
-from probes.tcp_probe import PROBE_DEADLINE_S, canary_line
+from probes.tcp_probe import PROBE_DEADLINE_S
 
 ROOT = Path(__file__).resolve().parents[2]
 # Read as text and sent to the pod's Python, never imported here: both are standard-library-only programs.
@@ -32,7 +32,8 @@ APPS = ("httpbin", "https", *TCP_APPS)  # what the kube backend deploys and prob
 # What the kube backend handles of each scenario dimension (meshproof.scenario.require_supported; None: every
 # valid value): every app, any port name (Istio reads the protocol from it), headless Services, pod-IP requests.
 HANDLES = {"server.app": APPS, "server.port_name": None, "server.headless": None, "request.to": None}
-ECHO_PREFIX = "meshproof-echo"  # Istio's tcp-echo answers "<prefix> <line>" (samples/tcp-echo/src/main.go)
+# Istio's tcp-echo answers "<prefix> <line>" (samples/tcp-echo/src/main.go); the reference mesh's echoes alike
+ECHO_PREFIX = "meshproof-echo"
 PROBE_CONTAINER = "tcp-probe"
 PROBE_PATH = "/tmp/tcp_probe.py"  # where the container writes the program at start (cluster/manifests/tcp-probe.yaml)
 
@@ -68,24 +69,20 @@ def wire_port(scenario: Scenario) -> int:
 
 
 def tcp_probe_command(app: str, host: str, port: int, canary: str) -> list[str]:
-    """The probe client in the sleep pod's tcp-probe container; a banner's client waits for the greeting."""
-    return ["python3", PROBE_PATH, host, str(port), canary] + (["--wait-greeting"] if app == "banner" else [])
+    """The probe client in the sleep pod's tcp-probe container, as the reference mesh runs it: a banner's client
+    waits for the greeting; a tcp-echo's expects Istio's sample's "<prefix> <line>"."""
+    how = ["--wait-greeting"] if app == "banner" else ["--echo-prefix", ECHO_PREFIX]
+    return ["python3", PROBE_PATH, host, str(port), canary, *how]
 
 
-def read_tcp_account(app: str, stdout: str, canary: str) -> dict[str, Any] | None:
-    """The probe client's account (its one JSON line), None when it printed none. Istio's tcp-echo answers
-    "<prefix> <line>": exactly that answer to the canary line completes the exchange."""
+def read_tcp_account(stdout: str) -> dict[str, Any] | None:
+    """The probe client's account (its one JSON line), None when it printed none."""
     line = next((ln for ln in reversed(stdout.splitlines()) if ln.startswith("{")), None)
     try:
         account = json.loads(line) if line else None
     except ValueError:
         return None
-    if not isinstance(account, dict) or "result" not in account:
-        return None
-    expected = f"{ECHO_PREFIX} {canary_line(canary).decode()}"
-    if app == "tcp-echo" and account["result"] == "answered" and account.get("answer") == expected:
-        account = {**account, "result": "completed", "echo_prefix": ECHO_PREFIX}
-    return account
+    return account if isinstance(account, dict) and "result" in account else None
 
 
 def curl_deadline_s(app: str) -> float:

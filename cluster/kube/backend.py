@@ -798,7 +798,7 @@ class KubeBackend(MeshBackend):
         ns, pod = handle.client_pod
         command = apps.tcp_probe_command(handle.scenario.server.app, *handle.destination, canary)
         done = exec_in(self._cluster(), ns, pod, apps.PROBE_CONTAINER, command, timeout_s=30)
-        account = apps.read_tcp_account(handle.scenario.server.app, done.stdout, canary)
+        account = apps.read_tcp_account(done.stdout)
         if account is None:
             outcome, detail = "error", ("the TCP probe printed no account (harness error): "
                                         + (done.stderr.strip() or done.stdout.strip())[:500])

@@ -257,8 +257,8 @@ def client_listener(protocol: str, app: str, to: str, headless: bool, same_port:
     "hcm" (the HTTP rules of suites/expectations.py), "tcp-proxy" (to outbound|port||host, with that cluster's
     TLS), "passthrough" (PassthroughCluster: the app's bytes as they are) or "sniffing-waits".
 
-    A Service's listeners: an HTTP port on 0.0.0.0:<port>, a TCP/TLS or sniffed port on <VIP>:<port>, or for a
-    headless Service on <pod IP>:<port> per endpoint (listener.go buildSidecarOutboundListeners). A pod-IP
+    A Service's listeners: an HTTP port on 0.0.0.0:<port>; a TCP/TLS or sniffed port on <VIP>:<port>, or on
+    <pod IP>:<port> per endpoint for a headless Service (listener.go buildSidecarOutboundListeners). A pod-IP
     request to the target port meets one of them only when the port numbers are equal."""
     family = FAMILY[protocol]
     if to == "pod-ip" and not (same_port and (headless or family == "HTTP")):

@@ -407,13 +407,18 @@ def to_png(matrix: Matrix, path: Path, title: str = TITLE) -> None:
     other_rows = -(-len(matrix.others) // OTHER_COLUMNS)
     # each suite grid: its rows, plus room for its title and its column labels
     grid_heights = [len(g.rows) * 0.8 + 3 for g in matrix.grids]
-    heights = [len(ROWS)] + ([other_rows * 0.8] if other_rows else []) + grid_heights
-    fig, axes = plt.subplots(len(heights), 1, figsize=(13, 12 + other_rows * 0.45 + sum(grid_heights) * 0.45),
+    # A run of other suites alone (ports, destinations) is not drawn over an empty matrix of "not run" cells.
+    show_matrix = bool(matrix.cells) or not matrix.grids
+    matrix_rows = len(ROWS) if show_matrix else 0
+    heights = ([matrix_rows] if show_matrix else []) + ([other_rows * 0.8] if other_rows else []) + grid_heights
+    fig, axes = plt.subplots(len(heights), 1, figsize=(13, 1 + matrix_rows * 0.55 + other_rows * 0.45
+                                                        + sum(grid_heights) * 0.45),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     ax = axes[0][0]
-    _draw_matrix(ax, matrix)
+    if show_matrix:
+        _draw_matrix(ax, matrix)
     if other_rows:
-        _draw_others(axes[1][0], matrix.others)
+        _draw_others(axes[1 if show_matrix else 0][0], matrix.others)
     for grid, (grid_ax,) in zip(matrix.grids, axes[len(heights) - len(grid_heights):], strict=True):
         _draw_grid(grid_ax, grid)
     for axis in (a for (a,) in axes):
@@ -424,8 +429,11 @@ def to_png(matrix: Matrix, path: Path, title: str = TITLE) -> None:
                      label=f"{c.glyph} {c.label}") for c in CLASSES]
     handles.append(Patch(facecolor="white", edgecolor="black", linewidth=3, label=f"{MISMATCH_GLYPH} mismatch"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=10, frameon=False)
-    ax.set_title(f"{title}\n{summary_line(matrix, with_grids=False)}", fontsize=11, pad=36)  # grids: their own
-    fig.tight_layout(rect=(0.03, 0.03, 1, 1))
+    if show_matrix:
+        ax.set_title(f"{title}\n{summary_line(matrix, with_grids=False)}", fontsize=11, pad=36)  # grids: their own
+    else:
+        fig.suptitle(title, fontsize=12)
+    fig.tight_layout(rect=(0.03, 0.03, 1, 1 if show_matrix else 0.97))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -184,3 +184,6 @@ def test_ports_and_destinations_get_a_section_each_by_wire_class(two_cells, tmp_
     # The headless cell's tile is other TLS's sky blue; the timeout's is refused's yellow.
     assert _pixels_of(with_suites, OTHER_TLS.colour) > _pixels_of(without, OTHER_TLS.colour) + 1000
     assert _pixels_of(with_suites, REFUSED.colour) > _pixels_of(without, REFUSED.colour) + 1000
+    # A run of those suites alone draws their grids, not a matrix of 100 cells "not run".
+    assert _pixels_of(write_matrix(suites, tmp_path / "alone")["png"], NOT_RUN.colour) < 1000 < \
+        _pixels_of(without, NOT_RUN.colour)

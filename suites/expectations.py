@@ -852,6 +852,7 @@ def _expect_port(scenario: Scenario, protocol: str, policy: ServerPolicy, chosen
         outer = SIDECAR_TLS.get(origin.sends, own)
         if origin.rule == "client-cert-unavailable-503":
             rule_id = "client-cert-unavailable-reset"
+    client_said = steps[-1]  # the reason leads with the client's side; the chains are in the details
     if rule_id is None and policy.mode == "no-sidecar":
         rule_id = to_naked_app(outer)
     elif rule_id is None:
@@ -862,6 +863,7 @@ def _expect_port(scenario: Scenario, protocol: str, policy: ServerPolicy, chosen
                 rule_id in ("mtls-terminated", "client-cert-required-reset"):
             rule_id = "client-rejects-server-cert-reset"
             steps.append(origin.rejects_server_cert)
+            client_said = origin.rejects_server_cert
     if rule_id == "sidecar-tls-reaches-app-reset" and server.app == "tcp-echo":
         # The echo answers per line: only a ClientHello that happens to hold a 0x0a byte gets an answer (and a
         # failed handshake); otherwise both ends wait. Reset or timeout by chance: no prediction.
@@ -873,7 +875,7 @@ def _expect_port(scenario: Scenario, protocol: str, policy: ServerPolicy, chosen
     wire = rule.wire or ARRIVALS[outer].wire
     if wire == Wire.MTLS and foreign_sni:
         wire = Wire.APP_TLS
-    reason = _reason(steps[-1], scenario, policy, rule.says)
+    reason = _reason(client_said, scenario, policy, rule.says)
     return Prediction(outcome=rule.outcome, wire=wire,
                       peer_identity=client.spiffe_id if rule.identity else None, reason=reason, rule=rule_id,
                       source=rule.source, client_tls=client_tls, server_mode=policy.mode,

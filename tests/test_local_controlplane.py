@@ -242,3 +242,167 @@ def test_credential_name_with_insecure_skip_verify_waits_for_the_certificate_onl
     cluster, _ = _cluster(_credential_dr({"app": "sleep"}, "MUTUAL", insecureSkipVerify=True))
     common = _upstream(cluster["transport_socket"])["common_tls_context"]
     assert "combined_validation_context" not in common and len(common["tls_certificate_sds_secret_configs"]) == 1
+
+
+# --- Service port protocols, TCP and sniffed chains, headless Services ----------------------------------------
+
+TCP_SERVER = cp.Pod("s", "bar", {"app": "httpbin", "security.istio.io/tlsMode": "istio"}, "httpbin", "10.0.0.3",
+                    True, "/c/s", "/sds/s")
+
+
+def service(port_name, vip="10.251.0.1", port=8000):
+    return cp.Service("httpbin", "bar", vip, port, 8080, (TCP_SERVER,), port_name)
+
+
+@pytest.mark.parametrize(("name", "port", "protocol"), [
+    ("http", 8000, cp.HTTP), ("http-web", 8000, cp.HTTP), ("HTTP", 8000, cp.HTTP),
+    ("tcp", 8000, cp.TCP), ("tcp-echo", 8000, cp.TCP), ("tls", 8000, cp.TCP), ("https-app", 8000, cp.TCP),
+    ("mysql", 8000, cp.TCP), ("web", 8000, cp.AUTO), ("httpbin", 8000, cp.AUTO),  # prefix before '-' only
+    ("web", 3306, cp.TCP), ("web", 25, cp.TCP),  # well-known server-first ports are TCP when unnamed
+    ("grpc", 8000, "HTTP2"), ("grpc-web", 8000, "HTTP2"), ("udp", 8000, "UDP"),
+])
+def test_port_protocol_from_the_port_name(name, port, protocol):
+    assert cp.port_protocol(port, name) == protocol
+
+
+def _summary(chains):
+    return [(c["name"], c["filter_chain_match"]["transport_protocol"], c["filter_chain_match"].get("application_protocols"),
+             "transport_socket" in c, c["filters"][0]["name"].rsplit(".", 1)[-1]) for c in chains]
+
+
+@pytest.mark.parametrize(("protocol", "mode", "chains"), [
+    (cp.TCP, "STRICT", [("8080_tcp_mtls", "tls", None, True, "tcp_proxy")]),
+    (cp.TCP, "PERMISSIVE", [("8080_tcp_mtls", "tls", cp.ISTIO_ALPNS, True, "tcp_proxy"),
+                            ("8080_tcp_tls", "tls", None, False, "tcp_proxy"),  # an app's own TLS passes through
+                            ("8080_tcp_plaintext", "raw_buffer", None, False, "tcp_proxy")]),
+    (cp.TCP, "DISABLE", [("8080_tcp_plaintext", "raw_buffer", None, False, "tcp_proxy")]),
+    (cp.AUTO, "STRICT", [("8080_http_mtls", "tls", cp.MTLS_HTTP_ALPNS, True, "http_connection_manager"),
+                         ("8080_tcp_mtls", "tls", None, True, "tcp_proxy")]),
+    (cp.AUTO, "PERMISSIVE", [("8080_http_mtls", "tls", cp.MTLS_HTTP_ALPNS, True, "http_connection_manager"),
+                             ("8080_http_plaintext", "raw_buffer", ["http/1.1", "h2c"], False, "http_connection_manager"),
+                             ("8080_tcp_mtls", "tls", ["istio-peer-exchange", "istio"], True, "tcp_proxy"),
+                             ("8080_tcp_plaintext", "raw_buffer", None, False, "tcp_proxy"),
+                             ("8080_tcp_tls", "tls", None, False, "tcp_proxy")]),
+    (cp.AUTO, "DISABLE", [("8080_http_plaintext", "raw_buffer", ["http/1.1", "h2c"], False, "http_connection_manager"),
+                          ("8080_tcp_plaintext", "raw_buffer", None, False, "tcp_proxy")]),
+])
+def test_inbound_chains_per_protocol_and_mode(protocol, mode, chains):
+    got = cp.inbound_chains(TCP_SERVER, 8080, mode, protocol)
+    assert _summary(got) == chains
+    for chain in got:
+        assert chain["filter_chain_match"]["destination_port"] == 8080
+        config = chain["filters"][0]["typed_config"]
+        if chain["filters"][0]["name"].endswith("tcp_proxy"):
+            assert config["cluster"] == "inbound|8080||"
+        if "transport_socket" in chain:
+            context = chain["transport_socket"]["typed_config"]
+            assert context["require_client_certificate"] is True
+            # No metadata exchange here: the server never agrees to istio-peer-exchange.
+            assert "istio-peer-exchange" not in context["common_tls_context"]["alpn_protocols"]
+
+
+def _inbound(port_name, *docs, service_port=8000):
+    resources = parse_resources(list(docs))
+    config = cp.compile_sidecar(TCP_SERVER, [service(port_name, port=service_port)], resources, ROOT)
+    [inbound] = [listener for listener in config.listeners if listener["name"] == "virtualInbound"]
+    return inbound, config
+
+
+def _filters(listener):
+    return {f["name"].rsplit(".", 1)[-1]: f.get("filter_disabled") for f in listener["listener_filters"]}
+
+
+def test_inspectors_run_only_where_a_chain_needs_them():
+    port_8080 = {"destination_port_range": {"start": 8080, "end": 8081}}
+    # DISABLE TCP: nothing is read before the app speaks, so a server-first app greets a plaintext client.
+    inbound, _ = _inbound("tcp", pa("n", "bar", "DISABLE"))
+    assert _filters(inbound) == {"original_dst": None, "tls_inspector": port_8080}
+    # PERMISSIVE TCP: the TLS inspector waits for the client's first bytes (a server-first app waits too).
+    inbound, _ = _inbound("tcp")
+    assert _filters(inbound) == {"original_dst": None, "tls_inspector": None}
+    # Auto: the HTTP inspector only on the sniffed port, and not under STRICT (all TLS there).
+    inbound, _ = _inbound("web")
+    assert _filters(inbound) == {"original_dst": None, "tls_inspector": None, "http_inspector": {"not_match": port_8080}}
+    inbound, _ = _inbound("web", pa("n", "bar", "STRICT"))
+    assert _filters(inbound) == {"original_dst": None, "tls_inspector": None}
+    inbound, _ = _inbound("web", pa("n", "bar", "DISABLE"))
+    assert _filters(inbound) == {"original_dst": None, "tls_inspector": port_8080,
+                                 "http_inspector": {"not_match": port_8080}}
+    # HTTP ports keep the TLS inspector in every mode (KNOWN_DIFFERENCES "inbound listener filters").
+    inbound, _ = _inbound("http", pa("n", "bar", "DISABLE"))
+    assert _filters(inbound) == {"original_dst": None, "tls_inspector": None}
+    # Every inbound tcp_proxy logs the peer it verified (with_peer_identity_log), the probe's server account.
+    tcp, _ = _inbound("tcp")
+    assert all("access_log" in f["typed_config"] for c in tcp["filter_chains"] for f in c["filters"]
+               if f["name"].endswith("tcp_proxy"))
+    # meshConfig protocolDetectionTimeout 0s: no inspector ever gives up.
+    assert (inbound["listener_filters_timeout"], inbound["continue_on_listener_filters_timeout"]) == ("0s", True)
+
+
+def _outbound(svc, *docs, client=CLIENT):
+    resources = parse_resources(list(docs))
+    config = cp.compile_sidecar(client, [svc], resources, ROOT)
+    listeners = {listener["name"]: listener for listener in config.listeners}
+    return listeners, {c["name"]: c for c in config.clusters}
+
+
+def _alpn(cluster, match="tlsMode-istio"):
+    socket = cluster.get("transport_socket") or next(m["transport_socket"] for m in cluster["transport_socket_matches"]
+                                                     if m["name"] == match)
+    return socket["typed_config"]["common_tls_context"]["alpn_protocols"]
+
+
+def test_a_tcp_port_is_a_tcp_proxy_on_the_vip_with_istio_tcp_alpn():
+    listeners, clusters = _outbound(service("tcp"))
+    assert listeners["virtualOutbound"]["use_original_dst"] is True
+    tcp = listeners["10.251.0.1_8000"]
+    assert tcp["bind_to_port"] is False and "listener_filters" not in tcp and tcp["listener_filters_timeout"] == "0s"
+    [chain] = tcp["filter_chains"]
+    assert chain["filters"][0]["typed_config"]["cluster"] == "outbound|8000||httpbin.bar.svc.cluster.local"
+    cluster = clusters["outbound|8000||httpbin.bar.svc.cluster.local"]
+    assert _alpn(cluster) == ["istio-peer-exchange", "istio"]
+    assert "typed_extension_protocol_options" not in cluster  # no HTTP options on a tcp_proxy cluster
+
+
+def test_an_auto_port_sniffs_and_sends_http_and_tcp_to_their_own_clusters():
+    listeners, clusters = _outbound(service("web"))
+    sniffed = listeners["10.251.0.1_8000"]
+    assert [f["name"] for f in sniffed["listener_filters"]] == ["envoy.filters.listener.http_inspector"]
+    assert (sniffed["listener_filters_timeout"], sniffed["continue_on_listener_filters_timeout"]) == ("0s", True)
+    [http] = sniffed["filter_chains"]
+    assert http["filter_chain_match"] == {"application_protocols": ["http/1.1", "h2c"], "transport_protocol": "raw_buffer"}
+    [vhost] = http["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+    assert vhost["routes"][0]["route"]["cluster"] == "outbound|8000||httpbin.bar.svc.cluster.local~http"
+    tcp = sniffed["default_filter_chain"]["filters"][0]["typed_config"]
+    assert tcp["cluster"] == "outbound|8000||httpbin.bar.svc.cluster.local"
+    assert _alpn(clusters["outbound|8000||httpbin.bar.svc.cluster.local~http"]) == ["istio-http/1.1", "istio"]
+    assert _alpn(clusters["outbound|8000||httpbin.bar.svc.cluster.local"]) == ["istio-peer-exchange", "istio"]
+
+
+def test_an_http_port_listens_on_every_address_and_passes_other_hosts_and_non_http_through():
+    listeners, _ = _outbound(service("http"))
+    http = listeners["0.0.0.0_8000"]
+    assert [f["name"] for f in http["listener_filters"]] == ["envoy.filters.listener.http_inspector"]
+    vhosts = http["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+    assert [(v["domains"], v["routes"][0]["route"]["cluster"]) for v in vhosts] == [
+        (["httpbin.bar.svc.cluster.local", "httpbin.bar.svc.cluster.local:8000", "10.251.0.1", "10.251.0.1:8000"],
+         "outbound|8000||httpbin.bar.svc.cluster.local"), (["*"], "PassthroughCluster")]
+    assert vhosts[0]["routes"][0]["route"]["retry_policy"]["num_retries"] == 2
+    assert http["default_filter_chain"]["filters"][0]["typed_config"]["cluster"] == "PassthroughCluster"
+
+
+def test_headless_is_original_dst_with_mtls_to_every_endpoint_and_a_listener_per_endpoint():
+    listeners, clusters = _outbound(service("tcp", vip=None))
+    assert "10.0.0.3_8000" in listeners and not any(name.startswith("10.251.") for name in listeners)
+    cluster = clusters["outbound|8000||httpbin.bar.svc.cluster.local"]
+    assert (cluster["type"], cluster["lb_policy"]) == ("ORIGINAL_DST", "CLUSTER_PROVIDED")
+    assert "load_assignment" not in cluster and "transport_socket_matches" not in cluster
+    assert _alpn(cluster) == ["istio-peer-exchange", "istio"]  # even to an endpoint without a sidecar
+    # The service namespace's DISABLE still turns auto mTLS off.
+    _, clusters = _outbound(service("tcp", vip=None), pa("n", "bar", "DISABLE"))
+    assert "transport_socket" not in clusters["outbound|8000||httpbin.bar.svc.cluster.local"]
+    # HTTP stays on 0.0.0.0:port; the endpoint's own sidecar gets no listener for itself.
+    listeners, _ = _outbound(service("http", vip=None))
+    assert "0.0.0.0_8000" in listeners
+    listeners, _ = _outbound(service("tcp", vip=None), client=TCP_SERVER)
+    assert set(listeners) == {"virtualOutbound", "virtualInbound"}

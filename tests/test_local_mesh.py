@@ -198,7 +198,7 @@ def test_a_broken_control_plane_turns_the_known_cells_red(mesh, monkeypatch):
     from cluster.local import controlplane
 
     real = controlplane.inbound_chains
-    monkeypatch.setattr(controlplane, "inbound_chains", lambda pod, port, mode: real(pod, port, "DISABLE"))
+    monkeypatch.setattr(controlplane, "inbound_chains", lambda pod, port, mode, *kind: real(pod, port, "DISABLE", *kind))
     result = probe(mesh, scenario("STRICT", None, client_sidecar=False))
     assert result.outcome == "plaintext" != KNOWN_CELLS[("STRICT", None, False, True)]
 

@@ -7,10 +7,23 @@ cells it could change.
 """
 
 KNOWN_DIFFERENCES = {
-    "service port protocol": (
-        "Service ports are always HTTP, as cluster/manifests/httpbin.yaml declares them (port name `http`). "
-        "Istio picks the inbound chains by protocol: for an unnamed (auto-detected) port PERMISSIVE also passes "
-        "non-Istio TLS through to the app. Would matter only if the kube Service stopped naming its port."
+    "inbound listener filters": (
+        "The tls_inspector also runs on HTTP ports and on the passthrough in DISABLE, so TLS sent there matches no "
+        "filter chain and is closed (no_filter_chain_match), as the oracle's DISABLE rules say. Istio's "
+        "populateListenerFilters (listener_inbound.go) runs it only where a chain matches TLS, none under "
+        "DISABLE: the ClientHello would reach the plaintext HTTP connection manager (a cleartext 400) or the "
+        "app. Outcomes are the same (503 / reset); the wire and the server counters differ. TCP and auto ports "
+        "follow Istio."
+    ),
+    "inbound passthrough chains": (
+        "Traffic to a port no Service names gets the HTTP port's matches with a tcp_proxy to the original "
+        "destination; Istio's passthrough chains are the auto ones (HTTP and TCP, with the http_inspector on "
+        "ports it does not serve). Matters only for a request to a port the Service does not name (a headless "
+        "Service whose port differs from its target port)."
+    ),
+    "outbound routes": (
+        "An HTTP Service's virtual host names its FQDN and VIP (with and without the port); Istio adds the short "
+        "names (httpbin, httpbin.<ns>, ...). Other Hosts go to the PassthroughCluster in both."
     ),
     "MUTUAL certificate files": (
         "DestinationRule MUTUAL paths /etc/certs/{cert-chain,key,root-cert}.pem resolve to the workload's own "
@@ -39,10 +52,13 @@ KNOWN_DIFFERENCES = {
         "inotify instances (fs.inotify.max_user_instances: 128 per user by default)."
     ),
     "metadata exchange and ALPN": (
-        "Istio mTLS clusters offer ALPN istio-http/1.1,istio, the list Istio's outbound istio.alpn filter puts in "
-        "the ClientHello for an HTTP/1.1 service; the upstream Envoy here lacks that filter, so the cluster sets "
-        "the list itself (every cluster here is HTTP/1.1). No peer metadata exchange filter runs; nothing in the "
-        "suites observes it."
+        "Istio mTLS clusters for HTTP offer ALPN istio-http/1.1,istio, the list Istio's outbound istio.alpn filter "
+        "puts in the ClientHello for an HTTP/1.1 service; the upstream Envoy here lacks that filter, so the "
+        "cluster sets the list itself, and an auto (sniffed) port's HTTP chain has a cluster of its own "
+        "(`outbound|<port>||<host>~http`) beside the TCP one. TCP clusters offer istio-peer-exchange,istio as "
+        "Istio's; no peer metadata exchange filter runs, so the server's mTLS contexts offer h2,http/1.1 (as "
+        "Istio's with PILOT_DISABLE_MX_ALPN) and never select istio-peer-exchange. Nothing in the suites observes "
+        "the exchange."
     ),
     "connection reuse": (
         "Outbound clusters open a new upstream connection per request (max_requests_per_connection 1) so every "

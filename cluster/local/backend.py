@@ -50,7 +50,7 @@ from cluster.local.tcp_servers import GREETING as GREETING_BYTES
 from cluster.local.workloads import APP_UID, ServerApp, Sleep, server_app
 from meshproof.istio_api import parse_resources
 from meshproof.namespaces import RunNamespaces
-from meshproof.scenario import APPS, Scenario, Server, Workload, pod_shape, require_supported
+from meshproof.scenario import APPS, NotSupportedYet, Scenario, Server, Workload, pod_shape, require_supported
 from probes.canary import HEADER as CANARY_HEADER
 from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError
@@ -67,7 +67,7 @@ REFUSALS = (("ssl.fail_verify_no_cert", "no-client-certificate"), ("ssl.fail_ver
 
 
 # What the reference mesh handles beyond every consumer's common ground (meshproof.scenario.DIMENSIONS).
-HANDLES = {"server.app": APPS}
+HANDLES = {"server.app": APPS, "server.port_name": None, "server.headless": None, "request.to": None}
 GREETING = GREETING_BYTES.decode("latin-1")  # as the TCP probe client reports it
 
 # How long a completed probe waits for the server sidecar's access log line (written when the connection closes,
@@ -141,6 +141,11 @@ class LocalBackend(MeshBackend):
 
     def deploy(self, scenario: Scenario) -> Handle:
         require_supported(scenario, "the reference mesh", HANDLES)
+        protocol = controlplane.port_protocol(scenario.server.service_port, scenario.server.port_name)
+        if protocol not in controlplane.SERVED_PROTOCOLS:
+            raise NotSupportedYet(scenario.name or "scenario", "scenario", "server.port_name",
+                                  f"{scenario.server.port_name!r} means {protocol}, which the reference mesh does "
+                                  "not serve (it serves http*, tcp*, tls*, https* and auto-detected names)")
         self._refuse_while_away()
         # As on a cluster, the workloads live in run namespaces <ns>-<run> and the manifests follow them
         # (meshproof/namespaces.py); the mesh's root namespace stays istio-system, as a cluster's does.
@@ -292,10 +297,11 @@ class LocalBackend(MeshBackend):
         without `app` gets its app from the caller (a co-deployment shares one httpbin)."""
         run = self.run
         shared_folder(pod.dir)
+        # A headless Service's name resolves to its pod's IP and nothing translates it (no VIP, no DNAT).
         netns.create_pod(run, pod.name, pod.veth, self.bridge, pod.ip, self.subnet.prefixlen,
-                         {s.host: s.vip for s in services})
+                         {s.host: s.vip or s.endpoints[0].ip for s in services})
         iptables.install(pod.name, pod.workload.sidecar,
-                         [ServiceRule(s.vip, s.port, s.endpoints[0].ip, s.target_port) for s in services])
+                         [ServiceRule(s.vip, s.port, s.endpoints[0].ip, s.target_port) for s in services if s.vip])
         if pod.role == "server" and app:
             pod.app = server_app(pod.workload, pod.name, pod.dir, self.runtime)
             pod.app.start(run.record_pid)

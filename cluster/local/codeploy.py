@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from cluster.backend import ProbeResult, probe_apart
 from cluster.local import controlplane
-from cluster.local.pods import Handle, LocalPod, Pair, destroy_pods
+from cluster.local.pods import Handle, LocalPod, Pair, destroy_pods, service_of
 from cluster.local.push import Debouncer
 from cluster.local.workloads import Httpbin, server_app
 from meshproof.codeploy import Plan
@@ -52,11 +52,8 @@ def deploy(backend, plan: Plan) -> Deployment:
     for role, workloads in (("server", run_plan.servers), ("client", run_plan.clients)):
         for workload in workloads:
             pods[workload.namespace] = backend.new_pod(role, workload, backend.allocate_index())
-    services = []
-    for workload in run_plan.servers:
-        pod = pods[workload.namespace]
-        services.append(controlplane.Service("httpbin", workload.namespace, backend.vip(server_index(backend, pod)),
-                                             workload.service_port, workload.target_port, (pod.model(),)))
+    services = [service_of(pods[w.namespace], backend.vip(server_index(backend, pods[w.namespace])))
+                for w in run_plan.servers]
     deployment = Deployment(run_plan, names, pods, services)
     compiling = time.monotonic()
     with_policy = controlplane.policy_keys(manifests)

@@ -20,7 +20,16 @@ suites/ (never imported here), so that the suites' comparison of the two means s
   outbound istio.alpn filter (xds/filters/filters.go Alpn: ALPN istio-http/1.1,istio on Istio mTLS clusters)
   and xds/endpoints/mtls_checker.go (an endpoint gets tlsMode=istio only with a sidecar and a non-DISABLE
   port mode).
-Service ports are treated as declared HTTP (port name `http`).
+- Service ports: pkg/config/kube/conversion.go ConvertProtocol (the port name's prefix, well-known TCP ports) and
+  networking/networking.go ModelProtocolToListenerProtocol (HTTP, TCP, or auto = protocol detection).
+- Inbound chains per protocol and mode: filterchain_options.go getFilterChainMatchOptions; listener filters and
+  their timeout: listener_inbound.go populateListenerFilters / buildInboundListener.
+- Outbound listeners: listener.go buildSidecarOutboundListener / buildListenerFromEntry (HTTP on 0.0.0.0:port
+  with a TCP fallthrough, TCP and auto on the VIP:port, headless TCP and auto on each endpoint's IP:port; the
+  virtualOutbound listener hands a connection to the listener of its original destination, listener_builder.go),
+  tls.go buildSidecarOutbound{TLS,TCP}FilterChainOpts; clusters: cluster.go convertResolution (headless:
+  ORIGINAL_DST) and cluster_tls.go (ALPN istio-peer-exchange,istio on TCP clusters; no auto-mTLS endpoint
+  match on ORIGINAL_DST clusters).
 """
 
 from __future__ import annotations
@@ -45,6 +54,12 @@ ISTIO_ALPNS = ["istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1
 # protocol with mtlsHTTP11ALPN; util.AddALPNOverrideToMetadata exempts only SIMPLE/MUTUAL clusters. Upstream
 # Envoy lacks that filter, and every cluster here is HTTP/1.1, so the cluster offers the result directly.
 ISTIO_CLIENT_ALPN = ["istio-http/1.1", "istio"]
+ISTIO_TCP_ALPN = ["istio-peer-exchange", "istio"]  # util.ALPNInMeshWithMxc: a TCP cluster's Istio mTLS
+MTLS_HTTP_ALPNS = ["istio-http/1.0", "istio-http/1.1", "istio-h2"]  # listener.go mtlsHTTPALPNs
+PLAINTEXT_HTTP_ALPNS = ["http/1.1", "h2c"]  # listener.go plaintextHTTPALPNs (PILOT_HTTP10 off by default)
+# meshConfig protocolDetectionTimeout (pkg/config/mesh/mesh.go default 0s: no timeout), the listener filter
+# timeout of the inbound listener and of sniffed outbound listeners.
+PROTOCOL_DETECTION_TIMEOUT = "0s"
 TRUST_DOMAIN_PREFIX = "spiffe://cluster.local/"
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 MESH_CERT_FILES = {"/etc/certs/cert-chain.pem": "cert-chain.pem", "/etc/certs/key.pem": "key.pem",
@@ -77,18 +92,44 @@ class Pod:
         return spiffe_id(self.namespace, self.service_account)
 
 
+# How a sidecar treats a Service port (networking.ListenerProtocol): HTTP, TCP, or AUTO (protocol detection).
+HTTP, TCP, AUTO = "HTTP", "TCP", "AUTO"
+SERVED_PROTOCOLS = (HTTP, TCP, AUTO)
+# protocol.Parse of the port name's prefix (before the first '-'), as ModelProtocolToListenerProtocol reads it.
+# HTTP2/gRPC would need h2 clusters and UDP no listener at all: the reference mesh serves neither.
+_PROTOCOL_OF_PREFIX = {"http": HTTP, "http_proxy": HTTP, "tcp": TCP, "tls": TCP, "https": TCP, "mongo": TCP,
+                       "redis": TCP, "mysql": TCP, "http2": "HTTP2", "grpc": "HTTP2", "udp": "UDP"}
+WELL_KNOWN_TCP_PORTS = frozenset({25, 53, 3306, 27017})  # conversion.go wellKnownPorts: SMTP, DNS, MySQL, MongoDB
+
+
+def port_protocol(port: int, port_name: str) -> str:
+    """conversion.go ConvertProtocol then ModelProtocolToListenerProtocol, for a Service port and its name."""
+    name = port_name.lower()
+    if name.startswith("grpc-web"):
+        return "HTTP2"
+    protocol = _PROTOCOL_OF_PREFIX.get(name.split("-", 1)[0])
+    if protocol is None:  # Unsupported: sniffed, unless a well-known server-first port
+        return TCP if port in WELL_KNOWN_TCP_PORTS else AUTO
+    return protocol
+
+
 @dataclass(frozen=True)
 class Service:
     name: str
     namespace: str
-    vip: str
+    vip: str | None  # None: a headless Service (clusterIP: None)
     port: int
     target_port: int
     endpoints: tuple[Pod, ...]
+    port_name: str = "http"
 
     @property
     def host(self) -> str:
         return f"{self.name}.{self.namespace}.svc.cluster.local"
+
+    @property
+    def protocol(self) -> str:
+        return port_protocol(self.port, self.port_name)
 
 
 @dataclass
@@ -293,12 +334,19 @@ def _tls_params() -> dict:
     return {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
 
 
-def _hcm(stat_prefix: str, cluster: str, inbound: bool) -> dict:
-    route = {"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}
+def _route(cluster: str) -> dict:
+    return {"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}
+
+
+def _hcm(stat_prefix: str, to: str | list[dict], inbound: bool) -> dict:
+    """An HTTP connection manager sending every request to the cluster `to`, or by Host to virtual hosts."""
+    by_host = isinstance(to, list)
+    route = {} if by_host else _route(to)
     config = {
         "@type": f"{TYPE}extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": stat_prefix,
-        "route_config": {"name": stat_prefix, "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+        "route_config": {"name": stat_prefix, "virtual_hosts": to if by_host else [
+            {"name": "all", "domains": ["*"], "routes": [route]}]},
         "http_filters": [{"name": "envoy.filters.http.router",
                           "typed_config": {"@type": f"{TYPE}extensions.filters.http.router.v3.Router"}}],
     }
@@ -309,13 +357,8 @@ def _hcm(stat_prefix: str, cluster: str, inbound: bool) -> dict:
         config["forward_client_cert_details"] = "APPEND_FORWARD"
         config["set_current_client_cert_details"] = {"subject": True, "uri": True, "dns": True}
     else:
-        # Istio's default for an outbound route without a VirtualService (route/retry/retry.go DefaultPolicy):
-        # a failed connection is tried twice more, so a TLS failure is reported as URX,UF.
-        route["route"]["retry_policy"] = {
-            "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-            "num_retries": 2, "retriable_status_codes": [503], "host_selection_retry_max_attempts": 5,
-            "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
-                "@type": f"{TYPE}extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]}
+        if not by_host:
+            _retry_by_default(route)
         # The client sidecar reports why a request failed (UF, UH, NR, ...) to the probe, with the same route
         # configuration headers the kube backend's EnvoyFilter adds (cluster/manifests/response-flags.yaml).
         config["route_config"]["response_headers_to_add"] = [
@@ -324,15 +367,35 @@ def _hcm(stat_prefix: str, cluster: str, inbound: bool) -> dict:
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
 
 
+def _retry_by_default(route: dict) -> dict:
+    """Istio's default for an outbound route without a VirtualService (route/retry/retry.go DefaultPolicy):
+    a failed connection is tried twice more, so a TLS failure is reported as URX,UF."""
+    route["route"]["retry_policy"] = {
+        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        "num_retries": 2, "retriable_status_codes": [503], "host_selection_retry_max_attempts": 5,
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+            "@type": f"{TYPE}extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]}
+    return route
+
+
 def _tcp_proxy(stat_prefix: str, cluster: str) -> dict:
     return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
         "@type": f"{TYPE}extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": stat_prefix,
         "cluster": cluster}}
 
 
-def _listener_filter(name: str, kind: str) -> dict:
-    return {"name": f"envoy.filters.listener.{name}",
-            "typed_config": {"@type": f"{TYPE}extensions.filters.listener.{name}.v3.{kind}"}}
+def _listener_filter(name: str, kind: str, disabled: dict | None = None) -> dict:
+    listener_filter: dict = {"name": f"envoy.filters.listener.{name}",
+                             "typed_config": {"@type": f"{TYPE}extensions.filters.listener.{name}.v3.{kind}"}}
+    if disabled:
+        listener_filter["filter_disabled"] = disabled
+    return listener_filter
+
+
+def _ports_predicate(ports: list[int]) -> dict:
+    """listener_inbound.go listenerPredicateExcludePorts: true for a connection to one of `ports`."""
+    ranges = [{"destination_port_range": {"start": p, "end": p + 1}} for p in sorted(ports)]
+    return ranges[0] if len(ranges) == 1 else {"or_match": {"rules": ranges}}
 
 
 def _http_options(auto_sni: bool = False, auto_san: bool = False) -> dict:
@@ -348,10 +411,10 @@ def _http_options(auto_sni: bool = False, auto_san: bool = False) -> dict:
 
 # --- Client side (outbound) ---------------------------------------------------------------------------------
 
-def _istio_mutual(client: Pod, sni: str, sans: list[str]) -> dict:
+def _istio_mutual(client: Pod, sni: str, sans: list[str], alpn: list[str] = ISTIO_CLIENT_ALPN) -> dict:
     return _tls_socket("UpstreamTlsContext", {"sni": sni, "common_tls_context": {
         "tls_params": _tls_params(),
-        "alpn_protocols": ISTIO_CLIENT_ALPN,
+        "alpn_protocols": alpn,
         "tls_certificate_sds_secret_configs": [_sds("default", client.sds_dir)],
         "combined_validation_context": {
             "default_validation_context": {"match_typed_subject_alt_names": _san_matchers(sans)},
@@ -417,31 +480,53 @@ def _credential_tls(tls: ClientTLS) -> dict:
     return _tls_socket("UpstreamTlsContext", context)
 
 
-def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication], drs: list[DestinationRule],
-                     root_ns: str, policy_keys: set[tuple[str, str]] = frozenset()) -> tuple[dict, dict]:
+def cluster_name(service: Service, http: bool) -> str:
+    """Istio's outbound|port||host; on an auto port the HTTP chain gets a cluster of its own (`~http`): Istio's
+    one cluster offers istio-peer-exchange,istio and its istio.alpn filter rewrites that per HTTP request,
+    a filter upstream Envoy lacks."""
     name = f"outbound|{service.port}||{service.host}"
+    return name + "~http" if http and service.protocol == AUTO else name
+
+
+def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication], drs: list[DestinationRule],
+                     root_ns: str, policy_keys: set[tuple[str, str]] = frozenset(),
+                     http: bool | None = None) -> tuple[dict, dict]:
+    """The client sidecar's cluster for a Service port: for its HTTP chain (`http`) or its tcp_proxy."""
+    http = service.protocol == HTTP if http is None else http
+    name = cluster_name(service, http)
     merged, step = select_destination_rule(client, service, drs, root_ns, policy_keys)
     tls, checker_mode = _port_tls(merged, service.port)
     decision = {"destination_rule": merged.names if merged else None, "found_in": step,
                 "tls_mode": tls_mode(tls) if tls else None}
     cluster: dict = {"name": name, "type": "STATIC", "connect_timeout": "10s", "lb_policy": "ROUND_ROBIN"}
+    if service.vip is None:
+        # cluster.go convertResolution: a headless Service (resolution Passthrough) is ORIGINAL_DST while
+        # PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES is off (its default at 1.28-1.30): the client's own target.
+        cluster.update(type="ORIGINAL_DST", lb_policy="CLUSTER_PROVIDED")
     auto_sni = auto_san = False
     sni = f"outbound_.{service.port}_._.{service.host}"
     sans = [pod.spiffe_id for pod in service.endpoints]
+    # cluster_tls.go: ALPNInMeshWithMxc on a TCP cluster; an HTTP one offers what istio.alpn would put there.
+    alpn = ISTIO_CLIENT_ALPN if http else ISTIO_TCP_ALPN
     if tls is None:
         svc_mode = namespace_mtls(service.namespace, pas, root_ns)
         decision["auto_mtls_service_mode"] = svc_mode
-        if svc_mode != "DISABLE":
+        if svc_mode != "DISABLE" and service.vip is None:
+            # cluster_tls.go applyUpstreamTLSSettings: no tlsMode match on an ORIGINAL_DST cluster, so auto
+            # mTLS is Istio mTLS to every endpoint, with a sidecar or not.
+            cluster["transport_socket"] = _istio_mutual(client, sni, sans, alpn)
+            decision["headless"] = "ORIGINAL_DST cluster: auto mTLS applies to every endpoint (no tlsMode match)"
+        elif svc_mode != "DISABLE":
             # Auto mTLS: TLS only to endpoints labelled tlsMode=istio, plaintext to the rest.
             cluster["transport_socket_matches"] = [
                 {"name": "tlsMode-istio", "match": {"tlsMode": "istio"},
-                 "transport_socket": _istio_mutual(client, sni, sans)},
+                 "transport_socket": _istio_mutual(client, sni, sans, alpn)},
                 {"name": "tlsMode-disabled", "match": {},
                  "transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
                      "@type": f"{TYPE}extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}}]
     elif tls_mode(tls) == "ISTIO_MUTUAL":
         cluster["transport_socket"] = _istio_mutual(client, tls.sni or sni,
-                                                    list(tls.subject_alt_names) or sans)
+                                                    list(tls.subject_alt_names) or sans, alpn)
     elif tls_mode(tls) in ("SIMPLE", "MUTUAL") and tls.credential_name and _credential_skipped(tls, merged.rule):
         decision["note"] = ("credentialName in a rule without workloadSelector: istiod builds no TLS context "
                             "for a sidecar, so it sends plaintext")
@@ -455,7 +540,11 @@ def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication
         # cluster_tls.go constructUpstreamTLS -> setAutoSniAndAutoSanValidation, with or without credentialName
         auto_sni = not tls.sni
         auto_san = auto_sni and not tls.subject_alt_names and not tls.insecure_skip_verify
-    cluster["typed_extension_protocol_options"] = _http_options(auto_sni, auto_san)
+    if http:
+        # (A tcp_proxy ignores auto SNI / SAN validation, which read the request's Host: a TCP cluster needs none.)
+        cluster["typed_extension_protocol_options"] = _http_options(auto_sni, auto_san)
+    if service.vip is None:
+        return cluster, decision
     endpoints = []
     for pod in service.endpoints:
         # mtls_checker.go: a rule's mode decides the tlsMode label; without one, sidecar and PeerAuthentication.
@@ -472,17 +561,69 @@ def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication
     return cluster, decision
 
 
-def outbound_listener(services: list[Service]) -> dict:
-    chains = [{"name": f"{s.vip}_{s.port}",
-               "filter_chain_match": {"prefix_ranges": [{"address_prefix": s.vip, "prefix_len": 32}],
-                                      "destination_port": s.port},
-               "filters": [_hcm(f"outbound_{s.vip}_{s.port}", f"outbound|{s.port}||{s.host}", inbound=False)]}
-              for s in services]
-    return {"name": "virtualOutbound", "address": _addr("0.0.0.0", 15001),
-            "listener_filters": [_listener_filter("original_dst", "OriginalDst")],
-            "filter_chains": chains,
-            "default_filter_chain": {"name": "PassthroughFilterChain",
-                                     "filters": [_tcp_proxy("PassthroughCluster", "PassthroughCluster")]}}
+def _passthrough_chain() -> dict:
+    return {"name": "PassthroughFilterChain", "filters": [_tcp_proxy("PassthroughCluster", "PassthroughCluster")]}
+
+
+def _listen_addresses(client: Pod, service: Service) -> list[str]:
+    """listener.go buildSidecarOutboundListener: HTTP on 0.0.0.0 (one listener per port, Host picks the
+    Service), TCP and auto on the VIP; a headless Service's TCP and auto ports on each endpoint's IP but the
+    client's own (buildSidecarOutboundListeners: per-instance listeners for Passthrough resolution)."""
+    if service.protocol == HTTP:
+        return ["0.0.0.0"]
+    if service.vip is not None:
+        return [service.vip]
+    return [pod.ip for pod in service.endpoints if pod.ip != client.ip]
+
+
+def _service_vhost(service: Service) -> dict:
+    # route.go generateVirtualHostDomains, in short: the FQDN and the VIP, with and without the port.
+    names = [service.host] + ([service.vip] if service.vip else [])
+    return {"name": f"{service.host}:{service.port}",
+            "domains": [d for name in names for d in (name, f"{name}:{service.port}")],
+            "routes": [_retry_by_default(_route(cluster_name(service, http=True)))]}
+
+
+def _outbound_port_listener(address: str, port: int, services: list[Service]) -> dict:
+    """One Service port's listener (buildListenerFromEntry): reached from virtualOutbound by original
+    destination. An HTTP chain matches what the http_inspector recognised as HTTP; the match-all chain
+    (a TCP Service's tcp_proxy, or Istio's passthrough to the original destination) takes the rest."""
+    name = f"{address}_{port}"
+    listener: dict = {"name": name, "address": _addr(address, port), "bind_to_port": False,
+                      "traffic_direction": "OUTBOUND", "continue_on_listener_filters_timeout": True,
+                      "listener_filters_timeout": "0s"}
+    protocol = services[0].protocol
+    chains = []
+    if protocol in (HTTP, AUTO):
+        vhosts = [_service_vhost(s) for s in services if s.protocol == protocol]
+        if protocol == HTTP:  # the PassthroughCluster for any other Host (outboundTrafficPolicy ALLOW_ANY)
+            vhosts.append({"name": "allow_any", "domains": ["*"], "routes": [_route("PassthroughCluster")]})
+        chains.append({"name": f"{name}_http", "filter_chain_match": {
+            "application_protocols": PLAINTEXT_HTTP_ALPNS, "transport_protocol": "raw_buffer"},
+            "filters": [_hcm(f"outbound_{name}", vhosts, inbound=False)]})
+        listener["listener_filters"] = [_listener_filter("http_inspector", "HttpInspector")]
+        listener["listener_filters_timeout"] = PROTOCOL_DETECTION_TIMEOUT
+    if protocol == HTTP:
+        listener["default_filter_chain"] = _passthrough_chain()
+    else:
+        cluster = cluster_name(services[0], http=False)
+        tcp = {"name": f"{name}_tcp", "filters": [_tcp_proxy(cluster, cluster)]}
+        listener["default_filter_chain" if chains else "filter_chains"] = tcp if chains else [tcp]
+    if chains:
+        listener["filter_chains"] = chains
+    return listener
+
+
+def outbound_listeners(client: Pod, services: list[Service]) -> list[dict]:
+    """virtualOutbound (listener_builder.go buildVirtualOutboundListener: use_original_dst, else passthrough)
+    and one listener per address and Service port."""
+    ports: dict[tuple[str, int], list[Service]] = {}
+    for service in services:
+        for address in _listen_addresses(client, service):
+            ports.setdefault((address, service.port), []).append(service)
+    virtual = {"name": "virtualOutbound", "address": _addr("0.0.0.0", 15001), "use_original_dst": True,
+               "filter_chains": [_passthrough_chain()]}
+    return [virtual] + [_outbound_port_listener(address, port, same) for (address, port), same in sorted(ports.items())]
 
 
 def passthrough_cluster() -> dict:
@@ -503,28 +644,88 @@ def _inbound_mtls_socket(pod: Pod) -> dict:
             "validation_context_sds_secret_config": _sds("ROOTCA", pod.sds_dir)}}})
 
 
-def inbound_chains(pod: Pod, port: int | None, mode: str) -> list[dict]:
-    """Filter chains for one served port, or (port None) the passthrough chains for any other port."""
-    if port is None:
-        name, match = "passthrough", {}
-        mtls_filters = plain_filters = [_tcp_proxy("InboundPassthroughCluster", "InboundPassthroughCluster")]
-    else:
-        name, match = str(port), {"destination_port": port}
-        mtls_filters = [_hcm(f"inbound_{port}_mtls", f"inbound|{port}||", inbound=True)]
-        plain_filters = [_hcm(f"inbound_{port}_plaintext", f"inbound|{port}||", inbound=True)]
-    mtls = {"name": f"{name}_mtls", "filter_chain_match": {**match, "transport_protocol": "tls"},
-            "transport_socket": _inbound_mtls_socket(pod), "filters": mtls_filters}
-    plain = {"name": f"{name}_plaintext", "filter_chain_match": {**match, "transport_protocol": "raw_buffer"},
-             "filters": plain_filters}
-    if mode == "STRICT":
-        return [mtls]
-    if mode == "PERMISSIVE":
-        mtls["filter_chain_match"]["application_protocols"] = ISTIO_ALPNS
-        return [mtls, plain]
-    # DISABLE: filterchain_options.go inboundPlainTextHTTPFilterChainMatchOptions (a served HTTP port) and
-    # inboundPlainTextFilterChainMatchOptions (the passthrough) match raw_buffer only: a TLS ClientHello
-    # meets no chain and the connection is closed, with no HTTP answer.
-    return [plain]
+@dataclass(frozen=True)
+class ChainOption:
+    """filterchain_options.go FilterChainMatchOptions: one inbound filter chain of a port."""
+
+    protocol: str  # HTTP: a connection manager; TCP: a tcp_proxy to the app
+    transport: str  # the transport_protocol it matches: "tls" or "raw_buffer"
+    alpns: list[str] | None = None  # the application_protocols it matches
+    terminates: bool = False  # TLS: true, the chain ends Istio mTLS; a TLS chain without it passes TLS through
+
+
+# getFilterChainMatchOptions, per listener protocol and PeerAuthentication mode (WithMxc variants: Istio's
+# defaults). PERMISSIVE TCP and auto keep a TLS chain that does not terminate: an app's own TLS passes through.
+CHAIN_OPTIONS: dict[tuple[str, str], tuple[ChainOption, ...]] = {
+    (HTTP, "STRICT"): (ChainOption(HTTP, "tls", terminates=True),),
+    (HTTP, "PERMISSIVE"): (ChainOption(HTTP, "tls", ISTIO_ALPNS, terminates=True), ChainOption(HTTP, "raw_buffer")),
+    (HTTP, "DISABLE"): (ChainOption(HTTP, "raw_buffer"),),
+    (AUTO, "STRICT"): (ChainOption(HTTP, "tls", MTLS_HTTP_ALPNS, terminates=True),
+                       ChainOption(TCP, "tls", terminates=True)),
+    (AUTO, "PERMISSIVE"): (ChainOption(HTTP, "tls", MTLS_HTTP_ALPNS, terminates=True),
+                           ChainOption(HTTP, "raw_buffer", PLAINTEXT_HTTP_ALPNS),
+                           ChainOption(TCP, "tls", ISTIO_TCP_ALPN, terminates=True),
+                           ChainOption(TCP, "raw_buffer"),
+                           ChainOption(TCP, "tls")),
+    (AUTO, "DISABLE"): (ChainOption(HTTP, "raw_buffer", PLAINTEXT_HTTP_ALPNS), ChainOption(TCP, "raw_buffer")),
+    (TCP, "STRICT"): (ChainOption(TCP, "tls", terminates=True),),
+    (TCP, "PERMISSIVE"): (ChainOption(TCP, "tls", ISTIO_ALPNS, terminates=True), ChainOption(TCP, "tls"),
+                          ChainOption(TCP, "raw_buffer")),
+    (TCP, "DISABLE"): (ChainOption(TCP, "raw_buffer"),),
+}
+def _chain_name(port: int | None, protocol: str, option: ChainOption) -> str:
+    if port is None or protocol == HTTP:  # the names an HTTP port's chains have always had
+        return f"{port or 'passthrough'}_{'mtls' if option.transport == 'tls' else 'plaintext'}"
+    kind = "mtls" if option.terminates else option.transport.replace("raw_buffer", "plaintext")
+    return f"{port}_{option.protocol.lower()}_{kind}"
+
+
+def inbound_chains(pod: Pod, port: int | None, mode: str, protocol: str = HTTP) -> list[dict]:
+    """Filter chains for one served port of `protocol`, or (port None) the passthrough chains for any other
+    port: tcp_proxy to the original destination behind the HTTP port's matches (Istio's are the auto ones)."""
+    chains = []
+    for option in CHAIN_OPTIONS[(HTTP if port is None else protocol, mode)]:
+        name = _chain_name(port, protocol, option)
+        match: dict = {"destination_port": port} if port else {}
+        match["transport_protocol"] = option.transport
+        if option.alpns:
+            match["application_protocols"] = option.alpns
+        if port is None:
+            filters = [_tcp_proxy("InboundPassthroughCluster", "InboundPassthroughCluster")]
+        elif option.protocol == HTTP:
+            filters = [_hcm(f"inbound_{name}", f"inbound|{port}||", inbound=True)]
+        else:
+            filters = [_tcp_proxy(f"inbound|{port}||", f"inbound|{port}||")]
+        chain = {"name": name, "filter_chain_match": match, "filters": filters}
+        if option.terminates:
+            # authn/utils BuildInboundTLS: h2,http/1.1 (Istio's TCP context adds istio-peer-exchange for its
+            # metadata exchange, which the reference mesh has not: as with PILOT_DISABLE_MX_ALPN).
+            chain["transport_socket"] = _inbound_mtls_socket(pod)
+        chains.append(chain)
+    return chains
+
+
+def inbound_listener_filters(chains: list[dict], http_ports: set[int]) -> list[dict]:
+    """listener_inbound.go populateListenerFilters: an inspector runs on a port only if one of its chains needs
+    it (tls_inspector for transport tls; http_inspector for ALPN http/1.1 or h2c). A DISABLE TCP or auto port
+    thus reads nothing before the app answers, so a server-first protocol works there.
+
+    Kept from before for HTTP ports (`http_ports`) and the passthrough: the tls_inspector runs there in every
+    mode, so a ClientHello to a DISABLE one matches no chain and is closed (see KNOWN_DIFFERENCES)."""
+    tls, http, plain = set(), set(), set()
+    for chain in chains:
+        match = chain["filter_chain_match"]
+        port = match.get("destination_port", 0)
+        (tls if match["transport_protocol"] == "tls" else plain).add(port)
+        if set(match.get("application_protocols", ())) & {"http/1.1", "h2c"}:
+            http.add(port)
+    no_tls = sorted(plain - tls - http_ports - {0})
+    filters = [_listener_filter("original_dst", "OriginalDst"),
+               _listener_filter("tls_inspector", "TlsInspector", _ports_predicate(no_tls) if no_tls else None)]
+    if http:
+        filters.append(_listener_filter("http_inspector", "HttpInspector",
+                                        {"not_match": _ports_predicate(sorted(http))}))
+    return filters
 
 
 def inbound_passthrough_cluster() -> dict:
@@ -560,24 +761,33 @@ def compile_sidecar(pod: Pod, services: list[Service], resources: list[Resource]
     drs = [r for r in resources if isinstance(r, DestinationRule)]
     clusters, decisions = [passthrough_cluster()], {"outbound": {}, "inbound": {}}
     for service in services:
-        cluster, decision = outbound_cluster(pod, service, pas, drs, root_ns, with_policy)
-        clusters.append(cluster)
-        decisions["outbound"][service.host] = decision
-    listeners = [outbound_listener(services)]
-    served = sorted({s.target_port for s in services if any(e.name == pod.name for e in s.endpoints)})
+        # An auto port has an HTTP chain and a TCP chain, each with its cluster (cluster_name).
+        for http in {HTTP: (True,), TCP: (False,), AUTO: (False, True)}[service.protocol]:
+            cluster, decision = outbound_cluster(pod, service, pas, drs, root_ns, with_policy, http)
+            clusters.append(cluster)
+        decisions["outbound"][service.host] = {"protocol": service.protocol, **decision}
+    listeners = outbound_listeners(pod, services)
+    # getFilterChainsByServicePort: one config per target port, the oldest Service's protocol.
+    served: dict[int, str] = {}
+    for s in services:
+        if any(e.name == pod.name for e in s.endpoints):
+            served.setdefault(s.target_port, s.protocol)
     chains = []
     mode, per_port, used = workload_mtls(pod, pas, root_ns)
-    for port in served:
+    for port, protocol in sorted(served.items()):
         port_mode = per_port.get(port, mode)
-        decisions["inbound"][port] = {"mode": port_mode, "policies": used}
-        chains += inbound_chains(pod, port, port_mode)
+        decisions["inbound"][port] = {"mode": port_mode, "protocol": protocol, "policies": used}
+        chains += inbound_chains(pod, port, port_mode, protocol)
         clusters.append(inbound_cluster(port))
     chains += inbound_chains(pod, None, mode)
     clusters.append(inbound_passthrough_cluster())
-    listeners.append(with_peer_identity_log({"name": "virtualInbound", "address": _addr("0.0.0.0", 15006),
-                      "listener_filters": [_listener_filter("original_dst", "OriginalDst"),
-                                           _listener_filter("tls_inspector", "TlsInspector")],
-                      "filter_chains": chains}))
+    listeners.insert(1, with_peer_identity_log({"name": "virtualInbound", "address": _addr("0.0.0.0", 15006),
+                         "listener_filters": inbound_listener_filters(
+                             chains, {p for p, protocol in served.items() if protocol == HTTP}),
+                         # buildInboundListener: meshConfig protocolDetectionTimeout, continuing on timeout
+                         "listener_filters_timeout": PROTOCOL_DETECTION_TIMEOUT,
+                         "continue_on_listener_filters_timeout": True,
+                         "filter_chains": chains}))
     return SidecarConfig(clusters, listeners, decisions)
 
 

@@ -51,12 +51,17 @@ class Pair:
 
     @property
     def service(self) -> controlplane.Service:
-        server: Server = self.server.workload
-        return controlplane.Service("httpbin", server.namespace, self.vip, server.service_port, server.target_port,
-                                    (self.server.model(),))
+        return service_of(self.server, self.vip)
 
     def pods(self) -> list[LocalPod]:
         return [self.client, self.server]
+
+
+def service_of(server: LocalPod, vip: str) -> controlplane.Service:
+    """The Service `httpbin` in front of one server pod: its `vip` unless headless (clusterIP: None)."""
+    workload: Server = server.workload
+    return controlplane.Service("httpbin", workload.namespace, None if workload.headless else vip,
+                                workload.service_port, workload.target_port, (server.model(),), workload.port_name)
 
 
 @dataclass

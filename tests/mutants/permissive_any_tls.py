@@ -5,8 +5,8 @@ from cluster.local import controlplane
 _real_inbound_chains = controlplane.inbound_chains
 
 
-def _any_tls(pod, port, mode):
-    chains = _real_inbound_chains(pod, port, mode)
+def _any_tls(pod, port, mode, *protocol):
+    chains = _real_inbound_chains(pod, port, mode, *protocol)
     for chain in chains:
         chain["filter_chain_match"].pop("application_protocols", None)
     return chains

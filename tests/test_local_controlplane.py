@@ -406,3 +406,12 @@ def test_headless_is_original_dst_with_mtls_to_every_endpoint_and_a_listener_per
     assert "0.0.0.0_8000" in listeners
     listeners, _ = _outbound(service("tcp", vip=None), client=TCP_SERVER)
     assert set(listeners) == {"virtualOutbound", "virtualInbound"}
+
+
+def test_the_reference_mesh_refuses_a_port_name_it_cannot_serve_before_anything_starts():
+    from cluster.local.backend import LocalBackend
+    from meshproof.scenario import NotSupportedYet, scenario_from_dict
+
+    scenario = scenario_from_dict({"server": {"port_name": "grpc-api"}}, "cell")
+    with pytest.raises(NotSupportedYet, match=r"server.port_name: 'grpc-api' means HTTP2, which the reference mesh"):
+        LocalBackend().deploy(scenario)

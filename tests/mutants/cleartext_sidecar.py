@@ -3,7 +3,7 @@
 from cluster.local import controlplane
 
 
-def _cleartext(client, sni, sans):
+def _cleartext(client, sni, sans, *alpn):
     return {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
         "@type": f"{controlplane.TYPE}extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}
 

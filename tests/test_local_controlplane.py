@@ -398,8 +398,12 @@ def test_headless_is_original_dst_with_mtls_to_every_endpoint_and_a_listener_per
     assert (cluster["type"], cluster["lb_policy"]) == ("ORIGINAL_DST", "CLUSTER_PROVIDED")
     assert "load_assignment" not in cluster and "transport_socket_matches" not in cluster
     assert _alpn(cluster) == ["istio-peer-exchange", "istio"]  # even to an endpoint without a sidecar
-    # The service namespace's DISABLE still turns auto mTLS off.
+    # The service namespace's DISABLE still turns auto mTLS off, and so does one endpoint without a sidecar
+    # (push_context.go BestEffortInferServiceMTLSMode).
     _, clusters = _outbound(service("tcp", vip=None), pa("n", "bar", "DISABLE"))
+    assert "transport_socket" not in clusters["outbound|8000||httpbin.bar.svc.cluster.local"]
+    naked = cp.Service("httpbin", "bar", None, 8000, 8080, (TCP_SERVER, CLIENT), "tcp")
+    _, clusters = _outbound(naked, pa("n", "bar", "STRICT"))
     assert "transport_socket" not in clusters["outbound|8000||httpbin.bar.svc.cluster.local"]
     # HTTP stays on 0.0.0.0:port; the endpoint's own sidecar gets no listener for itself.
     listeners, _ = _outbound(service("http", vip=None))

@@ -185,6 +185,15 @@ def namespace_mtls(namespace: str, pas: list[PeerAuthentication], root_ns: str) 
     return mode
 
 
+def service_mtls_mode(service: Service, pas: list[PeerAuthentication], root_ns: str) -> str:
+    """push_context.go BestEffortInferServiceMTLSMode: for a headless Service (resolution Passthrough), DISABLE
+    as soon as one endpoint is not labelled tlsMode=istio (kube PodTLSMode: no label reads "disabled"); then the
+    namespace's mode."""
+    if service.vip is None and any(p.labels.get("security.istio.io/tlsMode") != "istio" for p in service.endpoints):
+        return "DISABLE"
+    return namespace_mtls(service.namespace, pas, root_ns)
+
+
 # --- DestinationRule ----------------------------------------------------------------------------------------
 
 def _fqdn(host: str, namespace: str) -> str:
@@ -509,7 +518,7 @@ def outbound_cluster(client: Pod, service: Service, pas: list[PeerAuthentication
     # cluster_tls.go: ALPNInMeshWithMxc on a TCP cluster; an HTTP one offers what istio.alpn would put there.
     alpn = ISTIO_CLIENT_ALPN if http else ISTIO_TCP_ALPN
     if tls is None:
-        svc_mode = namespace_mtls(service.namespace, pas, root_ns)
+        svc_mode = service_mtls_mode(service, pas, root_ns)
         decision["auto_mtls_service_mode"] = svc_mode
         if svc_mode != "DISABLE" and service.vip is None:
             # cluster_tls.go applyUpstreamTLSSettings: no tlsMode match on an ORIGINAL_DST cluster, so auto

@@ -389,6 +389,10 @@ def test_an_http_port_listens_on_every_address_and_passes_other_hosts_and_non_ht
          "outbound|8000||httpbin.bar.svc.cluster.local"), (["*"], "PassthroughCluster")]
     assert vhosts[0]["routes"][0]["route"]["retry_policy"]["num_retries"] == 2
     assert http["default_filter_chain"]["filters"][0]["typed_config"]["cluster"] == "PassthroughCluster"
+    # A pooled connection to another Host would carry a later cell's request under the old policy.
+    options = cp.passthrough_cluster()["typed_extension_protocol_options"]
+    assert options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+        "common_http_protocol_options"]["max_requests_per_connection"] == 1
 
 
 def test_headless_is_original_dst_with_mtls_to_every_endpoint_and_a_listener_per_endpoint():

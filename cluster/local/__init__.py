@@ -61,7 +61,8 @@ KNOWN_DIFFERENCES = {
         "the exchange."
     ),
     "connection reuse": (
-        "Outbound clusters open a new upstream connection per request (max_requests_per_connection 1) so every "
+        "Outbound clusters (and the PassthroughCluster, which an HTTP listener's other Hosts reach) open a new "
+        "upstream connection per request (max_requests_per_connection 1) so every "
         "probe's handshake is on the wire; Istio pools connections, and the kube backend adds an EnvoyFilter "
         "to do the same as here."
     ),

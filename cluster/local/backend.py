@@ -384,7 +384,8 @@ class LocalBackend(MeshBackend):
             log_start = _log_size(pair.server)
             # httpbin on a port the server sidecar may serve with tcp_proxy (a non-http port name): whether one
             # took this request decides whether its account (no XFCC then) is worth waiting for.
-            proxied_before = _tcp_proxied(pair.server) if not server.port_name.startswith("http") else None
+            proxied_before = _tcp_proxied(pair.server) \
+                if controlplane.port_protocol(server.service_port, server.port_name) != controlplane.HTTP else None
             started = time.perf_counter()
             wire, harness_error = None, None
             if capture:

@@ -636,8 +636,10 @@ def outbound_listeners(client: Pod, services: list[Service]) -> list[dict]:
 
 
 def passthrough_cluster() -> dict:
+    # An HTTP listener's other Hosts (allow_any) reach it through a connection manager too: one request per
+    # connection there as well, or a connection opened under one policy would carry the next cell's request.
     return {"name": "PassthroughCluster", "type": "ORIGINAL_DST", "connect_timeout": "10s",
-            "lb_policy": "CLUSTER_PROVIDED"}
+            "lb_policy": "CLUSTER_PROVIDED", "typed_extension_protocol_options": _http_options()}
 
 
 # --- Server side (inbound) ----------------------------------------------------------------------------------

@@ -29,7 +29,10 @@ suites/ (never imported here), so that the suites' comparison of the two means s
   virtualOutbound listener hands a connection to the listener of its original destination, listener_builder.go),
   tls.go buildSidecarOutbound{TLS,TCP}FilterChainOpts; clusters: cluster.go convertResolution (headless:
   ORIGINAL_DST) and cluster_tls.go (ALPN istio-peer-exchange,istio on TCP clusters; no auto-mTLS endpoint
-  match on ORIGINAL_DST clusters).
+  match on ORIGINAL_DST clusters; push_context.go BestEffortInferServiceMTLSMode: none either to a headless
+  Service with an endpoint that has no sidecar).
+The port, headless and sniffing code read here is the same at 1.28.0, 1.29.0 and 1.30.3: nothing branches on the
+version.
 """
 
 from __future__ import annotations

@@ -176,3 +176,52 @@ def test_the_server_sidecars_account_names_the_peer_it_verified_over_tcp(mesh, t
 
 def backend_log_size(pair) -> int:
     return (pair.server.dir / "envoy.log").stat().st_size
+
+
+def _run_scoped(mesh, scn):
+    """(probe result, the oracle's prediction for the scenario as deployed, in the run's namespaces)."""
+    from suites.expectations import expect
+
+    handle = mesh.deploy(scn)
+    try:
+        return mesh.probe(handle, capture=True), expect(handle.scenario)
+    finally:
+        mesh.teardown(handle)
+
+
+@pytest.mark.parametrize("app,port_name", [("tcp-echo", "tcp"), ("banner", "tcp"), ("https", "https")])
+def test_istio_mtls_on_a_tcp_port_is_proven_on_the_wire_and_by_the_server_sidecar(mesh, app, port_name):
+    """STRICT with sidecars on a TCP (or TLS) port: the client sidecar's tcp_proxy wraps the app's bytes in
+    Istio mTLS (ALPN istio-peer-exchange, istio; an outbound_ SNI), the canary never crosses in the clear, and the
+    server sidecar's own account names the client (TCP has no XFCC). The https app's own TLS inside is still
+    mTLS on the wire."""
+    from suites.interpret import compare
+
+    result, prediction = _run_scoped(mesh, scenario(app, mode="STRICT", port_name=port_name))
+    wire = result.wire
+    run_ns = f"bar-{mesh.run.prefix}"
+    assert (result.outcome, wire.verdict) == ("mtls", "mtls"), result.to_json()
+    assert wire.alpn == ["istio-peer-exchange", "istio"], wire.alpn
+    assert wire.sni == f"outbound_.8000_._.httpbin.{run_ns}.svc.cluster.local"
+    assert not wire.canary_in_clear
+    assert result.peer_identity == f"spiffe://cluster.local/ns/foo-{mesh.run.prefix}/sa/sleep", result.extra
+    assert compare(prediction, result, captured=True).passed, compare(prediction, result, captured=True).message
+
+
+def test_a_tcp_client_sidecar_sending_plaintext_where_mtls_is_expected_turns_red(mesh, monkeypatch):
+    """Broken on purpose: a control plane whose client TCP cluster drops Istio mTLS (raw_buffer instead) under
+    PERMISSIVE. The echo still comes back, but the capture shows the canary in the clear, the server sidecar names
+    no client, and compare() says PLAINTEXT LEAK against the oracle's mtls."""
+    from cluster.local import controlplane
+    from reports.categories import PLAINTEXT_LEAK
+    from suites.interpret import compare
+
+    raw = {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}
+    monkeypatch.setattr(controlplane, "_istio_mutual", lambda *args, **kwargs: raw)
+    result, prediction = _run_scoped(mesh, scenario("tcp-echo", mode="PERMISSIVE", port_name="tcp"))
+    assert prediction.outcome == "mtls"
+    assert (result.outcome, result.wire.verdict, result.wire.canary_in_clear) == ("plaintext", "plaintext", True)
+    assert result.peer_identity is None
+    verdict = compare(prediction, result, captured=True)
+    assert not verdict.passed and verdict.category == PLAINTEXT_LEAK, verdict.message

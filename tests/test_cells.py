@@ -91,3 +91,14 @@ def test_a_scenario_is_a_copy():
 def test_a_field_the_scenario_format_lacks_is_refused_naming_it():
     with pytest.raises(ValueError, match=r"server\.colour: unknown field"):
         scenario_from_dict(Cell("x", "A bad field.", server={"colour": "red"}).scenario(), "cell x")
+
+
+def test_the_readme_names_only_cells_the_suites_have():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Surprises we check", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`((?:ports|destinations)/[^`]+)`", section)
+    assert len(named) >= 10
+    running = {cell.id for cell in ports_cells() + destinations_cells()}
+    assert set(named) <= running, set(named) - running

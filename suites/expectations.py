@@ -828,6 +828,10 @@ def _expect_http(scenario: Scenario, policy: ServerPolicy, chosen: ChosenRule, o
                       envoy={**rule.envoy.to_json(), "source": SRC_FLAGS} if rule.envoy else None)
 
 
+# The apps that answer a ClientHello in their own cleartext protocol, whose answer the wire then shows.
+ANSWERS_IN_CLEAR = ("httpbin", "banner")
+
+
 def _expect_port(scenario: Scenario, protocol: str, policy: ServerPolicy, chosen: ChosenRule) -> Prediction:
     """A TCP, server-first or app-TLS app, or a pod-IP destination: the client sidecar's listener, then the
     server sidecar's inbound chains (suites/expectations_ports.py)."""
@@ -873,6 +877,10 @@ def _expect_port(scenario: Scenario, protocol: str, policy: ServerPolicy, chosen
                               "newline (reset or timeout by chance)")
     rule = PORT_RULES[rule_id]
     wire = rule.wire or ARRIVALS[outer].wire
+    if rule_id == "sidecar-tls-reaches-app-reset" and server.app in ANSWERS_IN_CLEAR:
+        # The app answers the ClientHello in its own cleartext protocol (banner's greeting, httpbin's 400):
+        # that answer crosses the link readable, and a hop with cleartext either way is plaintext on the wire.
+        wire = Wire.PLAINTEXT
     if wire == Wire.MTLS and foreign_sni:
         wire = Wire.APP_TLS
     reason = _reason(client_said, scenario, policy, rule.says)

@@ -100,8 +100,8 @@ CASES = [
     ("https-auto-mtls-strict-sniffed", cell([pa("STRICT")], app="https", port_name="web"), M, W_MTLS,
      "mtls-terminated", "inboundStrictFilterChainMatchOptions: tls TCP chain (istio-peer-exchange is no HTTP ALPN)"),
     ("banner-istio-mutual-to-disable", cell([pa("DISABLE"), dr("ISTIO_MUTUAL")], app="banner", port_name="tcp"), R,
-     W_MTLS, "sidecar-tls-reaches-app-reset", ("inboundPlainTextTCPFilterChainMatchOptions: raw_buffer, no inspector; "
-     "the greeting meets the sidecar's handshake")),
+     W_PLAIN, "sidecar-tls-reaches-app-reset", ("inboundPlainTextTCPFilterChainMatchOptions: raw_buffer, no inspector; "
+     "the greeting meets the sidecar's handshake and crosses the link in cleartext")),
     ("https-simple-to-permissive", cell([dr("SIMPLE")], app="https", port_name="tcp"), R, W_APP,
      "sidecar-tls-reaches-app-reset", ("PERMISSIVE TCP passes TLS without Istio's ALPN through untouched; the sidecar "
      "does not trust the app's self-signed certificate")),
@@ -135,8 +135,8 @@ CASES = [
      "istio-mutual-to-disable-503", ("cluster_tls.go: no transport socket match on ORIGINAL_DST; workload policy "
      "unseen")),
     ("headless-tcp-workload-disable", cell([WORKLOAD_DISABLE], headless=True, service_port=8080, app="banner",
-                                           port_name="tcp"), R, W_MTLS, "sidecar-tls-reaches-app-reset",
-     "as headless-http-workload-disable, through tcp_proxy: the app gets Istio's ClientHello"),
+                                           port_name="tcp"), R, W_PLAIN, "sidecar-tls-reaches-app-reset",
+     "as headless-http-workload-disable, through tcp_proxy: the app gets Istio's ClientHello, greets in cleartext"),
     ("headless-naked-server", cell(headless=True, service_port=8080, server_sidecar=False), P, W_PLAIN,
      "plaintext-to-naked-server", "BestEffortInferServiceMTLSMode: an endpoint without tlsMode=istio -> DISABLE"),
     ("headless-namespace-disable", cell([pa("DISABLE")], headless=True, service_port=8080, app="tcp-echo",
@@ -298,3 +298,13 @@ def test_the_handshake_rules_refuse_a_port_that_is_not_http():
 
     with pytest.raises(NotSupportedYet, match="HTTP ports only"):
         expect_handshake(scenario_from_dict(cell(port_name="tcp")), attempt=None)
+
+
+@pytest.mark.parametrize(("app", "wire"), [("banner", Wire.PLAINTEXT), ("httpbin", Wire.PLAINTEXT),
+                                           ("https", Wire.MTLS)])
+def test_sidecar_tls_reaching_the_app_shows_the_apps_answer_on_the_wire(app, wire):
+    """Istio's ClientHello that reaches the app unterminated gets the app's own answer: banner's greeting and
+    httpbin's 400 cross the link in cleartext (a hop with cleartext either way is plaintext on the wire), the
+    https app answers in TLS."""
+    p = predict(cell([dr("ISTIO_MUTUAL")], server_sidecar=False, app=app, port_name="tcp"))
+    assert (p.rule, p.outcome, p.wire) == ("sidecar-tls-reaches-app-reset", Outcome.RESET, wire)

@@ -225,3 +225,13 @@ def test_a_tcp_client_sidecar_sending_plaintext_where_mtls_is_expected_turns_red
     assert result.peer_identity is None
     verdict = compare(prediction, result, captured=True)
     assert not verdict.passed and verdict.category == PLAINTEXT_LEAK, verdict.message
+
+
+@pytest.mark.parametrize("port_name", ["tcp", "https"])
+def test_httpbin_on_a_tcp_or_tls_port_names_the_client_from_the_server_sidecars_account(mesh, port_name):
+    """httpbin behind a tcp_proxy chain sees no X-Forwarded-Client-Cert (an https-named port is TLS, not HTTP):
+    the client identity comes from the server sidecar's own account, as the oracle predicts."""
+    result = probe(mesh, scenario("httpbin", mode="STRICT", port_name=port_name))
+    assert (result.outcome, result.wire.verdict) == ("mtls", "mtls"), result.to_json()
+    assert result.peer_identity == f"spiffe://cluster.local/ns/foo-{mesh.run.prefix}/sa/sleep", result.extra
+    assert result.extra["server_sidecar"]["peer_uri_san"] == result.peer_identity

@@ -87,9 +87,15 @@ def test_client_sidecar_gets_one_upstream_connection_per_request_and_nothing_els
             if d["metadata"]["name"] == "meshproof-no-connection-reuse"]
     assert ef["metadata"]["namespace"] == f"sleep-{RUN}"
     assert ef["spec"]["workloadSelector"]["labels"] == {"meshproof.io/role": "sleep"}
-    [patch] = ef["spec"]["configPatches"]
+    patch, passthrough = ef["spec"]["configPatches"]
     assert patch["match"] == {"context": "SIDECAR_OUTBOUND",
                               "cluster": {"service": f"httpbin.httpbin-{RUN}.svc.cluster.local", "portNumber": 8000}}
+    # a pod-IP request's PassthroughCluster pools no connection from one cell to the next either
+    assert passthrough["match"] == {"context": "SIDECAR_OUTBOUND", "cluster": {"name": "PassthroughCluster"}}
+    assert passthrough["patch"]["value"]["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["common_http_protocol_options"] == {
+        "max_requests_per_connection": 1}
+    assert "transport_socket" not in json.dumps(passthrough)
     options = patch["patch"]["value"]["typed_extension_protocol_options"]
     [(name, value)] = options.items()
     assert name == "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" == value["@type"].rsplit("/", 1)[1]

@@ -72,6 +72,18 @@ KNOWN_DIFFERENCES = {
         "report the new version, as the kube backend waits for convergence. Fault injection's own config (the "
         "request delay) is pushed at once. Outcomes do not change; chaos bounds follow the backend's push time."
     ),
+    "server apps": (
+        "The https app is PyPI httpbin under gunicorn with its own self-signed certificate: it selects no ALPN and "
+        "speaks HTTP/1.1, where the kube backend's go-httpbin negotiates h2 with curl -k. The ClientHello (what the "
+        "wire verdict reads) is curl's on both; only the ServerHello's ALPN and the HTTP version inside differ. "
+        "tcp-echo and banner are cluster/local/tcp_servers.py, one process per pod; tcp-echo answers "
+        "'meshproof-echo <line>' as Istio's samples/tcp-echo (the kube backend's) does with that prefix."
+    ),
+    "server sidecar's peer log": (
+        "Inbound tcp_proxy filters carry an access log (the client identity the sidecar verified, JSON on its "
+        "stdout) that Istio does not configure; the kube backend adds the same with an EnvoyFilter. It changes no "
+        "traffic."
+    ),
     "creation order": (
         "'Oldest wins' follows the order of resources in the scenario; on a cluster it follows "
         "creationTimestamp (1 s resolution), which the kube backend keeps in list order by applying >= 1 s apart."

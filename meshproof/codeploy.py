@@ -111,11 +111,20 @@ class _Renamed(RunNamespaces):
         return {b: a for a, b in self.table}.get(namespace, namespace)
 
 
+# The dimensions a co-deployment keeps at their defaults.
+CO_DEPLOYED_AS_DEFAULT = ("server.app", "server.port_name", "server.headless", "request.to")
+
+
 def alone_reason(scenario: Scenario) -> str | None:
     """Why a cell cannot share a deployment with others (None: it can)."""
     client, server = scenario.client.namespace, scenario.server.namespace
     if client == server:
         return "client and server share a namespace"
+    beyond = [f"{d.path} {d.value(scenario)!r}" for d in DIMENSIONS if d.path in CO_DEPLOYED_AS_DEFAULT
+              and d.value(scenario) != d.default]
+    if beyond:
+        # one httpbin serves every server pod, each cell is probed through its Service (cell_scenario)
+        return f"a co-deployment holds httpbin through a ClusterIP Service only, not {', '.join(beyond)}"
     for res in scenario.resources:
         if res.namespace not in (client, server):
             where = "the root namespace (mesh-wide)" if res.namespace == scenario.root_namespace else res.namespace

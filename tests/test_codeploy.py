@@ -192,3 +192,19 @@ def test_scope_cells_in_rounds_give_what_each_gives_alone(backend):
         assert (outcome, identity) == (want_outcome, want_identity), cell_id
         if want_outcome in ("mtls", "plaintext", "reset"):
             assert wire == want_wire, cell_id
+
+
+@pytest.mark.parametrize("fields", [{"server": {"app": "tcp-echo", "port_name": "tcp"}},
+                                    {"server": {"port_name": "web"}},
+                                    {"server": {"headless": True, "service_port": 8080}},
+                                    {"request": {"to": "pod-ip"}}])
+def test_cells_beyond_one_http_service_keep_their_own_deployment(fields):
+    """One httpbin serves every server pod of a co-deployment and each cell is probed through its Service: a
+    cell with another app, port name, Service kind or destination would be probed as the default one."""
+    from meshproof.scenario import scenario_from_dict
+
+    data = {"client": {"namespace": "sleep"}, "server": {"namespace": "httpbin", **fields.get("server", {})},
+            "request": fields.get("request", {})}
+    assert "a co-deployment holds httpbin through a ClusterIP Service only" in alone_reason(scenario_from_dict(data))
+    assert alone_reason(scenario_from_dict({"client": {"namespace": "sleep"}, "server": {"namespace": "httpbin"}})) \
+        is None

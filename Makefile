@@ -81,7 +81,8 @@ bench: setup
 	$(BIN)/python -m reports.bench --out $(OUT)/bench.json
 
 # Mutation score (reports/mutation.py): the suites against the reference mesh's control plane, the self-tests
-# against the oracle. Slow (hours on a loaded 2-core machine; MUTATION_ARGS="--sample N" judges N per session):
+# against the oracle. Slow (hours on a loaded 2-core machine; MUTATION_ARGS="--sample N" judges N per session,
+# "--changed-since COMMIT" only the lines changed since then):
 # not part of .ci/run. An interrupted run continues.
 MUTATION_STAMP := $(VENV)/.installed-mutation
 $(MUTATION_STAMP): pyproject.toml $(STAMP)

@@ -7,13 +7,15 @@ Each session mutates its modules one mutant at a time in its own copy of the tra
 (reports/out/mutation/<session>/, so the checkout is never left mutated) and runs its test command against the mutant:
 
 - controlplane: cluster/local/controlplane.py (the Istio API -> Envoy TLS config) and cluster/local/iptables.py
-  (interception) against the matrix, scope, root-client, interception and adversary suites on the reference mesh;
+  (interception) against the matrix, scope, root-client, interception, adversary, ports and destinations suites on
+  the reference mesh;
 - oracle: suites/expectations.py against its self-tests, whose expectations were read from Istio's sources
   (the generated expected tables are left out: a snapshot of the oracle would kill any change of it).
 
 The operators are cosmic-ray's with one replacement per site for binary, comparison and unary operators (the
 inverse: + -> -, == -> !=, ...), so a site weighs once rather than ten times. A session's sqlite file survives an
-interruption and the next run continues it. Survivors listed in reports/mutation_equivalent.yaml (module, operator,
+interruption and the next run continues it. `--changed-since COMMIT` judges only mutants on lines changed since
+that commit (a sample of new code). Survivors listed in reports/mutation_equivalent.yaml (module, operator,
 the mutated line, optionally the line before it and the line as the mutant has it (`becomes`, where one line holds
 several sites), and why no test can tell) count as equivalent; the rest stay survivors.
 Output: reports/out/mutation.json, reports/out/mutation.html, and cosmic-ray's own page per session.
@@ -22,6 +24,7 @@ Output: reports/out/mutation.json, reports/out/mutation.html, and cosmic-ray's o
 from __future__ import annotations
 
 import argparse
+import difflib
 import html
 import json
 import shlex
@@ -38,8 +41,9 @@ EQUIVALENT = Path(__file__).resolve().parent / "mutation_equivalent.yaml"
 SESSIONS = {
     "controlplane": {"modules": ["cluster/local/controlplane.py", "cluster/local/iptables.py"],
                      "tests": "suites/test_matrix.py suites/test_scope.py suites/test_root_client.py "
-                              "suites/test_interception.py suites/test_adversary.py -n 2",
-                     "timeout": 240.0},
+                              "suites/test_interception.py suites/test_adversary.py suites/test_ports.py "
+                              "suites/test_destinations.py -n 2",
+                     "timeout": 600.0},
     "oracle": {"modules": ["suites/expectations.py"], "tests": "tests/test_expectations.py", "timeout": 120.0},
 }
 # One replacement per operator site: its inverse.
@@ -80,7 +84,7 @@ def copy_tree(target: Path) -> None:
             shutil.copy2(source, target / name)
 
 
-def run_session(name: str, work: Path, sample: int | None = None) -> None:
+def run_session(name: str, work: Path, sample: int | None = None, changed_since: str | None = None) -> None:
     """Init (once) and run one session in a fresh copy of the tree of its own (a mutated oracle must not reach
     the control-plane session's suites; an interrupted run may have left a mutant on disk).
 
@@ -103,11 +107,23 @@ def run_session(name: str, work: Path, sample: int | None = None) -> None:
         if subprocess.run(shlex.split(test_command(SESSIONS[name]["tests"])), cwd=tree, check=False).returncode:
             raise SystemExit(f"the checkout's tests fail on session {name}'s own (unmutated) modules: start it over "
                              f"(remove {db})")
+    if changed_since:
+        keep_lines(db, {module: changed_lines(_at_commit(changed_since, module), (kept / module).read_text())
+                        for module in SESSIONS[name]["modules"]})
     if sample:
         keep_sample(db, sample)
     subprocess.run([bin_dir / "cosmic-ray", "exec", toml, db], cwd=tree, check=True)
     page = subprocess.run([bin_dir / "cr-html", db], cwd=tree, check=True, capture_output=True, text=True).stdout
     (work / f"{name}.html").write_text(page)
+
+
+def _at_commit(commit: str, module: str) -> str:
+    if subprocess.run(["git", "rev-parse", "--quiet", "--verify", f"{commit}^{{commit}}"], cwd=ROOT, check=False,
+                      capture_output=True).returncode:
+        raise SystemExit(f"--changed-since: {commit!r} is not a commit of this repository")
+    shown = subprocess.run(["git", "show", f"{commit}:{module}"], cwd=ROOT, check=False, capture_output=True,
+                           text=True)
+    return shown.stdout if shown.returncode == 0 else ""  # a module new since then: every line is new
 
 
 def _keep_modules(name: str, tree: Path, kept: Path) -> None:
@@ -132,6 +148,25 @@ def keep_sample(db_path: Path, size: int) -> None:
         db.executemany("INSERT INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
                        "VALUES ('SKIPPED', 'not sampled', NULL, NULL, ?)",
                        [(row[0],) for row in pending[max(0, size - done):]])
+
+
+def changed_lines(old: str, new: str) -> set[int]:
+    """The line numbers of `new` that are not in `old` (added or changed)."""
+    matcher = difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False)
+    return {line + 1 for tag, _, _, start, end in matcher.get_opcodes() if tag in ("replace", "insert")
+            for line in range(start, end)}
+
+
+def keep_lines(db_path: Path, lines: dict[str, set[int]]) -> None:
+    """Mark the pending mutants outside `lines` (module -> line numbers) not sampled: a sample of new code only."""
+    import sqlite3
+
+    with sqlite3.connect(db_path) as db:
+        pending = db.execute("SELECT job_id, module_path, start_pos_row FROM mutation_specs "
+                             "WHERE job_id NOT IN (SELECT job_id FROM work_results)").fetchall()
+        db.executemany("INSERT INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
+                       "VALUES ('SKIPPED', 'not sampled', NULL, NULL, ?)",
+                       [(job,) for job, module, row in pending if row not in lines.get(module, set())])
 
 
 def forget_survivors(name: str, work: Path) -> None:
@@ -233,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="summarize the existing sessions, run nothing")
     parser.add_argument("--sample", type=int, metavar="N",
                         help="judge N mutants per session (a deterministic sample) instead of all")
+    parser.add_argument("--changed-since", metavar="COMMIT",
+                        help="judge only mutants on lines changed since COMMIT (with --sample: a sample of those)")
     parser.add_argument("--retry-survivors", action="store_true",
                         help="run the survivors again against the checkout as it is now (e.g. with a new cell)")
     args = parser.parse_args(argv)
@@ -245,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             if args.retry_survivors:
                 forget_survivors(name, work)
-            run_session(name, work, args.sample)
+            run_session(name, work, args.sample, args.changed_since)
     equivalent = yaml.safe_load(EQUIVALENT.read_text()) or []
     sessions = {name: summarize(name, results(work / f"{name}.sqlite"), equivalent, work / name)
                 for name in names if (work / f"{name}.sqlite").exists()}

@@ -57,3 +57,24 @@ def test_a_kill_needs_the_same_test_red_twice():
     first, _, retry = command.partition(" || ")
     assert first.endswith("tests/test_x.py -n 2 -x") and "--lf -x &&" in retry and "-n 2" not in retry.split("&&")[0]
     assert "cluster/local/controlplane.py" in mutation.config("controlplane")
+
+
+def test_changed_lines_are_the_new_and_edited_lines_of_the_newer_text():
+    old = "a = 1\nb = 2\nc = 3\n"
+    assert mutation.changed_lines(old, "a = 1\nb = 5\nnew = 0\nc = 3\n") == {2, 3}
+    assert mutation.changed_lines(old, "a = 1\nc = 3\n") == set()  # a removed line leaves nothing to mutate
+    assert mutation.changed_lines("", "x = 1\ny = 2\n") == {1, 2}
+
+
+def test_a_sample_of_changed_lines_leaves_every_other_line_not_sampled(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "m.py").write_text("a = 1\nb = 2\nc = 3\n")
+    (tmp_path / "m.toml").write_text('[cosmic-ray]\nmodule-path = "m.py"\ntimeout = 1.0\nexcluded-modules = []\n'
+                                     'test-command = "true"\n[cosmic-ray.distributor]\nname = "local"\n')
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([bin_dir / "cosmic-ray", "init", "m.toml", "m.sqlite"], cwd=tmp_path, check=True)
+    mutation.keep_lines(tmp_path / "m.sqlite", {"m.py": {2}})
+    outcomes = {(m["line"], m["outcome"]) for m in mutation.results(tmp_path / "m.sqlite")}
+    assert outcomes == {(1, "not-sampled"), (2, "pending"), (3, "not-sampled")}

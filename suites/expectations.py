@@ -769,8 +769,8 @@ def modelled_protocol(scenario: Scenario) -> str:
                                f"{value!r} is valid but the oracle does not handle it yet: {why}")
     if protocol not in FAMILY:
         raise refuse("server.port_name", server.port_name,
-                     f"it means protocol {protocol}; the oracle handles names that mean HTTP, TCP, TLS, HTTPS or "
-                     "protocol sniffing")
+                     f"it means protocol {protocol}; the oracle handles names that mean HTTP, TCP, TLS, HTTPS, "
+                     "MySQL, Mongo, Redis or protocol sniffing")
     if server.headless and server.service_port != server.target_port:
         raise refuse("server.headless", True, "a headless Service whose port differs from its targetPort (clients "
                      "connect to podIP:port, where the app does not listen)")

@@ -40,8 +40,11 @@ SRC_TCP_ALPN = (f"{ISTIO} pilot/pkg/networking/core/cluster_tls.go buildUpstream
 SRC_CLIENT_CERT = f"{ISTIO} pilot/pkg/security/authn/utils/utils.go BuildInboundTLS (RequireClientCertificate)"
 
 # The protocols whose listeners are modelled, and the listener protocol each gives (istio/istio
-# pilot/pkg/networking/networking.go ModelProtocolToListenerProtocol): TLS and HTTPS get TCP filter chains.
-FAMILY = {"HTTP": "HTTP", "TCP": "TCP", "TLS": "TCP", "HTTPS": "TCP", "auto": "AUTO"}
+# pilot/pkg/networking/networking.go ModelProtocolToListenerProtocol): TLS and HTTPS get TCP filter chains, and
+# so do MySQL, Mongo and Redis, whose protocol filters Istio adds only when asked (pilot/pkg/features/xds.go
+# PILOT_ENABLE_MYSQL_FILTER / PILOT_ENABLE_REDIS_FILTER, default false): a plain tcp_proxy, as for tcp.
+FAMILY = {"HTTP": "HTTP", "TCP": "TCP", "TLS": "TCP", "HTTPS": "TCP", "MySQL": "TCP", "Mongo": "TCP", "Redis": "TCP",
+          "auto": "AUTO"}
 
 _ISTIO_HTTP = ("istio-http/1.0", "istio-http/1.1", "istio-h2")  # mtlsHTTPALPNs
 _ALL_ISTIO = ("istio", "istio-peer-exchange", *_ISTIO_HTTP)  # allIstioMtlsALPNs

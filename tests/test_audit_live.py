@@ -68,7 +68,7 @@ def test_live_source_reads_what_the_folder_holds_with_list_calls_only():
     assert root == "istio-system"
     live_pairs = {p.key: p.prediction.rule if p.prediction else p.not_predicted for p in audit(inv)[0]}
     folder_pairs = {p.key: p.prediction.rule if p.prediction else p.not_predicted for p in audit(folder)[0]}
-    assert live_pairs == folder_pairs and len(live_pairs) == 35
+    assert live_pairs == folder_pairs and len(live_pairs) == 56
     assert [w.ref for w in inv.unknown_sidecars] == ["reporting/dashboard"]
     assert len(inv.rejected) == 1 and "monitoring/strict" in inv.rejected[0]
     # read-only: GETs, each allowed by the shipped ClusterRole, and paged (the pods list took several calls)
@@ -117,7 +117,7 @@ def test_cli_from_cluster(tmp_path, capsys):
         # the mesh config names another root: the istio-system policy is no longer mesh-wide
         assert cli.main(["what-if", "--from-cluster", "--kubeconfig", kubeconfig, "--strict-mesh"]) == 1
         printed = capsys.readouterr().out
-    assert "35 pairs" in printed and re.search(r"adding a STRICT PeerAuthentication to namespace mesh-root", printed)
+    assert "56 pairs" in printed and re.search(r"adding a STRICT PeerAuthentication to namespace mesh-root", printed)
     with pytest.raises(SystemExit) as refused:  # one source at a time
         cli.main(["audit", "--from-cluster", "--from-manifests", str(EXAMPLE)])
     assert refused.value.code == 2

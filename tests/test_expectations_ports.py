@@ -267,7 +267,7 @@ def test_mutation_alpn_preference_is_caught(monkeypatch):
 
 @pytest.mark.parametrize("data,field", [
     (cell(app="tcp-echo", port_name="grpc"), "server.port_name"),
-    (cell(app="tcp-echo", port_name="mongo"), "server.port_name"),
+    (cell(app="tcp-echo", port_name="udp"), "server.port_name"),
     (cell(headless=True), "server.headless"),  # port 8000 != targetPort 8080
     # TLS that a sniffed port's tcp_proxy chains take
     (cell([pa("DISABLE"), dr("ISTIO_MUTUAL")], port_name="web"), "server.port_name"),
@@ -308,3 +308,14 @@ def test_sidecar_tls_reaching_the_app_shows_the_apps_answer_on_the_wire(app, wir
     https app answers in TLS."""
     p = predict(cell([dr("ISTIO_MUTUAL")], server_sidecar=False, app=app, port_name="tcp"))
     assert (p.rule, p.outcome, p.wire) == ("sidecar-tls-reaches-app-reset", Outcome.RESET, wire)
+
+
+@pytest.mark.parametrize("name", ["mysql", "mongo", "redis-cache"])
+def test_database_port_names_are_plain_tcp(name):
+    """Istio reads MySQL, Mongo and Redis from the name but builds them a plain tcp_proxy unless a protocol filter
+    is switched on (off by default): a server-first MySQL under PERMISSIVE meets the TLS inspector as on tcp."""
+    for data in ({"client_sidecar": False, "app": "banner"}, {"app": "tcp-echo"}, {"app": "https"}):
+        named, tcp = predict(cell(port_name=name, **data)), predict(cell(port_name="tcp", **data))
+        assert (named.outcome, named.wire, named.rule, named.peer_identity) == \
+            (tcp.outcome, tcp.wire, tcp.rule, tcp.peer_identity)
+    assert predict(cell(client_sidecar=False, app="banner", port_name=name)).outcome == Outcome.TIMEOUT

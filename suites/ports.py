@@ -104,19 +104,28 @@ def _dr_text(mode: str | None) -> str:
 
 
 def port_cell(app: str, port: str, sidecars: str, pa_mode: str, dr_mode: str | None = None,
-              question: str | None = None, cites: str | None = None) -> Cell:
-    """One ports cell; `question` and `cites` replace the (app, port) ones where the policies ask something else."""
+              question: str | None = None, cites: str | None = None, service_port: int | None = None) -> Cell:
+    """One ports cell; `question` and `cites` replace the (app, port) ones where the policies ask something else;
+    `service_port` moves the Service port off its default (the id's port part reads `<name>@<number>`)."""
     client_sidecar, server_sidecar, where = SIDECARS[sidecars]
     default_question, default_cites = QUESTION[(app, port)]
-    parts = (app, port, sidecars, f"pa-{_slug(pa_mode)}", f"dr-{_slug(dr_mode)}")
+    named = f"{port}@{service_port}" if service_port else port
+    parts = (app, named, sidecars, f"pa-{_slug(pa_mode)}", f"dr-{_slug(dr_mode)}")
     resources = [pa(pa_mode)] + ([dr(dr_mode)] if dr_mode else [])
-    why = (f"{APP_TEXT[app]} on {PORT_TEXT[port]}, {where}, under PeerAuthentication {pa_mode} with "
+    on = f"a port named {port} numbered {service_port}" if service_port else PORT_TEXT[port]
+    why = (f"{APP_TEXT[app]} on {on}, {where}, under PeerAuthentication {pa_mode} with "
            f"{_dr_text(dr_mode)}: pins down {question or default_question} ({cites or default_cites}).")
-    description = (f"{app} on port '{port}', {where}, PA {pa_mode}, "
+    description = (f"{app} on port '{named}', {where}, PA {pa_mode}, "
                    f"{'DR ' + dr_mode if dr_mode else 'no DR'}")
-    return Cell("ports/" + "/".join(parts), why, tuple(resources), {"sidecar": client_sidecar},
-                {"sidecar": server_sidecar, "app": app, "port_name": port}, description, ("ports", *parts))
+    server = {"sidecar": server_sidecar, "app": app, "port_name": port,
+              **({"service_port": service_port} if service_port else {})}
+    return Cell("ports/" + "/".join(parts), why, tuple(resources), {"sidecar": client_sidecar}, server,
+                description, ("ports", *parts))
 
+
+# Istio's wellKnownPorts (pkg/config/kube/conversion.go: SMTP, DNS, MySQL, MongoDB): a name it does not know on one
+# of them is opaque TCP rather than sniffed, because sniffing would hang these server-first protocols.
+WELL_KNOWN_PORTS = (25, 53, 3306, 27017)
 
 # Designed cells that do not pass end to end on the reference mesh yet: id -> why, and whose side it is. They wait
 # here, outside the suite (never run as a pass or a skip), until the oracle or the mesh handles them.
@@ -168,6 +177,11 @@ def designed_ports() -> list[Cell]:
     }
     for (app, port), (question, cites) in permissive.items():
         cells.append(port_cell(app, port, "sidecars-both", "PERMISSIVE", "DISABLE", question, cites))
+    well_known = ("whether a port name Istio does not know on a well-known port is opaque TCP, so the server-first "
+                  "greeting that hangs behind sniffing on another port number gets through")
+    for number in WELL_KNOWN_PORTS:
+        cells.append(port_cell("banner", "web", "sidecars-both", "PERMISSIVE", None, well_known,
+                               f"{SERVER_FIRST}; {PROTOCOL_SELECTION}", service_port=number))
     to_disable = ("whether DISABLE's plaintext-only TCP chains refuse Istio mTLS that a DestinationRule forces "
                   "(a reset)")
     for app, port in SPEAKS_BACK:

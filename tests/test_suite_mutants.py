@@ -157,3 +157,25 @@ def test_outbound_routes_without_istios_default_retries_are_caught_by_the_connec
     for message in red.values():
         assert "503 for another reason" in message and "reported URX,UF" not in message, message
         assert "open 3 connection(s) to the server, the capture shows 1" in message, message
+
+
+def test_strict_compiled_as_permissive_turns_exactly_the_ports_and_destinations_cells_red_that_strict_decides(
+        tmp_path):
+    # TCP, server-first and app-TLS ports, headless Services and pod IPs: STRICT's own chains must decide there too.
+    from suites.cells import as_scenarios
+    from suites.destinations import destinations_cells
+    from suites.ports import ports_cells
+
+    expected_red = set()
+    for cell, scn in as_scenarios(ports_cells() + destinations_cells()):
+        permissive = [_strict_to_permissive(m) for m in scn.get("resources", [])]
+        as_permissive = expect(scenario_from_dict({**scn, "resources": permissive}, cell))
+        predicted = expect(scenario_from_dict(scn, cell))
+        if ((predicted.outcome, predicted.wire, predicted.peer_identity, predicted.envoy)
+                != (as_permissive.outcome, as_permissive.wire, as_permissive.peer_identity, as_permissive.envoy)):
+            expected_red.add(cell)
+    assert any(c.startswith("ports/") for c in expected_red) and any(c.startswith("destinations/")
+                                                                      for c in expected_red)
+    red = run_matrix_with("strict_as_permissive", tmp_path, ("suites/test_ports.py", "suites/test_destinations.py"))
+    assert set(red) == expected_red
+    assert all(UNEXPECTED_OUTCOME in message or PLAINTEXT_LEAK in message for message in red.values()), red

@@ -107,6 +107,7 @@ def run_session(name: str, work: Path, sample: int | None = None, changed_since:
         if subprocess.run(shlex.split(test_command(SESSIONS[name]["tests"])), cwd=tree, check=False).returncode:
             raise SystemExit(f"the checkout's tests fail on session {name}'s own (unmutated) modules: start it over "
                              f"(remove {db})")
+    forget_sample(db)
     if changed_since:
         keep_lines(db, {module: changed_lines(_at_commit(changed_since, module), (kept / module).read_text())
                         for module in SESSIONS[name]["modules"]})
@@ -148,6 +149,15 @@ def keep_sample(db_path: Path, size: int) -> None:
         db.executemany("INSERT INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
                        "VALUES ('SKIPPED', 'not sampled', NULL, NULL, ?)",
                        [(row[0],) for row in pending[max(0, size - done):]])
+
+
+def forget_sample(db_path: Path) -> None:
+    """Put the mutants an earlier run left out of its sample back to pending: this run chooses its own (a larger
+    sample keeps the smaller one's mutants, being chosen by the same hash; no --sample judges them all)."""
+    import sqlite3
+
+    with sqlite3.connect(db_path) as db:
+        db.execute("DELETE FROM work_results WHERE output = 'not sampled'")
 
 
 def changed_lines(old: str, new: str) -> set[int]:

@@ -60,14 +60,8 @@ def test_a_kill_needs_the_same_test_red_twice():
     assert "cluster/local/controlplane.py" in mutation.config("controlplane")
 
 
-def test_changed_lines_are_the_new_and_edited_lines_of_the_newer_text():
-    old = "a = 1\nb = 2\nc = 3\n"
-    assert mutation.changed_lines(old, "a = 1\nb = 5\nnew = 0\nc = 3\n") == {2, 3}
-    assert mutation.changed_lines(old, "a = 1\nc = 3\n") == set()  # a removed line leaves nothing to mutate
-    assert mutation.changed_lines("", "x = 1\ny = 2\n") == {1, 2}
-
-
-def test_a_sample_of_changed_lines_leaves_every_other_line_not_sampled(tmp_path):
+def _session(tmp_path):
+    """A real cosmic-ray session of a three-line module (mutants on each line), none run yet."""
     import subprocess
     import sys
 
@@ -78,6 +72,30 @@ def test_a_sample_of_changed_lines_leaves_every_other_line_not_sampled(tmp_path)
     if not cosmic_ray.exists():  # the extra `mutation`, which `make mutants` installs and `make test` does not
         pytest.skip("cosmic-ray is not installed here (make mutants installs it)")
     subprocess.run([cosmic_ray, "init", "m.toml", "m.sqlite"], cwd=tmp_path, check=True)
-    mutation.keep_lines(tmp_path / "m.sqlite", {"m.py": {2}})
-    outcomes = {(m["line"], m["outcome"]) for m in mutation.results(tmp_path / "m.sqlite")}
+    return tmp_path / "m.sqlite"
+
+
+def test_changed_lines_are_the_new_and_edited_lines_of_the_newer_text():
+    old = "a = 1\nb = 2\nc = 3\n"
+    assert mutation.changed_lines(old, "a = 1\nb = 5\nnew = 0\nc = 3\n") == {2, 3}
+    assert mutation.changed_lines(old, "a = 1\nc = 3\n") == set()  # a removed line leaves nothing to mutate
+    assert mutation.changed_lines("", "x = 1\ny = 2\n") == {1, 2}
+
+
+def test_a_sample_of_changed_lines_leaves_every_other_line_not_sampled(tmp_path):
+    db = _session(tmp_path)
+    mutation.keep_lines(db, {"m.py": {2}})
+    outcomes = {(m["line"], m["outcome"]) for m in mutation.results(db)}
     assert outcomes == {(1, "not-sampled"), (2, "pending"), (3, "not-sampled")}
+
+
+def test_a_later_run_chooses_its_own_sample(tmp_path):
+    db = _session(tmp_path)
+    mutation.keep_sample(db, 1)
+    first = [m for m in mutation.results(db) if m["outcome"] == "pending"]
+    mutation.forget_sample(db)
+    mutation.keep_sample(db, 2)
+    second = [m for m in mutation.results(db) if m["outcome"] == "pending"]
+    assert len(first) == 1 and len(second) == 2 and first[0] in second
+    mutation.forget_sample(db)
+    assert {m["outcome"] for m in mutation.results(db)} == {"pending"}

@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# cosmic-ray (extra `mutation`): make mutants runs it, and make test checks the mutation tooling with it.
+MUTATION_STAMP := $(VENV)/.installed-mutation
 ALLURE := reports/node_modules/.bin/allure
 OUT := reports/out
 PYTEST_ARGS ?=
@@ -55,9 +57,9 @@ $(ALLURE):
 	cd reports && npm ci --no-audit --no-fund --silent
 
 # Self-tests of meshproof's own code (oracle, API validation, local mesh, capture, reports). Allure first, so
-# the report self-tests build a real report instead of skipping.
+# the report self-tests build a real report instead of skipping; cosmic-ray, so the mutation tooling is tested on it.
 # pytest's exit 5 (no tests collected) is a failure here.
-test: setup $(ALLURE)
+test: setup $(ALLURE) $(MUTATION_STAMP)
 	@$(BIN)/pytest tests -n 2 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
@@ -84,7 +86,6 @@ bench: setup
 # against the oracle. Slow (hours on a loaded 2-core machine; MUTATION_ARGS="--sample N" judges N per session,
 # "--changed-since COMMIT" only the lines changed since then):
 # not part of .ci/run. An interrupted run continues.
-MUTATION_STAMP := $(VENV)/.installed-mutation
 $(MUTATION_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,mutation]'
 	@touch $@

@@ -41,6 +41,7 @@ from meshproof.scenario import (
 )
 from meshproof.vocabulary import Outcome, Wire
 from suites.expectations_ports import (
+    ANSWER_TO_CLIENT_HELLO,
     APP_ARRIVAL,
     ARRIVALS,
     FAMILY,
@@ -828,10 +829,6 @@ def _expect_http(scenario: Scenario, policy: ServerPolicy, chosen: ChosenRule, o
                       envoy={**rule.envoy.to_json(), "source": SRC_FLAGS} if rule.envoy else None)
 
 
-# The apps that answer a ClientHello in their own cleartext protocol, whose answer the wire then shows.
-ANSWERS_IN_CLEAR = ("httpbin", "banner")
-
-
 def _expect_port(scenario: Scenario, protocol: str, policy: ServerPolicy, chosen: ChosenRule) -> Prediction:
     """A TCP, server-first or app-TLS app, or a pod-IP destination: the client sidecar's listener, then the
     server sidecar's inbound chains (suites/expectations_ports.py)."""
@@ -868,19 +865,16 @@ def _expect_port(scenario: Scenario, protocol: str, policy: ServerPolicy, chosen
             rule_id = "client-rejects-server-cert-reset"
             steps.append(origin.rejects_server_cert)
             client_said = origin.rejects_server_cert
-    if rule_id == "sidecar-tls-reaches-app-reset" and server.app == "tcp-echo":
-        # The echo answers per line: only a ClientHello that happens to hold a 0x0a byte gets an answer (and a
-        # failed handshake); otherwise both ends wait. Reset or timeout by chance: no prediction.
-        raise NotSupportedYet(scenario.name or "scenario", "scenario", "server.app",
-                              "'tcp-echo' is valid but the oracle does not predict it here: the sidecar's TLS "
-                              "reaches the line echo, which answers only if the ClientHello happens to hold a "
-                              "newline (reset or timeout by chance)")
     rule = PORT_RULES[rule_id]
     wire = rule.wire or ARRIVALS[outer].wire
-    if rule_id == "sidecar-tls-reaches-app-reset" and server.app in ANSWERS_IN_CLEAR:
-        # The app answers the ClientHello in its own cleartext protocol (banner's greeting, httpbin's 400):
-        # that answer crosses the link readable, and a hop with cleartext either way is plaintext on the wire.
-        wire = Wire.PLAINTEXT
+    if rule_id == "sidecar-tls-reaches-app-reset":
+        # The app's answer to the ClientHello is on the wire too: a hop with cleartext either way is plaintext.
+        if server.app not in ANSWER_TO_CLIENT_HELLO:
+            raise NotSupportedYet(scenario.name or "scenario", "scenario", "server.app",
+                                  f"{server.app!r} is valid but the oracle does not predict it here: the sidecar's "
+                                  "TLS reaches the line echo, which answers only if the ClientHello happens to hold "
+                                  "a newline (reset or timeout by chance)")
+        wire = ANSWER_TO_CLIENT_HELLO[server.app] or wire
     if wire == Wire.MTLS and foreign_sni:
         wire = Wire.APP_TLS
     reason = _reason(client_said, scenario, policy, rule.says)

@@ -115,6 +115,11 @@ ARRIVALS: dict[str, Arrival] = {
 }
 # What each app's probe client sends on its own (the probe clients).
 APP_ARRIVAL = {"httpbin": "http-request", "tcp-echo": "client-first", "banner": "silent", "https": "app-tls"}
+# What each app answers a client sidecar's ClientHello that reaches it unterminated, as the wire shows the hop:
+# httpbin's 400 and banner's greeting cross in cleartext; the https app answers in TLS (the ClientHello's wire
+# stands). The line echo is missing: it answers only a ClientHello that happens to hold a newline (reset or a
+# wait past the deadline by chance), so there is no prediction for it.
+ANSWER_TO_CLIENT_HELLO: dict[str, Wire | None] = {"httpbin": Wire.PLAINTEXT, "banner": Wire.PLAINTEXT, "https": None}
 SIDECAR_TLS = {"istio-mutual": "istio-mtls", "mutual": "mesh-cert-tls", "simple": "tls-no-cert"}
 
 

@@ -109,6 +109,22 @@ def probe(host: str, port: int, canary: str, wait_greeting: bool,
     return account
 
 
+def app_arguments(app: str, echo_prefix: str) -> list[str]:
+    """The flags for a server app, as both meshes call the client: a banner's client waits for the greeting; a
+    tcp-echo's expects the echo server's "<echo_prefix> <line>"."""
+    return ["--wait-greeting"] if app == "banner" else ["--echo-prefix", echo_prefix]
+
+
+def read_account(stdout: str) -> dict[str, Any] | None:
+    """The client's account (its one JSON line) from what it printed; None when it printed none."""
+    line = next((ln for ln in reversed(stdout.splitlines()) if ln.startswith("{")), None)
+    try:
+        account = json.loads(line) if line else None
+    except ValueError:
+        return None
+    return account if isinstance(account, dict) and "result" in account else None
+
+
 def main(argv: list[str]) -> int:
     args, prefix = list(argv), ""
     if "--echo-prefix" in args[:-1]:

@@ -28,6 +28,7 @@ from cluster.local import tcp_servers
 from cluster.local.ca import MeshCA
 from meshproof.scenario import scenario_from_dict
 from meshproof.vocabulary import Outcome, Wire
+from probes.tcp_probe import read_account
 from tests.kube_apiserver import ExecCall, FakeApiServer
 
 CLIENT_ID = "spiffe://cluster.local/ns/sleep-r1/sa/sleep"
@@ -81,7 +82,7 @@ def test_istios_tcp_echo_answer_completes_the_exchange_and_nothing_else_does():
     for prefix, result in ((apps.ECHO_PREFIX, "completed"), (None, "answered"), ("hello", "answered")):
         echo = EchoServer(prefix=prefix)  # "hello": Istio's own sample's prefix, not the one the pod is started with
         try:
-            account = apps.read_tcp_account(run_tcp_probe("tcp-echo", echo.port, "mp-canary-1"))
+            account = read_account(run_tcp_probe("tcp-echo", echo.port, "mp-canary-1"))
         finally:
             echo.close()
         assert account["result"] == result, (prefix, account)
@@ -91,13 +92,13 @@ def test_istios_tcp_echo_answer_completes_the_exchange_and_nothing_else_does():
 def test_the_banner_client_waits_for_the_greeting_and_a_refused_port_is_a_reset():
     banner = EchoServer(greeting=b"220 meshproof-banner ready\r\n")
     try:
-        account = apps.read_tcp_account(run_tcp_probe("banner", banner.port, "mp-canary-3"))
+        account = read_account(run_tcp_probe("banner", banner.port, "mp-canary-3"))
         assert account["result"] == "completed" and account["greeting"].startswith("220 ")
     finally:
         banner.close()
-    refused = apps.read_tcp_account(run_tcp_probe("banner", free_port(), "mp-canary-4"))
+    refused = read_account(run_tcp_probe("banner", free_port(), "mp-canary-4"))
     assert observed_outcome("banner", tcp_result(refused), None) == Outcome.RESET
-    assert apps.read_tcp_account("Traceback: no python here") is None
+    assert read_account("Traceback: no python here") is None
     assert observed_outcome("banner", tcp_result(None), Wire.MTLS) == "error"  # no account: never a pass
 
 

@@ -14,14 +14,12 @@ from an access log the harness adds to its inbound tcp_proxy filters (cluster/ma
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from meshproof.scenario import Scenario, Server
 from probes.heartbeat import HEARTBEAT_SOURCE_PORT
 from probes.identity import PEER_LOG_MARK, account_identity, peer_log_entries, server_account  # noqa: F401 - shared with the reference mesh
-from probes.tcp_probe import PROBE_DEADLINE_S
+from probes.tcp_probe import PROBE_DEADLINE_S, app_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 # Read as text and sent to the pod's Python, never imported here: both are standard-library-only programs.
@@ -69,20 +67,8 @@ def wire_port(scenario: Scenario) -> int:
 
 
 def tcp_probe_command(app: str, host: str, port: int, canary: str) -> list[str]:
-    """The probe client in the sleep pod's tcp-probe container, as the reference mesh runs it: a banner's client
-    waits for the greeting; a tcp-echo's expects Istio's sample's "<prefix> <line>"."""
-    how = ["--wait-greeting"] if app == "banner" else ["--echo-prefix", ECHO_PREFIX]
-    return ["python3", PROBE_PATH, host, str(port), canary, *how]
-
-
-def read_tcp_account(stdout: str) -> dict[str, Any] | None:
-    """The probe client's account (its one JSON line), None when it printed none."""
-    line = next((ln for ln in reversed(stdout.splitlines()) if ln.startswith("{")), None)
-    try:
-        account = json.loads(line) if line else None
-    except ValueError:
-        return None
-    return account if isinstance(account, dict) and "result" in account else None
+    """The probe client in the sleep pod's tcp-probe container, as the reference mesh runs it."""
+    return ["python3", PROBE_PATH, host, str(port), canary, *app_arguments(app, ECHO_PREFIX)]
 
 
 def curl_deadline_s(app: str) -> float:

@@ -77,6 +77,7 @@ from probes.canary import HEADER as CANARY_HEADER
 from probes.canary import echoed_canary, new_canary
 from probes.errors import CaptureError as WireCaptureError
 from probes.identity import peer_identity_from_headers
+from probes.tcp_probe import read_account
 from probes.verdict import judge
 
 SIDECAR = "istio-proxy"
@@ -798,7 +799,7 @@ class KubeBackend(MeshBackend):
         ns, pod = handle.client_pod
         command = apps.tcp_probe_command(handle.scenario.server.app, *handle.destination, canary)
         done = exec_in(self._cluster(), ns, pod, apps.PROBE_CONTAINER, command, timeout_s=30)
-        account = apps.read_tcp_account(done.stdout)
+        account = read_account(done.stdout)
         if account is None:
             outcome, detail = "error", ("the TCP probe printed no account (harness error): "
                                         + (done.stderr.strip() or done.stdout.strip())[:500])

@@ -8,7 +8,6 @@ Both run inside their pod as APP_UID: not the proxy's 1337 (interception must ap
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import socket
@@ -23,7 +22,7 @@ from cluster.local.ca import app_server_certificate
 from cluster.local.runtime import Runtime
 from meshproof.scenario import Server
 from probes.canary import HEADER as CANARY_HEADER
-from probes.tcp_probe import PROBE_DEADLINE_S
+from probes.tcp_probe import PROBE_DEADLINE_S, app_arguments, read_account
 
 APP_UID = 1717
 APPS_LOG = "httpbin.log"  # every server app's output, whatever the app (the server pod is "httpbin" in any case)
@@ -233,18 +232,16 @@ class Sleep:
     def tcp(self, host: str, port: int, canary: str, app: str) -> TcpProbeResult:
         """One TCP probe (tcp_probe.probe) of a tcp_servers app: the canary line echoed (with tcp-echo's prefix),
         after the greeting for banner."""
-        how = ["--wait-greeting"] if app == "banner" else ["--echo-prefix", tcp_servers.ECHO_PREFIX.decode()]
         cmd = netns.exec_prefix(self.netns, APP_UID) + [
-            "env", *self.runtime.app_env(), str(self.runtime.python), "-m", "tcp_probe", host, str(port), canary, *how]
+            "env", *self.runtime.app_env(), str(self.runtime.python), "-m", "tcp_probe", host, str(port), canary,
+            *app_arguments(app, tcp_servers.ECHO_PREFIX.decode())]
         started = time.perf_counter()
         # The client's own deadline ends it; this bound only keeps a hung interpreter from hanging the run.
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=PROBE_DEADLINE_S + 30)
         elapsed = (time.perf_counter() - started) * 1000
-        try:
-            account = json.loads(proc.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            account = {"result": "error", "detail": f"the TCP probe client printed no account (exit "
-                                                    f"{proc.returncode}): {proc.stderr.strip()[-300:]}"}
+        account = read_account(proc.stdout) or {
+            "result": "error", "detail": f"the TCP probe client printed no account (exit {proc.returncode}): "
+                                        f"{proc.stderr.strip()[-300:]}"}
         return TcpProbeResult(account, proc.returncode, shlex.join(cmd), elapsed)
 
 

@@ -387,11 +387,8 @@ class LocalBackend(MeshBackend):
             proxied_before = _tcp_proxied(pair.server) \
                 if controlplane.port_protocol(server.service_port, server.port_name) != controlplane.HTTP else None
             started = time.perf_counter()
-            wire, harness_error = None, None
-            if capture:
-                curl, wire, harness_error = self._captured(pair, canary, lambda: pair.client.app.request(url, canary))
-            else:
-                curl = pair.client.app.request(url, canary)
+            curl, wire, harness_error = self._captured(pair, canary, lambda: pair.client.app.request(url, canary),
+                                                       capture)
             elapsed = round((time.perf_counter() - started) * 1000, 2)
             if curl is None:  # the capture did not start: no request was sent
                 return ProbeResult("error", None, -1, None, harness_error, canary=canary, elapsed_ms=elapsed,
@@ -424,12 +421,8 @@ class LocalBackend(MeshBackend):
         with pair.probing:
             log_start = _log_size(pair.server)
             started = time.perf_counter()
-            wire, harness_error = None, None
-            if capture:
-                sent, wire, harness_error = self._captured(
-                    pair, canary, lambda: pair.client.app.tcp(host, port, canary, pair.server.workload.app))
-            else:
-                sent = pair.client.app.tcp(host, port, canary, pair.server.workload.app)
+            sent, wire, harness_error = self._captured(
+                pair, canary, lambda: pair.client.app.tcp(host, port, canary, pair.server.workload.app), capture)
             elapsed = round((time.perf_counter() - started) * 1000, 2)
             if sent is None:  # the capture did not start: nothing was sent
                 return ProbeResult("error", None, -1, None, harness_error, canary=canary, elapsed_ms=elapsed,
@@ -467,10 +460,12 @@ class LocalBackend(MeshBackend):
         extra["server_sidecar"] = account
         return account_identity(account)
 
-    def _captured(self, pair: Pair, canary: str, send):
+    def _captured(self, pair: Pair, canary: str, send, capture: bool = True):
         """(what send() returned, or None if it did not run; the verdict of a capture on the server pod's veth
         around it; a harness error): send() runs inside the capture, then the heartbeat from the client's link
-        (probes/heartbeat.py) that proves the capture was on the path."""
+        (probes/heartbeat.py) that proves the capture was on the path. Without `capture`: send() alone."""
+        if not capture:
+            return send(), None, None
         from probes import heartbeat
         from probes.capture import Capture  # imports scapy (~0.5 s): only runs that capture pay for it
         from probes.verdict import judge
@@ -559,7 +554,7 @@ class LocalBackend(MeshBackend):
         with pair.probing:  # the capture and the counters' change are this handshake's alone
             _counter_delta(pair.server, SERVER_FAILURE_STATS)  # what came before is not this handshake's
             try:
-                proc, wire, error = self._captured(pair, canary, send) if capture else (send(), None, None)
+                proc, wire, error = self._captured(pair, canary, send, capture)
             finally:
                 for path in paths:
                     path.unlink(missing_ok=True)

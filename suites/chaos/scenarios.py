@@ -223,8 +223,10 @@ def control_plane_away(mesh, faults) -> Result:
         old, held, new = (rules[phase][r.client] for phase in modes)
         changing = transient(either(held, new))
         phase_rules = {"start": old, "before": old, "applying strict": transient(either(old, held)), "strict": held,
-                       "away": held, "refused": held, "changed while away": held, "returning": held,
-                       "returned": held if refusal else changing, "applying permissive": changing,
+                       "away": held, "refused": held, "changed while away": held,
+                       # "returning" opens as the control plane starts again: a held change may go out in it.
+                       "returning": held if refusal else changing, "returned": held if refusal else changing,
+                       "applying permissive": changing,
                        "permissive": new, "end": new}
         return phase_rules.get(r.phase, transient(either(old, held, new)))
 

@@ -34,6 +34,9 @@ from probes.flows import TCP_FIN, TCP_RST, tcp_of_frame
 SETTLE_QUIET_S = 0.030  # silence that ends a capture whose flows did not all close (pooled connections)
 CLOSED_GRACE_S = 0.001  # after every flow saw FIN both ways or RST: room for the last ACK
 MAX_SETTLE_S = 0.5  # a flow that keeps talking after the probe returned does not hold the capture forever
+# Frames still queued for a sniffer thread that lags (a long window on a loaded machine) were on the wire
+# before the capture stopped: they are read first, for at most this long.
+MAX_DRAIN_S = 15.0
 START_TIMEOUT_S = 2.0
 RECEIVE_BUFFER = 4 << 20  # bytes of frames the kernel queues for the sniffer thread before it drops
 _SOL_PACKET, _PACKET_AUXDATA, _PACKET_STATISTICS, _SO_TIMESTAMPNS = 263, 8, 6, 35
@@ -89,6 +92,7 @@ class Capture:
         self.settled_by = ""  # after exit: "closed", "quiet" or "limit" (MAX_SETTLE_S ran out)
         self._flows: dict[tuple, dict] = {}
         self._last_frame = 0.0
+        self._last_wire_time = 0.0  # the kernel's receive time of the last frame the sniffer read
         self._socket: _ListenSocket | None = None
         self._sniffer: AsyncSniffer | None = None
 
@@ -124,7 +128,7 @@ class Capture:
 
     def _track(self, frame) -> None:
         """Runs in the sniffer thread for each frame: remember when it came and how its TCP flow stands."""
-        self._last_frame = time.monotonic()
+        self._last_frame, self._last_wire_time = time.monotonic(), float(frame.time)
         parsed = tcp_of_frame(bytes(frame), DLT_EN10MB)
         if parsed is None or len(parsed[2]) < 14:
             return
@@ -164,6 +168,7 @@ class Capture:
         while not (settled_by := self._settled()) and time.monotonic() < deadline:
             time.sleep(0.001)
         self.settled_by = settled_by or "limit"
+        drained = self._drain()
         self.timings_ms["settle"] = (time.perf_counter() - began) * 1e3
         frames = self._stop()
         began = time.perf_counter()
@@ -173,9 +178,23 @@ class Capture:
         failure = self._sniffer.exception if self._sniffer else None
         if exc_type is None and failure is not None:
             raise CaptureError(f"the sniffer on {self._where()} failed: {failure}")
+        if exc_type is None and not drained:
+            raise CaptureError(f"{self.pcap_path}: the sniffer on {self._where()} still had frames queued after "
+                               f"{MAX_DRAIN_S} s; the capture is incomplete")
         if exc_type is None and self.dropped:
             raise CaptureError(f"{self.pcap_path}: the kernel dropped {self.dropped} frames on {self._where()} "
                                f"(receive queue of {RECEIVE_BUFFER} bytes full); the capture is incomplete")
+
+    def _drain(self) -> bool:
+        """Until the sniffer thread has read every frame the kernel queued for it before now (a flow that keeps
+        talking queues more); False after MAX_DRAIN_S. Stopping earlier would silently lose the last frames."""
+        assert self._socket is not None
+        now, deadline = time.time(), time.monotonic() + MAX_DRAIN_S
+        while self._last_wire_time < now and select.select([self._socket.ins], [], [], 0)[0]:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def _stop(self) -> list:
         frames = []

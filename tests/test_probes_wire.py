@@ -391,3 +391,32 @@ def test_capture_to_a_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(CaptureError, match="directory for the pcap does not exist"), \
             Capture("lo", "tcp", tmp_path / "nope" / "x.pcap"):
         pass
+
+
+class _LaggingCapture(Capture):
+    """A sniffer thread that falls behind, as on a loaded machine: each frame costs it 4 ms."""
+
+    def _track(self, frame) -> None:
+        time.sleep(0.004)
+        super()._track(frame)
+
+
+def _lagging_window(net, tmp_path, requests=40):
+    pcap = tmp_path / "lagging.pcap"
+    with _LaggingCapture(net.server_iface, f"tcp port {PLAIN}", pcap, netns=net.server_ns):
+        for _ in range(requests):
+            net.exchange(PLAIN, rig.http_request(new_canary()))
+    return pcap
+
+
+def test_a_lagging_sniffer_is_drained_before_the_capture_stops(net, tmp_path):
+    """The frames still queued for a sniffer that lags seconds behind were on the wire before the stop: every
+    exchange's flow is in the pcap, not only those the sniffer had read when the settle limit ran out."""
+    _, flows = read_flows(_lagging_window(net, tmp_path))
+    assert len(flows) == 40 and all(f.closed for f in flows)
+
+
+def test_a_sniffer_that_cannot_catch_up_is_an_incomplete_capture(net, tmp_path, monkeypatch):
+    monkeypatch.setattr(capture_module, "MAX_DRAIN_S", 0.05)
+    with pytest.raises(CaptureError, match="still had frames queued"):
+        _lagging_window(net, tmp_path)

@@ -49,6 +49,7 @@ class Request:
     phase_at_start: str = ""
     wire: str = "none"  # worst verdict of its own flows on the wire
     flows: int = 0
+    wire_reason: str = ""  # why its worst flow got its verdict (probes.verdict)
     canary_in_clear: bool = False  # its canary is readable somewhere in the window's capture
     leak: bool = False  # set by the checks: readable where policy says mTLS
 
@@ -216,7 +217,7 @@ class Traffic:
                     continue
                 owner.flows += 1
                 if RANK[summary["verdict"]] > RANK[owner.wire]:
-                    owner.wire = summary["verdict"]
+                    owner.wire, owner.wire_reason = summary["verdict"], summary["reason"]
         for request in self.requests:
             _settle(request)
 
@@ -250,7 +251,8 @@ def _settle(request: Request) -> None:
         request.outcome = request.wire
     else:
         request.failure_detail = (f"answered 200 ({request.outcome} by the app's echo) but the capture holds no "
-                                  f"mTLS or plaintext flow for it (wire {request.wire}, {request.flows} flows)")
+                                  f"mTLS or plaintext flow for it (wire {request.wire}, {request.flows} flows"
+                                  + (f": {request.wire_reason})" if request.wire_reason else ")"))
         request.outcome = "error"
 
 

@@ -69,7 +69,9 @@ class Server(Workload):
 
 @dataclass(frozen=True)
 class Request:
-    to: str = "service"  # "service": the Service's name and port | "pod-ip": the server pod's IP and target port
+    # "service": the Service's name and port | "cluster-ip": the Service's ClusterIP and port | "pod-ip": the server
+    # pod's IP and target port
+    to: str = "service"
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ _TOP_FIELDS = ("name", "client", "server", "request", "istio_version", "root_nam
 # httpbin: HTTP/1.1 | tcp-echo: client-first TCP echo | banner: server-first TCP (greets on accept, then echoes)
 # | https: httpbin behind its own TLS
 APPS = ("httpbin", "tcp-echo", "banner", "https")
-DESTINATIONS = ("service", "pod-ip")
+DESTINATIONS = ("service", "cluster-ip", "pod-ip")
 RESERVED_PORTS = (15000, 15001, 15006, 15020, 15021, 15090)  # the sidecar's own
 
 
@@ -259,6 +261,10 @@ def scenario_from_dict(data: Any, source: str = "<scenario>") -> Scenario:
     client = Workload(**_section(data.get("client") or {}, source, "client"))
     server = Server(**_section(data.get("server") or {}, source, "server"))
     request = Request(**_section(data.get("request") or {}, source, "request"))
+    if server.headless and request.to == "cluster-ip":
+        raise ManifestError(source, "scenario", "request.to",
+                            "'cluster-ip' needs the Service's ClusterIP, and a headless Service (server.headless: "
+                            "true) has none; allowed for a headless Service: service, pod-ip")
     manifests = data.get("resources") or []
     resources = parse_resources(manifests, source)
     return Scenario(client=client, server=server, resources=tuple(resources), manifests=tuple(manifests),

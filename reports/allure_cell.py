@@ -64,7 +64,8 @@ _FEATURES = {"pa": "PeerAuthentication scope", "dr": "DestinationRule selection"
              # ports: the app; destinations: how the server is addressed
              "httpbin": "httpbin (HTTP/1.1)", "tcp-echo": "TCP echo (client-first)",
              "banner": "banner (server-first TCP)", "https": "app TLS (httpbin behind its own TLS)",
-             "service": "ClusterIP Service", "headless": "headless Service", "pod-ip": "pod IP"}
+             "service": "ClusterIP Service", "headless": "headless Service", "cluster-ip": "ClusterIP (VIP) itself",
+             "pod-ip": "pod IP"}
 # ports: the Service port's name (the default); destinations: the sidecars
 _STORIES = SIDECARS
 TAGGED_SUITES = tuple(grid.suite for grid in GRIDS)

@@ -18,8 +18,8 @@ SIDECARS = {"sidecars-both": "sidecar → sidecar", "sidecar-server-only": "none
             "sidecar-client-only": "sidecar → none"}
 # Rows and columns sort by where their tags stand here (a tag not listed: after these, alphabetically); the app
 # https comes last as its port name does.
-ORDER = ("httpbin", "tcp-echo", "banner", "http", "tcp", "https", "tls", "web", "service", "headless", "pod-ip",
-         *SIDECARS, "pa-permissive", "pa-strict", "pa-disable", "dr-none", "dr-istio-mutual", "dr-disable")
+ORDER = ("httpbin", "tcp-echo", "banner", "http", "tcp", "https", "tls", "web", "service", "headless", "cluster-ip",
+         "pod-ip", *SIDECARS, "pa-permissive", "pa-strict", "pa-disable", "dr-none", "dr-istio-mutual", "dr-disable")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """The destinations suite: the same httpbin reached through its ClusterIP Service, through a headless Service
-(clusterIP: None, DNS answers with the pod IP) and straight at the pod IP, under each PeerAuthentication mode,
-with and without sidecars, as declarative cells (suites/cells.py `Cell`).
+(clusterIP: None, DNS answers with the pod IP), at the Service's ClusterIP itself and straight at the pod IP, under
+each PeerAuthentication mode, with and without sidecars, as declarative cells (suites/cells.py `Cell`).
 
 Users get hurt where the request does not go through a Service VIP: headless Services under STRICT
 (istio/istio#19703, #29873, #39439) and pod-IP calls under STRICT (#31319, #37431). The Service's port equals
-its target port (8080) in every cell but one, so the three destinations differ only in how they are addressed
+its target port (8080) in every cell but one, so the four destinations differ only in how they are addressed
 (a headless client connects to the pod on the port it asked for). Ids read `destinations/<to>/<sidecars>/pa-<mode>`
 with a suffix for the few cells that add a DestinationRule, a port-level policy, a TCP app or other ports.
 """
@@ -21,6 +21,9 @@ DESTINATIONS = {
                 "the control for the headless and pod-IP cells; Istio docs, Mutual TLS Migration"),
     "headless": ({"headless": True}, {}, "through a headless Service (DNS gives the pod IP)",
                  "istio/istio#19703, #29873"),
+    "cluster-ip": ({}, {"to": "cluster-ip"}, "at its Service's ClusterIP (the VIP, no name)",
+                   ("a scrape or an app configured by IP, where a sidecar still routes HTTP by its Host: "
+                    "istio/istio#44702, httproute.go generateVirtualHostDomains")),
     "pod-ip": ({}, {"to": "pod-ip"}, "straight at the pod IP", "istio/istio#31319, #37431"),
 }
 
@@ -42,6 +45,8 @@ def destination_cell(to: str, sidecars: str, pa_mode: str, question: str, suffix
 GRID_QUESTION = {
     "service": "what the mode does to a call through the Service VIP when the ports are equal",
     "headless": "whether auto mTLS and the mode treat a headless Service's pod-IP endpoint as they treat a VIP",
+    "cluster-ip": "whether a call to the VIP itself (Host VIP:port, no name) gets the Service's virtual host, "
+                  "so auto mTLS and the mode apply as through the name",
     "pod-ip": "whether a call to the pod IP, which no Service name matches, is held to the same mode",
 }
 
@@ -75,6 +80,9 @@ def designed_destinations() -> list[Cell]:
         destination_cell("headless", "sidecars-both", "STRICT",
                          "whether opaque TCP to a headless Service, as a StatefulSet database gets it, is Istio mTLS",
                          "tcp-echo", server={"app": "tcp-echo", "port_name": "tcp"}, cites="istio/istio#29873, #19703"),
+        destination_cell("cluster-ip", "sidecars-both", "STRICT",
+                         "whether opaque TCP to the VIP, which the Service's name resolves to anyway, gets Istio "
+                         "mTLS as through the name", "tcp-echo", server={"app": "tcp-echo", "port_name": "tcp"}),
         destination_cell("pod-ip", "sidecars-both", "STRICT",
                          "whether opaque TCP to the pod IP gets Istio mTLS or is refused", "tcp-echo",
                          server={"app": "tcp-echo", "port_name": "tcp"}),

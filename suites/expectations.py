@@ -10,7 +10,8 @@ It reads as three questions, each answered the way istiod answers it, then one t
 4. `OUTCOMES[(what the client sends, server mode)]` names the rule that decides the result of an HTTP request
    to the HTTP port; for the other apps (TCP echo, server-first banner, the app's own TLS) and for pod-IP
    requests, suites/expectations_ports.py follows the client sidecar's listener and the server sidecar's
-   inbound filter chains (`_expect_port`).
+   inbound filter chains (`_expect_port`). A request to the Service's ClusterIP is the request by name, with the
+   step that says why (`_by_cluster_ip`).
 
 Every rule carries its source (istio/istio at tags 1.28.10, 1.29.6 and 1.30.3 unless noted; the files and
 functions named are the same in all three for everything modelled here, see `VERSION_NOTES`).
@@ -35,6 +36,7 @@ from meshproof.scenario import (
     APPS,
     DESTINATIONS,
     NotSupportedYet,
+    Request,
     Scenario,
     check_istio_version,
     require_supported,
@@ -89,6 +91,8 @@ SRC_HEADLESS_MTLS = (f"{ISTIO} pilot/pkg/model/push_context.go BestEffortInferSe
                      "PILOT_ENABLE_EDS_FOR_HEADLESS_SERVICES off by default)")
 SRC_ALLOW_ANY = (f"{ISTIO} pilot/pkg/networking/core/httproute.go buildCatchAllVirtualHost (allow_any: domain *, "
                  "PassthroughCluster) + generateVirtualHostDomains (Service names and VIPs, never pod IPs)")
+SRC_VHOST_DOMAINS = (f"{ISTIO} pilot/pkg/networking/core/httproute.go generateVirtualHostDomains (every address of "
+                     "the Service, GetAllAddressesForProxy, with and without the port)")
 SRC_PROTOCOL = (f"{ISTIO} pkg/config/kube/conversion.go ConvertProtocol (a 'grpc-web' prefix first, then the "
                 "name up to its first '-'; an unknown name on a well-known port is TCP) + pkg/config/protocol/"
                 "instance.go Parse (case-insensitive); same code at release-1.28, 1.29 and 1.30")
@@ -741,11 +745,13 @@ ORACLE_HANDLES = {"server.app": APPS, "server.port_name": None, "server.headless
 
 
 def expect(scenario: Scenario) -> Prediction:
-    """What Istio does with one connection sleep -> httpbin (the Service's name and port, or the pod's IP and
-    target port) in this scenario."""
+    """What Istio does with one connection sleep -> httpbin (the Service's name or ClusterIP and port, or the pod's
+    IP and target port) in this scenario."""
     # Scenario files are checked on load; this catches a version set afterwards (--istio-version).
     check_istio_version(scenario.istio_version, scenario.name or "scenario", "istio_version")
     require_supported(scenario, "the oracle", handles=ORACLE_HANDLES)
+    if scenario.request.to == "cluster-ip":
+        return _by_cluster_ip(scenario)
     protocol = modelled_protocol(scenario)
     policy = server_policy(scenario)
     chosen = select_destination_rule(scenario) if scenario.client.sidecar else ChosenRule(None, ())
@@ -758,6 +764,34 @@ def expect(scenario: Scenario) -> Prediction:
     if server.app == "httpbin" and protocol == "HTTP" and to == "service":
         return _expect_http(scenario, policy, chosen, client_origination(scenario, policy, chosen))
     return _expect_port(scenario, protocol, policy, chosen)
+
+
+# request.to cluster-ip: the Service's name resolves to its ClusterIP, so a call to the ClusterIP is the call by
+# name, except for the Host header of an HTTP request. How each client path sees it, and the source that says so.
+BY_CLUSTER_IP = {
+    "hcm": (("its Host header <ClusterIP>:{port} is one of the Service's virtual host domains "
+             "(generateVirtualHostDomains adds every address of the Service, with and without the port), so the "
+             "client sidecar routes it to the Service's cluster as it routes the Service's name"), SRC_VHOST_DOMAINS),
+    "sidecar": (("the Service's name resolves to that address, so the client sidecar's listener takes the "
+                 "connection as it takes a call by name"), None),
+    "no-sidecar": (("the Service's name resolves to that address, so the node sends it to the pod (kube-proxy) as "
+                    "it sends a call by name"), None),
+}
+
+
+def _by_cluster_ip(scenario: Scenario) -> Prediction:
+    """A call to the Service's ClusterIP and port: the prediction for the Service by name, with why."""
+    by_name = expect(replace(scenario, request=Request("service")))
+    server = scenario.server
+    path = "no-sidecar"
+    if scenario.client.sidecar:
+        listener, _ = client_listener(modelled_protocol(scenario), server.app, "service", server.headless,
+                                      server.service_port == server.target_port)
+        path = "hcm" if listener == "hcm" else "sidecar"
+    says, source = BY_CLUSTER_IP[path]
+    step = f"the client calls the ClusterIP and port {server.service_port}: " + says.format(port=server.service_port)
+    return replace(by_name, details=(step, *by_name.details),
+                   source=f"{by_name.source}; {source}" if source else by_name.source)
 
 
 def modelled_protocol(scenario: Scenario) -> str:

@@ -1,7 +1,7 @@
 """The destinations suite (suites/destinations.py): httpbin through its ClusterIP Service, through a headless
-Service and at its pod IP, under each PeerAuthentication mode, with and without sidecars. Each cell runs in a
-deployment of its own (suites/runner.py run_cell) and asserts the oracle's outcome, the wire and the peer
-identity. A cell the oracle or the mesh does not handle yet fails as NOT SUPPORTED YET, never passes.
+Service, at the Service's ClusterIP and at its pod IP, under each PeerAuthentication mode, with and without
+sidecars. Each cell runs in a deployment of its own (suites/runner.py run_cell) and asserts the oracle's outcome,
+the wire and the peer identity. A cell the oracle or the mesh does not handle yet fails as NOT SUPPORTED YET, never passes.
 """
 
 import pytest

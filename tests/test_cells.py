@@ -32,7 +32,7 @@ def test_ids_are_unique_and_every_cell_says_why_in_a_sentence():
 
 
 def test_the_new_suites_have_about_a_hundred_and_a_few_dozen_cells():
-    assert 90 <= len(designed_ports()) <= 110 and 25 <= len(designed_destinations()) <= 40
+    assert 90 <= len(designed_ports()) <= 110 and 25 <= len(designed_destinations()) <= 45
 
 
 def test_a_cell_not_passing_yet_waits_outside_its_suite_with_a_reason():

@@ -6,10 +6,14 @@ and deliberately broken rules turn cases red.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from meshproof.scenario import NotSupportedYet, scenario_from_dict
+from meshproof.istio_api import ManifestError
+from meshproof.scenario import NotSupportedYet, Request, scenario_from_dict
 from meshproof.vocabulary import Outcome, Wire
+from suites import expectations
 from suites import expectations_ports as ports
 from suites.cells import dr, pa, scenario, tls
 from suites.expectations import expect
@@ -233,10 +237,56 @@ def test_port_names_pick_the_family():
      cell([pa("STRICT")], client_sidecar=False, app="https", port_name="tcp")),  # app TLS through or terminated
     (cell([WORKLOAD_DISABLE], service_port=8080), cell([WORKLOAD_DISABLE], service_port=8080, headless=True)),
     (cell([pa("STRICT")]), cell([pa("STRICT")], to="pod-ip")),  # Service vs pod IP
+    (cell([pa("STRICT")], to="cluster-ip"), cell([pa("STRICT")], to="pod-ip")),  # ClusterIP vs pod IP
     (cell(app="tcp-echo", port_name="tcp"), cell(app="tcp-echo", port_name="http")),  # TCP vs HTTP port name
 ])
 def test_a_decision_flips_the_outcome(before, after):
     assert predict(before).outcome != predict(after).outcome
+
+
+# --- the ClusterIP: reached as the Service by name, and the step says why ------------------------------
+# (id, scenario, outcome, wire, rule, what the first step says, the source it adds). HTTP: httproute.go
+# generateVirtualHostDomains appends every address of the Service (GetAllAddressesForProxy) with and without the
+# port, so the Host header VIP:port picks the Service's virtual host (tags 1.28.10, 1.29.6, 1.30.3 alike); TCP and
+# a client without a sidecar: the name resolves to the VIP anyway.
+CLUSTER_IP = [
+    ("cluster-ip-strict", cell([pa("STRICT")], to="cluster-ip"), M, W_MTLS, "istio-mutual-accepted",
+     "Host header <ClusterIP>:8000 is one of the Service's virtual host domains", "generateVirtualHostDomains"),
+    ("cluster-ip-permissive", cell([pa("PERMISSIVE")], to="cluster-ip"), M, W_MTLS, "istio-mutual-accepted",
+     "Host header <ClusterIP>:8000 is one of the Service's virtual host domains", "generateVirtualHostDomains"),
+    ("cluster-ip-dr-disable", cell([dr("DISABLE")], to="cluster-ip"), P, W_PLAIN, "plaintext-accepted",
+     "Host header <ClusterIP>:8000 is one of the Service's virtual host domains", "generateVirtualHostDomains"),
+    ("cluster-ip-naked-client-strict", cell([pa("STRICT")], client_sidecar=False, to="cluster-ip"), R, W_PLAIN,
+     "naked-client-to-strict-reset", "the node sends it to the pod (kube-proxy)", None),
+    ("cluster-ip-tcp-strict", cell([pa("STRICT")], to="cluster-ip", app="tcp-echo", port_name="tcp"), M, W_MTLS,
+     "mtls-terminated", "the client sidecar's listener takes the connection", None),
+]
+
+
+@pytest.mark.parametrize("case_id,data,outcome,wire,rule,says,source", CLUSTER_IP, ids=[c[0] for c in CLUSTER_IP])
+def test_a_call_to_the_cluster_ip_is_the_call_by_name_and_says_why(case_id, data, outcome, wire, rule, says, source):
+    p = predict(data)
+    assert (p.outcome, p.wire, p.rule) == (outcome, wire, rule), f"{case_id}: {p.reason} {p.details}"
+    assert p.details[0].startswith("the client calls the ClusterIP and port 8000: ") and says in p.details[0]
+    by_name = predict({**data, "request": {"to": "service"}})
+    assert p.details[1:] == by_name.details and p.reason == by_name.reason
+    assert (source in p.source) if source else p.source == by_name.source
+    assert "generateVirtualHostDomains" not in by_name.source  # a name matches without the VIP
+
+
+def test_a_headless_service_has_no_cluster_ip_for_the_oracle_either():
+    with pytest.raises(ManifestError, match="request.to"):
+        predict(cell(headless=True, service_port=8080, to="cluster-ip"))
+
+
+def test_mutation_no_vip_in_the_domains_is_caught(monkeypatch):
+    """An oracle that read the ClusterIP as an address no virtual host names (the pod IP's path: allow_any,
+    PassthroughCluster) would predict cleartext where the Service's own auto mTLS applies."""
+    real = expectations.expect
+    monkeypatch.setattr(expectations, "_by_cluster_ip",
+                        lambda scenario: real(replace(scenario, request=Request("pod-ip"))))
+    [strict, permissive, *_] = CLUSTER_IP
+    assert predict(strict[1]).outcome != strict[2] and predict(permissive[1]).outcome != permissive[2]
 
 
 def test_mutation_no_plain_tls_chain_is_caught(monkeypatch):

@@ -203,6 +203,22 @@ def test_a_broken_control_plane_turns_the_known_cells_red(mesh, monkeypatch):
     assert result.outcome == "plaintext" != KNOWN_CELLS[("STRICT", None, False, True)]
 
 
+def test_a_call_to_the_cluster_ip_carries_the_vip_as_its_host_and_gets_the_services_mtls(mesh):
+    """request.to cluster-ip: the probe's URL is the pair's VIP and the Service port, so curl's Host header, as
+    the app sees it, is VIP:port; the client sidecar routes it to the Service (Istio mTLS under STRICT)."""
+    handle = mesh.deploy(scenario_from_dict({"client": {"namespace": "foo"}, "server": {"namespace": "bar"},
+                                             "request": {"to": "cluster-ip"}, "resources": manifests("STRICT", None)}))
+    try:
+        result = mesh.probe(handle, capture=False)
+        url = result.command.split()[-1]
+        assert url == f"http://{handle.pair.vip}:8000/headers"
+        assert (result.outcome, result.peer_identity) == ("mtls", sleep_id(mesh))
+        echoed = json.loads(handle.pair.client.app.request(url, "mp-host-check").body)["headers"]
+        assert echoed["Host"] == f"{handle.pair.vip}:8000"
+    finally:
+        mesh.teardown(handle)
+
+
 def test_policy_change_takes_effect_without_restarting_envoy(mesh):
     handle = mesh.deploy(scenario("STRICT", "ISTIO_MUTUAL"))
     try:

@@ -59,14 +59,24 @@ def test_a_bad_value_names_its_field(dimension):
     assert err.value.field_path == dimension.path and "cell.yaml" in str(err.value)
 
 
-def test_where_the_request_goes_does_not_change_the_pod_shape():
-    to_pod = scenario_from_dict({"request": {"to": "pod-ip"}})
-    assert pod_shape(to_pod) == pod_shape(scenario_from_dict({}))
-    assert differs_from_default(to_pod) == {"request to": "pod-ip"}
+@pytest.mark.parametrize("to", ["pod-ip", "cluster-ip"])
+def test_where_the_request_goes_does_not_change_the_pod_shape(to):
+    elsewhere = scenario_from_dict({"request": {"to": to}})
+    assert pod_shape(elsewhere) == pod_shape(scenario_from_dict({}))
+    assert differs_from_default(elsewhere) == {"request to": to}
+
+
+def test_a_headless_service_has_no_cluster_ip_to_request():
+    with pytest.raises(ManifestError) as err:
+        scenario_from_dict({"server": {"headless": True}, "request": {"to": "cluster-ip"}}, "cell.yaml")
+    assert err.value.field_path == "request.to" and "cell.yaml" in str(err.value)
+    assert "allowed for a headless Service: service, pod-ip" in str(err.value)
 
 
 @pytest.mark.parametrize("data", [{"server": {"app": "https", "port_name": "http"}},
-                                  {"server": {"headless": True}, "request": {"to": "service"}}])
+                                  {"server": {"headless": True}, "request": {"to": "service"}},
+                                  {"server": {"headless": True}, "request": {"to": "pod-ip"}},
+                                  {"request": {"to": "cluster-ip"}}])
 def test_combinations_istio_allows_are_valid(data):
     scenario_from_dict(data, "cell.yaml")
 

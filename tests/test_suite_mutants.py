@@ -26,11 +26,14 @@ pytestmark = [pytest.mark.root, pytest.mark.mesh, pytest.mark.slow,
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_matrix_with(mutant: str, tmp_path: Path, suites: tuple[str, ...] = ("suites/test_matrix.py",)) -> dict[str, str]:
-    """Run the suites with a mutant plugin; returns {cell id: failure message} of the red cells."""
+def run_matrix_with(mutant: str, tmp_path: Path, suites: tuple[str, ...] = ("suites/test_matrix.py",),
+                    only: str | None = None) -> dict[str, str]:
+    """Run the suites with a mutant plugin (`only`: the cells pytest -k selects); returns {cell id: failure
+    message} of the red cells."""
     junit = tmp_path / "junit.xml"
     env = {**os.environ, "MESHPROOF_CELLS_DIR": str(tmp_path / "cells")}
-    proc = subprocess.run([sys.executable, "-m", "pytest", *suites, "-p", f"tests.mutants.{mutant}",
+    proc = subprocess.run([sys.executable, "-m", "pytest", *suites, *(["-k", only] if only else []),
+                           "-p", f"tests.mutants.{mutant}",
                            "-n", "2", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"],
                           check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert junit.exists(), f"the suite did not run:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -177,5 +180,26 @@ def test_strict_compiled_as_permissive_turns_exactly_the_ports_and_destinations_
     assert any(c.startswith("ports/") for c in expected_red) and any(c.startswith("destinations/")
                                                                       for c in expected_red)
     red = run_matrix_with("strict_as_permissive", tmp_path, ("suites/test_ports.py", "suites/test_destinations.py"))
+    assert set(red) == expected_red
+    assert all(UNEXPECTED_OUTCOME in message or PLAINTEXT_LEAK in message for message in red.values()), red
+
+
+def test_a_route_without_the_service_vip_is_caught_by_the_cluster_ip_cells(tmp_path):
+    # A Host of VIP:port then meets no virtual host but allow_any: PassthroughCluster in cleartext, what the oracle
+    # predicts for a Host no virtual host names (a pod IP's, on the same port in these cells). Only the client
+    # sidecar's HTTP route reads the Host: the TCP cell and the cells without a client sidecar stay green.
+    from suites.cells import as_scenarios
+    from suites.destinations import destinations_cells
+
+    cells = [(cell, scn) for cell, scn in as_scenarios(destinations_cells()) if cell.startswith("destinations/cluster-ip/")]
+    expected_red = set()
+    for cell, scn in cells:
+        predicted = expect(scenario_from_dict(scn, cell))
+        unnamed = expect(scenario_from_dict({**scn, "request": {"to": "pod-ip"}}, cell))
+        http_route = scn["client"]["sidecar"] and scn["server"].get("app", "httpbin") == "httpbin"
+        if http_route and (predicted.outcome, predicted.wire) != (unnamed.outcome, unnamed.wire):
+            expected_red.add(cell)
+    assert {c.split("/")[3] for c in expected_red} == {"pa-strict", "pa-permissive"}, expected_red
+    red = run_matrix_with("vip_not_in_domains", tmp_path, ("suites/test_destinations.py",), only="cluster-ip")
     assert set(red) == expected_red
     assert all(UNEXPECTED_OUTCOME in message or PLAINTEXT_LEAK in message for message in red.values()), red

@@ -641,11 +641,14 @@ class LocalBackend(MeshBackend):
 
 
 def destination(pair: Pair, scenario: Scenario | None) -> tuple[str, int]:
-    """Where the probe goes (request.to): the Service's name and port, or the server pod's IP and target port.
-    A co-deployed cell (no scenario on its handle) goes to the Service."""
+    """Where the probe goes (request.to): the Service's name and port, its ClusterIP (the pair's VIP) and port, or
+    the server pod's IP and target port. A co-deployed cell (no scenario on its handle) goes to the Service."""
     server: Server = pair.server.workload
-    if scenario is not None and scenario.request.to == "pod-ip":
+    to = scenario.request.to if scenario is not None else "service"
+    if to == "pod-ip":
         return pair.server.ip, server.target_port
+    if to == "cluster-ip":
+        return pair.vip, server.service_port
     return server.host, server.service_port
 
 

@@ -276,3 +276,21 @@ def test_a_banner_probe_through_the_backend_runs_the_client_and_reads_the_server
     assert result.extra["server_sidecar"]["downstream"] == "10.244.2.5:41234"  # not the heartbeat's line
     assert (result.outcome, result.peer_identity) == (Outcome.MTLS, CLIENT_ID)  # no capture: the sidecar's word
     assert result.command.startswith("kubectl exec -n sleep-r1 s -c tcp-probe -- python3 /tmp/tcp_probe.py")
+
+
+def test_a_cluster_ip_call_goes_to_the_address_the_cluster_assigned_the_service():
+    def service(cluster_ip: str) -> tuple[int, dict]:
+        return 200, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "httpbin"},
+                     "spec": {"clusterIP": cluster_ip, "ports": [{"name": "http", "port": 8000}]}}
+
+    with FakeApiServer() as api:
+        api.route("GET", r"/api/v1/namespaces/httpbin-r1/services/httpbin", service("10.96.0.42"))
+        api.route("GET", r"/api/v1/namespaces/headless-r1/services/httpbin", service("None"))
+        backend = KubeBackend()
+        backend.cluster = api.cluster()
+        assert backend._cluster_ip("httpbin-r1") == "10.96.0.42"
+        assert backend._cluster_ip("headless-r1") == ""  # clusterIP: None
+    scenario = scenario_from_dict({"request": {"to": "cluster-ip"}}, "cell")
+    assert apps.destination(scenario, "httpbin-r1", "10.244.1.7", "10.96.0.42") == ("10.96.0.42", 8000)
+    with pytest.raises(ValueError, match="no ClusterIP"):  # never the name in its place
+        apps.destination(scenario, "httpbin-r1", "10.244.1.7")

@@ -158,6 +158,7 @@ def test_each_app_runs_what_it_says():
 
 @pytest.mark.parametrize("to,headless,expected", [("service", False, ("httpbin.httpbin-r1.svc.cluster.local", 8000)),
                                                   ("service", True, ("httpbin.httpbin-r1.svc.cluster.local", 8000)),
+                                                  ("cluster-ip", False, ("10.96.0.42", 8000)),
                                                   ("pod-ip", False, ("10.244.1.7", 9080)),
                                                   ("pod-ip", True, ("10.244.1.7", 9080))])
 def test_the_probe_goes_to_the_service_or_the_pod_and_the_capture_watches_the_port_it_arrives_on(
@@ -165,7 +166,7 @@ def test_the_probe_goes_to_the_service_or_the_pod_and_the_capture_watches_the_po
     for app in APPS:
         scenario = new_shape(app, "tcp", headless=headless, to=to)
         handle = KubeHandle(scenario, "r1", {"sleep": "sleep-r1", "httpbin": "httpbin-r1"}, ("sleep-r1", "s"),
-                            ("httpbin-r1", "h", "10.244.1.7"))
+                            ("httpbin-r1", "h", "10.244.1.7"), cluster_ip="" if headless else "10.96.0.42")
         assert handle.destination == expected
         assert handle.url.startswith("https://" if app == "https" else "http://")
         # a headless name resolves to the pod: the client connects to the pod's IP on the Service port

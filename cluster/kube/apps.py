@@ -28,7 +28,8 @@ TCP_PROBE_PROGRAM = ROOT / "probes" / "tcp_probe.py"
 TCP_APPS = ("tcp-echo", "banner")
 APPS = ("httpbin", "https", *TCP_APPS)  # what the kube backend deploys and probes
 # What the kube backend handles of each scenario dimension (meshproof.scenario.require_supported; None: every
-# valid value): every app, any port name (Istio reads the protocol from it), headless Services, pod-IP requests.
+# valid value): every app, any port name (Istio reads the protocol from it), headless Services, ClusterIP and pod-IP
+# requests.
 HANDLES = {"server.app": APPS, "server.port_name": None, "server.headless": None, "request.to": None}
 # Istio's tcp-echo answers "<prefix> <line>" (samples/tcp-echo/src/main.go); the reference mesh's echoes alike
 ECHO_PREFIX = "meshproof-echo"
@@ -47,12 +48,17 @@ def logs_peer_identity(server: Server) -> bool:
     return server.sidecar and (server.app != "httpbin" or server.port_name != "http")
 
 
-def destination(scenario: Scenario, server_namespace: str, server_ip: str) -> tuple[str, int]:
+def destination(scenario: Scenario, server_namespace: str, server_ip: str, cluster_ip: str = "") -> tuple[str, int]:
     """(host, port) the probe connects to: the Service's name and port (a headless name resolves to the pod's
-    IP), or the server pod's IP and target port (request.to: pod-ip)."""
+    IP), its ClusterIP (spec.clusterIP, as read from the cluster) and port (request.to: cluster-ip), or the server
+    pod's IP and target port (request.to: pod-ip)."""
     server = scenario.server
     if scenario.request.to == "pod-ip":
         return server_ip, server.target_port
+    if scenario.request.to == "cluster-ip":
+        if not cluster_ip:
+            raise ValueError(f"request.to cluster-ip: the Service httpbin in {server_namespace} has no ClusterIP read")
+        return cluster_ip, server.service_port
     return f"httpbin.{server_namespace}.svc.cluster.local", server.service_port
 
 

@@ -109,6 +109,7 @@ class Pair:
     client_pod: tuple[str, str] = ("", "")  # (namespace, name)
     server_pod: tuple[str, str, str] = ("", "", "")  # (namespace, name, pod IP)
     client_ip: str = ""  # the address the server sidecar sees the client's connections come from
+    cluster_ip: str = ""  # the httpbin Service's spec.clusterIP ("" for a headless Service)
     nodes: tuple[str, str] = ("", "")  # (client's node, server's node)
     # API server time of the last deletion of cell objects on these pods, until a syncz wait has seen the
     # sidecars take it: a cell that creates nothing still waits for the previous cell's objects to be gone
@@ -136,11 +137,14 @@ class KubeHandle:
     capture: PodCapture | None = None
     sender: PodCapture | None = None  # the capture container of the client pod: it sends the heartbeat
     diagnostics_dir: Path | None = None  # written when convergence timed out, or on request
+    cluster_ip: str = ""  # the pair's: the httpbin Service's spec.clusterIP
 
     @property
     def destination(self) -> tuple[str, int]:
-        """(host, port) the probe connects to: the Service's name and port, or the server pod's IP and port."""
-        return apps.destination(self.scenario, self.namespaces[self.scenario.server.namespace], self.server_pod[2])
+        """(host, port) the probe connects to: the Service's name or ClusterIP and port, or the server pod's IP
+        and port."""
+        return apps.destination(self.scenario, self.namespaces[self.scenario.server.namespace], self.server_pod[2],
+                                self.cluster_ip)
 
     @property
     def url(self) -> str:
@@ -270,7 +274,8 @@ class KubeBackend(MeshBackend):
             pair = self._create_pair(key, cell_id, scenario, docs)
         pair.in_use, pair.last_used, pair.cells = True, time.monotonic(), pair.cells + 1
         handle = KubeHandle(scenario, pair.run_id, pair.namespaces, pair.client_pod, pair.server_pod,
-                            cell_id=cell_id, client_ip=pair.client_ip, pair=pair, reused=pair.cells > 1)
+                            cell_id=cell_id, client_ip=pair.client_ip, pair=pair, reused=pair.cells > 1,
+                            cluster_ip=pair.cluster_ip)
         self._handles[cell_id] = handle
         try:
             self._clear_pair(pair)  # normally the previous teardown left nothing
@@ -329,6 +334,7 @@ class KubeBackend(MeshBackend):
                     self._create(doc)
             client_pod = self._wait_ready(names[scenario.client.namespace], "sleep", scenario.client.sidecar)
             server_pod = self._wait_ready(names[scenario.server.namespace], "httpbin", scenario.server.sidecar)
+            pair.cluster_ip = self._cluster_ip(names[scenario.server.namespace])
         except BaseException:
             self._delete_pair(pair)
             raise
@@ -342,6 +348,11 @@ class KubeBackend(MeshBackend):
             self._delete_pair(pair)
             raise
         return pair
+
+    def _cluster_ip(self, namespace: str) -> str:
+        """The httpbin Service's ClusterIP as the cluster assigned it; "" for a headless one (clusterIP: None)."""
+        assigned = self._cluster().core.read_namespaced_service("httpbin", namespace).spec.cluster_ip
+        return "" if assigned in (None, "", "None") else assigned
 
     def _migrate(self, pair: Pair, scenario: Scenario) -> None:
         """Istio's canary upgrade in place (istio.io, setup/upgrade/canary): the namespace relabelled to the

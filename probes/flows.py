@@ -96,6 +96,8 @@ class Flow:
     to_client: Direction
     first_frame: int
     syn_seen: bool
+    first_time: float = 0.0  # capture time of its first and last frame
+    last_time: float = 0.0
 
     @property
     def closed(self) -> bool:
@@ -145,6 +147,8 @@ def read_flows(pcap: Path) -> tuple[int, list[Flow]]:
 
     The client of a flow is the sender of the SYN. A flow whose start the capture missed has no SYN; then
     the sender of the first payload is taken as the client (HTTP and TLS both speak first from the client).
+    A SYN with a new initial sequence number on endpoints seen before opens a new flow: a port freed by a
+    reset is reused within seconds, and the two connections must not be read as one stream with holes.
     A pcap that is missing or not a pcap raises CaptureError naming the file.
     """
     try:
@@ -153,13 +157,15 @@ def read_flows(pcap: Path) -> tuple[int, list[Flow]]:
         raise CaptureError(f"{pcap}: no such pcap file") from None
     except (Scapy_Exception, OSError, EOFError) as err:
         raise CaptureError(f"{pcap}: not a readable pcap file: {err}") from None
-    directions: dict[tuple[Endpoint, Endpoint], Direction] = {}
-    first_frame: dict[frozenset, int] = {}
-    first_payload: dict[frozenset, Endpoint] = {}
+    directions: dict[tuple[Endpoint, Endpoint, int], Direction] = {}
+    first_frame: dict[tuple[frozenset, int], int] = {}
+    times: dict[tuple[frozenset, int], tuple[float, float]] = {}
+    first_payload: dict[tuple[frozenset, int], Endpoint] = {}
+    opening: dict[frozenset, tuple[int, int | None]] = {}  # endpoints -> (their current flow, its SYN's ISN)
     frames = 0
     with reader:
         linktype = reader.linktype
-        for frames, (frame, _meta) in enumerate(reader, start=1):
+        for frames, (frame, meta) in enumerate(reader, start=1):
             parsed = tcp_of_frame(frame, linktype)
             if parsed is None or len(parsed[2]) < 20:
                 continue
@@ -167,9 +173,19 @@ def read_flows(pcap: Path) -> tuple[int, list[Flow]]:
             sport, dport, seq = struct.unpack_from("!HHI", tcp, 0)
             header, flags = (tcp[12] >> 4) * 4, tcp[13]
             src, dst = (src_ip, sport), (dst_ip, dport)
-            key = frozenset((src, dst))
+            endpoints = frozenset((src, dst))
+            number, isn = opening.get(endpoints, (0, None))
+            if flags & TCP_SYN and not flags & TCP_ACK and isn != seq:
+                # A new connection on these endpoints, unless it is the first frame seen on them.
+                number += (endpoints, number) in first_frame
+                opening[endpoints] = (number, seq)
+            else:
+                opening.setdefault(endpoints, (number, isn))
+            key = (endpoints, number)
             first_frame.setdefault(key, frames)
-            direction = directions.setdefault((src, dst), Direction(src, dst))
+            when = meta.sec + meta.usec / 1e6
+            times[key] = (times.get(key, (when, when))[0], when)
+            direction = directions.setdefault((src, dst, number), Direction(src, dst))
             direction.frames += 1
             if flags & TCP_SYN:
                 direction.syn, direction._isn = True, seq
@@ -182,8 +198,10 @@ def read_flows(pcap: Path) -> tuple[int, list[Flow]]:
                 direction._segments.append((seq, frames, payload))
     flows = []
     for key, index in sorted(first_frame.items(), key=lambda item: item[1]):
-        a, b = sorted(key) if len(key) == 2 else (next(iter(key)),) * 2
-        da, db = directions.get((a, b)) or Direction(a, b), directions.get((b, a)) or Direction(b, a)
+        endpoints, number = key
+        a, b = sorted(endpoints) if len(endpoints) == 2 else (next(iter(endpoints)),) * 2
+        da = directions.get((a, b, number)) or Direction(a, b)
+        db = directions.get((b, a, number)) or Direction(b, a)
         syn_seen = da.syn or db.syn
         if da.opened or db.opened:
             a_is_client = da.opened
@@ -194,5 +212,5 @@ def read_flows(pcap: Path) -> tuple[int, list[Flow]]:
         to_server, to_client = (da, db) if a_is_client else (db, da)
         for direction in (to_server, to_client):
             direction._reassemble()
-        flows.append(Flow(to_server.src, to_server.dst, to_server, to_client, index, syn_seen))
+        flows.append(Flow(to_server.src, to_server.dst, to_server, to_client, index, syn_seen, *times[key]))
     return frames, flows

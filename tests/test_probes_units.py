@@ -72,6 +72,22 @@ def test_synack_alone_names_the_client(tmp_path):
     assert flow.client == C
 
 
+def test_a_port_reused_after_a_reset_is_two_flows(tmp_path):
+    """A reset leaves no TIME_WAIT, so the client reuses its port seconds later (seen in a chaos window): the
+    second SYN's new ISN opens a second flow, each whole, with its own times; a SYN sent again is not a new one."""
+    first = [seg(C, S, 1000, "S"), seg(S, C, 5000, "SA"), seg(C, S, 1001, data=b"GET /one"), seg(S, C, 5001, "RA")]
+    second = [seg(C, S, 90000, "S"), seg(C, S, 90000, "S"), seg(S, C, 7000, "SA"), seg(C, S, 90001, data=b"GET /two"),
+              seg(S, C, 7001, data=b"HTTP/1.1 200 OK")]
+    for when, frame in enumerate(first + second):
+        frame.time = 100 + when
+    wrpcap(str(tmp_path / "reused.pcap"), first + second)
+    _, flows = read_flows(tmp_path / "reused.pcap")
+    assert [(f.to_server.data, f.to_client.data) for f in flows] == [(b"GET /one", b""),
+                                                                     (b"GET /two", b"HTTP/1.1 200 OK")]
+    assert all(f.client == C and f.syn_seen and f.to_server.holes == 0 for f in flows)
+    assert [(f.first_time, f.last_time) for f in flows] == [(100, 103), (104, 108)]
+
+
 def _record(kind: int, body: bytes) -> bytes:
     return bytes([kind, 3, 3]) + len(body).to_bytes(2, "big") + body
 

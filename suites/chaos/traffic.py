@@ -195,7 +195,6 @@ class Traffic:
         for name, handle in self.handles.items():
             server = self.faults.server_address(handle)
             mine = [r for r in self.requests if r.client == name]
-            spans = flow_spans(self.pcaps[name])
             _, flows = read_flows(self.pcaps[name])
             canaries = {r.canary.encode(): r for r in mine if r.canary}
             for flow in flows:
@@ -206,7 +205,7 @@ class Traffic:
                 if flow.server != server:
                     continue
                 summary = summarize_flow(flow, CANARY_PREFIX)
-                opened, closed = spans[frozenset((flow.client, flow.server))]
+                opened, closed = flow.first_time, flow.last_time
                 # Curl starts a few ms before its flow opens; a flow overlapping two probes goes to the one
                 # that has none yet.
                 in_flight = [r for r in mine if r.started - 0.005 <= closed and opened <= r.ended + 0.005]
@@ -263,15 +262,6 @@ def _tcp_frames(pcap: Path, min_header: int):
             parsed = tcp_of_frame(frame, reader.linktype)
             if parsed is not None and len(parsed[2]) >= min_header:
                 yield (meta.sec + meta.usec / 1e6, *parsed)
-
-
-def flow_spans(pcap: Path) -> dict[frozenset, tuple[float, float]]:
-    """{(endpoint, endpoint): (first frame time, last frame time)} for every TCP flow of a pcap."""
-    spans: dict[frozenset, tuple[float, float]] = {}
-    for when, src_ip, dst_ip, tcp in _tcp_frames(pcap, 4):
-        key = frozenset(((src_ip, int.from_bytes(tcp[0:2], "big")), (dst_ip, int.from_bytes(tcp[2:4], "big"))))
-        spans[key] = (spans.get(key, (when, when))[0], when)
-    return spans
 
 
 def retransmissions(pcap: Path, start: float, end: float) -> int:

@@ -23,7 +23,7 @@ DESTINATIONS = {
                  "istio/istio#19703, #29873"),
     "cluster-ip": ({}, {"to": "cluster-ip"}, "at its Service's ClusterIP (the VIP, no name)",
                    ("a scrape or an app configured by IP, where a sidecar still routes HTTP by its Host: "
-                    "istio/istio#44702, httproute.go generateVirtualHostDomains")),
+                    "istio/istio#41715, httproute.go generateVirtualHostDomains")),
     "pod-ip": ({}, {"to": "pod-ip"}, "straight at the pod IP", "istio/istio#31319, #37431"),
 }
 

@@ -111,8 +111,8 @@ class _Renamed(RunNamespaces):
         return {b: a for a, b in self.table}.get(namespace, namespace)
 
 
-# The dimensions a co-deployment keeps at their defaults.
-CO_DEPLOYED_AS_DEFAULT = ("server.app", "server.port_name", "server.headless", "request.to")
+# The dimensions a co-deployment varies from group to group; every other one (a new one too) stays at its default.
+CO_DEPLOYMENT_VARIES = ("namespace", "sidecar", "labels", "service_account", "service_port", "target_port")
 
 
 def alone_reason(scenario: Scenario) -> str | None:
@@ -120,7 +120,7 @@ def alone_reason(scenario: Scenario) -> str | None:
     client, server = scenario.client.namespace, scenario.server.namespace
     if client == server:
         return "client and server share a namespace"
-    beyond = [f"{d.path} {d.value(scenario)!r}" for d in DIMENSIONS if d.path in CO_DEPLOYED_AS_DEFAULT
+    beyond = [f"{d.path} {d.value(scenario)!r}" for d in DIMENSIONS if d.name not in CO_DEPLOYMENT_VARIES
               and d.value(scenario) != d.default]
     if beyond:
         # one httpbin serves every server pod, each cell is probed through its Service (cell_scenario)

@@ -343,14 +343,19 @@ def is_dns_subdomain(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= 253 and bool(_DNS_SUBDOMAIN.match(value))
 
 
+def is_qualified_name(value: Any) -> bool:
+    """A Kubernetes qualified name, [DNS subdomain/]name: what a label key or a Service port's appProtocol is."""
+    prefix, _, name = value.rpartition("/") if isinstance(value, str) else ("", "", "")
+    return bool(_LABEL_KEY_NAME.match(name)) and len(name) <= 63 and (
+        is_dns_subdomain(prefix) if "/" in value else True)
+
+
 def check_labels(labels: Any, source: str, resource: str, path: str) -> dict[str, str]:
     """Kubernetes label keys ([prefix/]name) and values; raise ManifestError naming the first bad one."""
     if not isinstance(labels, dict):
         raise ManifestError(source, resource, path, "must be a mapping of label key to string value")
     for key, val in labels.items():
-        prefix, _, key_name = key.rpartition("/") if isinstance(key, str) else ("", "", "")
-        if not _LABEL_KEY_NAME.match(key_name) or len(key_name) > 63 or (
-                prefix and not is_dns_subdomain(prefix)) or ("/" in key and not prefix):
+        if not is_qualified_name(key):
             raise ManifestError(source, resource, path,
                                 f"{key!r} is not a valid label key (a string: [DNS subdomain/]name, name at most "
                                 "63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric)")

@@ -18,6 +18,7 @@ from meshproof.istio_api import (
     check_labels,
     is_dns_label,
     is_dns_subdomain,
+    is_qualified_name,
     parse_resources,
 )
 
@@ -60,6 +61,7 @@ class Server(Workload):
     target_port: int = 8080
     app: str = "httpbin"  # what listens on the target port (APPS)
     port_name: str = "http"  # the Service port's name: how Istio reads its protocol
+    app_protocol: str | None = None  # the Service port's appProtocol: read before the name when set
     headless: bool = False  # the Service has clusterIP: None
 
     @property
@@ -147,6 +149,16 @@ _port_name = _dns_label("a Service port name", " such as http, http-web, tcp, tl
                         "means automatic protocol detection)")
 
 
+def _app_protocol(value: Any, source: str, field: str) -> str | None:
+    if value is not None and not is_qualified_name(value):
+        # Kubernetes validates a Service port's appProtocol as a qualified name, as it does a label key.
+        raise ManifestError(source, "scenario", field,
+                            f"{value!r} is not a Service port appProtocol: a qualified name ([DNS subdomain/]name, "
+                            "name at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric) such "
+                            "as http, tcp, https or kubernetes.io/h2c; leave it out for none")
+    return value
+
+
 def _target_port(value: Any, source: str, field: str) -> int:
     if _port(value, source, field) in RESERVED_PORTS:
         raise ManifestError(source, "scenario", field,
@@ -193,6 +205,7 @@ DIMENSIONS: tuple[Dimension, ...] = (
     Dimension("server", "target_port", 8080, _target_port, "target port"),
     Dimension("server", "app", "httpbin", _one_of(APPS), "server app", supported=("httpbin",)),
     Dimension("server", "port_name", "http", _port_name, "Service port name", supported=("http",)),
+    Dimension("server", "app_protocol", None, _app_protocol, "Service port appProtocol"),
     Dimension("server", "headless", False, _sidecar, "headless Service", supported=(False,)),
     Dimension("request", "to", "service", _one_of(DESTINATIONS), "request to", shapes_pods=False,
               supported=("service",)),

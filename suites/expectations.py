@@ -38,6 +38,7 @@ from meshproof.scenario import (
     NotSupportedYet,
     Request,
     Scenario,
+    Server,
     check_istio_version,
     require_supported,
 )
@@ -93,7 +94,8 @@ SRC_ALLOW_ANY = (f"{ISTIO} pilot/pkg/networking/core/httproute.go buildCatchAllV
                  "PassthroughCluster) + generateVirtualHostDomains (Service names and VIPs, never pod IPs)")
 SRC_VHOST_DOMAINS = (f"{ISTIO} pilot/pkg/networking/core/httproute.go generateVirtualHostDomains (every address of "
                      "the Service, GetAllAddressesForProxy, with and without the port)")
-SRC_PROTOCOL = (f"{ISTIO} pkg/config/kube/conversion.go ConvertProtocol (a 'grpc-web' prefix first, then the "
+SRC_PROTOCOL = (f"{ISTIO} pkg/config/kube/conversion.go ConvertProtocol (the appProtocol instead of the name "
+                "when set, Kubernetes' kubernetes.io/h2c, ws and wss first; a 'grpc-web' prefix, then the "
                 "name up to its first '-'; an unknown name on a well-known port is TCP) + pkg/config/protocol/"
                 "instance.go Parse (case-insensitive); same code at release-1.28, 1.29 and 1.30")
 # pkg/config/kube/conversion.go wellKnownPorts: SMTP, DNS, MySQL, MongoDB, which protocol sniffing would break.
@@ -104,15 +106,33 @@ PORT_PROTOCOLS = {"tcp": "TCP", "udp": "UDP", "grpc": "GRPC", "grpc-web": "GRPC-
                   "redis": "Redis", "mysql": "MySQL"}
 
 
-def port_protocol(port_name: str, service_port: int) -> str:
-    """The protocol Istio reads from a TCP Service port's name (no appProtocol), or "auto": automatic
-    protocol detection (sniffing) for a name it does not know (SRC_PROTOCOL)."""
-    if port_name.lower().startswith("grpc-web"):
+# Kubernetes' standard appProtocol names, which ConvertProtocol reads from appProtocol only.
+KUBERNETES_APP_PROTOCOLS = {"kubernetes.io/h2c": "HTTP2", "kubernetes.io/ws": "HTTP", "kubernetes.io/wss": "HTTPS"}
+
+
+def port_protocol(port_name: str, service_port: int, app_protocol: str | None = None) -> str:
+    """The protocol Istio reads from a TCP Service port: its appProtocol when set, else its name, up to the first
+    '-'; "auto" (automatic protocol detection, sniffing) for a name it does not know (SRC_PROTOCOL)."""
+    if app_protocol in KUBERNETES_APP_PROTOCOLS:
+        return KUBERNETES_APP_PROTOCOLS[app_protocol]
+    name = port_name if app_protocol is None else app_protocol
+    if name.lower().startswith("grpc-web"):
         return "GRPC-Web"
-    prefix = port_name.split("-", 1)[0].lower()
+    prefix = name.split("-", 1)[0].lower()
     if prefix in PORT_PROTOCOLS:
         return PORT_PROTOCOLS[prefix]
     return "TCP" if service_port in WELL_KNOWN_TCP_PORTS else "auto"
+
+
+def protocol_field(server: Server) -> tuple[str, str]:
+    """(scenario field, value) that gives the port its protocol: the appProtocol when set, else the name."""
+    if server.app_protocol is not None:
+        return "server.app_protocol", server.app_protocol
+    return "server.port_name", server.port_name
+
+
+def server_port_protocol(server: Server) -> str:
+    return port_protocol(server.port_name, server.service_port, server.app_protocol)
 
 
 # The SNI Istio sets for ISTIO_MUTUAL when the DestinationRule names none: the cluster name
@@ -797,13 +817,13 @@ def _by_cluster_ip(scenario: Scenario) -> Prediction:
 def modelled_protocol(scenario: Scenario) -> str:
     """The Service port's protocol, or NotSupportedYet for a combination the rules do not cover."""
     server = scenario.server
-    protocol = port_protocol(server.port_name, server.service_port)
+    protocol = server_port_protocol(server)
 
     def refuse(field_path: str, value: object, why: str) -> NotSupportedYet:
         return NotSupportedYet(scenario.name or "scenario", "scenario", field_path,
                                f"{value!r} is valid but the oracle does not handle it yet: {why}")
     if protocol not in FAMILY:
-        raise refuse("server.port_name", server.port_name,
+        raise refuse(*protocol_field(server),
                      f"it means protocol {protocol}; the oracle handles names that mean HTTP, TCP, TLS, HTTPS, "
                      "MySQL, Mongo, Redis or protocol sniffing")
     if server.headless and server.service_port != server.target_port:
@@ -827,8 +847,9 @@ def _http_origination(scenario: Scenario, protocol: str, policy: ServerPolicy, c
                                (origin.sends == "istio-mutual" and policy.mode == "DISABLE")):
         # A sniffed port's server chains differ from an HTTP port's for these: TLS without Istio's HTTP ALPN
         # meets a tcp_proxy chain (getFilterChainMatchOptions, ListenerProtocolAuto), not a refusal.
-        raise NotSupportedYet(scenario.name or "scenario", "scenario", "server.port_name",
-                              f"{scenario.server.port_name!r} is valid but the oracle does not handle it yet: HTTP "
+        field_path, value = protocol_field(scenario.server)
+        raise NotSupportedYet(scenario.name or "scenario", "scenario", field_path,
+                              f"{value!r} is valid but the oracle does not handle it yet: HTTP "
                               f"that the client sidecar sends as {origin.sends} TLS to a sniffed port under "
                               f"{policy.mode} (the port's tcp_proxy chains take it)")
     if protocol == "auto":
@@ -867,7 +888,9 @@ def _expect_port(scenario: Scenario, protocol: str, policy: ServerPolicy, chosen
     """A TCP, server-first or app-TLS app, or a pod-IP destination: the client sidecar's listener, then the
     server sidecar's inbound chains (suites/expectations_ports.py)."""
     client, server = scenario.client, scenario.server
-    steps = [f"the Service port name {server.port_name!r} means protocol {protocol} (ConvertProtocol)"]
+    field_path, value = protocol_field(server)
+    said = "appProtocol" if field_path == "server.app_protocol" else "name"
+    steps = [f"the Service port's {said} {value!r} means protocol {protocol} (ConvertProtocol)"]
     if client.sidecar:
         path, why = client_listener(protocol, server.app, scenario.request.to, server.headless,
                                     server.service_port == server.target_port)
@@ -1028,10 +1051,10 @@ def expect_handshake(scenario: Scenario, attempt) -> HandshakePrediction:
     `attempt` has certificate (None, "mesh", "self-signed", "other-ca"), spiffe_id, expired, alpn and versions
     (offered, oldest first), as cluster.backend.TlsAttempt. The server must have a sidecar and an HTTP port:
     a TCP or sniffed port's chains pass TLS they do not terminate through to the app."""
-    if port_protocol(scenario.server.port_name, scenario.server.service_port) != "HTTP":
-        raise NotSupportedYet(scenario.name or "scenario", "scenario", "server.port_name",
-                              f"{scenario.server.port_name!r} is valid but the oracle's handshake rules cover HTTP "
-                              "ports only")
+    if server_port_protocol(scenario.server) != "HTTP":
+        field_path, value = protocol_field(scenario.server)
+        raise NotSupportedYet(scenario.name or "scenario", "scenario", field_path,
+                              f"{value!r} is valid but the oracle's handshake rules cover HTTP ports only")
     mode = server_policy(scenario).mode
     if mode == "no-sidecar":
         raise ValueError("expect_handshake: the server has no sidecar, so no PeerAuthentication guards it")

@@ -104,21 +104,26 @@ def _dr_text(mode: str | None) -> str:
 
 
 def port_cell(app: str, port: str, sidecars: str, pa_mode: str, dr_mode: str | None = None,
-              question: str | None = None, cites: str | None = None, service_port: int | None = None) -> Cell:
+              question: str | None = None, cites: str | None = None, service_port: int | None = None,
+              app_protocol: str | None = None) -> Cell:
     """One ports cell; `question` and `cites` replace the (app, port) ones where the policies ask something else;
-    `service_port` moves the Service port off its default (the id's port part reads `<name>@<number>`)."""
+    `service_port` moves the Service port off its default (the id's port part reads `<name>@<number>`) and
+    `app_protocol` sets the port's appProtocol (`<name>+<appProtocol>`, '/' read as '-')."""
     client_sidecar, server_sidecar, where = SIDECARS[sidecars]
     default_question, default_cites = QUESTION[(app, port)]
     named = f"{port}@{service_port}" if service_port else port
+    named += f"+{app_protocol.replace('/', '-')}" if app_protocol else ""
     parts = (app, named, sidecars, f"pa-{_slug(pa_mode)}", f"dr-{_slug(dr_mode)}")
     resources = [pa(pa_mode)] + ([dr(dr_mode)] if dr_mode else [])
     on = f"a port named {port} numbered {service_port}" if service_port else PORT_TEXT[port]
+    on += f" with appProtocol {app_protocol}" if app_protocol else ""
     why = (f"{APP_TEXT[app]} on {on}, {where}, under PeerAuthentication {pa_mode} with "
            f"{_dr_text(dr_mode)}: pins down {question or default_question} ({cites or default_cites}).")
     description = (f"{app} on port '{named}', {where}, PA {pa_mode}, "
                    f"{'DR ' + dr_mode if dr_mode else 'no DR'}")
     server = {"sidecar": server_sidecar, "app": app, "port_name": port,
-              **({"service_port": service_port} if service_port else {})}
+              **({"service_port": service_port} if service_port else {}),
+              **({"app_protocol": app_protocol} if app_protocol else {})}
     return Cell("ports/" + "/".join(parts), why, tuple(resources), {"sidecar": client_sidecar}, server,
                 description, ("ports", *parts))
 
@@ -187,4 +192,40 @@ def designed_ports() -> list[Cell]:
     for app, port in SPEAKS_BACK:
         cells.append(port_cell(app, port, "sidecars-both", "DISABLE", "ISTIO_MUTUAL", to_disable,
                                "istio/istio#36672"))
-    return cells
+    return cells + with_app_protocol()
+
+
+# A Service port's appProtocol, which Istio reads instead of its name (conversion.go ConvertProtocol): what charts
+# set so as not to rename a port (kubernetes-sigs/metrics-server#1540, neuvector/neuvector-helm#389,
+# nats-io/k8s#360, kiali/kiali#4498). (app, port name, appProtocol, sidecars, mode, question, where users got hurt)
+APP_PROTOCOL_CELLS = (
+    ("banner", "web", "tcp", "sidecars-both", "STRICT",
+     ("whether appProtocol tcp on a port whose name Istio does not know turns sniffing off, so a server-first "
+      "greeting gets through in Istio mTLS"),
+     f"nats-io/k8s#360; {SERVER_FIRST}"),
+    ("banner", "web", "tcp", "sidecar-server-only", "PERMISSIVE",
+     ("whether appProtocol tcp also saves a client without a sidecar under PERMISSIVE, where the server sidecar's "
+      "TLS detection waits for the client's first bytes"),
+     SERVER_FIRST),
+    ("banner", "http", "tcp", "sidecars-both", "STRICT",
+     "whether appProtocol wins over the port name: tcp on a port named http makes a server-first protocol work",
+     f"kiali/kiali#4498; {PROTOCOL_SELECTION}"),
+    ("tcp-echo", "http", "tcp", "sidecars-both", "STRICT",
+     ("whether appProtocol tcp on a port named http carries a non-HTTP payload in Istio mTLS instead of the HTTP "
+      "proxy's passthrough"),
+     f"kiali/kiali#4498; {PROTOCOL_SELECTION}"),
+    ("https", "http", "https", "sidecars-both", "STRICT",
+     ("whether appProtocol https on a port named http passes the app's own TLS through wrapped in Istio mTLS, where "
+      "the name alone sends it out of the HTTP proxy's passthrough without Istio mTLS"),
+     f"kubernetes-sigs/metrics-server#1540; {APP_TLS}"),
+    ("tcp-echo", "web", "kubernetes.io/ws", "sidecars-both", "PERMISSIVE",
+     ("whether Kubernetes' standard appProtocol kubernetes.io/ws is read as HTTP: a non-HTTP payload then leaves "
+      "the client sidecar in plaintext and the server's HTTP chain refuses it, where sniffing would carry it in "
+      "Istio mTLS"),
+     f"{PROTOCOL_SELECTION}; Kubernetes Service appProtocol"),
+)
+
+
+def with_app_protocol() -> list[Cell]:
+    return [port_cell(app, port, sidecars, mode, None, question, cites, app_protocol=app_protocol)
+            for app, port, app_protocol, sidecars, mode, question, cites in APP_PROTOCOL_CELLS]

@@ -794,6 +794,24 @@ def test_port_protocol_follows_the_name_prefix_then_well_known_ports(name, port,
     assert "ConvertProtocol" in expectations.SRC_PROTOCOL
 
 
+@pytest.mark.parametrize(("name", "app_protocol", "protocol"), [
+    ("web", "tcp", "TCP"), ("http", "tcp", "TCP"), ("tcp", "http", "HTTP"), ("web", "HTTP-x", "HTTP"),
+    ("tcp", "kubernetes.io/ws", "HTTP"), ("http", "kubernetes.io/wss", "HTTPS"), ("http", "kubernetes.io/h2c", "HTTP2"),
+    ("http", "example.com/custom", "auto"),
+])
+def test_app_protocol_comes_before_the_port_name(name, app_protocol, protocol):
+    assert expectations.port_protocol(name, 8000, app_protocol) == protocol
+
+
+def test_the_oracle_names_app_protocol_where_it_decides():
+    banner = scenario_from_dict({**scenario([pa("STRICT")]),
+                                 "server": {"app": "banner", "port_name": "http", "app_protocol": "tcp"}})
+    assert "the Service port's appProtocol 'tcp' means protocol TCP (ConvertProtocol)" in expect(banner).details
+    h2c = scenario_from_dict({**scenario([pa("STRICT")]), "server": {"app": "banner", "app_protocol": "kubernetes.io/h2c"}})
+    with pytest.raises(ManifestError, match=r"server\.app_protocol: 'kubernetes.io/h2c' is valid but the oracle does not"):
+        expect(h2c)
+
+
 def test_the_oracle_refuses_what_it_has_no_rules_for_naming_the_field():
     beyond = scenario_from_dict({**scenario([pa("STRICT")]), "server": {"app": "banner", "port_name": "grpc"}})
     with pytest.raises(ManifestError, match=r"server\.port_name: 'grpc' is valid but the oracle does not handle it "

@@ -81,6 +81,16 @@ def test_httpbin_matches_istio_sample_shape_and_scenario_ports():
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
 
 
+def test_an_app_protocol_reaches_the_service_port_and_the_peer_identity_log():
+    scn = scenario(server={"namespace": "httpbin", "sidecar": True, "app_protocol": "tcp"})
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in workload_docs(scn, RUN, Images(), Revisions())}
+    service = docs[("Service", "httpbin")]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": 8080, "appProtocol": "tcp"}]
+    assert errors(service) == []
+    # httpbin behind tcp_proxy sees no X-Forwarded-Client-Cert: the server sidecar's access log names the peer
+    assert any(d["kind"] == "EnvoyFilter" for d in docs.values())
+
+
 def test_client_sidecar_gets_one_upstream_connection_per_request_and_nothing_else():
     scn = scenario(server={"namespace": "httpbin", "sidecar": True, "service_port": 8000, "target_port": 9080})
     [ef] = [d for d in workload_docs(scn, RUN, Images(), Revisions())

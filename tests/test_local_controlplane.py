@@ -265,6 +265,15 @@ def test_port_protocol_from_the_port_name(name, port, protocol):
     assert cp.port_protocol(port, name) == protocol
 
 
+@pytest.mark.parametrize(("name", "app_protocol", "protocol"), [
+    ("web", "tcp", cp.TCP), ("http", "tcp", cp.TCP), ("tcp", "http", cp.HTTP), ("web", "HTTP-x", cp.HTTP),
+    ("tcp", "kubernetes.io/ws", cp.HTTP), ("http", "kubernetes.io/wss", cp.TCP), ("http", "kubernetes.io/h2c", "HTTP2"),
+    ("http", "example.com/custom", cp.AUTO),  # a domain-prefixed name Istio does not know: sniffed
+])
+def test_app_protocol_comes_before_the_port_name(name, app_protocol, protocol):
+    assert cp.port_protocol(8000, name, app_protocol) == protocol
+
+
 def _summary(chains):
     return [(c["name"], c["filter_chain_match"]["transport_protocol"], c["filter_chain_match"].get("application_protocols"),
              "transport_socket" in c, c["filters"][0]["name"].rsplit(".", 1)[-1]) for c in chains]

@@ -24,10 +24,10 @@ from meshproof.scenario import (
 # A valid value other than the default, per dimension.
 OTHER = {"namespace": "elsewhere", "sidecar": False, "labels": {"app": "other"}, "service_account": "robot",
          "service_port": 9000, "target_port": 9090, "app": "tcp-echo", "port_name": "tcp-echo", "headless": True,
-         "to": "pod-ip"}
+         "app_protocol": "tcp", "to": "pod-ip"}
 BAD = {"namespace": "Not_A_Namespace", "sidecar": "yes", "labels": "app=httpbin", "service_account": "-robot",
        "service_port": 0, "target_port": 15006, "app": "mysql", "port_name": "HTTP_web", "headless": "no",
-       "to": "node-ip"}
+       "app_protocol": "/tcp", "to": "node-ip"}
 SHAPING = [d for d in DIMENSIONS if d.shapes_pods]
 
 

@@ -203,3 +203,21 @@ def test_a_route_without_the_service_vip_is_caught_by_the_cluster_ip_cells(tmp_p
     red = run_matrix_with("vip_not_in_domains", tmp_path, ("suites/test_destinations.py",), only="cluster-ip")
     assert set(red) == expected_red
     assert all(UNEXPECTED_OUTCOME in message or PLAINTEXT_LEAK in message for message in red.values()), red
+
+
+def test_a_control_plane_that_ignores_app_protocol_is_caught_by_the_app_protocol_cells(tmp_path):
+    # Red exactly where the port's name alone means another outcome or wire than its appProtocol; the cell where
+    # both hang (a client without a sidecar behind PERMISSIVE's TLS detection) stays green.
+    from suites.cells import as_scenarios
+    from suites.ports import with_app_protocol
+
+    expected_red = set()
+    for cell, scn in as_scenarios(with_app_protocol()):
+        by_name = {**scn, "server": {k: v for k, v in scn["server"].items() if k != "app_protocol"}}
+        predicted, named = expect(scenario_from_dict(scn, cell)), expect(scenario_from_dict(by_name, cell))
+        if (predicted.outcome, predicted.wire) != (named.outcome, named.wire):
+            expected_red.add(cell)
+    assert 0 < len(expected_red) < len(with_app_protocol()), expected_red
+    red = run_matrix_with("app_protocol_ignored", tmp_path, ("suites/test_ports.py",), only="web+ or http+")
+    assert set(red) == expected_red
+    assert all(UNEXPECTED_OUTCOME in message or PLAINTEXT_LEAK in message for message in red.values()), red

@@ -45,7 +45,7 @@ def calls_tcp_app(servers: list[Server]) -> bool:
 def logs_peer_identity(server: Server) -> bool:
     """Whether the server sidecar gets the peer-identity access log: any shape but the default HTTP httpbin,
     whose app reads the client's identity from X-Forwarded-Client-Cert."""
-    return server.sidecar and (server.app != "httpbin" or server.port_name != "http")
+    return server.sidecar and (server.app != "httpbin" or (server.port_name, server.app_protocol) != ("http", None))
 
 
 def destination(scenario: Scenario, server_namespace: str, server_ip: str, cluster_ip: str = "") -> tuple[str, int]:

@@ -199,6 +199,8 @@ def server_docs(server: Server, run_id: str, images: Images) -> list[dict]:
     for doc in docs:
         if doc["kind"] == "Service" and server.headless:
             doc["spec"]["clusterIP"] = "None"
+        if doc["kind"] == "Service" and server.app_protocol is not None:
+            doc["spec"]["ports"][0]["appProtocol"] = server.app_protocol
         if doc["kind"] == "Deployment":
             doc["spec"]["template"]["spec"].update(server_pod_spec(server, images))
     if apps.logs_peer_identity(server):

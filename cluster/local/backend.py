@@ -141,11 +141,14 @@ class LocalBackend(MeshBackend):
 
     def deploy(self, scenario: Scenario) -> Handle:
         require_supported(scenario, "the reference mesh", HANDLES)
-        protocol = controlplane.port_protocol(scenario.server.service_port, scenario.server.port_name)
+        server = scenario.server
+        protocol = controlplane.port_protocol(server.service_port, server.port_name, server.app_protocol)
         if protocol not in controlplane.SERVED_PROTOCOLS:
-            raise NotSupportedYet(scenario.name or "scenario", "scenario", "server.port_name",
-                                  f"{scenario.server.port_name!r} means {protocol}, which the reference mesh does "
-                                  "not serve (it serves http*, tcp*, tls*, https* and auto-detected names)")
+            where, value = (("server.port_name", server.port_name) if server.app_protocol is None
+                            else ("server.app_protocol", server.app_protocol))
+            raise NotSupportedYet(scenario.name or "scenario", "scenario", where,
+                                  f"{value!r} means {protocol}, which the reference mesh does not serve (it serves "
+                                  "http*, tcp*, tls*, https* and auto-detected names)")
         self._refuse_while_away()
         # As on a cluster, the workloads live in run namespaces <ns>-<run> and the manifests follow them
         # (meshproof/namespaces.py); the mesh's root namespace stays istio-system, as a cluster's does.
@@ -385,7 +388,7 @@ class LocalBackend(MeshBackend):
             # httpbin on a port the server sidecar may serve with tcp_proxy (a non-http port name): whether one
             # took this request decides whether its account (no XFCC then) is worth waiting for.
             proxied_before = _tcp_proxied(pair.server) \
-                if controlplane.port_protocol(server.service_port, server.port_name) != controlplane.HTTP else None
+                if pair.service.protocol != controlplane.HTTP else None
             started = time.perf_counter()
             curl, wire, harness_error = self._captured(pair, canary, lambda: pair.client.app.request(url, canary),
                                                        capture)

@@ -105,9 +105,16 @@ _PROTOCOL_OF_PREFIX = {"http": HTTP, "http_proxy": HTTP, "tcp": TCP, "tls": TCP,
 WELL_KNOWN_TCP_PORTS = frozenset({25, 53, 3306, 27017})  # conversion.go wellKnownPorts: SMTP, DNS, MySQL, MongoDB
 
 
-def port_protocol(port: int, port_name: str) -> str:
-    """conversion.go ConvertProtocol then ModelProtocolToListenerProtocol, for a Service port and its name."""
-    name = port_name.lower()
+# Kubernetes' standard appProtocol values, which ConvertProtocol reads before any prefix.
+_PROTOCOL_OF_KUBERNETES_NAME = {"kubernetes.io/h2c": "HTTP2", "kubernetes.io/ws": HTTP, "kubernetes.io/wss": TCP}
+
+
+def port_protocol(port: int, port_name: str, app_protocol: str | None = None) -> str:
+    """conversion.go ConvertProtocol then ModelProtocolToListenerProtocol, for a Service port: its appProtocol
+    when it has one, else its name."""
+    if app_protocol in _PROTOCOL_OF_KUBERNETES_NAME:
+        return _PROTOCOL_OF_KUBERNETES_NAME[app_protocol]
+    name = (port_name if app_protocol is None else app_protocol).lower()
     if name.startswith("grpc-web"):
         return "HTTP2"
     protocol = _PROTOCOL_OF_PREFIX.get(name.split("-", 1)[0])
@@ -125,6 +132,7 @@ class Service:
     target_port: int
     endpoints: tuple[Pod, ...]
     port_name: str = "http"
+    app_protocol: str | None = None
 
     @property
     def host(self) -> str:
@@ -132,7 +140,7 @@ class Service:
 
     @property
     def protocol(self) -> str:
-        return port_protocol(self.port, self.port_name)
+        return port_protocol(self.port, self.port_name, self.app_protocol)
 
 
 @dataclass

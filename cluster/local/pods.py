@@ -61,7 +61,8 @@ def service_of(server: LocalPod, vip: str) -> controlplane.Service:
     """The Service `httpbin` in front of one server pod: its `vip` unless headless (clusterIP: None)."""
     workload: Server = server.workload
     return controlplane.Service("httpbin", workload.namespace, None if workload.headless else vip,
-                                workload.service_port, workload.target_port, (server.model(),), workload.port_name)
+                                workload.service_port, workload.target_port, (server.model(),), workload.port_name,
+                                workload.app_protocol)
 
 
 @dataclass

@@ -390,9 +390,20 @@ def test_app_tls_and_timeout_have_their_own_place_in_the_summary():
     ("http", None, 8080, "httpbin"), ("grpc-api", None, 9000, "httpbin"), ("metrics", None, 9090, "httpbin"),
     ("tcp-db", None, 5432, "tcp-echo"), ("redis", None, 6379, "tcp-echo"), ("https", None, 443, "https"),
     ("web", "tls", 8443, "https"), ("mysql", None, 3306, "banner"), ("tcp", None, 25, "banner"),
-    ("db", None, 3306, "banner")])
+    ("db", None, 3306, "banner"), ("web", "kubernetes.io/ws", 8080, "httpbin"),
+    ("web", "kubernetes.io/wss", 8443, "https")])
 def test_each_port_gets_a_stand_in_app_of_its_kind(name, app_protocol, number, app):
     from meshproof.audit.inventory import ServicePort
     from meshproof.audit.pairs import stand_in_app
 
     assert stand_in_app(ServicePort("ns", "svc", number, number, name, app_protocol, False, {})) == app
+
+
+@pytest.mark.parametrize(("name", "app_protocol", "port_name"), [
+    ("web", "kubernetes.io/ws", "http"), ("web", "kubernetes.io/wss", "https"), ("web", "kubernetes.io/h2c", "http2"),
+    ("http-web", "tcp", "tcp"), ("tcp-db", "HTTP", "http"), ("db", None, "db")])
+def test_the_scenario_port_name_reads_as_istio_reads_the_port(name, app_protocol, port_name):
+    """Kubernetes' standard appProtocol names are no port name's prefix: the scenario names their protocol."""
+    from meshproof.audit.inventory import ServicePort
+
+    assert oracle_port_name(ServicePort("ns", "svc", 8080, 8080, name, app_protocol, False, {})) == port_name

@@ -12,7 +12,7 @@ from meshproof.audit.inventory import Inventory, ServicePort, Workload
 from meshproof.errors import UsageError
 from meshproof.istio_api import ManifestError, Resource
 from meshproof.vocabulary import Outcome
-from suites.expectations import Prediction, expect, port_protocol
+from suites.expectations import KUBERNETES_APP_PROTOCOLS, Prediction, expect, port_protocol
 
 BROKEN = (Outcome.UNAVAILABLE, Outcome.RESET)
 
@@ -106,8 +106,12 @@ def _renamed_manifest(manifest: dict, resource: Resource) -> dict:
 def oracle_port_name(port: ServicePort) -> str:
     """What the scenario's port_name must be for Istio to read the same protocol: appProtocol first
     (ConvertProtocol), any HTTP name as `http`, an unnamed port as a name Istio does not know (sniffing)."""
-    name = port.app_protocol or port.name or "unnamed"
-    return "http" if port_protocol(name, port.port) == "HTTP" else name.lower()
+    protocol = port_protocol(port.name or "unnamed", port.port, port.app_protocol)
+    if protocol == "HTTP":
+        return "http"
+    if port.app_protocol in KUBERNETES_APP_PROTOCOLS:  # kubernetes.io/h2c or wss: no name means them
+        return protocol.lower()
+    return (port.app_protocol or port.name or "unnamed").lower()
 
 
 # What talks first on the well-known ports of server-first protocols (SMTP, MySQL): the server's greeting.
@@ -118,7 +122,7 @@ def stand_in_app(port: ServicePort) -> str:
     """The scenario's server app for a Service port: the kind of traffic the port carries, as far as its protocol
     and number tell. HTTP (and a name Istio sniffs: most unnamed ports serve HTTP) -> httpbin, TLS/HTTPS ->
     https (the app's own TLS), a server-first protocol's port -> banner, any other TCP -> tcp-echo."""
-    protocol = port_protocol(port.app_protocol or port.name or "unnamed", port.port)
+    protocol = port_protocol(port.name or "unnamed", port.port, port.app_protocol)
     if protocol in ("HTTPS", "TLS"):
         return "https"
     if protocol == "MySQL" or port.port in SERVER_FIRST_PORTS:

@@ -9,7 +9,7 @@ Each session mutates its modules one mutant at a time in its own copy of the tra
 - controlplane: cluster/local/controlplane.py (the Istio API -> Envoy TLS config) and cluster/local/iptables.py
   (interception) against the matrix, scope, root-client, interception, adversary, ports and destinations suites on
   the reference mesh;
-- oracle: suites/expectations.py against its self-tests, whose expectations were read from Istio's sources
+- oracle: suites/expectations.py and suites/expectations_ports.py against their self-tests, whose expectations were read from Istio's sources
   (the generated expected tables are left out: a snapshot of the oracle would kill any change of it).
 
 The operators are cosmic-ray's with one replacement per site for binary, comparison and unary operators (the
@@ -44,7 +44,8 @@ SESSIONS = {
                               "suites/test_interception.py suites/test_adversary.py suites/test_ports.py "
                               "suites/test_destinations.py -n 2",
                      "timeout": 600.0},
-    "oracle": {"modules": ["suites/expectations.py"], "tests": "tests/test_expectations.py", "timeout": 120.0},
+    "oracle": {"modules": ["suites/expectations.py", "suites/expectations_ports.py"],
+               "tests": "tests/test_expectations.py tests/test_expectations_ports.py", "timeout": 120.0},
 }
 # One replacement per operator site: its inverse.
 EXCLUDED_OPERATORS = [

@@ -788,6 +788,7 @@ def test_an_adversary_offering_a_range_is_judged_by_the_highest_version():
     ("https", 8443, "HTTPS"), ("tls-passthrough", 443, "TLS"), ("tcp", 9000, "TCP"), ("tcp-echo", 9000, "TCP"),
     ("grpc-web-ui", 8000, "GRPC-Web"), ("grpc", 8000, "GRPC"), ("mysql", 3306, "MySQL"), ("redis", 6379, "Redis"),
     ("web", 8000, "auto"), ("httpx", 8000, "auto"), ("web", 3306, "TCP"), ("smtp", 25, "TCP"), ("web", 26, "auto"),
+    ("web", 53, "TCP"), ("web", 27017, "TCP"), ("web", 27018, "auto"),  # DNS and MongoDB are well-known too
 ])
 def test_port_protocol_follows_the_name_prefix_then_well_known_ports(name, port, protocol):
     assert expectations.port_protocol(name, port) == protocol
@@ -807,9 +808,26 @@ def test_the_oracle_names_app_protocol_where_it_decides():
     banner = scenario_from_dict({**scenario([pa("STRICT")]),
                                  "server": {"app": "banner", "port_name": "http", "app_protocol": "tcp"}})
     assert "the Service port's appProtocol 'tcp' means protocol TCP (ConvertProtocol)" in expect(banner).details
-    h2c = scenario_from_dict({**scenario([pa("STRICT")]), "server": {"app": "banner", "app_protocol": "kubernetes.io/h2c"}})
-    with pytest.raises(ManifestError, match=r"server\.app_protocol: 'kubernetes.io/h2c' is valid but the oracle does not"):
+    h2c = scenario_from_dict({**scenario([pa("STRICT")]), "name": "h2c",
+                              "server": {"app": "banner", "app_protocol": "kubernetes.io/h2c"}})
+    with pytest.raises(ManifestError, match=r"^h2c: .*server\.app_protocol: 'kubernetes.io/h2c' is valid but the "
+                                            r"oracle does not"):
         expect(h2c)
+
+
+@pytest.mark.parametrize(("server", "what"), [
+    ({"app_protocol": "web"}, "HTTP that the client sidecar sends as simple TLS to a sniffed port"),
+    ({"app_protocol": "tcp"}, "handshake rules cover HTTP ports only"),
+])
+def test_what_the_oracle_refuses_names_the_app_protocol_and_the_scenario(server, what):
+    sniffed = scenario_from_dict({**scenario([pa("STRICT"), dr("SIMPLE")]), "name": "mine", "server": server})
+    with pytest.raises(ManifestError, match=rf"^mine: .*server\.app_protocol: '{server['app_protocol']}' is valid"):
+        if "handshake" in what:
+            from suites.adversary import ATTEMPTS
+
+            expectations.expect_handshake(sniffed, next(iter(ATTEMPTS.values())))
+        else:
+            expect(sniffed)
 
 
 def test_the_oracle_refuses_what_it_has_no_rules_for_naming_the_field():

@@ -158,6 +158,16 @@ CASES = [
      "outbound-sniffing-waits-timeout", "the HTTP port's 0.0.0.0:8080 listener takes podIP:8080 too"),
     ("pod-ip-other-port-http", cell(to="pod-ip", app="banner", port_name="http"), T, W_NONE,
      "inbound-inspector-waits-timeout", "no client listener; the server's PERMISSIVE HTTP port has a TLS inspector"),
+    # The client accepts the server's certificate (the mesh CA, or no check): only STRICT's requirement refuses.
+    ("tcp-simple-mesh-ca-strict", cell([pa("STRICT"), dr(None, traffic_policy={"tls": tls(
+        "SIMPLE", caCertificates="/etc/certs/root-cert.pem", subjectAltNames=SAN)})], app="tcp-echo", port_name="tcp"),
+     R, W_APP, "client-cert-required-reset",
+     "filterchain_options.go inboundStrictTCPFilterChainMatchOptions; authn utils: require_client_certificate"),
+    # A sniffed port under DISABLE has an HTTP inspector but no TLS inspector: the sidecar's TLS is read as
+    # raw_buffer that is not HTTP, meets the TCP chain and reaches the app, which answers it with its own TLS.
+    *[(f"https-sniffed-disable-{mode.lower()}", cell([pa("DISABLE"), dr(mode)], app="https", port_name="web"), R, wire,
+       "sidecar-tls-reaches-app-reset", "listener_inbound.go populateListenerFilters; inboundPlainTextFilterChainMatchOptions")
+      for mode, wire in (("ISTIO_MUTUAL", W_MTLS), ("MUTUAL", W_APP), ("SIMPLE", W_APP))],
 ]
 
 
@@ -369,3 +379,78 @@ def test_database_port_names_are_plain_tcp(name):
         assert (named.outcome, named.wire, named.rule, named.peer_identity) == \
             (tcp.outcome, tcp.wire, tcp.rule, tcp.peer_identity)
     assert predict(cell(client_sidecar=False, app="banner", port_name=name)).outcome == Outcome.TIMEOUT
+
+
+# --- the chains and what the server sidecar sees, as the details say them ---------------------------------
+# Written out from getFilterChainMatchOptions (filterchain_options.go): transport[+ALPNs]->[terminate+]filters.
+ISTIO_HTTP = "istio-http/1.0/istio-http/1.1/istio-h2"
+CHAINS_READ = {
+    ("HTTP", "STRICT"): "tls->terminate+http",
+    ("HTTP", "PERMISSIVE"): f"tls+istio/istio-peer-exchange/{ISTIO_HTTP}->terminate+http, raw_buffer->http",
+    ("HTTP", "DISABLE"): "raw_buffer->http",
+    ("AUTO", "STRICT"): f"tls+{ISTIO_HTTP}->terminate+http, tls->terminate+tcp",
+    ("AUTO", "PERMISSIVE"): (f"tls+{ISTIO_HTTP}->terminate+http, raw_buffer+http/1.1/h2c->http, "
+                             "tls+istio-peer-exchange/istio->terminate+tcp, raw_buffer->tcp, tls->tcp"),
+    ("AUTO", "DISABLE"): "raw_buffer+http/1.1/h2c->http, raw_buffer->tcp",
+    ("TCP", "STRICT"): "tls->terminate+tcp",
+    ("TCP", "PERMISSIVE"): f"tls+istio/istio-peer-exchange/{ISTIO_HTTP}->terminate+tcp, tls->tcp, raw_buffer->tcp",
+    ("TCP", "DISABLE"): "raw_buffer->tcp",
+}
+
+
+@pytest.mark.parametrize(("family", "mode"), list(CHAINS_READ))
+def test_the_details_read_each_ports_chains_as_istio_builds_them(family, mode):
+    _, steps = ports.inbound(family, mode, "client-first", "client-first")
+    assert steps[0] == f"the server's {family} port under {mode} has the filter chains [{CHAINS_READ[(family, mode)]}]"
+
+
+def test_the_details_say_what_the_server_sidecar_sees():
+    _, tls_steps = ports.inbound("TCP", "STRICT", "istio-mtls", "client-first")
+    assert tls_steps[1] == (f"{ports.ARRIVALS['istio-mtls'].says} is seen as tls with application protocols "
+                            "['istio', 'istio-peer-exchange']")
+    _, plain_steps = ports.inbound("TCP", "STRICT", "client-first", "client-first")
+    assert plain_steps[1] == f"{ports.ARRIVALS['client-first'].says} is seen as raw_buffer"
+
+
+def test_the_rule_tables_cannot_be_changed_in_place():
+    import dataclasses
+
+    for record in (ports.INBOUND_CHAINS[("TCP", "STRICT")][0], ports.ARRIVALS["istio-mtls"],
+                   ports.PORT_RULES["mtls-terminated"]):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.says = "changed"  # type: ignore[misc]
+
+
+def test_a_foreign_sni_keeps_istio_mtls_but_not_its_look_on_the_wire():
+    custom = predict(cell([pa("STRICT"), dr(None, traffic_policy={"tls": tls("ISTIO_MUTUAL", sni="db.example.com")})],
+                          app="tcp-echo", port_name="tcp"))
+    assert (custom.outcome, custom.wire, custom.rule) == (M, W_APP, "mtls-terminated")
+    assert custom.reason.startswith("The DestinationRule's sni 'db.example.com' replaces Istio's outbound_ SNI")
+
+
+def test_a_destination_rule_is_said_to_do_nothing_without_a_client_sidecar():
+    with_rule = predict(cell([pa("STRICT"), dr("DISABLE")], client_sidecar=False, app="tcp-echo", port_name="tcp"))
+    without = predict(cell([pa("STRICT")], client_sidecar=False, app="tcp-echo", port_name="tcp"))
+    said = "the client has no sidecar and sends the app's bytes as they are"
+    assert f"{said} (a DestinationRule has no effect without a client sidecar)" in with_rule.details
+    assert said in without.details
+    assert without.reason.startswith("The client has no sidecar and sends the app's bytes as they are;")
+
+
+def test_a_sniffed_http_port_says_its_chains_take_http_as_an_http_ports_do():
+    sniffed = predict(cell([pa("STRICT")], port_name="web"))
+    named = predict(cell([pa("STRICT")], port_name="http"))
+    says = "the sniffed port's server chains take Istio's HTTP ALPN (istio-http/1.1) or plaintext HTTP"
+    assert any(says in step for step in sniffed.details) and not any(says in step for step in named.details)
+
+
+def test_the_line_echo_behind_a_sidecar_tls_it_cannot_answer_is_refused_naming_the_scenario():
+    data = {**cell([pa("DISABLE"), dr("ISTIO_MUTUAL")], app="tcp-echo", port_name="tcp"), "name": "echo"}
+    with pytest.raises(NotSupportedYet, match=r"^echo: .*server\.app: 'tcp-echo' is valid but the oracle does not"):
+        expect(scenario_from_dict(data))
+
+
+def test_a_headless_port_other_than_its_target_is_refused_naming_the_value():
+    data = {**cell(headless=True, app="tcp-echo", port_name="tcp"), "name": "hl"}
+    with pytest.raises(NotSupportedYet, match=r"^hl: .*server\.headless: True is valid but the oracle"):
+        expect(scenario_from_dict(data))

@@ -153,9 +153,8 @@ class Capture:
 
     def _settled(self) -> str | None:
         """Why the capture may stop now: "closed" (every flow ended), "quiet" (silence), or None."""
-        assert self._socket is not None
-        if select.select([self._socket.ins], [], [], 0)[0]:
-            return None  # frames still queued for the sniffer thread
+        if self._frames_queued():
+            return None
         quiet = time.monotonic() - self._last_frame
         flows = list(self._flows.values())
         if flows and all(f["rst"] or len(f["fin"]) == 2 for f in flows):
@@ -185,12 +184,16 @@ class Capture:
             raise CaptureError(f"{self.pcap_path}: the kernel dropped {self.dropped} frames on {self._where()} "
                                f"(receive queue of {RECEIVE_BUFFER} bytes full); the capture is incomplete")
 
+    def _frames_queued(self) -> bool:
+        """Whether the kernel holds frames the sniffer thread has not read yet."""
+        assert self._socket is not None
+        return bool(select.select([self._socket.ins], [], [], 0)[0])
+
     def _drain(self) -> bool:
         """Until the sniffer thread has read every frame the kernel queued for it before now (a flow that keeps
         talking queues more); False after MAX_DRAIN_S. Stopping earlier would silently lose the last frames."""
-        assert self._socket is not None
         now, deadline = time.time(), time.monotonic() + MAX_DRAIN_S
-        while self._last_wire_time < now and select.select([self._socket.ins], [], [], 0)[0]:
+        while self._last_wire_time < now and self._frames_queued():
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.005)

@@ -255,12 +255,12 @@ def _settle(request: Request) -> None:
         request.outcome = "error"
 
 
-def _tcp_frames(pcap: Path, min_header: int):
-    """(time, source IP, destination IP, TCP header and payload) of each TCP frame of a pcap."""
+def _tcp_frames(pcap: Path):
+    """(time, source IP, destination IP, TCP header and payload) of each TCP frame of a pcap with a whole header."""
     with RawPcapReader(str(pcap)) as reader:
         for frame, meta in reader:
             parsed = tcp_of_frame(frame, reader.linktype)
-            if parsed is not None and len(parsed[2]) >= min_header:
+            if parsed is not None and len(parsed[2]) >= 20:
                 yield (meta.sec + meta.usec / 1e6, *parsed)
 
 
@@ -269,7 +269,7 @@ def retransmissions(pcap: Path, start: float, end: float) -> int:
     and length as an earlier frame. On a veth nothing is lost by itself, so these show packets were dropped."""
     seen: set[tuple] = set()
     again = 0
-    for when, src_ip, dst_ip, tcp in _tcp_frames(pcap, 20):
+    for when, src_ip, dst_ip, tcp in _tcp_frames(pcap):
         flags, length = tcp[13], len(tcp) - (tcp[12] >> 4) * 4
         if not (flags & TCP_SYN or length > 0):
             continue
